@@ -1,0 +1,26 @@
+//! Pure media code for livecast: FLV tag bodies in, MPEG-TS segments and HLS playlists out.
+//!
+//! Nothing in this crate opens a socket, spawns a task, reads a clock or touches the file
+//! system. Callers hand in bytes and timestamps (and wall-clock times as plain values) and get
+//! bytes and models back, which keeps every piece deterministic, unit-testable and fuzzable.
+//!
+//! # Layout
+//!
+//! - [`flv`]: video and audio tag bodies as RTMP carries them (H.264, AAC).
+//! - [`avc`]: AVCDecoderConfigurationRecord and the AVCC → Annex B rewrite.
+//! - [`aac`]: AudioSpecificConfig and ADTS framing.
+//! - [`ts`]: the MPEG-TS muxer (PAT/PMT, PES, PCR, continuity counters).
+//! - [`segmenter`]: turns a stream of tags into whole segments cut at keyframes.
+//! - [`playlist`]: the HLS media playlist model and writer.
+//! - [`timestamp`]: extends 32-bit RTMP millisecond timestamps into a monotonic timeline.
+
+pub mod aac;
+pub mod avc;
+mod error;
+pub mod flv;
+pub mod playlist;
+pub mod segmenter;
+pub mod timestamp;
+pub mod ts;
+
+pub use error::MediaError;
