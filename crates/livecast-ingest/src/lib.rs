@@ -1,1 +1,26 @@
-//! placeholder
+//! livecast-ingest: accepts RTMP publishes and writes each stream as HLS to a shared volume.
+//!
+//! Every publish gets its own pipeline task: the connection task parses RTMP and forwards FLV tag
+//! bodies over a bounded channel, the pipeline cuts them into MPEG-TS segments with
+//! `livecast-media` and writes segments and playlist atomically (temp file, then rename).
+//! Front-ends only ever see complete files.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and their validation.
+//! - [`server`]: the accept loop, the admin server and [`run`].
+//! - `connection`: one RTMP connection: handshake, session, publish admission.
+//! - `pipeline`: one publish: segmenter, HLS writer, segment retirement.
+//! - `metrics`: every metric this crate exports.
+//! - [`error`]: the crate's error type.
+
+pub mod config;
+mod connection;
+pub mod error;
+mod metrics;
+mod pipeline;
+pub mod server;
+
+pub use config::Config;
+pub use error::IngestError;
+pub use server::{run, Listeners};

@@ -1,1 +1,17 @@
-//! placeholder
+//! Shared plumbing for every livecast service, and nothing else: no domain logic lives here.
+//!
+//! # Layout
+//!
+//! - [`logging`]: `tracing` initialisation (`RUST_LOG`, `--log-format text|json`).
+//! - [`admin`]: the admin router (`/metrics`, `/livez`, `/readyz`) and its server.
+//! - [`shutdown`]: a cancellation token cancelled on SIGTERM or SIGINT.
+
+pub mod admin;
+pub mod logging;
+pub mod shutdown;
+
+pub use admin::{serve_admin, Health};
+pub use logging::{init_logging, LogArgs, LogFormat};
+pub use prometheus::Registry;
+pub use shutdown::shutdown_on_signals;
+pub use tokio_util::sync::CancellationToken;

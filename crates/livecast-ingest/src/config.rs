@@ -1,0 +1,79 @@
+//! Ingest configuration: every flag also reads `LIVECAST_<FLAG>` from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use livecast_telemetry::LogArgs;
+
+use crate::IngestError;
+
+/// RTMP ingest that writes HLS to a shared directory.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "livecast-ingest", version, about, long_about = None)]
+pub struct Config {
+    /// Address for RTMP publishers (rtmp://HOST:PORT/live/<stream>).
+    #[arg(long, env = "LIVECAST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    pub rtmp_listen: SocketAddr,
+    /// Address of the admin server (/metrics, /livez, /readyz).
+    #[arg(long, env = "LIVECAST_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
+    pub admin_listen: SocketAddr,
+    /// Directory where each stream's playlist and segments are written (<dir>/<stream>/).
+    #[arg(long, env = "LIVECAST_HLS_DIR", default_value = "./data/hls")]
+    pub hls_dir: PathBuf,
+    /// Target segment length in seconds; segments are cut at the first keyframe after it.
+    #[arg(long, env = "LIVECAST_SEGMENT_SECS", default_value_t = 2.0)]
+    pub segment_secs: f64,
+    /// Number of segments listed in a live playlist.
+    #[arg(long, env = "LIVECAST_WINDOW", default_value_t = 6)]
+    pub window: usize,
+    /// Seconds without any data from a publisher before its connection is closed.
+    #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    pub idle_timeout_secs: u64,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// Checks values clap cannot check by type.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        if !(0.5..=30.0).contains(&self.segment_secs) {
+            return Err(IngestError::Config(format!(
+                "--segment-secs must be between 0.5 and 30, got {}",
+                self.segment_secs
+            )));
+        }
+        // RFC 8216 §6.2.2: a live playlist should hold at least three target durations.
+        if !(3..=1000).contains(&self.window) {
+            return Err(IngestError::Config(format!(
+                "--window must be between 3 and 1000 segments, got {}",
+                self.window
+            )));
+        }
+        if self.idle_timeout_secs == 0 {
+            return Err(IngestError::Config(
+                "--idle-timeout-secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_follow_the_contract_and_bad_values_are_refused() {
+        let cfg = Config::parse_from(["livecast-ingest"]);
+        assert_eq!(cfg.rtmp_listen.port(), 1935);
+        assert_eq!(cfg.admin_listen.port(), 9101);
+        assert_eq!(cfg.segment_secs, 2.0);
+        assert_eq!(cfg.window, 6);
+        cfg.validate().unwrap();
+        let bad = Config::parse_from(["livecast-ingest", "--window", "1"]);
+        assert!(bad.validate().unwrap_err().to_string().contains("--window"));
+        let bad = Config::parse_from(["livecast-ingest", "--segment-secs", "0"]);
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! One RTMP connection: handshake, session, and admission of a publish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livecast_telemetry::CancellationToken;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::error::ConnectionError;
+use crate::pipeline::{self, MediaMessage};
+use crate::server::Shared;
+
+/// The only RTMP application; publishers use rtmp://HOST/live/<stream>.
+pub(crate) const APP: &str = "live";
+/// Bound of the channel from a connection to its pipeline; a full channel slows the reader,
+/// which pushes back on the publisher through TCP rather than buffering without limit.
+const MEDIA_QUEUE: usize = 512;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::info_span!("rtmp", %peer);
+    async move {
+        tracing::debug!("connection accepted");
+        match Connection::new(socket, shared.clone()).run(shutdown).await {
+            Ok(()) => tracing::debug!("connection closed"),
+            Err(ConnectionError::Refused(reason)) => {
+                shared.metrics.rejected.with_label_values(&[reason]).inc();
+                tracing::warn!(reason, "connection refused");
+            }
+            Err(error) => {
+                shared
+                    .metrics
+                    .rejected
+                    .with_label_values(&["protocol"])
+                    .inc();
+                tracing::info!(%error, "connection ended");
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct Publish {
+    stream: String,
+    media: mpsc::Sender<MediaMessage>,
+}
+
+struct Connection {
+    socket: TcpStream,
+    shared: Arc<Shared>,
+    publish: Option<Publish>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    fn new(socket: TcpStream, shared: Arc<Shared>) -> Self {
+        let _ = socket.set_nodelay(true);
+        Self {
+            socket,
+            shared,
+            publish: None,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) -> Result<(), ConnectionError> {
+        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake())
+            .await
+            .map_err(|_| ConnectionError::Refused("handshake_timeout"))??;
+        let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())?;
+        self.handle(&mut session, initial).await?;
+        let results = session.handle_input(&leftover)?;
+        self.handle(&mut session, results).await?;
+        let idle = Duration::from_secs(self.shared.config.idle_timeout_secs);
+        loop {
+            let n = tokio::select! {
+                () = shutdown.cancelled() => break,
+                read = tokio::time::timeout(idle, self.socket.read(&mut self.buf)) => {
+                    read.map_err(|_| ConnectionError::Idle(idle.as_secs()))??
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            self.shared.metrics.received_bytes.inc_by(n as u64);
+            let results = session.handle_input(&self.buf[..n])?;
+            self.handle(&mut session, results).await?;
+        }
+        // Dropping the publish closes the pipeline's channel; it then writes ENDLIST.
+        self.publish = None;
+        Ok(())
+    }
+
+    async fn handshake(&mut self) -> Result<Vec<u8>, ConnectionError> {
+        let mut handshake = Handshake::new(PeerType::Server);
+        loop {
+            let n = self.socket.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(ConnectionError::Refused("handshake_incomplete"));
+            }
+            self.shared.metrics.received_bytes.inc_by(n as u64);
+            match handshake.process_bytes(&self.buf[..n])? {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.socket.write_all(&response_bytes).await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.socket.write_all(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+            }
+        }
+    }
+
+    /// Sends responses and reacts to events, including the results that accepting or rejecting
+    /// a request produces in turn.
+    async fn handle(
+        &mut self,
+        session: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+    ) -> Result<(), ConnectionError> {
+        let mut queue = std::collections::VecDeque::from(results);
+        while let Some(result) = queue.pop_front() {
+            match result {
+                ServerSessionResult::OutboundResponse(packet) => {
+                    self.socket.write_all(&packet.bytes).await?
+                }
+                ServerSessionResult::RaisedEvent(event) => {
+                    let more = self.on_event(session, event).await?;
+                    queue.extend(more);
+                }
+                ServerSessionResult::UnhandleableMessageReceived(payload) => {
+                    tracing::debug!(type_id = payload.type_id, "unhandled rtmp message ignored");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(
+        &mut self,
+        session: &mut ServerSession,
+        event: ServerSessionEvent,
+    ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        match event {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
+                if app_name.trim_end_matches('/') == APP {
+                    Ok(session.accept_request(request_id)?)
+                } else {
+                    tracing::warn!(app = %sanitize(&app_name), "unknown application");
+                    let refusal = session.reject_request(
+                        request_id,
+                        "NetConnection.Connect.Rejected",
+                        "unknown application",
+                    )?;
+                    self.flush(refusal).await?;
+                    Err(ConnectionError::Refused("unknown_app"))
+                }
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => self.on_publish(session, request_id, &stream_key).await,
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                // Viewers watch over HLS; RTMP playback is not offered.
+                let refusal = session.reject_request(
+                    request_id,
+                    "NetStream.Play.Failed",
+                    "playback is over hls",
+                )?;
+                self.flush(refusal).await?;
+                Err(ConnectionError::Refused("play"))
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
+                self.forward(MediaMessage::Video(timestamp.value, data))
+                    .await;
+                Ok(Vec::new())
+            }
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
+                self.forward(MediaMessage::Audio(timestamp.value, data))
+                    .await;
+                Ok(Vec::new())
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if let Some(publish) = self.publish.take() {
+                    tracing::info!(stream = %publish.stream, "publish finished");
+                }
+                Ok(Vec::new())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn on_publish(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        stream_key: &str,
+    ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        // The key travels as a query on the stream name; it never becomes part of a path.
+        let name = stream_key.split('?').next().unwrap_or_default();
+        if self.publish.is_some() {
+            return self
+                .refuse(
+                    session,
+                    request_id,
+                    "second_publish",
+                    "one publish per connection",
+                )
+                .await;
+        }
+        if !valid_stream_name(name) {
+            return self
+                .refuse(session, request_id, "bad_name", "invalid stream name")
+                .await;
+        }
+        let claimed = self
+            .shared
+            .live
+            .lock()
+            .map(|mut live| live.insert(name.to_string()))
+            .unwrap_or(false);
+        if !claimed {
+            return self
+                .refuse(
+                    session,
+                    request_id,
+                    "already_live",
+                    "stream is already being published",
+                )
+                .await;
+        }
+        let results = session.accept_request(request_id)?;
+        let (tx, rx) = mpsc::channel(MEDIA_QUEUE);
+        let pipeline = pipeline::Pipeline::new(name.to_string(), self.shared.clone());
+        self.shared.tasks.spawn(
+            pipeline
+                .run(rx)
+                .instrument(tracing::info_span!("stream", stream = %name)),
+        );
+        tracing::info!(stream = %name, "publish started");
+        self.publish = Some(Publish {
+            stream: name.to_string(),
+            media: tx,
+        });
+        Ok(results)
+    }
+
+    async fn refuse(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        reason: &'static str,
+        description: &str,
+    ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        let refusal =
+            session.reject_request(request_id, "NetStream.Publish.BadName", description)?;
+        self.flush(refusal).await?;
+        Err(ConnectionError::Refused(reason))
+    }
+
+    async fn flush(&mut self, results: Vec<ServerSessionResult>) -> Result<(), ConnectionError> {
+        for result in results {
+            if let ServerSessionResult::OutboundResponse(packet) = result {
+                self.socket.write_all(&packet.bytes).await?;
+            }
+        }
+        self.socket.flush().await?;
+        Ok(())
+    }
+
+    async fn forward(&mut self, message: MediaMessage) {
+        if let Some(publish) = &self.publish {
+            if publish.media.send(message).await.is_err() {
+                // The pipeline stopped (it logs why); further media has nowhere to go.
+                self.publish = None;
+            }
+        }
+    }
+}
+
+/// Stream names become directory names and URL path segments: keep them to a safe alphabet.
+pub(crate) fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// A peer-supplied string fit for a log line: bounded and without control characters.
+fn sanitize(s: &str) -> String {
+    s.chars().take(64).filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_stream_name;
+
+    #[test]
+    fn stream_names() {
+        for ok in ["cam1", "Main_Stage-2", "a.b"] {
+            assert!(valid_stream_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a?b",
+            "x y",
+            "-flag",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_stream_name(bad), "{bad}");
+        }
+    }
+}

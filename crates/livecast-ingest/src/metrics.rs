@@ -1,0 +1,55 @@
+//! Every metric the ingest service exports, registered in the service's registry.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Ingest metrics.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    pub streams_active: IntGauge,
+    pub connections: IntCounter,
+    pub received_bytes: IntCounter,
+    pub segments_written: IntCounter,
+    pub media_errors: IntCounter,
+    pub rejected: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            streams_active: IntGauge::new(
+                "livecast_ingest_streams_active",
+                "Streams being published now",
+            )?,
+            connections: IntCounter::new(
+                "livecast_ingest_connections_total",
+                "RTMP connections accepted",
+            )?,
+            received_bytes: IntCounter::new(
+                "livecast_ingest_received_bytes_total",
+                "Bytes received from RTMP peers",
+            )?,
+            segments_written: IntCounter::new(
+                "livecast_ingest_segments_written_total",
+                "HLS segments written to the volume",
+            )?,
+            media_errors: IntCounter::new(
+                "livecast_ingest_media_errors_total",
+                "Audio or video messages that could not be packaged and were dropped",
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "livecast_ingest_rejected_total",
+                    "Connections or publishes refused, by reason",
+                ),
+                &["reason"],
+            )?,
+        };
+        registry.register(Box::new(m.streams_active.clone()))?;
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.received_bytes.clone()))?;
+        registry.register(Box::new(m.segments_written.clone()))?;
+        registry.register(Box::new(m.media_errors.clone()))?;
+        registry.register(Box::new(m.rejected.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,105 @@
+//! The accept loop and the service entry point.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use livecast_telemetry::{serve_admin, CancellationToken, Health, Registry};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+use crate::{connection, Config, IngestError};
+
+/// How long shutdown waits for publishes to close their playlists.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The sockets the service serves, bound by the caller (port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    /// RTMP publishers.
+    pub rtmp: TcpListener,
+    /// Admin HTTP.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses from the configuration.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            rtmp: TcpListener::bind(config.rtmp_listen).await?,
+            admin: TcpListener::bind(config.admin_listen).await?,
+        })
+    }
+}
+
+/// State shared by every connection and pipeline.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    /// Names being published now; a second publisher of the same name is refused.
+    pub live: Mutex<HashSet<String>>,
+    pub tasks: TaskTracker,
+}
+
+/// Runs the ingest service until `shutdown` is cancelled, then lets every publish finish its
+/// playlist (ENDLIST) within a deadline.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.hls_dir)?;
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry)?;
+    let health = Health::default();
+    let admin = tokio::spawn(serve_admin(
+        listeners.admin,
+        registry,
+        health.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        rtmp = %listeners.rtmp.local_addr()?,
+        hls_dir = %config.hls_dir.display(),
+        "ingest listening"
+    );
+    let shared = Arc::new(Shared {
+        config,
+        metrics,
+        live: Mutex::new(HashSet::new()),
+        tasks: TaskTracker::new(),
+    });
+    health.set_ready(true);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listeners.rtmp.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    shared.metrics.connections.inc();
+                    shared.tasks.spawn(connection::serve(socket, peer, shared.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    // Running out of file descriptors is transient; do not spin on it.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    health.set_ready(false);
+    drop(listeners.rtmp);
+    shared.tasks.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, shared.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("publishes did not finish within the shutdown deadline");
+    }
+    admin
+        .await
+        .map_err(|e| IngestError::Io(std::io::Error::other(e)))??;
+    Ok(())
+}

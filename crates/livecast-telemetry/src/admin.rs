@@ -1,0 +1,86 @@
+//! The admin HTTP surface every service exposes on its admin port: `/metrics` in the
+//! Prometheus text format, `/livez` (the process answers) and `/readyz` (the service wants
+//! traffic).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Readiness shared between a service and its admin router.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the service ready (or not) for traffic.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    registry: Registry,
+    health: Health,
+}
+
+/// Builds the admin router.
+pub fn router(registry: Registry, health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(AdminState { registry, health })
+}
+
+/// Serves the admin router on `listener` until `shutdown` is cancelled.
+pub async fn serve_admin(
+    listener: TcpListener,
+    registry: Registry,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(registry, health))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    if let Err(error) = encoder.encode(&state.registry.gather(), &mut body) {
+        tracing::error!(%error, "cannot encode metrics");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            Vec::new(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        body,
+    )
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
