@@ -15,3 +15,14 @@ pub use logging::{init_logging, LogArgs, LogFormat};
 pub use prometheus::Registry;
 pub use shutdown::shutdown_on_signals;
 pub use tokio_util::sync::CancellationToken;
+
+/// The status class label (`2xx`, `4xx`, ...) every service uses for request counters.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,1 +1,30 @@
-//! placeholder
+//! livecast-web: the HLS front-end. Serves playlists and segments from the shared volume, the
+//! player page with the stream list, and writes one JSON access-log line per request.
+//!
+//! The front-end never talks to ingest: the volume is the only coupling (DESIGN.md §1). It
+//! reads only below `--hls-dir`, and only names from a safe alphabet, so no request can reach
+//! a file outside the volume.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and their validation.
+//! - [`server`]: the router and [`run`].
+//! - `hls`: playlists and segments from the volume, with content types and cache headers.
+//! - `streams`: `/api/streams`, the live streams found on the volume.
+//! - `player`: the player page and the embedded hls.js.
+//! - `access_log`: the JSON access log writer and its middleware.
+//! - `metrics`: every metric this crate exports.
+//! - [`error`]: the crate's error type.
+
+mod access_log;
+pub mod config;
+pub mod error;
+mod hls;
+mod metrics;
+mod player;
+pub mod server;
+mod streams;
+
+pub use config::Config;
+pub use error::WebError;
+pub use server::{run, Listeners};

@@ -1,1 +1,215 @@
-//! placeholder
+//! The whole livecast stack in one process, for machines without Docker: `livecast up` runs
+//! the ingest, `--web-replicas` front-ends and the balancer with the contract's defaults.
+//!
+//! The services are the same libraries the standalone binaries run; each keeps its own metrics
+//! registry and admin port, exactly as it would in its own container.
+//!
+//! # Layout
+//!
+//! - [`UpArgs`]: the flags of `livecast up`.
+//! - [`Stack`]: every listener bound (port 0 works, for tests), then [`Stack::run`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use livecast_telemetry::CancellationToken;
+
+/// Flags of `livecast up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Address for RTMP publishers.
+    #[arg(long, env = "LIVECAST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    pub rtmp_listen: SocketAddr,
+    /// Address for viewers (the balancer).
+    #[arg(long, env = "LIVECAST_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Number of front-ends behind the balancer.
+    #[arg(long, env = "LIVECAST_WEB_REPLICAS", default_value_t = 3)]
+    pub web_replicas: usize,
+    /// Port of the first front-end; replica i listens on 127.0.0.1:<web-port + i> (0: any free port).
+    #[arg(long, env = "LIVECAST_WEB_PORT", default_value_t = 8081)]
+    pub web_port: u16,
+    /// Host of every admin server.
+    #[arg(long, env = "LIVECAST_ADMIN_HOST", default_value = "0.0.0.0")]
+    pub admin_host: IpAddr,
+    /// First admin port: ingest on it, the first front-end on +1 (replica i on +1+10·i), the
+    /// balancer on +2 (0: any free port).
+    #[arg(long, env = "LIVECAST_ADMIN_PORT", default_value_t = 9101)]
+    pub admin_port: u16,
+    /// Directory for HLS output, shared by ingest and front-ends.
+    #[arg(long, env = "LIVECAST_HLS_DIR", default_value = "./data/hls")]
+    pub hls_dir: PathBuf,
+    /// Directory for the front-ends' access logs.
+    #[arg(long, env = "LIVECAST_ACCESS_LOG_DIR", default_value = "./data/logs")]
+    pub access_log_dir: PathBuf,
+    /// Target segment length in seconds.
+    #[arg(long, env = "LIVECAST_SEGMENT_SECS", default_value_t = 2.0)]
+    pub segment_secs: f64,
+    /// Segments listed in a live playlist.
+    #[arg(long, env = "LIVECAST_WINDOW", default_value_t = 6)]
+    pub window: usize,
+}
+
+/// Addresses the stack actually listens on.
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    /// RTMP.
+    pub rtmp: SocketAddr,
+    /// The balancer, where viewers go.
+    pub proxy: SocketAddr,
+    /// Each front-end.
+    pub webs: Vec<SocketAddr>,
+    /// Admin servers: ingest, each front-end, balancer.
+    pub ingest_admin: SocketAddr,
+    /// Admin servers of the front-ends.
+    pub web_admins: Vec<SocketAddr>,
+    /// Admin server of the balancer.
+    pub proxy_admin: SocketAddr,
+}
+
+/// The stack with every socket bound.
+#[derive(Debug)]
+pub struct Stack {
+    ingest: (livecast_ingest::Config, livecast_ingest::Listeners),
+    webs: Vec<(livecast_web::Config, livecast_web::Listeners)>,
+    proxy: (livecast_proxy::Config, livecast_proxy::Listeners),
+    addrs: Addrs,
+}
+
+fn port_plus(base: u16, offset: u16) -> u16 {
+    if base == 0 {
+        0
+    } else {
+        base.saturating_add(offset)
+    }
+}
+
+impl Stack {
+    /// Validates the flags and binds every listener.
+    pub async fn bind(args: &UpArgs) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (1..=64).contains(&args.web_replicas),
+            "--web-replicas must be between 1 and 64, got {}",
+            args.web_replicas
+        );
+        let admin =
+            |offset: u16| SocketAddr::new(args.admin_host, port_plus(args.admin_port, offset));
+        let ingest = livecast_ingest::Config::parse_from([
+            "livecast-ingest".to_string(),
+            format!("--rtmp-listen={}", args.rtmp_listen),
+            format!("--admin-listen={}", admin(0)),
+            format!("--hls-dir={}", args.hls_dir.display()),
+            format!("--segment-secs={}", args.segment_secs),
+            format!("--window={}", args.window),
+        ]);
+        ingest.validate()?;
+        let ingest_listeners = livecast_ingest::Listeners::bind(&ingest)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind ingest on {} / {}",
+                    ingest.rtmp_listen, ingest.admin_listen
+                )
+            })?;
+        let mut webs = Vec::new();
+        for i in 0..args.web_replicas {
+            let listen = SocketAddr::new([127, 0, 0, 1].into(), port_plus(args.web_port, i as u16));
+            let web = livecast_web::Config::parse_from([
+                "livecast-web".to_string(),
+                format!("--listen={listen}"),
+                format!("--admin-listen={}", admin(1 + 10 * i as u16)),
+                format!("--hls-dir={}", args.hls_dir.display()),
+                format!("--access-log-dir={}", args.access_log_dir.display()),
+                format!("--instance-name=web-{}", i + 1),
+            ]);
+            let listeners = livecast_web::Listeners::bind(&web)
+                .await
+                .with_context(|| format!("cannot bind front-end {} on {listen}", i + 1))?;
+            webs.push((web, listeners));
+        }
+        let web_addrs = webs
+            .iter()
+            .map(|(_, l)| l.http.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut proxy_args = vec![
+            "livecast-proxy".to_string(),
+            format!("--listen={}", args.listen),
+            format!("--admin-listen={}", admin(2)),
+        ];
+        proxy_args.extend(web_addrs.iter().map(|a| format!("--backend={a}")));
+        let proxy = livecast_proxy::Config::parse_from(proxy_args);
+        let proxy_listeners = livecast_proxy::Listeners::bind(&proxy)
+            .await
+            .with_context(|| format!("cannot bind balancer on {}", proxy.listen))?;
+        let addrs = Addrs {
+            rtmp: ingest_listeners.rtmp.local_addr()?,
+            proxy: proxy_listeners.http.local_addr()?,
+            ingest_admin: ingest_listeners.admin.local_addr()?,
+            web_admins: webs
+                .iter()
+                .map(|(_, l)| l.admin.local_addr())
+                .collect::<std::io::Result<Vec<_>>>()?,
+            proxy_admin: proxy_listeners.admin.local_addr()?,
+            webs: web_addrs,
+        };
+        Ok(Self {
+            ingest: (ingest, ingest_listeners),
+            webs,
+            proxy: (proxy, proxy_listeners),
+            addrs,
+        })
+    }
+
+    /// Where the stack listens.
+    pub fn addrs(&self) -> &Addrs {
+        &self.addrs
+    }
+
+    /// Runs every service until `shutdown` is cancelled and all have drained.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (config, listeners) = self.ingest;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            livecast_ingest::run(config, listeners, token)
+                .await
+                .context("ingest")
+        });
+        for (config, listeners) in self.webs {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                livecast_web::run(config, listeners, token)
+                    .await
+                    .context("front-end")
+            });
+        }
+        let (config, listeners) = self.proxy;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            livecast_proxy::run(config, listeners, token)
+                .await
+                .context("balancer")
+        });
+        tracing::info!(
+            rtmp = %self.addrs.rtmp,
+            viewers = %self.addrs.proxy,
+            front_ends = self.addrs.webs.len(),
+            "livecast is up: publish to rtmp://HOST:{}/live/<stream>, watch on http://HOST:{}/",
+            self.addrs.rtmp.port(),
+            self.addrs.proxy.port()
+        );
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(error) = result {
+                tracing::error!(error = %format!("{error:#}"), "service stopped");
+                // One service failing takes the stack down rather than leaving it half-working.
+                shutdown.cancel();
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

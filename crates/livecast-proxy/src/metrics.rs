@@ -1,0 +1,73 @@
+//! Every metric the balancer exports. The backend label is a front-end's address, never a
+//! client's.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// Balancer metrics.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    pub requests: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub retries: IntCounter,
+    pub no_backend: IntCounter,
+    pub backends: IntGauge,
+    pub membership_changes: IntCounter,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "livecast_proxy_requests_total",
+                    "Requests answered, by backend and status class",
+                ),
+                &["backend", "status_class"],
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "livecast_proxy_upstream_errors_total",
+                    "Failed upstream calls, by backend and kind",
+                ),
+                &["backend", "kind"],
+            )?,
+            upstream_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "livecast_proxy_upstream_duration_seconds",
+                    "Time from sending a request upstream to its response headers, by backend",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+                ]),
+                &["backend"],
+            )?,
+            retries: IntCounter::new(
+                "livecast_proxy_retries_total",
+                "Requests retried on another backend",
+            )?,
+            no_backend: IntCounter::new(
+                "livecast_proxy_no_backend_total",
+                "Requests answered 503 because no backend was known",
+            )?,
+            backends: IntGauge::new(
+                "livecast_proxy_backends",
+                "Backend addresses currently in rotation",
+            )?,
+            membership_changes: IntCounter::new(
+                "livecast_proxy_membership_changes_total",
+                "Backend addresses added to or removed from rotation",
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.upstream_errors.clone()))?;
+        registry.register(Box::new(m.upstream_duration.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        registry.register(Box::new(m.no_backend.clone()))?;
+        registry.register(Box::new(m.backends.clone()))?;
+        registry.register(Box::new(m.membership_changes.clone()))?;
+        Ok(m)
+    }
+}

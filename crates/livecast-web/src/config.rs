@@ -1,0 +1,65 @@
+//! Front-end configuration: every flag also reads `LIVECAST_<FLAG>` from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use livecast_telemetry::LogArgs;
+
+use crate::WebError;
+
+/// HLS front-end: serves the shared volume, the player page and the stream list.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "livecast-web", version, about, long_about = None)]
+pub struct Config {
+    /// Address for viewers (usually reached through livecast-proxy).
+    #[arg(long, env = "LIVECAST_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Address of the admin server (/metrics, /livez, /readyz).
+    #[arg(long, env = "LIVECAST_ADMIN_LISTEN", default_value = "0.0.0.0:9102")]
+    pub admin_listen: SocketAddr,
+    /// Directory the ingest writes HLS to (mounted read-only is enough).
+    #[arg(long, env = "LIVECAST_HLS_DIR", default_value = "./data/hls")]
+    pub hls_dir: PathBuf,
+    /// Directory for the JSON access log, written as <dir>/<instance-name>.log.
+    #[arg(long, env = "LIVECAST_ACCESS_LOG_DIR", default_value = "./data/logs")]
+    pub access_log_dir: PathBuf,
+    /// Name of this front-end in logs and the access-log file name (default: the host name).
+    #[arg(long, env = "LIVECAST_INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// Checks values clap cannot check by type.
+    pub fn validate(&self) -> Result<(), WebError> {
+        if let Some(name) = &self.instance_name {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(WebError::Config(format!(
+                    "--instance-name must be 1-64 characters of [A-Za-z0-9._-], got {name:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The instance name, or the host name when none was given.
+    pub fn instance(&self) -> String {
+        self.instance_name.clone().unwrap_or_else(hostname)
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+        .unwrap_or_else(|| "web".to_string())
+}

@@ -1,0 +1,49 @@
+//! Every metric the front-end exports.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+
+/// Front-end metrics. Routes are a fixed set of names, never raw paths or client addresses.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub response_bytes: IntCounter,
+    pub access_log_dropped: IntCounter,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "livecast_web_requests_total",
+                    "HTTP requests answered, by route and status class",
+                ),
+                &["route", "status_class"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "livecast_web_request_duration_seconds",
+                    "Time to answer a request, by route",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+                ]),
+                &["route"],
+            )?,
+            response_bytes: IntCounter::new(
+                "livecast_web_response_bytes_total",
+                "Response body bytes sent",
+            )?,
+            access_log_dropped: IntCounter::new(
+                "livecast_web_access_log_dropped_total",
+                "Access-log lines dropped because the writer fell behind",
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.response_bytes.clone()))?;
+        registry.register(Box::new(m.access_log_dropped.clone()))?;
+        Ok(m)
+    }
+}
