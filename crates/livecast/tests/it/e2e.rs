@@ -1,0 +1,153 @@
+//! Encoder → ingest → volume → front-ends → balancer → ffprobe, for two streams at once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use crate::support::{ffprobe, get, make_clip, parse_playlist, publish, start_stack};
+
+const CLIP_SECS: u32 = 8;
+const STREAMS: [&str; 2] = ["alpha", "beta"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_streams_from_ffmpeg_play_through_the_proxy() {
+    let stack = start_stack(2).await;
+    let clip = make_clip(stack.dir.path(), CLIP_SECS);
+    let mut publishers: Vec<_> = STREAMS
+        .iter()
+        .map(|name| publish(&clip, &stack.rtmp_url(&format!("live/{name}"))))
+        .collect();
+
+    // Watch the playlists through the proxy while the publish runs, as a player would.
+    let mut target_durations: HashMap<&str, BTreeSet<u64>> = HashMap::new();
+    let mut fetched: HashSet<String> = HashSet::new();
+    let mut listed_live: HashSet<String> = HashSet::new();
+    let mut finals = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(CLIP_SECS as u64 + 30);
+    while finals.len() < STREAMS.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "streams did not end in time"
+        );
+        let api = get(&stack.url("/api/streams")).await;
+        let api: serde_json::Value = serde_json::from_slice(&api.body).expect("stream list json");
+        for s in api["streams"].as_array().expect("streams array") {
+            listed_live.insert(s["name"].as_str().unwrap_or_default().to_string());
+        }
+        for name in STREAMS {
+            let response = get(&stack.url(&format!("/hls/{name}/index.m3u8"))).await;
+            if response.status == 404 {
+                continue;
+            }
+            assert_eq!(response.status, 200);
+            assert_eq!(response.content_type, "application/vnd.apple.mpegurl");
+            let playlist =
+                parse_playlist(std::str::from_utf8(&response.body).expect("utf-8 playlist"));
+            target_durations
+                .entry(name)
+                .or_default()
+                .insert(playlist.target_duration.expect("TARGETDURATION"));
+            for (_, uri) in &playlist.segments {
+                let key = format!("{name}/{uri}");
+                if fetched.insert(key.clone()) {
+                    let segment = get(&stack.url(&format!("/hls/{key}"))).await;
+                    assert_eq!(segment.status, 200, "{key}");
+                    assert_eq!(segment.content_type, "video/mp2t");
+                    assert!(
+                        !segment.body.is_empty() && segment.body.len() % 188 == 0,
+                        "{key}"
+                    );
+                    assert_eq!(segment.body[0], 0x47);
+                }
+            }
+            if playlist.ended {
+                finals.insert(name, playlist);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for publisher in &mut publishers {
+        assert!(
+            publisher.wait().await.expect("ffmpeg exits").success(),
+            "ffmpeg publish failed"
+        );
+    }
+
+    assert_eq!(
+        listed_live,
+        STREAMS
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<HashSet<_>>()
+    );
+    for name in STREAMS {
+        assert_eq!(
+            target_durations[name],
+            BTreeSet::from([2]),
+            "TARGETDURATION of {name} never changes"
+        );
+        let playlist = &finals[name];
+        assert_eq!(
+            playlist.segments.len(),
+            (CLIP_SECS / 2) as usize,
+            "{name}: {playlist:?}"
+        );
+        let (last, full) = playlist.segments.split_last().expect("segments");
+        for (duration, uri) in full {
+            assert!(
+                (1.9..=2.1).contains(duration),
+                "{name}/{uri} lasts {duration}"
+            );
+        }
+        assert!(
+            (1.5..=2.5).contains(&last.0),
+            "last segment lasts {}",
+            last.0
+        );
+
+        let (streams, duration) = ffprobe(&stack.url(&format!("/hls/{name}/index.m3u8")));
+        let video = streams
+            .iter()
+            .find(|s| s.0 == "video")
+            .expect("a video stream");
+        let audio = streams
+            .iter()
+            .find(|s| s.0 == "audio")
+            .expect("an audio stream");
+        assert_eq!(video.1, "h264");
+        assert_eq!(
+            video.2,
+            u64::from(CLIP_SECS * 30),
+            "every video frame decodes"
+        );
+        assert_eq!(audio.1, "aac");
+        let expected_audio = f64::from(CLIP_SECS) * 44100.0 / 1024.0;
+        assert!(
+            (audio.2 as f64 - expected_audio).abs() < 5.0,
+            "audio frames {}",
+            audio.2
+        );
+        assert!(
+            (duration - f64::from(CLIP_SECS)).abs() < 0.3,
+            "duration {duration}"
+        );
+    }
+
+    // Every request went through a front-end's access log.
+    let logs = std::fs::read_dir(stack.dir.path().join("logs"))
+        .expect("log dir")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("log"))
+        .collect::<String>();
+    let first: serde_json::Value =
+        serde_json::from_str(logs.lines().next().expect("a log line")).expect("json line");
+    for field in [
+        "@timestamp",
+        "client.ip",
+        "http.request.method",
+        "url.path",
+        "http.response.status_code",
+    ] {
+        assert!(!first[field].is_null(), "access log has {field}");
+    }
+    assert!(logs.contains("\"livecast.stream\":\"alpha\""));
+    stack.stop().await;
+}

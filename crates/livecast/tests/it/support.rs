@@ -1,0 +1,268 @@
+//! Helpers shared by the system tests: start the stack, make a clip, publish it, fetch URLs.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use livecast::{Addrs, Stack, UpArgs};
+use livecast_telemetry::CancellationToken;
+
+#[derive(clap::Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    up: UpArgs,
+}
+
+/// A running stack; shuts down when dropped.
+pub struct Running {
+    pub addrs: Addrs,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    pub fn hls_dir(&self) -> PathBuf {
+        self.dir.path().join("hls")
+    }
+
+    pub fn rtmp_url(&self, app_and_stream: &str) -> String {
+        format!("rtmp://{}/{app_and_stream}", self.addrs.rtmp)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addrs.proxy)
+    }
+
+    /// Stops the stack and waits for it to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(20), task).await;
+            result
+                .expect("stack drains in time")
+                .expect("stack task")
+                .expect("stack ran cleanly");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn start_stack(replicas: usize) -> Running {
+    livecast_telemetry::init_logging(livecast_telemetry::LogFormat::Text);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = Wrapper::parse_from([
+        "test".to_string(),
+        "--rtmp-listen=127.0.0.1:0".into(),
+        "--listen=127.0.0.1:0".into(),
+        "--web-port=0".into(),
+        "--admin-host=127.0.0.1".into(),
+        "--admin-port=0".into(),
+        format!("--web-replicas={replicas}"),
+        format!("--hls-dir={}", dir.path().join("hls").display()),
+        format!("--access-log-dir={}", dir.path().join("logs").display()),
+    ])
+    .up;
+    let stack = Stack::bind(&args).await.expect("stack binds");
+    let addrs = stack.addrs().clone();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(stack.run(shutdown.clone()));
+    Running {
+        addrs,
+        dir,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+/// Makes an H.264 + AAC FLV clip (testsrc2 + sine, 30 fps, 2 s GOP) of `seconds`.
+pub fn make_clip(dir: &Path, seconds: u32) -> PathBuf {
+    let path = dir.join(format!("clip-{seconds}s.flv"));
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc2=size=640x360:rate=30:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=44100:duration={seconds}"
+        ))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+        ])
+        .args([
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-f",
+            "flv",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg must be installed (scripts/test.sh installs it)");
+    assert!(status.success(), "ffmpeg could not make the clip");
+    path
+}
+
+/// Publishes `clip` in real time (`-re -c copy`) to `url`.
+pub fn publish(clip: &Path, url: &str) -> tokio::process::Child {
+    tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(clip)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg must be installed (scripts/test.sh installs it)")
+}
+
+pub struct Fetched {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+pub async fn get(url: &str) -> Fetched {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = url.parse().expect("url");
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .expect("response within 10 s")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Fetched {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// A media playlist as the tests read it.
+#[derive(Debug, Default)]
+pub struct Playlist {
+    pub target_duration: Option<u64>,
+    pub segments: Vec<(f64, String)>,
+    pub ended: bool,
+}
+
+pub fn parse_playlist(text: &str) -> Playlist {
+    let mut pl = Playlist::default();
+    let mut duration = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            pl.target_duration = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            duration = v
+                .trim_end_matches(',')
+                .split(',')
+                .next()
+                .and_then(|d| d.parse().ok());
+        } else if line == "#EXT-X-ENDLIST" {
+            pl.ended = true;
+        } else if !line.starts_with('#') && !line.is_empty() {
+            pl.segments.push((
+                duration.take().expect("EXTINF before uri"),
+                line.to_string(),
+            ));
+        }
+    }
+    pl
+}
+
+/// ffprobe's view of a URL: (codec_type, codec_name, frames) per stream and the duration.
+pub fn ffprobe(url: &str) -> (Vec<(String, String, u64)>, f64) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-of", "json"])
+        .args([
+            "-show_entries",
+            "stream=codec_type,codec_name,nb_read_frames:format=duration",
+        ])
+        .arg(url)
+        .output()
+        .expect("ffprobe must be installed");
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let streams = json["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or_default().to_string(),
+                s["codec_name"].as_str().unwrap_or_default().to_string(),
+                s["nb_read_frames"]
+                    .as_str()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    let duration = json["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    (streams, duration)
+}
+
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

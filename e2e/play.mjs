@@ -1,0 +1,53 @@
+// Opens the livecast player page in headless Chromium and checks that hls.js really plays:
+// video.currentTime must advance by at least MIN_ADVANCE seconds with no fatal hls.js error.
+// Usage: node play.mjs <player-url> <screenshot.png>
+// Prints one JSON line with what it saw; exits 0 on success, 1 on failure.
+import { chromium } from "playwright-core";
+
+const [url, screenshot] = process.argv.slice(2);
+const MIN_ADVANCE = Number(process.env.MIN_ADVANCE || 3);
+const TIMEOUT_MS = Number(process.env.PLAY_TIMEOUT_MS || 40000);
+if (!url || !screenshot) {
+  console.error("usage: node play.mjs <player-url> <screenshot.png>");
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+let result = { ok: false };
+try {
+  const page = await browser.newPage();
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  await page.goto(url);
+  await page.waitForFunction(() => window.livecast && window.livecast.hls, null, { timeout: TIMEOUT_MS });
+  const state = () => page.evaluate(() => {
+    const v = document.getElementById("video");
+    return { currentTime: v.currentTime, fatal: window.livecast.fatal, stream: window.livecast.stream,
+             errors: window.livecast.errors.slice(-5), hlsVersion: window.Hls && Hls.version };
+  });
+  // Measure from the first moment playback is under way.
+  await page.waitForFunction(() => document.getElementById("video").currentTime > 0, null, { timeout: TIMEOUT_MS });
+  const first = await state();
+  const deadline = Date.now() + TIMEOUT_MS;
+  let last = first;
+  while (Date.now() < deadline && !last.fatal && last.currentTime - first.currentTime < MIN_ADVANCE) {
+    await new Promise((r) => setTimeout(r, 250));
+    last = await state();
+  }
+  await page.screenshot({ path: screenshot });
+  const advanced = last.currentTime - first.currentTime;
+  result = { ok: !last.fatal && advanced >= MIN_ADVANCE, advanced, first, last, consoleErrors };
+} catch (e) {
+  result = { ok: false, error: String(e) };
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);
