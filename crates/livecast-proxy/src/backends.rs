@@ -42,42 +42,63 @@ impl Backends {
     }
 }
 
-/// Resolves `specs` (HOST, PORT) now, then every `interval` until `shutdown`. A name that fails
-/// to resolve keeps its previous addresses, so a DNS hiccup does not empty the pool.
-pub(crate) async fn refresh_loop(
+/// Re-resolves backend names and keeps [`Backends`] up to date.
+#[derive(Debug)]
+pub(crate) struct Resolver {
     specs: Vec<(String, u16)>,
+    /// The last good answer per name: a name that fails to resolve keeps its previous
+    /// addresses, so a DNS hiccup does not empty the pool.
+    last_known: Vec<BTreeSet<SocketAddr>>,
     backends: Arc<Backends>,
     metrics: Metrics,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut last_known: Vec<BTreeSet<SocketAddr>> = vec![BTreeSet::new(); specs.len()];
-    loop {
-        for (i, (host, port)) in specs.iter().enumerate() {
+}
+
+impl Resolver {
+    pub fn new(specs: Vec<(String, u16)>, backends: Arc<Backends>, metrics: Metrics) -> Self {
+        let last_known = vec![BTreeSet::new(); specs.len()];
+        Self {
+            specs,
+            last_known,
+            backends,
+            metrics,
+        }
+    }
+
+    /// Resolves every name once and applies the result.
+    pub async fn resolve_once(&mut self) {
+        for (i, (host, port)) in self.specs.iter().enumerate() {
             match tokio::net::lookup_host((host.as_str(), *port)).await {
-                Ok(found) => last_known[i] = found.collect(),
+                Ok(found) => self.last_known[i] = found.collect(),
                 Err(error) => tracing::warn!(%error, backend = %host, "cannot resolve backend"),
             }
         }
-        let all: BTreeSet<SocketAddr> = last_known.iter().flatten().copied().collect();
-        let (added, removed) = backends.replace(all);
+        let all: BTreeSet<SocketAddr> = self.last_known.iter().flatten().copied().collect();
+        let (added, removed) = self.backends.replace(all);
         for addr in &added {
             tracing::info!(backend = %addr, "backend added");
         }
         for addr in &removed {
             tracing::info!(backend = %addr, "backend removed");
         }
-        metrics
+        self.metrics
             .membership_changes
             .inc_by((added.len() + removed.len()) as u64);
-        metrics.backends.set(backends.snapshot().len() as i64);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+        self.metrics
+            .backends
+            .set(self.backends.snapshot().len() as i64);
+    }
+
+    /// Resolves every `interval` until `shutdown`.
+    pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            self.resolve_once().await;
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

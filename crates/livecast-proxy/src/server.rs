@@ -12,7 +12,7 @@ use livecast_telemetry::{serve_admin, CancellationToken, Health, Registry};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
-use crate::backends::{self, Backends};
+use crate::backends::{Backends, Resolver};
 use crate::config::split_host_port;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
@@ -65,10 +65,10 @@ pub async fn run(
         shutdown.clone(),
     ));
     let backends = Arc::new(Backends::default());
-    tokio::spawn(backends::refresh_loop(
-        specs,
-        backends.clone(),
-        metrics.clone(),
+    // Resolve once before accepting, so the first viewers already have front-ends to go to.
+    let mut resolver = Resolver::new(specs, backends.clone(), metrics.clone());
+    resolver.resolve_once().await;
+    tokio::spawn(resolver.run(
         Duration::from_secs(config.resolve_interval_secs),
         shutdown.clone(),
     ));
