@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Segment listing lag: livecast-ingest against nginx-rtmp, same ffmpeg publisher, one run.
+
+For each system, a real ffmpeg publishes the same clip in real time (`-re -c copy`) through a
+small RTMP relay in this script. The relay forwards bytes untouched and notes when the last
+byte of every audio/video message left for the server. A watcher polls the stream's playlist
+every 2 ms and notes when each segment first appears. For every segment, the lag is:
+
+    (time the segment appeared in the playlist) - (time its last frame was sent)
+
+where a segment's last frame is the last message with a timestamp before the segment's end
+(the cumulative EXTINF sum, snapped to the keyframe the server cut at). The final segment of
+each run is left out: both servers close it only when the publisher stops.
+
+Prints median and p90 per system and the ratio livecast / nginx-rtmp.
+Needs: ffmpeg, nginx with libnginx-mod-rtmp (Debian: apt-get install nginx libnginx-mod-rtmp).
+Usage: bench/segment_latency.py [--seconds 40]
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+class RtmpRelay:
+    """Forwards one publisher connection and timestamps completed media messages."""
+
+    HANDSHAKE = 1 + 1536 + 1536
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.sent = []  # (rtmp timestamp ms, keyframe or None for audio, monotonic time sent)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        client, _ = self.listener.accept()
+        server = socket.create_connection(("127.0.0.1", self.upstream_port))
+        for s in (client, server):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        back = threading.Thread(target=self._pump_back, args=(server, client), daemon=True)
+        back.start()
+        buf = bytearray()
+        skip = self.HANDSHAKE
+        chunk_size = 128
+        streams = {}  # csid -> dict(ts, delta, length, type, left, ext, body)
+        while True:
+            data = client.recv(65536)
+            if not data:
+                break
+            server.sendall(data)
+            now = time.monotonic()
+            if skip:
+                take = min(skip, len(data))
+                skip -= take
+                data = data[take:]
+            buf += data
+            pos = 0
+            while True:
+                start = pos
+                if pos >= len(buf):
+                    break
+                b0 = buf[pos]
+                fmt, csid = b0 >> 6, b0 & 0x3F
+                pos += 1
+                if csid == 0:
+                    if pos + 1 > len(buf):
+                        pos = start
+                        break
+                    csid = 64 + buf[pos]
+                    pos += 1
+                elif csid == 1:
+                    if pos + 2 > len(buf):
+                        pos = start
+                        break
+                    csid = 64 + buf[pos] + buf[pos + 1] * 256
+                    pos += 2
+                st = streams.setdefault(csid, {"ts": 0, "delta": 0, "length": 0, "type": 0, "left": 0, "ext": False, "body": bytearray()})
+                hlen = (11, 7, 3, 0)[fmt]
+                if pos + hlen > len(buf):
+                    pos = start
+                    break
+                h = buf[pos:pos + hlen]
+                pos += hlen
+                field = int.from_bytes(h[0:3], "big") if fmt < 3 else None
+                ext = field == 0xFFFFFF if fmt < 3 else st["ext"]
+                if ext:
+                    if pos + 4 > len(buf):
+                        pos = start
+                        break
+                    field_ext = int.from_bytes(buf[pos:pos + 4], "big")
+                    pos += 4
+                    if fmt < 3:
+                        field = field_ext
+                new_message = st["left"] == 0
+                if fmt == 0:
+                    st["ts"], st["delta"] = field, 0
+                    st["length"] = int.from_bytes(h[3:6], "big")
+                    st["type"] = h[6]
+                elif fmt == 1:
+                    st["delta"] = field
+                    st["length"] = int.from_bytes(h[3:6], "big")
+                    st["type"] = h[6]
+                elif fmt == 2:
+                    st["delta"] = field
+                if fmt < 3:
+                    st["ext"] = ext
+                if new_message:
+                    if fmt in (1, 2) or fmt == 3:
+                        st["ts"] += st["delta"]
+                    st["left"] = st["length"]
+                    st["body"] = bytearray()
+                n = min(chunk_size, st["left"])
+                if pos + n > len(buf):
+                    pos = start
+                    # Undo the header's effect: it will be parsed again with its payload.
+                    if new_message and fmt in (1, 2, 3):
+                        st["ts"] -= st["delta"]
+                    if new_message:
+                        st["left"] = 0
+                    break
+                st["body"] += buf[pos:pos + n]
+                pos += n
+                st["left"] -= n
+                if st["left"] == 0:
+                    kind, body = st["type"], st["body"]
+                    if kind == 1 and len(body) >= 4:
+                        chunk_size = int.from_bytes(body[:4], "big") & 0x7FFFFFFF
+                    elif kind == 9 and len(body) >= 2 and body[1] == 1:
+                        self.sent.append((st["ts"], (body[0] >> 4) == 1, now))
+                    elif kind == 8 and len(body) >= 2 and body[1] == 1:
+                        self.sent.append((st["ts"], None, now))
+            del buf[:pos]
+        server.close()
+        client.close()
+
+    @staticmethod
+    def _pump_back(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+class PlaylistWatcher:
+    """Polls a playlist file and records when each segment first appears."""
+
+    def __init__(self, path):
+        self.path = path
+        self.first_seen = {}  # uri -> monotonic time
+        self.durations = {}  # uri -> EXTINF seconds
+        self.order = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        last = None
+        while not self.stop.is_set():
+            try:
+                st = os.stat(self.path)
+                key = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if key != last:
+                    now = time.monotonic()
+                    with open(self.path) as f:
+                        text = f.read()
+                    last = key
+                    duration = None
+                    for line in text.splitlines():
+                        if line.startswith("#EXTINF:"):
+                            duration = float(line[8:].split(",")[0])
+                        elif line and not line.startswith("#"):
+                            if line not in self.first_seen:
+                                self.first_seen[line] = now
+                                self.durations[line] = duration
+                                self.order.append(line)
+            except FileNotFoundError:
+                pass
+            time.sleep(0.002)
+
+
+def make_clip(path, seconds):
+    if os.path.exists(path):
+        return
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2700k", "-bufsize", "2700k",
+         "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-b:a", "128k", "-f", "flv", path],
+        check=True)
+
+
+def measure(name, rtmp_port, playlist, clip):
+    relay = RtmpRelay(rtmp_port)
+    watcher = PlaylistWatcher(playlist)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", clip, "-c", "copy",
+         "-f", "flv", f"rtmp://127.0.0.1:{relay.port}/live/bench"],
+        check=True)
+    time.sleep(1.0)
+    watcher.stop.set()
+    sent = relay.sent
+    if not sent or not watcher.order:
+        raise SystemExit(f"{name}: nothing measured (sent {len(sent)} messages, saw {len(watcher.order)} segments)")
+    first_ts = min(ts for ts, _, _ in sent)
+    keyframes = sorted(ts for ts, key, _ in sent if key)
+    lags = []
+    elapsed = 0.0
+    for uri in watcher.order[:-1]:
+        elapsed += watcher.durations[uri]
+        target = first_ts + elapsed * 1000.0
+        end = min(keyframes, key=lambda k: abs(k - target))
+        before = [t for ts, _, t in sent if ts < end]
+        if not before:
+            continue
+        lags.append(watcher.first_seen[uri] - max(before))
+    return lags
+
+
+def summary(name, lags):
+    lags = sorted(lags)
+    p90 = lags[min(len(lags) - 1, int(len(lags) * 0.9))]
+    print(f"{name:<12} segments={len(lags):<3} median={statistics.median(lags):.4f}s p90={p90:.4f}s "
+          f"min={lags[0]:.4f}s max={lags[-1]:.4f}s")
+    return statistics.median(lags)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=40, help="clip length per system")
+    args = parser.parse_args()
+    for tool in ("ffmpeg", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install ffmpeg nginx libnginx-mod-rtmp")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "livecast-ingest"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="livecast-bench-")
+    os.chmod(work, 0o777)  # nginx workers may run as another user
+    cache = os.path.join(ROOT, "target", "bench")
+    os.makedirs(cache, exist_ok=True)
+    clip = os.path.join(cache, f"clip-720p-{args.seconds}s.flv")
+    make_clip(clip, args.seconds)
+    results = {}
+
+    # nginx-rtmp, the reference this project replaces.
+    port = free_port()
+    hls = os.path.join(work, "nginx-hls")
+    os.makedirs(hls)
+    os.chmod(hls, 0o777)
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+rtmp {{
+  server {{
+    listen 127.0.0.1:{port};
+    chunk_size 4096;
+    application live {{
+      live on;
+      hls on;
+      hls_path {hls};
+      hls_nested on;
+      hls_fragment 2s;
+      hls_playlist_length 12s;
+    }}
+  }}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])
+    try:
+        wait_port(port)
+        results["nginx-rtmp"] = measure("nginx-rtmp", port, os.path.join(hls, "bench", "index.m3u8"), clip)
+    finally:
+        nginx.terminate()
+        nginx.wait()
+
+    # livecast-ingest with the same segment length.
+    port = free_port()
+    hls = os.path.join(work, "livecast-hls")
+    ingest = subprocess.Popen(
+        [os.path.join(ROOT, "target", "release", "livecast-ingest"), f"--rtmp-listen=127.0.0.1:{port}",
+         f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}", "--segment-secs=2"],
+        stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        results["livecast"] = measure("livecast", port, os.path.join(hls, "bench", "index.m3u8"), clip)
+    finally:
+        ingest.terminate()
+        ingest.wait()
+
+    print("segment listing lag: last frame sent -> segment listed in the playlist")
+    medians = {name: summary(name, lags) for name, lags in results.items()}
+    ratio = medians["livecast"] / medians["nginx-rtmp"]
+    print(f"ratio livecast/nginx-rtmp (median): {ratio:.3f}")
+    print(f"target livecast median <= 0.050 s: {'met' if medians['livecast'] <= 0.05 else 'NOT met'}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole livecast test suite. On a fresh Debian machine it first installs what the
+# tests use as real peers (ffmpeg/ffprobe, Chromium) and the pinned npm packages
+# (hls.js for the player, playwright-core to drive Chromium). Needs root or sudo for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing test dependencies: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -d e2e/node_modules/playwright-core ] || npm ci --prefix e2e --no-audit --no-fund --loglevel=error
+[ -f crates/livecast-web/player/node_modules/hls.js/dist/hls.min.js ] ||
+  npm ci --prefix crates/livecast-web/player --no-audit --no-fund --loglevel=error
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+
+exec cargo nextest run --workspace --profile ci "$@"
