@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use livecast_media::playlist::{MediaPlaylist, PlaylistSegment};
+use livecast_media::playlist::{offset_time, MediaPlaylist, PlaylistSegment};
 use livecast_media::segmenter::{Segment, Segmenter};
 use tokio::sync::mpsc;
 
@@ -118,11 +118,12 @@ impl Pipeline {
         let name = format!("{}-{sequence}.ts", self.session);
         let program_date_time = self
             .anchor
-            .map(|(first_ms, wall)| offset(wall, segment.start_ms - first_ms));
+            .map(|(first_ms, wall)| offset_time(wall, segment.start_ms - first_ms));
         let removed = playlist.push(PlaylistSegment {
             uri: name.clone(),
             duration: segment.duration_ms as f64 / 1000.0,
             program_date_time,
+            ..Default::default()
         });
         playlist.ended = last;
         let text = playlist.render();
@@ -200,14 +201,6 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, dir.join(name))
-}
-
-fn offset(wall: SystemTime, delta_ms: i64) -> SystemTime {
-    if delta_ms >= 0 {
-        wall + Duration::from_millis(delta_ms as u64)
-    } else {
-        wall - Duration::from_millis(delta_ms.unsigned_abs())
-    }
 }
 
 fn base36(mut n: u128) -> String {

@@ -1,14 +1,28 @@
-//! The HLS media playlist (RFC 8216 §4.3.3): a model with a sliding window and its writer.
+//! The HLS media playlist (RFC 8216 and draft-pantos-hls-rfc8216bis): one model that the
+//! ingest writes and the front-ends read back, with the Low-Latency HLS tags (parts, preload
+//! hints, server control) and delta updates.
 //!
 //! The target duration is fixed when the playlist is created and never changes afterwards, as
-//! §6.2.1 requires; callers cap segment lengths so that every EXTINF rounds to at most it.
+//! RFC 8216 §6.2.1 requires; callers cap segment lengths so that every EXTINF rounds to at most
+//! it.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// One partial segment (EXT-X-PART).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// URI relative to the playlist.
+    pub uri: String,
+    /// Duration in seconds.
+    pub duration: f64,
+    /// Whether the part starts with an independent frame.
+    pub independent: bool,
+}
 
 /// One segment as the playlist lists it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PlaylistSegment {
     /// URI relative to the playlist.
     pub uri: String,
@@ -16,21 +30,52 @@ pub struct PlaylistSegment {
     pub duration: f64,
     /// Wall-clock time of the segment's first frame, written as EXT-X-PROGRAM-DATE-TIME.
     pub program_date_time: Option<SystemTime>,
+    /// EXT-X-DISCONTINUITY before this segment.
+    pub discontinuity: bool,
+    /// The parts the segment was published as (listed only for recent segments).
+    pub parts: Vec<Part>,
 }
 
-/// A live media playlist with a sliding window of segments.
+/// EXT-X-SERVER-CONTROL.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerControl {
+    /// CAN-BLOCK-RELOAD=YES.
+    pub can_block_reload: bool,
+    /// CAN-SKIP-UNTIL in seconds.
+    pub can_skip_until: Option<f64>,
+    /// PART-HOLD-BACK in seconds.
+    pub part_hold_back: Option<f64>,
+    /// HOLD-BACK in seconds.
+    pub hold_back: Option<f64>,
+}
+
+/// A media playlist with a sliding window of segments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlaylist {
     /// EXT-X-TARGETDURATION in whole seconds.
     pub target_duration: u64,
     /// Media sequence number of the first listed segment.
     pub media_sequence: u64,
+    /// EXT-X-DISCONTINUITY-SEQUENCE.
+    pub discontinuity_sequence: u64,
     /// The listed segments, oldest first.
     pub segments: VecDeque<PlaylistSegment>,
     /// How many segments the window keeps; 0 keeps every segment (an event playlist).
     pub window: usize,
     /// Whether EXT-X-ENDLIST is written: the publisher has stopped.
     pub ended: bool,
+    /// EXT-X-PART-INF:PART-TARGET in seconds, for LL-HLS playlists.
+    pub part_target: Option<f64>,
+    /// EXT-X-SERVER-CONTROL.
+    pub server_control: Option<ServerControl>,
+    /// Parts of the segment being built, listed after the last complete segment.
+    pub pending_parts: Vec<Part>,
+    /// EXT-X-PRELOAD-HINT:TYPE=PART URI: the next part, announced before it exists.
+    pub preload_hint: Option<String>,
+    /// EXT-X-MAP URI (fMP4 init segment).
+    pub map: Option<String>,
+    /// Segments replaced by EXT-X-SKIP in a delta update.
+    pub skipped: u64,
 }
 
 impl MediaPlaylist {
@@ -39,24 +84,36 @@ impl MediaPlaylist {
         Self {
             target_duration: target_duration.max(1),
             media_sequence: 0,
+            discontinuity_sequence: 0,
             segments: VecDeque::new(),
             window,
             ended: false,
+            part_target: None,
+            server_control: None,
+            pending_parts: Vec::new(),
+            preload_hint: None,
+            map: None,
+            skipped: 0,
         }
     }
 
     /// The media sequence number the next pushed segment will get.
     pub fn next_sequence(&self) -> u64 {
-        self.media_sequence + self.segments.len() as u64
+        self.media_sequence + self.skipped + self.segments.len() as u64
     }
 
     /// Appends a segment and returns the ones that slid out of the window.
     pub fn push(&mut self, segment: PlaylistSegment) -> Vec<PlaylistSegment> {
+        self.pending_parts.clear();
         self.segments.push_back(segment);
         let mut removed = Vec::new();
         while self.window > 0 && self.segments.len() > self.window {
             if let Some(old) = self.segments.pop_front() {
                 self.media_sequence += 1;
+                if self.segments.front().is_some_and(|s| s.discontinuity) {
+                    // The discontinuity tag leaves the playlist with the segment before it.
+                    self.discontinuity_sequence += 1;
+                }
                 removed.push(old);
             }
         }
@@ -68,13 +125,100 @@ impl MediaPlaylist {
         self.segments.iter().map(|s| s.duration).sum()
     }
 
+    /// The newest position the playlist holds as (media sequence number, part index): the last
+    /// pending part, or the last complete segment with `u64::MAX` as its part index (a complete
+    /// segment holds all of its parts). `None` for an empty playlist.
+    pub fn last_position(&self) -> Option<(u64, u64)> {
+        let next = self.next_sequence();
+        if !self.pending_parts.is_empty() {
+            return Some((next, self.pending_parts.len() as u64 - 1));
+        }
+        next.checked_sub(1)
+            .filter(|_| !self.segments.is_empty())
+            .map(|msn| (msn, u64::MAX))
+    }
+
+    /// A delta update (`_HLS_skip`): segments older than the server's skip boundary are
+    /// replaced by EXT-X-SKIP. Returns the playlist unchanged when it cannot skip.
+    pub fn delta(&self) -> MediaPlaylist {
+        let mut delta = self.clone();
+        let Some(until) = self.server_control.as_ref().and_then(|c| c.can_skip_until) else {
+            return delta;
+        };
+        // Keep the newest segments that together reach the skip boundary; skip the rest.
+        let mut kept = 0.0;
+        let mut keep = 0;
+        for seg in self.segments.iter().rev() {
+            if kept >= until {
+                break;
+            }
+            kept += seg.duration;
+            keep += 1;
+        }
+        let skip = self.segments.len() - keep;
+        if skip == 0 {
+            return delta;
+        }
+        delta.segments.drain(..skip);
+        delta.skipped = self.skipped + skip as u64;
+        delta
+    }
+
+    fn version(&self) -> u8 {
+        if self.skipped > 0 {
+            9
+        } else if self.part_target.is_some() || self.server_control.is_some() || self.map.is_some()
+        {
+            6
+        } else {
+            3
+        }
+    }
+
     /// Writes the playlist text.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(128 + self.segments.len() * 96);
-        out.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+        let mut out = String::with_capacity(256 + self.segments.len() * 160);
+        let _ = write!(out, "#EXTM3U\n#EXT-X-VERSION:{}\n", self.version());
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration);
+        if let Some(control) = &self.server_control {
+            out.push_str("#EXT-X-SERVER-CONTROL:");
+            let mut attrs = Vec::new();
+            if control.can_block_reload {
+                attrs.push("CAN-BLOCK-RELOAD=YES".to_string());
+            }
+            if let Some(v) = control.can_skip_until {
+                attrs.push(format!("CAN-SKIP-UNTIL={}", num(v)));
+            }
+            if let Some(v) = control.hold_back {
+                attrs.push(format!("HOLD-BACK={}", num(v)));
+            }
+            if let Some(v) = control.part_hold_back {
+                attrs.push(format!("PART-HOLD-BACK={}", num(v)));
+            }
+            out.push_str(&attrs.join(","));
+            out.push('\n');
+        }
+        if let Some(part) = self.part_target {
+            let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", num(part));
+        }
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        if self.discontinuity_sequence > 0 {
+            let _ = writeln!(
+                out,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+                self.discontinuity_sequence
+            );
+        }
+        if let Some(map) = &self.map {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
+        }
+        if self.skipped > 0 {
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={}", self.skipped);
+        }
         for seg in &self.segments {
+            if seg.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
             if let Some(pdt) = seg.program_date_time {
                 let _ = writeln!(
                     out,
@@ -82,13 +226,177 @@ impl MediaPlaylist {
                     humantime::format_rfc3339_millis(pdt)
                 );
             }
+            for part in &seg.parts {
+                render_part(&mut out, part);
+            }
             let _ = writeln!(out, "#EXTINF:{:.3},\n{}", seg.duration, seg.uri);
+        }
+        for part in &self.pending_parts {
+            render_part(&mut out, part);
+        }
+        if let Some(hint) = &self.preload_hint {
+            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
         }
         out
     }
+
+    /// Parses playlist text written by [`MediaPlaylist::render`] (or any media playlist using
+    /// the same tags; unknown tags are ignored).
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut lines = text.lines().map(str::trim_end);
+        if lines.next() != Some("#EXTM3U") {
+            return Err(ParseError("missing #EXTM3U"));
+        }
+        let mut pl = MediaPlaylist::new(1, 0);
+        let mut target = None;
+        let mut current = PlaylistSegment::default();
+        let mut have_inf = false;
+        for line in lines {
+            if line.is_empty() {
+                continue;
+            }
+            let Some(tag) = line.strip_prefix('#') else {
+                if !have_inf {
+                    return Err(ParseError("segment uri without #EXTINF"));
+                }
+                current.uri = line.to_string();
+                pl.segments.push_back(std::mem::take(&mut current));
+                have_inf = false;
+                continue;
+            };
+            let (name, value) = tag.split_once(':').unwrap_or((tag, ""));
+            match name {
+                "EXT-X-TARGETDURATION" => {
+                    target = Some(
+                        value
+                            .parse()
+                            .map_err(|_| ParseError("bad TARGETDURATION"))?,
+                    )
+                }
+                "EXT-X-MEDIA-SEQUENCE" => {
+                    pl.media_sequence = value
+                        .parse()
+                        .map_err(|_| ParseError("bad MEDIA-SEQUENCE"))?
+                }
+                "EXT-X-DISCONTINUITY-SEQUENCE" => {
+                    pl.discontinuity_sequence = value
+                        .parse()
+                        .map_err(|_| ParseError("bad DISCONTINUITY-SEQUENCE"))?
+                }
+                "EXT-X-DISCONTINUITY" => current.discontinuity = true,
+                "EXT-X-PROGRAM-DATE-TIME" => {
+                    current.program_date_time = Some(
+                        humantime::parse_rfc3339(value)
+                            .map_err(|_| ParseError("bad PROGRAM-DATE-TIME"))?,
+                    )
+                }
+                "EXTINF" => {
+                    let d = value.split(',').next().unwrap_or_default();
+                    current.duration = d.parse().map_err(|_| ParseError("bad EXTINF"))?;
+                    have_inf = true;
+                }
+                "EXT-X-PART" => {
+                    let attrs = attributes(value);
+                    current.parts.push(Part {
+                        uri: attr(&attrs, "URI")
+                            .ok_or(ParseError("EXT-X-PART without URI"))?
+                            .to_string(),
+                        duration: attr(&attrs, "DURATION")
+                            .and_then(|d| d.parse().ok())
+                            .ok_or(ParseError("EXT-X-PART without DURATION"))?,
+                        independent: attr(&attrs, "INDEPENDENT") == Some("YES"),
+                    });
+                }
+                "EXT-X-PART-INF" => {
+                    pl.part_target =
+                        attr(&attributes(value), "PART-TARGET").and_then(|v| v.parse().ok());
+                }
+                "EXT-X-SERVER-CONTROL" => {
+                    let attrs = attributes(value);
+                    let float = |k| attr(&attrs, k).and_then(|v: &str| v.parse().ok());
+                    pl.server_control = Some(ServerControl {
+                        can_block_reload: attr(&attrs, "CAN-BLOCK-RELOAD") == Some("YES"),
+                        can_skip_until: float("CAN-SKIP-UNTIL"),
+                        part_hold_back: float("PART-HOLD-BACK"),
+                        hold_back: float("HOLD-BACK"),
+                    });
+                }
+                "EXT-X-PRELOAD-HINT" => {
+                    let attrs = attributes(value);
+                    if attr(&attrs, "TYPE") == Some("PART") {
+                        pl.preload_hint = attr(&attrs, "URI").map(str::to_string);
+                    }
+                }
+                "EXT-X-MAP" => pl.map = attr(&attributes(value), "URI").map(str::to_string),
+                "EXT-X-SKIP" => {
+                    pl.skipped = attr(&attributes(value), "SKIPPED-SEGMENTS")
+                        .and_then(|v| v.parse().ok())
+                        .ok_or(ParseError("bad EXT-X-SKIP"))?
+                }
+                "EXT-X-ENDLIST" => pl.ended = true,
+                _ => {}
+            }
+        }
+        // Parts after the last EXTINF belong to the segment still being built.
+        pl.pending_parts = current.parts;
+        pl.target_duration = target.ok_or(ParseError("missing TARGETDURATION"))?;
+        Ok(pl)
+    }
+}
+
+/// Why playlist text could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid playlist: {0}")]
+pub struct ParseError(&'static str);
+
+fn render_part(out: &mut String, part: &Part) {
+    let _ = write!(
+        out,
+        "#EXT-X-PART:DURATION={:.3},URI=\"{}\"",
+        part.duration, part.uri
+    );
+    if part.independent {
+        out.push_str(",INDEPENDENT=YES");
+    }
+    out.push('\n');
+}
+
+/// Formats seconds without trailing zeros (3.000 → 3, 0.500 → 0.5).
+fn num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Splits an attribute list (`A=1,B="x,y"`) into pairs, honouring quotes.
+fn attributes(list: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = list;
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.split_once('"') {
+                Some((v, tail)) => (v, tail.strip_prefix(',').unwrap_or(tail)),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.split_once(',') {
+                Some((v, tail)) => (v, tail),
+                None => (after, ""),
+            }
+        };
+        out.push((key.trim(), value));
+        rest = next;
+    }
+    out
+}
+
+fn attr<'a>(attrs: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
 /// Whether playlist text marks the end of its stream.
@@ -96,10 +404,18 @@ pub fn has_ended(text: &str) -> bool {
     text.lines().any(|l| l.trim_end() == "#EXT-X-ENDLIST")
 }
 
+/// The wall-clock time `delta_ms` after `wall` (before it when negative).
+pub fn offset_time(wall: SystemTime, delta_ms: i64) -> SystemTime {
+    if delta_ms >= 0 {
+        wall + Duration::from_millis(delta_ms as u64)
+    } else {
+        wall - Duration::from_millis(delta_ms.unsigned_abs())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn seg(i: u64) -> PlaylistSegment {
         PlaylistSegment {
@@ -108,6 +424,7 @@ mod tests {
             program_date_time: Some(
                 SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i * 2000),
             ),
+            ..Default::default()
         }
     }
 
@@ -131,5 +448,75 @@ mod tests {
         assert!(!has_ended(&text));
         pl.ended = true;
         assert!(has_ended(&pl.render()));
+        assert_eq!(
+            MediaPlaylist::parse(&pl.render()).unwrap().render(),
+            pl.render()
+        );
+    }
+
+    fn low_latency() -> MediaPlaylist {
+        let mut pl = MediaPlaylist::new(2, 0);
+        pl.part_target = Some(0.5);
+        pl.server_control = Some(ServerControl {
+            can_block_reload: true,
+            can_skip_until: Some(12.0),
+            part_hold_back: Some(1.5),
+            hold_back: None,
+        });
+        for i in 0..10 {
+            let mut s = seg(i);
+            s.parts = (0..4)
+                .map(|p| Part {
+                    uri: format!("s{i}.{p}.m4s"),
+                    duration: 0.5,
+                    independent: p == 0,
+                })
+                .collect();
+            pl.push(s);
+        }
+        pl.pending_parts = vec![Part {
+            uri: "s10.0.m4s".into(),
+            duration: 0.5,
+            independent: true,
+        }];
+        pl.preload_hint = Some("s10.1.m4s".into());
+        pl
+    }
+
+    #[test]
+    fn low_latency_tags_round_trip() {
+        let pl = low_latency();
+        let text = pl.render();
+        assert!(text.contains(
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12,PART-HOLD-BACK=1.5\n"
+        ));
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.5\n"));
+        assert!(text.contains("#EXT-X-PART:DURATION=0.500,URI=\"s3.0.m4s\",INDEPENDENT=YES\n"));
+        assert!(text.ends_with("#EXT-X-PART:DURATION=0.500,URI=\"s10.0.m4s\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s10.1.m4s\"\n"));
+        let parsed = MediaPlaylist::parse(&text).unwrap();
+        assert_eq!(parsed.render(), text);
+        assert_eq!(parsed.last_position(), Some((10, 0)));
+    }
+
+    #[test]
+    fn delta_update_skips_old_segments() {
+        let pl = low_latency();
+        let delta = pl.delta();
+        // 12 s of skip boundary with 2 s segments: the newest six stay.
+        assert_eq!(delta.segments.len(), 6);
+        assert_eq!(delta.skipped, 4);
+        assert_eq!(delta.next_sequence(), pl.next_sequence());
+        let text = delta.render();
+        assert!(text.contains("#EXT-X-VERSION:9\n"));
+        assert!(text.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"));
+        assert_eq!(MediaPlaylist::parse(&text).unwrap().skipped, 4);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(MediaPlaylist::parse("hello").is_err());
+        assert!(MediaPlaylist::parse("#EXTM3U\nseg.ts\n").is_err());
+        assert!(MediaPlaylist::parse("#EXTM3U\n#EXTINF:x,\nseg.ts\n").is_err());
+        assert!(MediaPlaylist::parse("#EXTM3U\n#EXTINF:1,\nseg.ts\n").is_err());
     }
 }

@@ -4,13 +4,16 @@
 //!
 //! - [`logging`]: `tracing` initialisation (`RUST_LOG`, `--log-format text|json`).
 //! - [`admin`]: the admin router (`/metrics`, `/livez`, `/readyz`) and its server.
+//! - [`cidr`]: address ranges for trust and allow lists.
 //! - [`shutdown`]: a cancellation token cancelled on SIGTERM or SIGINT.
 
 pub mod admin;
+pub mod cidr;
 pub mod logging;
 pub mod shutdown;
 
 pub use admin::{serve_admin, Health};
+pub use cidr::{any_contains, Cidr, PRIVATE_RANGES};
 pub use logging::{init_logging, LogArgs, LogFormat};
 pub use prometheus::Registry;
 pub use shutdown::shutdown_on_signals;

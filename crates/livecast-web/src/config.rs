@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use livecast_telemetry::LogArgs;
+use livecast_telemetry::{Cidr, LogArgs};
 
 use crate::WebError;
 
@@ -26,6 +26,27 @@ pub struct Config {
     /// Name of this front-end in logs and the access-log file name (default: the host name).
     #[arg(long, env = "LIVECAST_INSTANCE_NAME")]
     pub instance_name: Option<String>,
+    /// Proxies whose X-Forwarded-For names the viewer (comma-separated CIDRs); anyone else's
+    /// header is ignored and the peer address is logged.
+    #[arg(long = "trusted-proxy", env = "LIVECAST_TRUSTED_PROXY", value_delimiter = ',',
+          default_value = livecast_telemetry::PRIVATE_RANGES)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Memory for hot playlists and segments, in MiB.
+    #[arg(long, env = "LIVECAST_CACHE_MB", default_value_t = 256)]
+    pub cache_mb: usize,
+    /// Rotate the access log when it reaches this size, in MiB (the old file gets a timestamp).
+    #[arg(long, env = "LIVECAST_ACCESS_LOG_MAX_MB", default_value_t = 64)]
+    pub access_log_max_mb: u64,
+    /// Stay unready unless this front-end's version equals this (a rollout guard).
+    #[arg(long, env = "LIVECAST_EXPECT_VERSION")]
+    pub expect_version: Option<String>,
+    /// On SIGTERM, report unready for this long before closing the listener, so balancers
+    /// stop sending new requests first.
+    #[arg(long, env = "LIVECAST_SHUTDOWN_DELAY_MS", default_value_t = 1000)]
+    pub shutdown_delay_ms: u64,
+    /// After the delay, how long in-flight requests may take to finish.
+    #[arg(long, env = "LIVECAST_DRAIN_SECS", default_value_t = 10)]
+    pub drain_secs: u64,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -45,6 +66,11 @@ impl Config {
                     "--instance-name must be 1-64 characters of [A-Za-z0-9._-], got {name:?}"
                 )));
             }
+        }
+        if self.cache_mb == 0 || self.access_log_max_mb == 0 {
+            return Err(WebError::Config(
+                "--cache-mb and --access-log-max-mb must be positive".into(),
+            ));
         }
         Ok(())
     }

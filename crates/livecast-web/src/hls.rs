@@ -1,12 +1,20 @@
-//! Playlists and segments from the volume.
+//! Playlists and segments from the volume: content types, cache policy, validators, ranges,
+//! gzip, and the server side of Low-Latency HLS (blocking playlist reload, delta updates,
+//! preload-hinted parts).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use livecast_media::playlist::MediaPlaylist;
 
 use crate::server::App;
+use crate::volume::{entry_for, CachedFile, PlaylistEntry, PLAYLIST};
 
 /// Content type and cache policy of a file the front-end serves, by extension.
 pub(crate) struct Kind {
@@ -14,15 +22,21 @@ pub(crate) struct Kind {
     pub cache_control: &'static str,
 }
 
-/// Live playlists change every segment: let caches keep them for at most a second.
-const PLAYLIST_CACHE: &str = "public, max-age=1";
-/// Segment names are unique per publishing session and written once: cache them for long.
+/// Live playlists change every segment (or part): let caches keep them for at most a second.
+const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
+/// A finished playlist no longer changes.
+const ENDED_PLAYLIST_CACHE: &str = "public, max-age=60";
+/// A blocking reload answers one client's delivery directive; nobody else should reuse it.
+const BLOCKING_CACHE: &str = "no-store";
+/// Segment and part names are unique per publishing session and written once.
 const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+/// Upper bound on any wait, whatever the playlist's target duration says.
+const MAX_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) fn kind_of(file: &str) -> Option<Kind> {
     let ext = file.rsplit_once('.')?.1;
     let (content_type, cache_control) = match ext {
-        "m3u8" => ("application/vnd.apple.mpegurl", PLAYLIST_CACHE),
+        "m3u8" => ("application/vnd.apple.mpegurl", LIVE_PLAYLIST_CACHE),
         "ts" => ("video/mp2t", SEGMENT_CACHE),
         "m4s" => ("video/iso.segment", SEGMENT_CACHE),
         "mp4" => ("video/mp4", SEGMENT_CACHE),
@@ -48,6 +62,8 @@ pub(crate) fn safe_component(s: &str) -> bool {
 pub(crate) async fn serve(
     State(app): State<Arc<App>>,
     Path((stream, file)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
     if !safe_component(&stream) || !safe_component(&file) {
         return StatusCode::NOT_FOUND.into_response();
@@ -55,39 +71,386 @@ pub(crate) async fn serve(
     let Some(kind) = kind_of(&file) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let path = app.hls_dir.join(&stream).join(&file);
-    match tokio::fs::read(&path).await {
-        Ok(body) => (
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(kind.content_type),
-                ),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static(kind.cache_control),
-                ),
-                (
-                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                    HeaderValue::from_static("*"),
-                ),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            StatusCode::NOT_FOUND.into_response()
-        }
+    if file == PLAYLIST {
+        return playlist(&app, &stream, &query, &headers).await;
+    }
+    match app.volume.file(&stream, &file).await {
+        Ok(Some(found)) => file_response(&found, &kind, &headers),
+        Ok(None) => match wait_for_hinted_part(&app, &stream, &file).await {
+            Some(found) => file_response(&found, &kind, &headers),
+            None => StatusCode::NOT_FOUND.into_response(),
+        },
         Err(error) => {
-            tracing::warn!(%error, path = %path.display(), "cannot read hls file");
+            tracing::warn!(%error, %stream, %file, "cannot read hls file");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
 }
 
+/// Delivery directives of a playlist request (draft-pantos-hls-rfc8216bis §6.2.5).
+#[derive(Debug, Default, PartialEq)]
+struct Directives {
+    msn: Option<u64>,
+    part: Option<u64>,
+    skip: bool,
+}
+
+impl Directives {
+    fn parse(query: &HashMap<String, String>) -> Result<Self, &'static str> {
+        let number = |key: &str| -> Result<Option<u64>, &'static str> {
+            query
+                .get(key)
+                .map(|v| v.parse().map_err(|_| "delivery directive is not a number"))
+                .transpose()
+        };
+        let d = Self {
+            msn: number("_HLS_msn")?,
+            part: number("_HLS_part")?,
+            skip: match query.get("_HLS_skip").map(String::as_str) {
+                None => false,
+                Some("YES") | Some("v2") => true,
+                Some(_) => return Err("_HLS_skip must be YES or v2"),
+            },
+        };
+        if d.part.is_some() && d.msn.is_none() {
+            return Err("_HLS_part without _HLS_msn");
+        }
+        Ok(d)
+    }
+}
+
+/// What a blocking request asks of the current playlist.
+#[derive(Debug, PartialEq)]
+enum Wait {
+    Ready,
+    Pending,
+    TooFarAhead,
+}
+
+fn evaluate(model: &MediaPlaylist, msn: u64, part: Option<u64>) -> Wait {
+    if model.ended {
+        return Wait::Ready;
+    }
+    let next = model.next_sequence();
+    let last_complete = next.checked_sub(1);
+    // §6.2.5.2: more than two segments ahead of the last one is a client error.
+    if msn > last_complete.map_or(2, |l| l + 2) {
+        return Wait::TooFarAhead;
+    }
+    if let (Some(part), Some(target)) = (part, model.part_target) {
+        let limit = if target < 1.0 {
+            (3.0 / target).ceil() as u64
+        } else {
+            3
+        };
+        let per_segment = (model.target_duration as f64 / target).ceil().max(1.0) as u64;
+        let have = next * per_segment + model.pending_parts.len() as u64;
+        let want = msn * per_segment + part + 1;
+        if msn >= next && want > have + limit {
+            return Wait::TooFarAhead;
+        }
+    }
+    if msn < next {
+        return Wait::Ready;
+    }
+    match part {
+        Some(part) if msn == next && (part as usize) < model.pending_parts.len() => Wait::Ready,
+        _ => Wait::Pending,
+    }
+}
+
+async fn playlist(
+    app: &App,
+    stream: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let directives = match Directives::parse(query) {
+        Ok(d) => d,
+        Err(reason) => return (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response(),
+    };
+    let view = app.volume.stream(stream).await;
+    let mut rx = view.playlist.subscribe();
+    let Some(mut entry) = rx.borrow_and_update().clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let blocking = directives.msn.is_some()
+        && entry
+            .model
+            .as_ref()
+            .and_then(|m| m.server_control.as_ref())
+            .is_some_and(|c| c.can_block_reload);
+    if let (true, Some(msn)) = (blocking, directives.msn) {
+        let target = entry.model.as_ref().map_or(1, |m| m.target_duration);
+        // §6.2.5.2: hold for at most three target durations.
+        let deadline =
+            tokio::time::Instant::now() + (Duration::from_secs(3 * target)).min(MAX_WAIT);
+        loop {
+            let state = entry
+                .model
+                .as_ref()
+                .map_or(Wait::Ready, |m| evaluate(m, msn, directives.part));
+            match state {
+                Wait::Ready => break,
+                Wait::TooFarAhead => {
+                    app.metrics.blocking.with_label_values(&["too_far"]).inc();
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        "delivery directive too far ahead\n",
+                    )
+                        .into_response();
+                }
+                Wait::Pending => {}
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    app.metrics.blocking.with_label_values(&["timeout"]).inc();
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "playlist did not advance in time\n",
+                    )
+                        .into_response();
+                }
+            }
+            match rx.borrow_and_update().clone() {
+                Some(next) => entry = next,
+                None => return StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        app.metrics.blocking.with_label_values(&["served"]).inc();
+    }
+    let delta;
+    let served: &PlaylistEntry = match (&entry.model, directives.skip) {
+        (Some(model), true)
+            if model
+                .server_control
+                .as_ref()
+                .is_some_and(|c| c.can_skip_until.is_some()) =>
+        {
+            let skipped = model.delta();
+            delta = entry_for(Bytes::from(skipped.render()), Some(skipped), entry.modified);
+            &delta
+        }
+        _ => &entry,
+    };
+    let ended = served.model.as_ref().is_some_and(|m| m.ended);
+    let cache = if blocking {
+        BLOCKING_CACHE
+    } else if ended {
+        ENDED_PLAYLIST_CACHE
+    } else {
+        LIVE_PLAYLIST_CACHE
+    };
+    let mut response = conditional(headers, &served.etag, served.modified).unwrap_or_else(|| {
+        let gzip = accepts_gzip(headers) && !served.gzip.is_empty();
+        let mut r = Response::new(Body::from(if gzip {
+            served.gzip.clone()
+        } else {
+            served.body.clone()
+        }));
+        if gzip {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        r
+    });
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    validators(h, &served.etag, served.modified);
+    cors(h);
+    response
+}
+
+/// A request for the part the playlist's preload hint announces waits for it to be written
+/// instead of failing with 404.
+async fn wait_for_hinted_part(app: &App, stream: &str, file: &str) -> Option<Arc<CachedFile>> {
+    let view = app.volume.stream(stream).await;
+    let entry = view.playlist.borrow().clone()?;
+    let model = entry.model.as_ref()?;
+    if model.preload_hint.as_deref() != Some(file) {
+        return None;
+    }
+    let wait = Duration::from_secs(3 * model.target_duration).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = view.changes.subscribe();
+    loop {
+        if let Ok(Some(found)) = app.volume.file(stream, file).await {
+            return Some(found);
+        }
+        tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .ok()?
+            .ok()?;
+    }
+}
+
+fn file_response(file: &CachedFile, kind: &Kind, headers: &HeaderMap) -> Response {
+    let mut response = match conditional(headers, &file.etag, file.modified) {
+        Some(not_modified) => not_modified,
+        None => ranged(&file.body, headers),
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(kind.cache_control),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    validators(h, &file.etag, file.modified);
+    cors(h);
+    response
+}
+
+/// 304 when the client's validators match (If-None-Match wins over If-Modified-Since).
+fn conditional(headers: &HeaderMap, etag: &str, modified: SystemTime) -> Option<Response> {
+    let not_modified = if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        inm.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+    } else if let Some(ims) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        // HTTP dates have whole seconds.
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        secs(modified) <= secs(ims)
+    } else {
+        false
+    };
+    not_modified.then(|| {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    })
+}
+
+/// A single `bytes=` range as 206, an unsatisfiable one as 416, anything else the whole body.
+fn ranged(body: &Bytes, headers: &HeaderMap) -> Response {
+    let len = body.len() as u64;
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+    else {
+        return Response::new(Body::from(body.clone()));
+    };
+    if spec.contains(',') {
+        // Multipart ranges are rare for media; RFC 9110 lets a server answer with the whole body.
+        return Response::new(Body::from(body.clone()));
+    }
+    let range = match spec.trim().split_once('-') {
+        Some(("", suffix)) => suffix
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| (len.saturating_sub(n), len - 1)),
+        Some((start, "")) => start
+            .parse::<u64>()
+            .ok()
+            .map(|s| (s, len.saturating_sub(1))),
+        Some((start, end)) => match (start.parse::<u64>(), end.parse::<u64>()) {
+            (Ok(s), Ok(e)) if s <= e => Some((s, e.min(len.saturating_sub(1)))),
+            _ => None,
+        },
+        None => None,
+    };
+    match range {
+        Some((start, end)) if start < len && start <= end => {
+            let mut r = Response::new(Body::from(body.slice(start as usize..=end as usize)));
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+        _ => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+    }
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+fn validators(h: &mut HeaderMap, etag: &str, modified: SystemTime) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+}
+
+/// CORS for players on other origins (players embedded in intranet pages).
+pub(crate) fn cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, ETag, Age, Date"),
+    );
+}
+
+/// Answers a CORS preflight.
+pub(crate) fn preflight() -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, Accept-Encoding"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use livecast_media::playlist::{Part, PlaylistSegment, ServerControl};
 
     #[test]
     fn components_and_kinds() {
@@ -113,7 +476,133 @@ mod tests {
             kind_of("a.m4s").map(|k| k.content_type),
             Some("video/iso.segment")
         );
+        assert_eq!(
+            kind_of("init.mp4").map(|k| k.content_type),
+            Some("video/mp4")
+        );
         assert!(kind_of("passwd").is_none());
         assert!(kind_of("x.html").is_none());
+    }
+
+    fn ll(segments: u64, pending: usize) -> MediaPlaylist {
+        let mut pl = MediaPlaylist::new(2, 0);
+        pl.part_target = Some(0.5);
+        pl.server_control = Some(ServerControl {
+            can_block_reload: true,
+            ..Default::default()
+        });
+        for i in 0..segments {
+            pl.push(PlaylistSegment {
+                uri: format!("{i}.m4s"),
+                duration: 2.0,
+                ..Default::default()
+            });
+        }
+        pl.pending_parts = (0..pending)
+            .map(|p| Part {
+                uri: format!("{segments}.{p}.m4s"),
+                duration: 0.5,
+                independent: p == 0,
+            })
+            .collect();
+        pl
+    }
+
+    #[test]
+    fn blocking_reload_rules() {
+        let pl = ll(5, 2); // segments 0..=4 complete, parts 0 and 1 of segment 5 out
+        assert_eq!(evaluate(&pl, 4, None), Wait::Ready);
+        assert_eq!(evaluate(&pl, 5, None), Wait::Pending);
+        assert_eq!(evaluate(&pl, 5, Some(1)), Wait::Ready);
+        assert_eq!(evaluate(&pl, 5, Some(2)), Wait::Pending);
+        assert_eq!(
+            evaluate(&pl, 6, None),
+            Wait::Pending,
+            "last complete plus two may wait"
+        );
+        assert_eq!(evaluate(&pl, 7, None), Wait::TooFarAhead);
+        // Part limit with 0.5 s parts: six parts ahead at most.
+        assert_eq!(evaluate(&pl, 6, Some(3)), Wait::Pending);
+        assert_eq!(evaluate(&pl, 6, Some(4)), Wait::TooFarAhead);
+        let mut ended = ll(5, 0);
+        ended.ended = true;
+        assert_eq!(evaluate(&ended, 7, None), Wait::Ready);
+    }
+
+    #[test]
+    fn directives() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            Directives::parse(&q(&[
+                ("_HLS_msn", "4"),
+                ("_HLS_part", "1"),
+                ("_HLS_skip", "YES")
+            ])),
+            Ok(Directives {
+                msn: Some(4),
+                part: Some(1),
+                skip: true
+            })
+        );
+        assert!(Directives::parse(&q(&[("_HLS_part", "1")])).is_err());
+        assert!(Directives::parse(&q(&[("_HLS_msn", "x")])).is_err());
+        assert!(Directives::parse(&q(&[("_HLS_skip", "maybe")])).is_err());
+        assert_eq!(
+            Directives::parse(&q(&[("other", "1")])),
+            Ok(Directives::default())
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        let body = Bytes::from_static(b"0123456789");
+        let with = |r: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::RANGE, HeaderValue::from_str(r).unwrap());
+            ranged(&body, &h)
+        };
+        let r = with("bytes=2-4");
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
+        assert_eq!(
+            with("bytes=-3").headers()[header::CONTENT_RANGE],
+            "bytes 7-9/10"
+        );
+        assert_eq!(
+            with("bytes=8-").headers()[header::CONTENT_RANGE],
+            "bytes 8-9/10"
+        );
+        assert_eq!(
+            with("bytes=5-100").headers()[header::CONTENT_RANGE],
+            "bytes 5-9/10"
+        );
+        assert_eq!(
+            with("bytes=10-").status(),
+            StatusCode::RANGE_NOT_SATISFIABLE
+        );
+        assert_eq!(
+            with("bytes=4-2").status(),
+            StatusCode::RANGE_NOT_SATISFIABLE
+        );
+        assert_eq!(with("bytes=0-1,3-4").status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            accepts_gzip(&h)
+        };
+        assert!(with("gzip, deflate, br"));
+        assert!(with("br;q=1.0, gzip;q=0.8"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("br"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }

@@ -9,10 +9,12 @@
 //!
 //! - [`config`]: flags and their validation.
 //! - [`server`]: the router and [`run`].
-//! - `hls`: playlists and segments from the volume, with content types and cache headers.
-//! - `streams`: `/api/streams`, the live streams found on the volume.
+//! - `volume`: the in-memory view of the volume, kept coherent by file-system events.
+//! - `hls`: playlists and segments: content types, cache policy, validators, ranges, gzip,
+//!   LL-HLS blocking reload, delta updates and preload-hinted parts.
+//! - `streams`: `/api/streams`, the live streams found on the volume with bitrate and age.
 //! - `player`: the player page and the embedded hls.js.
-//! - `access_log`: the JSON access log writer and its middleware.
+//! - `access_log`: the JSON access log (ECS names, session cookie, rotation) and its middleware.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
@@ -24,6 +26,7 @@ mod metrics;
 mod player;
 pub mod server;
 mod streams;
+mod volume;
 
 pub use config::Config;
 pub use error::WebError;

@@ -1,6 +1,8 @@
 //! Every metric the front-end exports.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Front-end metrics. Routes are a fixed set of names, never raw paths or client addresses.
 #[derive(Debug, Clone)]
@@ -9,6 +11,9 @@ pub(crate) struct Metrics {
     pub duration: HistogramVec,
     pub response_bytes: IntCounter,
     pub access_log_dropped: IntCounter,
+    pub cache: IntCounterVec,
+    pub cache_bytes: IntGauge,
+    pub blocking: IntCounterVec,
 }
 
 impl Metrics {
@@ -39,7 +44,28 @@ impl Metrics {
                 "livecast_web_access_log_dropped_total",
                 "Access-log lines dropped because the writer fell behind",
             )?,
+            cache: IntCounterVec::new(
+                Opts::new(
+                    "livecast_web_cache_lookups_total",
+                    "Segment cache lookups, by result (hit, miss)",
+                ),
+                &["result"],
+            )?,
+            cache_bytes: IntGauge::new(
+                "livecast_web_cache_bytes",
+                "Bytes of segments held in memory",
+            )?,
+            blocking: IntCounterVec::new(
+                Opts::new(
+                    "livecast_web_blocking_reloads_total",
+                    "LL-HLS blocking playlist reloads, by outcome (served, timeout, too_far)",
+                ),
+                &["outcome"],
+            )?,
         };
+        registry.register(Box::new(m.cache.clone()))?;
+        registry.register(Box::new(m.cache_bytes.clone()))?;
+        registry.register(Box::new(m.blocking.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.response_bytes.clone()))?;

@@ -1,23 +1,26 @@
 //! The router and the service entry point.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use livecast_telemetry::{serve_admin, CancellationToken, Health, Registry};
+use livecast_telemetry::{serve_admin, CancellationToken, Cidr, Health, Registry};
 use tokio::net::TcpListener;
 
-use crate::access_log::{self, AccessLog};
+use crate::access_log::{self, AccessLog, SessionIds};
 use crate::metrics::Metrics;
+use crate::streams::StreamList;
+use crate::volume::Volume;
 use crate::{hls, player, streams, Config, WebError};
 
 /// How often readiness re-checks that the volume is there.
-const VOLUME_CHECK: Duration = Duration::from_secs(2);
+const VOLUME_CHECK: Duration = Duration::from_secs(1);
 
 /// The sockets the service serves, bound by the caller (port 0 in tests).
 #[derive(Debug)]
@@ -41,19 +44,26 @@ impl Listeners {
 /// State shared by the handlers.
 #[derive(Debug)]
 pub(crate) struct App {
-    pub hls_dir: PathBuf,
+    pub volume: Arc<Volume>,
     pub instance: String,
     pub metrics: Metrics,
     pub access_log: AccessLog,
+    pub trusted_proxies: Vec<Cidr>,
+    pub sessions: SessionIds,
+    pub stream_list: StreamList,
+    pub health: Health,
 }
 
 /// Builds the viewer-facing router.
 pub(crate) fn router(app: Arc<App>) -> Router {
+    let preflight = || async { hls::preflight() };
     Router::new()
         .route("/", get(player::page))
         .route("/assets/hls.min.js", get(player::hls_js))
-        .route("/api/streams", get(streams::list))
-        .route("/hls/{stream}/{file}", get(hls::serve))
+        .route("/api/streams", get(streams::list).options(preflight))
+        .route("/hls/{stream}/{file}", get(hls::serve).options(preflight))
+        // Readiness on the viewer port too, so a balancer checks the very port it sends to.
+        .route("/readyz", get(readyz))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -62,8 +72,17 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Runs the front-end until `shutdown` is cancelled: readiness drops first, in-flight requests
-/// finish, then the access log is flushed.
+async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    if app.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Runs the front-end until `shutdown` is cancelled. Shutdown goes: readiness fails, the
+/// listener stays open for `--shutdown-delay-ms` (balancers notice), in-flight requests get
+/// `--drain-secs` to finish, then the access log is flushed.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -74,45 +93,101 @@ pub async fn run(
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
     let health = Health::default();
+    let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(serve_admin(
         listeners.admin,
         registry,
         health.clone(),
-        shutdown.clone(),
+        admin_stop.clone(),
     ));
-    let (access_log, writer) = AccessLog::start(&config.access_log_dir, &instance).await?;
+    let (access_log, writer) = AccessLog::start(
+        &config.access_log_dir,
+        &instance,
+        config.access_log_max_mb * 1024 * 1024,
+    )
+    .await?;
+    let volume = Volume::new(
+        config.hls_dir.clone(),
+        config.cache_mb * 1024 * 1024,
+        metrics.clone(),
+    );
+    let watch_stop = CancellationToken::new();
+    let (watching, watch_started) = tokio::sync::oneshot::channel();
+    tokio::spawn(volume.clone().watch(watch_stop.clone(), watching));
+    let _ = watch_started.await;
     let app = Arc::new(App {
-        hls_dir: config.hls_dir.clone(),
+        volume,
         instance: instance.clone(),
         metrics,
         access_log,
+        trusted_proxies: config.trusted_proxies.clone(),
+        sessions: SessionIds::new(),
+        stream_list: StreamList::default(),
+        health: health.clone(),
     });
-    tokio::spawn(watch_volume(
-        config.hls_dir.clone(),
+    let version_ok = match &config.expect_version {
+        Some(expected) if expected != env!("CARGO_PKG_VERSION") => {
+            tracing::error!(%expected, running = env!("CARGO_PKG_VERSION"), "version mismatch: staying unready");
+            false
+        }
+        _ => true,
+    };
+    tokio::spawn(watch_readiness(
+        config.clone(),
         health.clone(),
+        version_ok,
         shutdown.clone(),
     ));
     tracing::info!(addr = %listeners.http.local_addr()?, %instance, hls_dir = %config.hls_dir.display(), "web listening");
+
+    let delay = Duration::from_millis(config.shutdown_delay_ms);
+    let stop_accepting = shutdown.clone();
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listeners.http, service)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let server = tokio::spawn(async move {
+        axum::serve(listeners.http, service)
+            .with_graceful_shutdown(async move {
+                stop_accepting.cancelled().await;
+                tokio::time::sleep(delay).await;
+            })
+            .await
+    });
+    shutdown.cancelled().await;
+    health.set_ready(false);
+    let deadline = delay + Duration::from_secs(config.drain_secs);
+    let abort = server.abort_handle();
+    match tokio::time::timeout(deadline, server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => tracing::error!(error = %join, "web server task failed"),
+        Err(_) => {
+            tracing::warn!("requests still running after the drain deadline; closing them");
+            abort.abort();
+        }
+    }
+    watch_stop.cancel();
     // The router (and with it every access-log sender) is gone: the writer drains and flushes.
     let _ = writer.await;
+    admin_stop.cancel();
     admin
         .await
         .map_err(|e| WebError::Io(std::io::Error::other(e)))??;
     Ok(())
 }
 
-/// Ready while the volume is mounted and readable; not ready once shutdown starts.
-async fn watch_volume(dir: PathBuf, health: Health, shutdown: CancellationToken) {
+/// Ready while the volume is mounted and readable and the version is the expected one; not
+/// ready from the moment shutdown starts.
+async fn watch_readiness(
+    config: Config,
+    health: Health,
+    version_ok: bool,
+    shutdown: CancellationToken,
+) {
     loop {
-        let readable = tokio::fs::read_dir(&dir).await.is_ok();
-        if health.is_ready() != readable {
-            tracing::info!(ready = readable, dir = %dir.display(), "volume readiness changed");
+        let readable = tokio::fs::read_dir(&config.hls_dir).await.is_ok();
+        let ready = readable && version_ok;
+        if health.is_ready() != ready {
+            tracing::info!(ready, volume_readable = readable, "readiness changed");
         }
-        health.set_ready(readable);
+        health.set_ready(ready);
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(VOLUME_CHECK) => {}

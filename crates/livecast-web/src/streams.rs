@@ -1,46 +1,83 @@
-//! `/api/streams`: the streams that are live on the volume.
+//! `/api/streams`: the streams that are live on the volume, with what an operator wants to see
+//! (bitrate, age of the newest segment). The scan is cached for a second, so a page refresh
+//! from every viewer does not turn into a directory walk each.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
-use axum::Json;
+use bytes::Bytes;
+use livecast_media::playlist::MediaPlaylist;
 use serde::Serialize;
 
 use crate::hls::safe_component;
 use crate::server::App;
+
+const CACHE_FOR: Duration = Duration::from_secs(1);
 
 /// One live stream as the API lists it.
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamInfo {
     pub name: String,
     pub playlist: String,
-    /// Seconds since the playlist last changed.
-    pub playlist_age_secs: f64,
+    /// Seconds since the playlist last changed (a new segment or part).
+    pub last_update_age_secs: f64,
+    /// Average bitrate of the listed segments, in bits per second.
+    pub bitrate_bps: u64,
+    /// Segments listed in the playlist.
+    pub segments: usize,
+    /// Whether the playlist offers Low-Latency HLS.
+    pub low_latency: bool,
 }
 
 #[derive(Debug, Serialize)]
+struct Body<'a> {
+    streams: &'a [StreamInfo],
+}
+
+/// The cached JSON answer.
+#[derive(Debug, Default)]
 pub(crate) struct StreamList {
-    pub streams: Vec<StreamInfo>,
+    cached: Mutex<Option<(Instant, Bytes)>>,
 }
 
 pub(crate) async fn list(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let dir = app.hls_dir.clone();
-    let streams = tokio::task::spawn_blocking(move || scan(&dir, SystemTime::now()))
-        .await
-        .unwrap_or_default();
+    let fresh = app.stream_list.cached.lock().ok().and_then(|c| {
+        c.as_ref()
+            .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+            .map(|(_, b)| b.clone())
+    });
+    let body = match fresh {
+        Some(body) => body,
+        None => {
+            let dir = app.volume.root().to_path_buf();
+            let streams = tokio::task::spawn_blocking(move || scan(&dir, SystemTime::now()))
+                .await
+                .unwrap_or_default();
+            let body =
+                Bytes::from(serde_json::to_vec(&Body { streams: &streams }).unwrap_or_default());
+            if let Ok(mut c) = app.stream_list.cached.lock() {
+                *c = Some((Instant::now(), body.clone()));
+            }
+            body
+        }
+    };
     (
         [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 HeaderValue::from_static("*"),
             ),
         ],
-        Json(StreamList { streams }),
+        body,
     )
 }
 
@@ -57,21 +94,32 @@ pub(crate) fn scan(dir: &Path, now: SystemTime) -> Vec<StreamInfo> {
             if !safe_component(&name) {
                 return None;
             }
-            let path = entry.path().join("index.m3u8");
+            let stream_dir = entry.path();
+            let path = stream_dir.join("index.m3u8");
             let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-            let text = std::fs::read_to_string(&path).ok()?;
-            if livecast_media::playlist::has_ended(&text) {
-                return None;
-            }
+            let playlist = MediaPlaylist::parse(&std::fs::read_to_string(&path).ok()?).ok()?;
             let age = now.duration_since(modified).unwrap_or_default();
-            let target = target_duration(&text).unwrap_or(10);
-            if age > Duration::from_secs(3 * target + 5) {
+            if playlist.ended || age > Duration::from_secs(3 * playlist.target_duration + 5) {
                 return None;
             }
+            let bytes: u64 = playlist
+                .segments
+                .iter()
+                .filter_map(|s| std::fs::metadata(stream_dir.join(&s.uri)).ok())
+                .map(|m| m.len())
+                .sum();
+            let seconds = playlist.duration();
             Some(StreamInfo {
                 playlist: format!("/hls/{name}/index.m3u8"),
                 name,
-                playlist_age_secs: (age.as_secs_f64() * 1000.0).round() / 1000.0,
+                last_update_age_secs: (age.as_secs_f64() * 1000.0).round() / 1000.0,
+                bitrate_bps: if seconds > 0.0 {
+                    (bytes as f64 * 8.0 / seconds) as u64
+                } else {
+                    0
+                },
+                segments: playlist.segments.len(),
+                low_latency: playlist.part_target.is_some(),
             })
         })
         .collect();
@@ -79,34 +127,32 @@ pub(crate) fn scan(dir: &Path, now: SystemTime) -> Vec<StreamInfo> {
     streams
 }
 
-fn target_duration(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn lists_live_streams_only() {
+    fn lists_live_streams_only_with_bitrate() {
         let dir = tempfile::tempdir().unwrap();
         let live = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n";
         for (name, text) in [
             ("b", live),
             ("a", live),
-            ("done", "#EXTM3U\n#EXT-X-ENDLIST\n"),
+            ("done", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-ENDLIST\n"),
             (".hidden", live),
         ] {
             std::fs::create_dir(dir.path().join(name)).unwrap();
             std::fs::write(dir.path().join(name).join("index.m3u8"), text).unwrap();
         }
+        std::fs::write(dir.path().join("a/a.ts"), vec![0u8; 250_000]).unwrap();
         std::fs::create_dir(dir.path().join("empty")).unwrap();
         let now = SystemTime::now();
-        let names: Vec<_> = scan(dir.path(), now).into_iter().map(|s| s.name).collect();
+        let found = scan(dir.path(), now);
+        let names: Vec<_> = found.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        // Eleven seconds after the last write, a 2 s playlist is stale.
+        assert_eq!(found[0].bitrate_bps, 1_000_000);
+        assert_eq!(found[0].segments, 1);
+        // Twelve seconds after the last write, a 2 s playlist is stale.
         assert!(scan(dir.path(), now + Duration::from_secs(12)).is_empty());
     }
 }

@@ -1,5 +1,8 @@
 //! The front-end in-process on port 0 against a volume the test writes itself.
 
+mod low_latency;
+mod protocol;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,15 +12,19 @@ use livecast_web::{Config, Listeners};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Web {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), livecast_web::WebError>>,
+pub(crate) struct Web {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), livecast_web::WebError>>,
 }
 
-async fn start() -> Web {
+pub(crate) async fn start() -> Web {
+    start_with(&[]).await
+}
+
+pub(crate) async fn start_with(extra: &[&str]) -> Web {
     let dir = tempfile::tempdir().expect("tempdir");
     let hls = dir.path().join("volume");
     std::fs::create_dir_all(hls.join("cam")).expect("mkdir");
@@ -29,14 +36,19 @@ async fn start() -> Web {
     std::fs::write(hls.join("cam/s-0.ts"), vec![0x47u8; 188 * 4]).expect("write");
     std::fs::write(hls.join("cam/.s-1.ts.tmp"), b"partial").expect("write");
     std::fs::write(dir.path().join("secret.m3u8"), "TOP SECRET").expect("write");
-    let config = Config::parse_from([
+    let mut args = vec![
         "livecast-web".to_string(),
         "--listen=127.0.0.1:0".into(),
         "--admin-listen=127.0.0.1:0".into(),
         format!("--hls-dir={}", hls.display()),
         format!("--access-log-dir={}", dir.path().join("logs").display()),
         "--instance-name=test-web".into(),
-    ]);
+    ];
+    if !extra.iter().any(|a| a.starts_with("--shutdown-delay-ms")) {
+        args.push("--shutdown-delay-ms=0".into());
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let config = Config::parse_from(args);
     let listeners = Listeners::bind(&config).await.expect("bind");
     let addr = listeners.http.local_addr().expect("addr");
     let admin = listeners.admin.local_addr().expect("addr");
@@ -53,7 +65,7 @@ async fn start() -> Web {
 
 /// Sends a raw request (no client-side path normalisation) and returns status line, headers
 /// and body as one string.
-async fn raw(addr: SocketAddr, path: &str, extra: &str) -> String {
+pub(crate) async fn raw(addr: SocketAddr, path: &str, extra: &str) -> String {
     let mut socket = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.expect("write");
@@ -62,11 +74,11 @@ async fn raw(addr: SocketAddr, path: &str, extra: &str) -> String {
     String::from_utf8_lossy(&response).to_string()
 }
 
-fn status(response: &str) -> &str {
+pub(crate) fn status(response: &str) -> &str {
     response.split_whitespace().nth(1).unwrap_or_default()
 }
 
-fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
     response
         .lines()
         .take_while(|l| !l.is_empty())
@@ -203,4 +215,28 @@ async fn readiness_follows_the_volume() {
     assert_eq!(status(&raw(web.admin, "/livez", "").await), "200");
     web.shutdown.cancel();
     web.task.await.expect("join").expect("clean exit");
+}
+
+impl Web {
+    pub(crate) fn hls(&self) -> std::path::PathBuf {
+        self.dir.path().join("volume")
+    }
+
+    /// Writes a file into the volume the way the ingest does: temp file, then rename.
+    pub(crate) fn publish(&self, rel: &str, data: &[u8]) {
+        let path = self.hls().join(rel);
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+        ));
+        std::fs::write(&tmp, data).expect("write temp");
+        std::fs::rename(&tmp, &path).expect("rename");
+    }
+
+    /// Stops the front-end and hands back the directory so the test can read what it left.
+    pub(crate) async fn stop(self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("clean exit");
+        self.dir
+    }
 }

@@ -1,0 +1,228 @@
+//! HTTP behaviour viewers and caches rely on: validators, ranges, gzip, CORS, session cookie,
+//! cache coherence, log rotation, readiness and version guard.
+
+use std::time::Duration;
+
+use crate::{header, raw, start, start_with, status};
+
+#[tokio::test]
+async fn validators_ranges_gzip_and_preflight() {
+    let web = start().await;
+    let full = raw(web.addr, "/hls/cam/s-0.ts", "").await;
+    let etag = header(&full, "etag").expect("etag").to_string();
+    assert!(header(&full, "last-modified").is_some());
+    assert_eq!(header(&full, "accept-ranges"), Some("bytes"));
+    let again = raw(
+        web.addr,
+        "/hls/cam/s-0.ts",
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!(status(&again), "304");
+    let lm = header(&full, "last-modified").expect("lm").to_string();
+    assert_eq!(
+        status(
+            &raw(
+                web.addr,
+                "/hls/cam/s-0.ts",
+                &format!("If-Modified-Since: {lm}\r\n")
+            )
+            .await
+        ),
+        "304"
+    );
+
+    let part = raw(web.addr, "/hls/cam/s-0.ts", "Range: bytes=100-299\r\n").await;
+    assert_eq!(status(&part), "206");
+    assert_eq!(header(&part, "content-range"), Some("bytes 100-299/752"));
+    assert_eq!(header(&part, "content-length"), Some("200"));
+    assert_eq!(
+        status(&raw(web.addr, "/hls/cam/s-0.ts", "Range: bytes=900-\r\n").await),
+        "416"
+    );
+
+    let gz = raw(web.addr, "/hls/cam/index.m3u8", "Accept-Encoding: gzip\r\n").await;
+    assert_eq!(header(&gz, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&gz, "vary"), Some("Accept-Encoding"));
+    let plain = raw(web.addr, "/hls/cam/index.m3u8", "").await;
+    assert_eq!(header(&plain, "content-encoding"), None);
+    let pl_etag = header(&plain, "etag").expect("etag").to_string();
+    assert_eq!(
+        status(
+            &raw(
+                web.addr,
+                "/hls/cam/index.m3u8",
+                &format!("If-None-Match: {pl_etag}\r\n")
+            )
+            .await
+        ),
+        "304"
+    );
+
+    let mut socket = tokio::net::TcpStream::connect(web.addr)
+        .await
+        .expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket
+        .write_all(b"OPTIONS /hls/cam/index.m3u8 HTTP/1.1\r\nHost: x\r\nOrigin: http://intranet\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut pre = String::new();
+    socket.read_to_string(&mut pre).await.expect("read");
+    assert_eq!(status(&pre), "204");
+    assert_eq!(header(&pre, "access-control-allow-origin"), Some("*"));
+    assert!(header(&pre, "access-control-allow-headers").is_some_and(|h| h.contains("Range")));
+    web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_follows_file_events() {
+    let web = start().await;
+    let first = raw(web.addr, "/hls/cam/s-0.ts", "").await;
+    assert_eq!(header(&first, "content-length"), Some("752"));
+    // Served from memory the second time.
+    raw(web.addr, "/hls/cam/s-0.ts", "").await;
+    let metrics = raw(web.admin, "/metrics", "").await;
+    assert!(
+        metrics.contains("livecast_web_cache_lookups_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
+    // Replaced on disk: the next answer is the new file, without any restart.
+    web.publish("cam/s-0.ts", &[0x47u8; 188]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = raw(web.addr, "/hls/cam/s-0.ts", "").await;
+        if header(&now, "content-length") == Some("188") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stale cache entry survived the change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A playlist change is visible at once too.
+    web.publish(
+        "cam/index.m3u8",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\ns-9.ts\n",
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !raw(web.addr, "/hls/cam/index.m3u8", "")
+        .await
+        .contains("s-9.ts")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "stale playlist");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    web.stop().await;
+}
+
+#[tokio::test]
+async fn session_cookie_is_set_once_and_logged() {
+    let web = start().await;
+    let first = raw(web.addr, "/hls/cam/index.m3u8", "").await;
+    let cookie = header(&first, "set-cookie").expect("a session cookie");
+    assert!(cookie.starts_with("livecast_session=") && cookie.contains("HttpOnly"));
+    let value = cookie.split(';').next().expect("pair").to_string();
+    let second = raw(web.addr, "/hls/cam/s-0.ts", &format!("Cookie: {value}\r\n")).await;
+    assert_eq!(
+        header(&second, "set-cookie"),
+        None,
+        "a known viewer keeps its session"
+    );
+    let dir = web.stop().await;
+    let log = std::fs::read_to_string(dir.path().join("logs/test-web.log")).expect("log");
+    let sessions: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["livecast.session"]
+                .to_string()
+        })
+        .collect();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[0], sessions[1]);
+    assert_eq!(
+        sessions[0],
+        format!("\"{}\"", value.trim_start_matches("livecast_session="))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_rotates_by_size_and_follows_external_moves() {
+    let web = start_with(&["--access-log-max-mb=1"]).await;
+    let agent = format!("User-Agent: {}\r\n", "a".repeat(8000));
+    for _ in 0..160 {
+        raw(web.addr, "/hls/cam/index.m3u8", &agent).await;
+    }
+    let logs = web.dir.path().join("logs");
+    let keep = web.dir.path().to_path_buf();
+    // logrotate-style move: the writer must notice and write to a fresh file.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    raw(web.addr, "/nope", "").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::rename(logs.join("test-web.log"), logs.join("moved.log")).expect("move");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    raw(web.addr, "/nope", "").await;
+    raw(web.addr, "/after-move", "").await;
+    let dir = web.stop().await;
+    assert_eq!(dir.path(), keep);
+    let mut total = 0;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&logs).expect("dir") {
+        let entry = entry.expect("entry");
+        let text = std::fs::read_to_string(entry.path()).expect("read");
+        assert!(text.ends_with('\n'), "no torn lines");
+        total += text.lines().count();
+        files.push(entry.file_name().into_string().expect("utf-8"));
+        assert!(entry.metadata().expect("meta").len() <= 1024 * 1024 + 9000);
+    }
+    assert_eq!(total, 163, "every request logged exactly once: {files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("test-web.") && f != "test-web.log"),
+        "size rotation: {files:?}"
+    );
+    let current =
+        std::fs::read_to_string(logs.join("test-web.log")).expect("reopened after the move");
+    assert!(current.contains("/after-move"));
+}
+
+#[tokio::test]
+async fn version_guard_keeps_a_wrong_build_out_of_the_pool() {
+    let web = start_with(&["--expect-version=0.0.0-other"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&raw(web.admin, "/readyz", "").await), "503");
+    assert_eq!(status(&raw(web.addr, "/readyz", "").await), "503");
+    web.stop().await;
+    let good = start_with(&[&format!("--expect-version={}", env!("CARGO_PKG_VERSION"))]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while status(&raw(good.addr, "/readyz", "").await) != "200" {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    good.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_fails_readiness_first_then_drains() {
+    let web = start_with(&["--shutdown-delay-ms=800"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while status(&raw(web.addr, "/readyz", "").await) != "200" {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    web.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Still serving during the delay, but telling balancers to go elsewhere.
+    assert_eq!(status(&raw(web.addr, "/readyz", "").await), "503");
+    assert_eq!(
+        status(&raw(web.addr, "/hls/cam/index.m3u8", "").await),
+        "200"
+    );
+    web.task.await.expect("join").expect("clean exit");
+    assert!(
+        tokio::net::TcpStream::connect(web.addr).await.is_err(),
+        "listener closed after the drain"
+    );
+}
