@@ -1,9 +1,11 @@
 //! Balancer configuration: every flag also reads `LIVECAST_<FLAG>` from the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use livecast_telemetry::LogArgs;
+use livecast_telemetry::{Cidr, LogArgs};
 
+use crate::pool::Policy;
 use crate::ProxyError;
 
 /// Reverse-proxy load balancer for the HLS front-ends.
@@ -13,7 +15,7 @@ pub struct Config {
     /// Address for viewers.
     #[arg(long, env = "LIVECAST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Address of the admin server (/metrics, /livez, /readyz).
+    /// Address of the admin server (/metrics, /livez, /readyz, and the operator page /status).
     #[arg(long, env = "LIVECAST_ADMIN_LISTEN", default_value = "0.0.0.0:9103")]
     pub admin_listen: SocketAddr,
     /// A front-end as HOST:PORT; repeatable. Names are re-resolved every --resolve-interval-secs
@@ -31,6 +33,57 @@ pub struct Config {
     /// Milliseconds allowed for connecting to a backend before trying another.
     #[arg(long, env = "LIVECAST_CONNECT_TIMEOUT_MS", default_value_t = 1000)]
     pub connect_timeout_ms: u64,
+    /// How requests are spread over healthy backends.
+    #[arg(long, env = "LIVECAST_BALANCE", value_enum, default_value = "p2c")]
+    pub balance: Policy,
+    /// Path of the backends' readiness endpoint, checked on every backend.
+    #[arg(long, env = "LIVECAST_HEALTH_PATH", default_value = "/readyz")]
+    pub health_path: String,
+    /// Milliseconds between active health checks.
+    #[arg(long, env = "LIVECAST_HEALTH_INTERVAL_MS", default_value_t = 1000)]
+    pub health_interval_ms: u64,
+    /// Milliseconds a health check may take.
+    #[arg(long, env = "LIVECAST_HEALTH_TIMEOUT_MS", default_value_t = 1000)]
+    pub health_timeout_ms: u64,
+    /// Passed checks in a row before a pending or ejected backend gets traffic.
+    #[arg(long, env = "LIVECAST_HEALTHY_AFTER", default_value_t = 2)]
+    pub healthy_after: u32,
+    /// Failed checks in a row before a healthy backend is ejected.
+    #[arg(long, env = "LIVECAST_UNHEALTHY_AFTER", default_value_t = 2)]
+    pub unhealthy_after: u32,
+    /// Failed requests in a row (connect errors, 5xx) before a healthy backend is ejected.
+    #[arg(long, env = "LIVECAST_EJECT_AFTER_ERRORS", default_value_t = 3)]
+    pub eject_after_errors: u32,
+    /// Viewer address ranges allowed to watch (repeatable or comma-separated); others get 403.
+    #[arg(long = "allow-cidr", env = "LIVECAST_ALLOW_CIDR", value_delimiter = ',',
+          default_value = livecast_telemetry::PRIVATE_RANGES)]
+    pub allow: Vec<Cidr>,
+    /// Proxies in front of this one whose X-Forwarded-For and X-Request-Id are believed
+    /// (repeatable or comma-separated). By default nobody's are.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LIVECAST_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Seconds a client has to send its request headers (slowloris protection).
+    #[arg(long, env = "LIVECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Largest request head accepted, in bytes; larger ones are refused.
+    #[arg(long, env = "LIVECAST_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Client connections served at once; further ones are closed at once.
+    #[arg(long, env = "LIVECAST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Requests per second per client address (burst: twice as many); 0 turns limiting off.
+    #[arg(long, env = "LIVECAST_RATE_LIMIT_RPS", default_value_t = 0.0)]
+    pub rate_limit_rps: f64,
+    /// PEM certificate chain: serve HTTPS (with HTTP/2) instead of HTTP.
+    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -46,9 +99,36 @@ impl Config {
         for backend in &self.backends {
             split_host_port(backend)?;
         }
-        if self.resolve_interval_secs == 0 || self.connect_timeout_ms == 0 {
+        let positive = [
+            ("--resolve-interval-secs", self.resolve_interval_secs),
+            ("--connect-timeout-ms", self.connect_timeout_ms),
+            ("--health-interval-ms", self.health_interval_ms),
+            ("--health-timeout-ms", self.health_timeout_ms),
+            ("--healthy-after", u64::from(self.healthy_after)),
+            ("--unhealthy-after", u64::from(self.unhealthy_after)),
+            ("--eject-after-errors", u64::from(self.eject_after_errors)),
+            ("--header-timeout-secs", self.header_timeout_secs),
+            ("--max-connections", self.max_connections as u64),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ProxyError::Config(format!("{flag} must be positive")));
+        }
+        if !self.health_path.starts_with('/') {
+            return Err(ProxyError::Config("--health-path must start with /".into()));
+        }
+        if self.max_header_bytes < 8192 {
             return Err(ProxyError::Config(
-                "--resolve-interval-secs and --connect-timeout-ms must be positive".into(),
+                "--max-header-bytes must be at least 8192".into(),
+            ));
+        }
+        if !(self.rate_limit_rps >= 0.0 && self.rate_limit_rps.is_finite()) {
+            return Err(ProxyError::Config(
+                "--rate-limit-rps must be 0 or more".into(),
+            ));
+        }
+        if self.allow.is_empty() {
+            return Err(ProxyError::Config(
+                "--allow-cidr needs at least one range".into(),
             ));
         }
         Ok(())
@@ -82,6 +162,25 @@ mod tests {
         let cfg = Config::parse_from(["livecast-proxy", "--backend", "a:1", "--backend", "b:2"]);
         assert_eq!(cfg.backends, ["a:1", "b:2"]);
         assert_eq!(cfg.listen.port(), 8080);
+        assert_eq!(cfg.allow.len(), 10, "private ranges by default");
+        assert!(cfg.trusted_proxies.is_empty());
+        cfg.validate().unwrap();
         assert!(Config::try_parse_from(["livecast-proxy"]).is_err());
+        assert!(Config::try_parse_from([
+            "livecast-proxy",
+            "--backend=a:1",
+            "--allow-cidr=10.0.0.0/33"
+        ])
+        .is_err());
+        assert!(
+            Config::try_parse_from(["livecast-proxy", "--backend=a:1", "--tls-cert=x.pem"])
+                .is_err()
+        );
+        let zero = Config::parse_from(["livecast-proxy", "--backend=a:1", "--healthy-after=0"]);
+        assert!(zero
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--healthy-after"));
     }
 }

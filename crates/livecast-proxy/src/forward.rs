@@ -1,21 +1,27 @@
-//! One proxied request: header rewriting, the upstream call, and the retry on another backend.
+//! One proxied request: admission (allow list, rate limit), header rewriting, the upstream
+//! call, passive health feedback and the single retry on another backend.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use livecast_telemetry::Cidr;
 
-use crate::backends::Backends;
+use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
+use crate::pool::{Lease, Pool};
 
 /// Body type on both sides of the proxy.
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -31,44 +37,120 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Who may watch and how often.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub allow: Vec<Cidr>,
+    pub trusted_proxies: Vec<Cidr>,
+    pub rate: Option<RateLimiter>,
+}
 
 /// Forwards requests to the backends.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
     client: Client<HttpConnector, Body>,
-    backends: Arc<Backends>,
+    pool: Arc<Pool>,
     metrics: Metrics,
+    admission: Admission,
+    ids: livecast_telemetry::RandomIds,
 }
 
 impl Forwarder {
-    pub fn new(backends: Arc<Backends>, metrics: Metrics, connect_timeout: Duration) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        metrics: Metrics,
+        admission: Admission,
+        connect_timeout: Duration,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1024)
             .build(connector);
         Self {
             client,
-            backends,
+            pool,
             metrics,
+            admission,
+            ids: livecast_telemetry::RandomIds::new(),
         }
     }
 
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let addrs = self.backends.snapshot();
-        if addrs.is_empty() {
-            self.metrics.no_backend.inc();
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "no front-end available\n");
+    /// A client for other upstream calls (the status page's stream list).
+    pub fn client(&self) -> &Client<HttpConnector, Body> {
+        &self.client
+    }
+
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
+        let trusted_peer =
+            livecast_telemetry::any_contains(&self.admission.trusted_proxies, peer.ip());
+        let client_ip = if trusted_peer {
+            last_forwarded(request.headers()).unwrap_or(peer.ip())
+        } else {
+            peer.ip()
+        };
+        if !livecast_telemetry::any_contains(&self.admission.allow, client_ip) {
+            self.metrics
+                .denied
+                .with_label_values(&["not_allowed"])
+                .inc();
+            return plain(
+                StatusCode::FORBIDDEN,
+                "this stream is only available inside the company network\n",
+            );
+        }
+        if let Some(limiter) = &self.admission.rate {
+            if !limiter.allow(client_ip) {
+                self.metrics
+                    .denied
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                return plain(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+            }
         }
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
-        append_forwarded_for(&mut headers, peer);
+        if !trusted_peer {
+            // An untrusted client's own forwarding headers are not believed.
+            headers.remove(X_FORWARDED_FOR);
+            headers.remove(X_REQUEST_ID);
+        }
+        append_forwarded_for(&mut headers, peer.ip());
         headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
         );
+        let request_id = match headers.get(X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = HeaderValue::from_str(&self.ids.next_hex(1))
+                    .unwrap_or(HeaderValue::from_static("0"));
+                headers.insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        if !headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host as :authority; HTTP/1.1 backends want a Host header.
+            if let Some(v) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(header::HOST, v);
+            }
+        }
         let path = parts
             .uri
             .path_and_query()
@@ -78,56 +160,93 @@ impl Forwarder {
         // gets exactly one attempt with its body streamed through.
         let replayable = parts.method == Method::GET || parts.method == Method::HEAD;
         let mut body = if replayable { None } else { Some(body.boxed()) };
-        let attempts = if replayable { addrs.len().min(2) } else { 1 };
-        let start = self.backends.next_index(addrs.len());
+        let attempts = if replayable { 2 } else { 1 };
+        let mut exclude = None;
         for attempt in 0..attempts {
-            let addr = addrs[(start + attempt) % addrs.len()];
-            let backend = addr.to_string();
+            let Some(lease) = self.pool.pick(exclude) else {
+                break;
+            };
+            let backend = lease.backend.clone();
+            exclude = Some(backend.addr);
             let upstream_body = body
                 .take()
                 .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
             let mut upstream = Request::new(upstream_body);
             *upstream.method_mut() = parts.method.clone();
+            *upstream.version_mut() = Version::HTTP_11;
             *upstream.headers_mut() = headers.clone();
-            *upstream.uri_mut() = match format!("http://{addr}{path}").parse() {
+            *upstream.uri_mut() = match format!("http://{}{path}", backend.addr).parse() {
                 Ok(uri) => uri,
                 Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
             };
             let sent = Instant::now();
+            let last_try = attempt + 1 == attempts;
             match self.client.request(upstream).await {
                 Ok(response) => {
+                    let latency = sent.elapsed();
+                    let status = response.status();
                     self.metrics
                         .upstream_duration
-                        .with_label_values(&[&backend])
-                        .observe(sent.elapsed().as_secs_f64());
-                    let status = response.status().as_u16();
+                        .with_label_values(&[backend.label()])
+                        .observe(latency.as_secs_f64());
+                    let failed = status.is_server_error();
+                    self.pool.observe(&backend, latency, !failed);
+                    // Nothing of a 502/503 has reached the client yet: another backend may do better.
+                    if replayable
+                        && !last_try
+                        && (status == StatusCode::BAD_GATEWAY
+                            || status == StatusCode::SERVICE_UNAVAILABLE)
+                    {
+                        self.metrics
+                            .upstream_errors
+                            .with_label_values(&[backend.label(), "unavailable"])
+                            .inc();
+                        self.metrics.retries.inc();
+                        continue;
+                    }
                     self.metrics
                         .requests
-                        .with_label_values(&[&backend, livecast_telemetry::status_class(status)])
+                        .with_label_values(&[
+                            backend.label(),
+                            livecast_telemetry::status_class(status.as_u16()),
+                        ])
                         .inc();
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    return Response::from_parts(parts, body.boxed());
-                }
-                Err(error) if error.is_connect() => {
-                    self.metrics
-                        .upstream_errors
-                        .with_label_values(&[&backend, "connect"])
-                        .inc();
-                    tracing::warn!(%backend, error = %error, "backend refused connection");
-                    if attempt + 1 < attempts {
-                        self.metrics.retries.inc();
-                    }
+                    parts.headers.insert(X_REQUEST_ID, request_id);
+                    // The lease travels with the body: a draining backend stays until it is sent.
+                    return Response::from_parts(
+                        parts,
+                        LeasedBody {
+                            inner: body,
+                            _lease: lease,
+                        }
+                        .boxed(),
+                    );
                 }
                 Err(error) => {
+                    let kind = if error.is_connect() {
+                        "connect"
+                    } else {
+                        "request"
+                    };
                     self.metrics
                         .upstream_errors
-                        .with_label_values(&[&backend, "request"])
+                        .with_label_values(&[backend.label(), kind])
                         .inc();
-                    tracing::warn!(%backend, error = %error, "upstream request failed");
-                    break;
+                    self.pool.observe(&backend, sent.elapsed(), false);
+                    tracing::warn!(backend = %backend.addr, %error, "upstream request failed");
+                    // Only a failed connect is certain to have had no effect upstream.
+                    if !error.is_connect() || last_try {
+                        break;
+                    }
+                    self.metrics.retries.inc();
                 }
             }
+        }
+        if exclude.is_none() {
+            self.metrics.no_backend.inc();
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no front-end available\n");
         }
         self.metrics
             .requests
@@ -137,7 +256,33 @@ impl Forwarder {
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+/// An upstream body that keeps its backend's in-flight slot until it is done.
+struct LeasedBody {
+    inner: Incoming,
+    _lease: Lease,
+}
+
+impl http_body::Body for LeasedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(
         Full::new(Bytes::from_static(text.as_bytes()))
             .map_err(|never| match never {})
@@ -168,14 +313,30 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
+fn last_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|ip| ip.trim().parse().ok())
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let ip = peer.to_string();
+    let existing: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if existing.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", existing.join(", "))
     };
     if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        headers.insert(X_FORWARDED_FOR, value);
     }
 }
 
@@ -195,8 +356,9 @@ mod tests {
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
-        append_forwarded_for(&mut h, "10.0.0.7:1234".parse().unwrap());
-        append_forwarded_for(&mut h, "127.0.0.1:1".parse().unwrap());
+        append_forwarded_for(&mut h, "10.0.0.7".parse().unwrap());
+        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "10.0.0.7, 127.0.0.1");
+        assert_eq!(last_forwarded(&h), Some("127.0.0.1".parse().unwrap()));
     }
 }

@@ -2,26 +2,40 @@
 //!
 //! Backends are given as `HOST:PORT` names and re-resolved on a short interval, because Docker's
 //! DNS answers with a long TTL and `docker compose up --scale web=N` changes the set of
-//! addresses behind one name. Requests are spread round robin; a GET or HEAD whose connection
-//! attempt fails is retried once on another backend, so a dead front-end costs no viewer an
-//! error.
+//! addresses behind one name. Each address goes through a lifecycle (pending, healthy, ejected,
+//! draining) driven by active checks of its readiness endpoint and by the outcome of real
+//! requests. Requests go to healthy backends by power of two choices over in-flight load and
+//! latency; a GET or HEAD that cannot connect, or gets 502/503 before any byte reached the
+//! viewer, is retried once on another backend. Only the company network may watch.
 //!
 //! # Layout
 //!
 //! - [`config`]: flags and their validation.
-//! - [`server`]: the accept loop and [`run`].
-//! - `backends`: the resolved backend set, its refresh loop and the round-robin pick.
-//! - `forward`: one request: header rewriting, upstream call, retry.
+//! - [`server`]: accept loop (HTTP/1.1, or HTTPS with HTTP/2), connection cap, [`run`].
+//! - [`discovery`]: the resolver seam and the re-resolution loop.
+//! - `pool`: backends, lifecycle, balancing policies ([`Policy`], [`State`]).
+//! - `health`: active health checks.
+//! - `forward`: one request: admission, headers, upstream call, retry.
+//! - `limits`: per-client rate limiting.
+//! - `tls`: rustls setup with ALPN.
+//! - `status`: the operator page on the admin port.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
-mod backends;
 pub mod config;
+pub mod discovery;
 pub mod error;
 mod forward;
+mod health;
+mod limits;
 mod metrics;
+mod pool;
 pub mod server;
+mod status;
+mod tls;
 
 pub use config::Config;
+pub use discovery::Resolve;
 pub use error::ProxyError;
-pub use server::{run, Listeners};
+pub use pool::{Policy, State};
+pub use server::{run, run_with_resolver, Listeners};

@@ -2,7 +2,7 @@
 //! client's.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 /// Balancer metrics.
@@ -13,25 +13,23 @@ pub(crate) struct Metrics {
     pub upstream_duration: HistogramVec,
     pub retries: IntCounter,
     pub no_backend: IntCounter,
-    pub backends: IntGauge,
+    pub backends: IntGaugeVec,
     pub membership_changes: IntCounter,
+    pub ejections: IntCounterVec,
+    pub health_checks: IntCounterVec,
+    pub denied: IntCounterVec,
+    pub fail_open: IntCounter,
 }
 
 impl Metrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             requests: IntCounterVec::new(
-                Opts::new(
-                    "livecast_proxy_requests_total",
-                    "Requests answered, by backend and status class",
-                ),
+                Opts::new("livecast_proxy_requests_total", "Requests answered, by backend and status class"),
                 &["backend", "status_class"],
             )?,
             upstream_errors: IntCounterVec::new(
-                Opts::new(
-                    "livecast_proxy_upstream_errors_total",
-                    "Failed upstream calls, by backend and kind",
-                ),
+                Opts::new("livecast_proxy_upstream_errors_total", "Failed upstream calls, by backend and kind"),
                 &["backend", "kind"],
             )?,
             upstream_duration: HistogramVec::new(
@@ -39,26 +37,40 @@ impl Metrics {
                     "livecast_proxy_upstream_duration_seconds",
                     "Time from sending a request upstream to its response headers, by backend",
                 )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-                ]),
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]),
                 &["backend"],
             )?,
-            retries: IntCounter::new(
-                "livecast_proxy_retries_total",
-                "Requests retried on another backend",
-            )?,
+            retries: IntCounter::new("livecast_proxy_retries_total", "Requests retried on another backend")?,
             no_backend: IntCounter::new(
                 "livecast_proxy_no_backend_total",
-                "Requests answered 503 because no backend was known",
+                "Requests answered 503 because no backend was usable",
             )?,
-            backends: IntGauge::new(
-                "livecast_proxy_backends",
-                "Backend addresses currently in rotation",
+            backends: IntGaugeVec::new(
+                Opts::new("livecast_proxy_backends", "Backend addresses by lifecycle state"),
+                &["state"],
             )?,
             membership_changes: IntCounter::new(
                 "livecast_proxy_membership_changes_total",
-                "Backend addresses added to or removed from rotation",
+                "Backend addresses added to or removed from discovery",
+            )?,
+            ejections: IntCounterVec::new(
+                Opts::new("livecast_proxy_ejections_total", "Backends ejected, by detection (active, passive)"),
+                &["detection"],
+            )?,
+            health_checks: IntCounterVec::new(
+                Opts::new("livecast_proxy_health_checks_total", "Active health checks, by result"),
+                &["result"],
+            )?,
+            denied: IntCounterVec::new(
+                Opts::new(
+                    "livecast_proxy_denied_total",
+                    "Requests or connections refused, by reason (not_allowed, rate_limited, connection_cap)",
+                ),
+                &["reason"],
+            )?,
+            fail_open: IntCounter::new(
+                "livecast_proxy_fail_open_total",
+                "Requests sent to a backend not proven healthy because none was",
             )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
@@ -68,6 +80,10 @@ impl Metrics {
         registry.register(Box::new(m.no_backend.clone()))?;
         registry.register(Box::new(m.backends.clone()))?;
         registry.register(Box::new(m.membership_changes.clone()))?;
+        registry.register(Box::new(m.ejections.clone()))?;
+        registry.register(Box::new(m.health_checks.clone()))?;
+        registry.register(Box::new(m.denied.clone()))?;
+        registry.register(Box::new(m.fail_open.clone()))?;
         Ok(m)
     }
 }

@@ -5,28 +5,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use livecast_telemetry::{serve_admin, CancellationToken, Health, Registry};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use livecast_telemetry::{serve_admin_with, CancellationToken, Health, Registry};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::backends::{Backends, Resolver};
 use crate::config::split_host_port;
-use crate::forward::Forwarder;
+use crate::discovery::{Discovery, DnsResolver, Resolve};
+use crate::forward::{Admission, Forwarder};
+use crate::health::HealthChecker;
+use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
-use crate::{Config, ProxyError};
+use crate::pool::{Pool, Thresholds};
+use crate::{status, tls, Config, ProxyError};
 
-/// A client must send its request headers within this time (slowloris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The sockets the service serves, bound by the caller (port 0 in tests).
 #[derive(Debug)]
 pub struct Listeners {
-    /// Viewers' HTTP.
+    /// Viewers' HTTP (or HTTPS with --tls-cert).
     pub http: TcpListener,
     /// Admin HTTP.
     pub admin: TcpListener,
@@ -42,12 +46,29 @@ impl Listeners {
     }
 }
 
-/// Runs the balancer until `shutdown` is cancelled, then lets in-flight requests finish within
-/// a deadline.
+struct Connections {
+    forwarder: Arc<Forwarder>,
+    tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+/// Runs the balancer with the system resolver; see [`run_with_resolver`].
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
+) -> Result<(), ProxyError> {
+    run_with_resolver(config, listeners, shutdown, Arc::new(DnsResolver)).await
+}
+
+/// Runs the balancer until `shutdown` is cancelled, then lets in-flight requests finish within
+/// a deadline. `resolver` turns backend names into addresses (tests pass their own).
+pub async fn run_with_resolver(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    resolver: Arc<dyn Resolve>,
 ) -> Result<(), ProxyError> {
     config.validate()?;
     let specs = config
@@ -55,37 +76,93 @@ pub async fn run(
         .iter()
         .map(|b| split_host_port(b))
         .collect::<Result<Vec<_>, _>>()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
     let health = Health::default();
-    let admin = tokio::spawn(serve_admin(
+    let pool = Arc::new(Pool::new(
+        config.balance,
+        Thresholds {
+            healthy_after: config.healthy_after,
+            unhealthy_after: config.unhealthy_after,
+            eject_after_errors: config.eject_after_errors,
+        },
+        metrics.clone(),
+    ));
+    let admission = Admission {
+        allow: config.allow.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        rate: (config.rate_limit_rps > 0.0).then(|| RateLimiter::new(config.rate_limit_rps)),
+    };
+    let forwarder = Arc::new(Forwarder::new(
+        pool.clone(),
+        metrics.clone(),
+        admission,
+        Duration::from_millis(config.connect_timeout_ms),
+    ));
+    let admin = tokio::spawn(serve_admin_with(
         listeners.admin,
         registry,
         health.clone(),
+        status::router(pool.clone(), forwarder.clone()),
         shutdown.clone(),
     ));
-    let backends = Arc::new(Backends::default());
-    // Resolve once before accepting, so the first viewers already have front-ends to go to.
-    let mut resolver = Resolver::new(specs, backends.clone(), metrics.clone());
-    resolver.resolve_once().await;
-    tokio::spawn(resolver.run(
+
+    // Discover and check once before accepting, so the first viewers find front-ends in service.
+    let mut discovery = Discovery::new(specs, resolver, pool.clone(), metrics.clone());
+    discovery.resolve_once().await;
+    tokio::spawn(discovery.run(
         Duration::from_secs(config.resolve_interval_secs),
         shutdown.clone(),
     ));
-    let forwarder = Arc::new(Forwarder::new(
-        backends,
-        metrics,
-        Duration::from_millis(config.connect_timeout_ms),
+    let checker = HealthChecker {
+        pool: pool.clone(),
+        path: config.health_path.clone(),
+        interval: Duration::from_millis(config.health_interval_ms),
+        timeout: Duration::from_millis(config.health_timeout_ms),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(checker.run(shutdown.clone()));
+    tokio::spawn(track_readiness(
+        pool.clone(),
+        health.clone(),
+        shutdown.clone(),
     ));
-    tracing::info!(addr = %listeners.http.local_addr()?, backends = ?config.backends, "proxy listening");
-    health.set_ready(true);
-    let connections = TaskTracker::new();
+
+    tracing::info!(
+        addr = %listeners.http.local_addr()?,
+        tls = tls.is_some(),
+        backends = ?config.backends,
+        balance = ?config.balance,
+        "proxy listening"
+    );
+    let connections = Arc::new(Connections {
+        forwarder,
+        tls,
+        header_timeout: Duration::from_secs(config.header_timeout_secs),
+        max_header_bytes: config.max_header_bytes,
+    });
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let tracker = TaskTracker::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listeners.http.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, forwarder.clone(), shutdown.clone()));
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        metrics.denied.with_label_values(&["connection_cap"]).inc();
+                        drop(stream);
+                        continue;
+                    };
+                    let connections = connections.clone();
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        serve_connection(stream, peer, connections, shutdown).await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -96,8 +173,8 @@ pub async fn run(
     }
     health.set_ready(false);
     drop(listeners.http);
-    connections.close();
-    if tokio::time::timeout(DRAIN_DEADLINE, connections.wait())
+    tracker.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
         .await
         .is_err()
     {
@@ -109,21 +186,97 @@ pub async fn run(
     Ok(())
 }
 
+/// The balancer is ready while it has a healthy front-end to send viewers to.
+async fn track_readiness(pool: Arc<Pool>, health: Health, shutdown: CancellationToken) {
+    loop {
+        health.set_ready(pool.has_healthy());
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    health.set_ready(false);
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    forwarder: Arc<Forwarder>,
+    connections: Arc<Connections>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    match &connections.tls {
+        None => serve_http1(TokioIo::new(stream), peer, &connections, false, shutdown).await,
+        Some(acceptor) => {
+            let accepted =
+                tokio::time::timeout(connections.header_timeout, acceptor.accept(stream)).await;
+            let tls_stream = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "tls handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            if h2 {
+                serve_http2(TokioIo::new(tls_stream), peer, &connections, shutdown).await;
+            } else {
+                serve_http1(TokioIo::new(tls_stream), peer, &connections, true, shutdown).await;
+            }
+        }
+    }
+}
+
+async fn serve_http1<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    connections: &Connections,
+    tls: bool,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let forwarder = connections.forwarder.clone();
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
-        async move { Ok::<_, Infallible>(forwarder.handle(request, peer).await) }
+        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, tls).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .header_read_timeout(connections.header_timeout)
+        .max_buf_size(connections.max_header_bytes)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+}
+
+async fn serve_http2<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    connections: &Connections,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let forwarder = connections.forwarder.clone();
+    let service = service_fn(move |request| {
+        let forwarder = forwarder.clone();
+        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, true).await) }
+    });
+    let connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(connections.max_header_bytes as u32)
+        .serve_connection(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

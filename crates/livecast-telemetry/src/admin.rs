@@ -54,7 +54,18 @@ pub async fn serve_admin(
     health: Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry, health))
+    serve_admin_with(listener, registry, health, Router::new(), shutdown).await
+}
+
+/// Serves the admin router plus a service's own operator routes.
+pub async fn serve_admin_with(
+    listener: TcpListener,
+    registry: Registry,
+    health: Health,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(registry, health).merge(extra))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

@@ -5,15 +5,18 @@
 //! - [`logging`]: `tracing` initialisation (`RUST_LOG`, `--log-format text|json`).
 //! - [`admin`]: the admin router (`/metrics`, `/livez`, `/readyz`) and its server.
 //! - [`cidr`]: address ranges for trust and allow lists.
+//! - [`ids`]: random identifiers (sessions, request ids) without a dependency.
 //! - [`shutdown`]: a cancellation token cancelled on SIGTERM or SIGINT.
 
 pub mod admin;
 pub mod cidr;
+pub mod ids;
 pub mod logging;
 pub mod shutdown;
 
-pub use admin::{serve_admin, Health};
+pub use admin::{serve_admin, serve_admin_with, Health};
 pub use cidr::{any_contains, Cidr, PRIVATE_RANGES};
+pub use ids::RandomIds;
 pub use logging::{init_logging, LogArgs, LogFormat};
 pub use prometheus::Registry;
 pub use shutdown::shutdown_on_signals;

@@ -10,11 +10,8 @@
 //! Each viewer gets a first-party session cookie so that viewers behind one company NAT can
 //! be told apart; the log carries it as `livecast.session`.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -163,38 +160,6 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     a.len() == b.len()
 }
 
-/// Random session identifiers without a dependency: std's per-process random SipHash keys
-/// over a counter and the clock.
-#[derive(Debug)]
-pub(crate) struct SessionIds {
-    keys: RandomState,
-    counter: AtomicU64,
-}
-
-impl SessionIds {
-    pub fn new() -> Self {
-        Self {
-            keys: RandomState::new(),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let mut a = self.keys.build_hasher();
-        a.write_u64(n);
-        a.write_u128(nanos);
-        let mut b = self.keys.build_hasher();
-        b.write_u64(!n);
-        b.write_u64(a.finish());
-        format!("{:016x}{:016x}", a.finish(), b.finish())
-    }
-}
-
 fn session_from(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -237,7 +202,7 @@ pub(crate) async fn record(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let existing = session_from(headers);
-    let session = existing.clone().unwrap_or_else(|| app.sessions.next());
+    let session = existing.clone().unwrap_or_else(|| app.sessions.next_hex(2));
     let mut response = next.run(request).await;
     if existing.is_none() {
         let cookie =
@@ -335,12 +300,8 @@ mod tests {
     }
 
     #[test]
-    fn session_ids_are_unique_and_cookies_are_read_back() {
-        let ids = SessionIds::new();
-        let a = ids.next();
-        let b = ids.next();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
+    fn session_cookies_are_read_back() {
+        let a = livecast_telemetry::RandomIds::new().next_hex(2);
         let mut h = axum::http::HeaderMap::new();
         h.insert(
             header::COOKIE,

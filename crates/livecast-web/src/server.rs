@@ -13,7 +13,7 @@ use axum::Router;
 use livecast_telemetry::{serve_admin, CancellationToken, Cidr, Health, Registry};
 use tokio::net::TcpListener;
 
-use crate::access_log::{self, AccessLog, SessionIds};
+use crate::access_log::{self, AccessLog};
 use crate::metrics::Metrics;
 use crate::streams::StreamList;
 use crate::volume::Volume;
@@ -49,7 +49,7 @@ pub(crate) struct App {
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub trusted_proxies: Vec<Cidr>,
-    pub sessions: SessionIds,
+    pub sessions: livecast_telemetry::RandomIds,
     pub stream_list: StreamList,
     pub health: Health,
 }
@@ -121,7 +121,7 @@ pub async fn run(
         metrics,
         access_log,
         trusted_proxies: config.trusted_proxies.clone(),
-        sessions: SessionIds::new(),
+        sessions: livecast_telemetry::RandomIds::new(),
         stream_list: StreamList::default(),
         health: health.clone(),
     });

@@ -1,0 +1,84 @@
+//! Active health checks: every backend's readiness endpoint, on an interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use livecast_telemetry::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::pool::{Pool, State};
+
+/// Checks `GET http://<backend><path>` for every backend not draining; 2xx within `timeout`
+/// passes.
+#[derive(Debug)]
+pub(crate) struct HealthChecker {
+    pub pool: Arc<Pool>,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub metrics: Metrics,
+}
+
+impl HealthChecker {
+    /// One round over the pool, all backends at once.
+    pub async fn check_all(&self, client: &Client<HttpConnector, Empty<Bytes>>) {
+        let backends = self.pool.snapshot();
+        let checks = backends
+            .iter()
+            .filter(|b| b.state() != State::Draining)
+            .map(|b| {
+                let uri = format!("http://{}{}", b.addr, self.path);
+                async move {
+                    let ok = match uri.parse::<hyper::Uri>() {
+                        Ok(uri) => matches!(
+                            tokio::time::timeout(self.timeout, client.get(uri)).await,
+                            Ok(Ok(response)) if response.status().is_success()
+                        ),
+                        Err(_) => false,
+                    };
+                    self.metrics
+                        .health_checks
+                        .with_label_values(&[if ok { "pass" } else { "fail" }])
+                        .inc();
+                    self.pool.health_result(b, ok);
+                }
+            });
+        futures_join_all(checks).await;
+        self.pool.prune();
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(self.timeout));
+        // A fresh connection per check: a pooled one could hide a backend that stopped accepting.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        loop {
+            self.check_all(&client).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+}
+
+/// Runs futures concurrently on this task and waits for all of them.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}

@@ -1,0 +1,466 @@
+//! The backend pool: every front-end address with its lifecycle state, load and latency, and
+//! the choice of a backend for each request.
+//!
+//! Lifecycle: a new address is *pending* until its health check passes `healthy_after` times in
+//! a row, then *healthy*. A healthy backend that fails `unhealthy_after` active checks, or
+//! `eject_after_errors` requests in a row (connect errors and 5xx), is *ejected*; checks continue
+//! and bring it back after `healthy_after` passes. An address that disappears from DNS is
+//! *draining*: it gets no new requests and leaves the pool once its in-flight requests are done.
+
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+
+/// Where a backend is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Discovered, not yet proven healthy.
+    Pending,
+    /// In rotation.
+    Healthy,
+    /// Taken out after failures; probed until it recovers.
+    Ejected,
+    /// Gone from discovery; finishing its in-flight requests.
+    Draining,
+}
+
+impl State {
+    /// Every state, for the per-state gauge.
+    pub const ALL: [State; 4] = [
+        State::Pending,
+        State::Healthy,
+        State::Ejected,
+        State::Draining,
+    ];
+
+    /// The label value of this state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Healthy => "healthy",
+            State::Ejected => "ejected",
+            State::Draining => "draining",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => State::Healthy,
+            2 => State::Ejected,
+            3 => State::Draining,
+            _ => State::Pending,
+        }
+    }
+}
+
+/// How the balancer spreads requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// Power of two random choices, scoring each by in-flight requests and latency (EWMA).
+    P2c,
+    /// The backend with the fewest requests in flight.
+    LeastOutstanding,
+    /// Each backend in turn.
+    RoundRobin,
+}
+
+/// Thresholds of the lifecycle.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+    pub eject_after_errors: u32,
+}
+
+/// One backend address.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    label: String,
+    state: AtomicU8,
+    inflight: AtomicUsize,
+    /// Latency EWMA in microseconds.
+    ewma_us: AtomicU64,
+    successes: AtomicU32,
+    failures: AtomicU32,
+    errors: AtomicU32,
+    requests: AtomicU64,
+}
+
+impl Backend {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            label: addr.to_string(),
+            state: AtomicU8::new(0),
+            inflight: AtomicUsize::new(0),
+            ewma_us: AtomicU64::new(0),
+            successes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            errors: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// The metric label of this backend (its address).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, state: State) -> bool {
+        let new = state as u8;
+        let old = self.state.swap(new, Ordering::AcqRel);
+        if old != new {
+            self.successes.store(0, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+            self.errors.store(0, Ordering::Relaxed);
+            tracing::info!(backend = %self.addr, from = State::from_u8(old).as_str(), to = state.as_str(), "backend state changed");
+        }
+        old != new
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    fn score(&self) -> u64 {
+        // Unknown latency counts as 1 ms so new backends are neither shunned nor flooded.
+        let latency = self.ewma_us.load(Ordering::Relaxed).max(1000);
+        latency.saturating_mul(self.inflight() as u64 + 1)
+    }
+}
+
+/// A request in flight on a backend; dropping it releases the slot.
+#[derive(Debug)]
+pub struct Lease {
+    pub backend: Arc<Backend>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.backend.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The pool; see the module documentation.
+#[derive(Debug)]
+pub struct Pool {
+    backends: RwLock<Arc<Vec<Arc<Backend>>>>,
+    policy: Policy,
+    thresholds: Thresholds,
+    next: AtomicUsize,
+    rng: RandomState,
+    rng_counter: AtomicU64,
+    metrics: Metrics,
+}
+
+impl Pool {
+    pub fn new(policy: Policy, thresholds: Thresholds, metrics: Metrics) -> Self {
+        Self {
+            backends: RwLock::new(Arc::new(Vec::new())),
+            policy,
+            thresholds,
+            next: AtomicUsize::new(0),
+            rng: RandomState::new(),
+            rng_counter: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
+        self.backends.read().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Applies a discovery result: new addresses join as pending, vanished ones drain, a
+    /// draining address that comes back is pending again. Returns (added, removed).
+    pub fn set_members(&self, addrs: &BTreeSet<SocketAddr>) -> (usize, usize) {
+        let current = self.snapshot();
+        let mut next: Vec<Arc<Backend>> = Vec::with_capacity(addrs.len());
+        let (mut added, mut removed) = (0, 0);
+        for b in current.iter() {
+            if addrs.contains(&b.addr) {
+                if b.state() == State::Draining {
+                    b.set_state(State::Pending);
+                    added += 1;
+                }
+                next.push(b.clone());
+            } else if b.state() != State::Draining {
+                b.set_state(State::Draining);
+                removed += 1;
+                next.push(b.clone());
+            } else {
+                next.push(b.clone());
+            }
+        }
+        for addr in addrs {
+            if !current.iter().any(|b| b.addr == *addr) {
+                tracing::info!(backend = %addr, "backend discovered");
+                next.push(Arc::new(Backend::new(*addr)));
+                added += 1;
+            }
+        }
+        if let Ok(mut b) = self.backends.write() {
+            *b = Arc::new(next);
+        }
+        self.prune();
+        (added, removed)
+    }
+
+    /// Drops draining backends with nothing in flight.
+    pub fn prune(&self) {
+        let current = self.snapshot();
+        if current
+            .iter()
+            .any(|b| b.state() == State::Draining && b.inflight() == 0)
+        {
+            let kept: Vec<_> = current
+                .iter()
+                .filter(|b| !(b.state() == State::Draining && b.inflight() == 0))
+                .cloned()
+                .collect();
+            for b in current
+                .iter()
+                .filter(|b| b.state() == State::Draining && b.inflight() == 0)
+            {
+                tracing::info!(backend = %b.addr, "backend drained and removed");
+            }
+            if let Ok(mut b) = self.backends.write() {
+                *b = Arc::new(kept);
+            }
+        }
+        self.update_gauges();
+    }
+
+    pub fn update_gauges(&self) {
+        let current = self.snapshot();
+        for state in State::ALL {
+            let n = current.iter().filter(|b| b.state() == state).count();
+            self.metrics
+                .backends
+                .with_label_values(&[state.as_str()])
+                .set(n as i64);
+        }
+    }
+
+    /// Whether any backend is in rotation.
+    pub fn has_healthy(&self) -> bool {
+        self.snapshot().iter().any(|b| b.state() == State::Healthy)
+    }
+
+    /// Chooses a backend, skipping `exclude` (the one a retry moves away from). When nothing is
+    /// healthy it fails open over pending and ejected backends rather than refuse everyone.
+    pub fn pick(&self, exclude: Option<SocketAddr>) -> Option<Lease> {
+        let all = self.snapshot();
+        let usable = |wanted: &dyn Fn(State) -> bool| -> Vec<&Arc<Backend>> {
+            all.iter()
+                .filter(|b| wanted(b.state()) && Some(b.addr) != exclude)
+                .collect()
+        };
+        let mut candidates = usable(&|s| s == State::Healthy);
+        if candidates.is_empty() {
+            candidates = usable(&|s| s == State::Pending || s == State::Ejected);
+            if !candidates.is_empty() {
+                self.metrics.fail_open.inc();
+            }
+        }
+        let chosen = match (candidates.len(), self.policy) {
+            (0, _) => return None,
+            (1, _) => candidates[0],
+            (n, Policy::RoundRobin) => candidates[self.next.fetch_add(1, Ordering::Relaxed) % n],
+            (_, Policy::LeastOutstanding) => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let n = candidates.len();
+                (0..n)
+                    .map(|i| candidates[(start + i) % n])
+                    .min_by_key(|b| b.inflight())
+                    .unwrap_or(candidates[0])
+            }
+            (n, Policy::P2c) => {
+                let a = self.random() as usize % n;
+                let mut b = self.random() as usize % (n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (x, y) = (candidates[a], candidates[b]);
+                if y.score() < x.score() {
+                    y
+                } else {
+                    x
+                }
+            }
+        };
+        chosen.inflight.fetch_add(1, Ordering::AcqRel);
+        chosen.requests.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            backend: chosen.clone(),
+        })
+    }
+
+    fn random(&self) -> u64 {
+        let mut h = self.rng.build_hasher();
+        h.write_u64(self.rng_counter.fetch_add(1, Ordering::Relaxed));
+        h.finish()
+    }
+
+    /// Passive feedback from a proxied request.
+    pub fn observe(&self, backend: &Backend, latency: Duration, ok: bool) {
+        if ok {
+            let sample = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+            let old = backend.ewma_us.load(Ordering::Relaxed);
+            // Weight 1/4 on the newest sample: reacts within a few requests, ignores one-off spikes.
+            let new = if old == 0 {
+                sample
+            } else {
+                (old * 3 + sample) / 4
+            };
+            backend.ewma_us.store(new, Ordering::Relaxed);
+            backend.errors.store(0, Ordering::Relaxed);
+            return;
+        }
+        let errors = backend.errors.fetch_add(1, Ordering::AcqRel) + 1;
+        if backend.state() == State::Healthy && errors >= self.thresholds.eject_after_errors {
+            tracing::warn!(backend = %backend.addr, errors, "ejecting backend after request errors");
+            if backend.set_state(State::Ejected) {
+                self.metrics.ejections.with_label_values(&["passive"]).inc();
+            }
+            self.update_gauges();
+        }
+    }
+
+    /// Result of an active health check.
+    pub fn health_result(&self, backend: &Backend, ok: bool) {
+        let state = backend.state();
+        if state == State::Draining {
+            return;
+        }
+        if ok {
+            backend.failures.store(0, Ordering::Relaxed);
+            let passes = backend.successes.fetch_add(1, Ordering::AcqRel) + 1;
+            if state != State::Healthy && passes >= self.thresholds.healthy_after {
+                backend.set_state(State::Healthy);
+            }
+        } else {
+            backend.successes.store(0, Ordering::Relaxed);
+            let fails = backend.failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if state == State::Healthy
+                && fails >= self.thresholds.unhealthy_after
+                && backend.set_state(State::Ejected)
+            {
+                self.metrics.ejections.with_label_values(&["active"]).inc();
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// The pool as the operator status page shows it.
+    pub fn describe(&self) -> Vec<BackendStatus> {
+        self.snapshot()
+            .iter()
+            .map(|b| BackendStatus {
+                address: b.label.clone(),
+                state: b.state(),
+                inflight: b.inflight(),
+                latency_ms: b.ewma_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                requests: b.requests.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+/// One backend on the status page.
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    pub address: String,
+    pub state: State,
+    pub inflight: usize,
+    pub latency_ms: f64,
+    pub requests: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(policy: Policy) -> Pool {
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        Pool::new(
+            policy,
+            Thresholds {
+                healthy_after: 2,
+                unhealthy_after: 2,
+                eject_after_errors: 3,
+            },
+            metrics,
+        )
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn lifecycle() {
+        let p = pool(Policy::RoundRobin);
+        p.set_members(&[addr(1), addr(2)].into());
+        let b1 = p.snapshot()[0].clone();
+        assert_eq!(b1.state(), State::Pending);
+        p.health_result(&b1, true);
+        assert_eq!(b1.state(), State::Pending, "one pass is not enough");
+        p.health_result(&b1, true);
+        assert_eq!(b1.state(), State::Healthy);
+        // Only the healthy one is picked while another is pending.
+        for _ in 0..4 {
+            assert_eq!(p.pick(None).unwrap().backend.addr, addr(1));
+        }
+        // Passive ejection after three request errors, active recovery after two passes.
+        for _ in 0..3 {
+            p.observe(&b1, Duration::ZERO, false);
+        }
+        assert_eq!(b1.state(), State::Ejected);
+        p.health_result(&b1, true);
+        p.health_result(&b1, true);
+        assert_eq!(b1.state(), State::Healthy);
+        // Vanishing drains; the lease keeps it until released.
+        let lease = p.pick(None).unwrap();
+        p.set_members(&[addr(2)].into());
+        assert_eq!(b1.state(), State::Draining);
+        assert!(
+            p.pick(None).is_some_and(|l| l.backend.addr == addr(2)),
+            "fail open to the pending one"
+        );
+        assert_eq!(p.snapshot().len(), 2);
+        drop(lease);
+        p.prune();
+        assert_eq!(p.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn least_outstanding_and_p2c_avoid_the_busy_backend() {
+        for policy in [Policy::LeastOutstanding, Policy::P2c] {
+            let p = pool(policy);
+            p.set_members(&[addr(1), addr(2)].into());
+            for b in p.snapshot().iter() {
+                p.health_result(b, true);
+                p.health_result(b, true);
+            }
+            let busy: Vec<_> = (0..5).map(|_| p.pick(None).unwrap()).collect();
+            // Whatever the first picks were, the loads must stay balanced within one.
+            let counts: Vec<usize> = p.snapshot().iter().map(|b| b.inflight()).collect();
+            assert!(counts[0].abs_diff(counts[1]) <= 1, "{policy:?}: {counts:?}");
+            drop(busy);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The operator status page, on the admin port: every front-end as the balancer sees it, and
+//! every live stream as a healthy front-end reports it. Data still flows one way: the balancer
+//! asks a front-end (its downstream) like any viewer would; nothing calls the ingest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use serde::Serialize;
+
+use crate::forward::Forwarder;
+use crate::pool::{BackendStatus, Pool, State as BackendState};
+
+const PAGE: &str = include_str!("status.html");
+
+#[derive(Clone)]
+struct StatusState {
+    pool: Arc<Pool>,
+    forwarder: Arc<Forwarder>,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    front_ends: Vec<BackendStatus>,
+    /// The stream list of one healthy front-end, or null when none answered.
+    streams: Option<serde_json::Value>,
+}
+
+/// Routes merged into the admin router.
+pub(crate) fn router(pool: Arc<Pool>, forwarder: Arc<Forwarder>) -> Router {
+    Router::new()
+        .route("/status", get(|| async { Html(PAGE) }))
+        .route("/api/status", get(status))
+        .with_state(StatusState { pool, forwarder })
+}
+
+async fn status(State(state): State<StatusState>) -> impl IntoResponse {
+    let streams = fetch_streams(&state).await;
+    let body = Status {
+        front_ends: state.pool.describe(),
+        streams,
+    };
+    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(body))
+}
+
+async fn fetch_streams(state: &StatusState) -> Option<serde_json::Value> {
+    let backend = state
+        .pool
+        .snapshot()
+        .iter()
+        .find(|b| b.state() == BackendState::Healthy)
+        .map(|b| b.addr)?;
+    let uri: hyper::Uri = format!("http://{backend}/api/streams").parse().ok()?;
+    let request = http::Request::get(uri)
+        .body(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .ok()?;
+    let response = tokio::time::timeout(
+        Duration::from_secs(2),
+        state.forwarder.client().request(request),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&bytes).ok()
+}

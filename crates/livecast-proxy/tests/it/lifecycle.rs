@@ -1,0 +1,154 @@
+//! Backend lifecycle: failures, membership changes, draining.
+
+use std::time::Duration;
+
+use crate::{backend, body, eventually, get_path, start, status, FakeDns};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_killed_during_a_stream_costs_no_viewer_an_error() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr, b.addr]);
+    let proxy = start(&dns, &["--balance=round-robin"]).await;
+    eventually("both backends healthy", || async {
+        get_path(proxy.admin, "/metrics")
+            .await
+            .contains("livecast_proxy_backends{state=\"healthy\"} 2")
+    })
+    .await;
+    let mut served_by_a_after_kill = 0;
+    for i in 0..200 {
+        if i == 50 {
+            a.stop.cancel();
+        }
+        let r = get_path(proxy.addr, "/hls/x/seg.ts").await;
+        assert_eq!(status(&r), "200", "request {i}: {r}");
+        if i > 60 && body(&r).starts_with("a ") {
+            served_by_a_after_kill += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(served_by_a_after_kill, 0);
+    let metrics = get_path(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_proxy_backends{state=\"ejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("livecast_proxy_retries_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_before_any_byte_is_retried_and_ejects_the_backend() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr, b.addr]);
+    let proxy = start(&dns, &["--balance=round-robin", "--eject-after-errors=3"]).await;
+    // Both answer 503 on /fail, so those fail; but a plain path always succeeds.
+    for _ in 0..4 {
+        assert_eq!(status(&get_path(proxy.addr, "/fail").await), "503");
+    }
+    let metrics = get_path(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_proxy_retries_total 4"),
+        "each 503 was tried twice: {metrics}"
+    );
+    assert!(
+        metrics.contains("livecast_proxy_ejections_total{detection=\"passive\"} 2"),
+        "{metrics}"
+    );
+    // Active checks bring them back.
+    eventually("both healthy again", || async {
+        get_path(proxy.admin, "/metrics")
+            .await
+            .contains("livecast_proxy_backends{state=\"healthy\"} 2")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_change_shifts_traffic() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &[]).await;
+    for _ in 0..5 {
+        assert!(body(&get_path(proxy.addr, "/").await).starts_with("a "));
+    }
+    // Scale-out: the new address is discovered, checked and put in service.
+    dns.set("web", &[a.addr, b.addr]);
+    eventually("b gets traffic", || async {
+        let mut saw_b = false;
+        for _ in 0..10 {
+            saw_b |= body(&get_path(proxy.addr, "/").await).starts_with("b ");
+        }
+        saw_b
+    })
+    .await;
+    // Scale-in: a vanishes; it drains and leaves the pool.
+    dns.set("web", &[b.addr]);
+    eventually("a has left the pool", || async {
+        let s = get_path(proxy.admin, "/api/status").await;
+        !s.contains(&a.addr.to_string())
+    })
+    .await;
+    for _ in 0..10 {
+        assert!(body(&get_path(proxy.addr, "/").await).starts_with("b "));
+    }
+    let metrics = get_path(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_proxy_membership_changes_total 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_lets_an_in_flight_segment_finish() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &[]).await;
+    let addr = proxy.addr;
+    let slow = tokio::spawn(async move { get_path(addr, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dns.set("web", &[b.addr]);
+    eventually("a is draining and b serves", || async {
+        get_path(proxy.admin, "/api/status")
+            .await
+            .contains("\"state\":\"draining\"")
+            && body(&get_path(proxy.addr, "/").await).starts_with("b ")
+    })
+    .await;
+    let response = slow.await.expect("join");
+    assert_eq!(status(&response), "200");
+    let payload = body(&response);
+    // Chunked transfer: count the payload bytes, not the chunk framing.
+    assert_eq!(
+        payload.matches('x').count(),
+        10_000,
+        "the whole segment arrived"
+    );
+    eventually("a is gone once its request finished", || async {
+        !get_path(proxy.admin, "/api/status")
+            .await
+            .contains(&a.addr.to_string())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_page_shows_front_ends() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &[]).await;
+    let page = get_path(proxy.admin, "/status").await;
+    assert_eq!(status(&page), "200");
+    assert!(page.contains("Front-ends"));
+    let api = get_path(proxy.admin, "/api/status").await;
+    let json: serde_json::Value = serde_json::from_str(body(&api)).expect("json");
+    assert_eq!(json["front_ends"][0]["address"], a.addr.to_string());
+    assert_eq!(json["front_ends"][0]["state"], "healthy");
+}

@@ -1,0 +1,142 @@
+//! Admission and limits: allow list, slowloris, oversized headers, rate limit, TLS with HTTP/2.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{backend, get_path, raw, start, status, FakeDns};
+
+#[tokio::test]
+async fn disallowed_address_gets_403() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &["--allow-cidr=10.0.0.0/8,192.168.0.0/16"]).await;
+    let r = get_path(proxy.addr, "/hls/x/index.m3u8").await;
+    assert_eq!(status(&r), "403");
+    // A forged X-Forwarded-For from an untrusted client changes nothing.
+    let r = raw(
+        proxy.addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), "403");
+    let metrics = get_path(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_proxy_denied_total{reason=\"not_allowed\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &["--header-timeout-secs=1"]).await;
+    let mut socket = TcpStream::connect(proxy.addr).await.expect("connect");
+    socket
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &["--max-header-bytes=8192"]).await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let mut socket = TcpStream::connect(proxy.addr).await.expect("connect");
+    let _ = socket.write_all(big.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut buf))
+        .await
+        .expect("closed");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || status(&text) == "431", "{text}");
+    assert!(
+        !text.contains("a xff"),
+        "the request must not reach a backend"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &["--rate-limit-rps=5"]).await;
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(status(&get_path(proxy.addr, "/").await).to_string());
+    }
+    let ok = codes.iter().filter(|c| *c == "200").count();
+    let limited = codes.iter().filter(|c| *c == "429").count();
+    assert!(
+        (10..=12).contains(&ok),
+        "burst of ten plus refill: {codes:?}"
+    );
+    assert_eq!(ok + limited, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_speaks_http2() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write");
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write");
+    let proxy = start(
+        &dns,
+        &[
+            &format!("--tls-cert={}", cert_path.display()),
+            &format!("--tls-key={}", key_path.display()),
+        ],
+    )
+    .await;
+    let url = format!("https://localhost:{}/hls/x/index.m3u8", proxy.addr.port());
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--http2",
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", proxy.addr.port()),
+        ])
+        .args(["-w", "\n%{http_version} %{http_code}", &url])
+        .output()
+        .await
+        .expect("curl must be installed (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.ends_with("\n2 200"), "{text}");
+    assert!(text.contains("proto=https"), "{text}");
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", proxy.addr.port()),
+        ])
+        .args(["-w", "\n%{http_version} %{http_code}", &url])
+        .output()
+        .await
+        .expect("curl");
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n1.1 200"));
+}
