@@ -78,6 +78,10 @@ pub struct Config {
     /// Requests per second per client address (burst: twice as many); 0 turns limiting off.
     #[arg(long, env = "LIVECAST_RATE_LIMIT_RPS", default_value_t = 0.0)]
     pub rate_limit_rps: f64,
+    /// Worker threads, each serving its own connections from accept to the last byte
+    /// (0: one per CPU).
+    #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// PEM certificate chain: serve HTTPS (with HTTP/2) instead of HTTP.
     #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

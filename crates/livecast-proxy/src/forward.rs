@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,10 @@ use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use livecast_telemetry::Cidr;
+use tokio::net::TcpStream;
 
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
@@ -52,39 +52,38 @@ pub(crate) struct Admission {
 /// Forwards requests to the backends.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
     pool: Arc<Pool>,
     metrics: Metrics,
-    admission: Admission,
-    ids: livecast_telemetry::RandomIds,
+    admission: Arc<Admission>,
+    /// Request ids: a random prefix per worker and a counter.
+    id_prefix: u64,
+    id_counter: std::sync::atomic::AtomicU64,
 }
 
 impl Forwarder {
     pub fn new(
         pool: Arc<Pool>,
         metrics: Metrics,
-        admission: Admission,
+        admission: Arc<Admission>,
         connect_timeout: Duration,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Self {
-            client,
+            connect_timeout,
             pool,
             metrics,
             admission,
-            ids: livecast_telemetry::RandomIds::new(),
+            id_prefix: livecast_telemetry::RandomIds::new().next_u64(),
+            id_counter: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// A client for other upstream calls (the status page's stream list).
-    pub fn client(&self) -> &Client<HttpConnector, Body> {
-        &self.client
+    fn next_request_id(&self) -> HeaderValue {
+        let n = self
+            .id_counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:016x}{n:08x}", self.id_prefix))
+            .unwrap_or(HeaderValue::from_static("0"))
     }
 
     pub async fn handle(
@@ -92,6 +91,7 @@ impl Forwarder {
         request: Request<Incoming>,
         peer: SocketAddr,
         tls: bool,
+        upstreams: &Upstreams,
     ) -> Response<Body> {
         let trusted_peer =
             livecast_telemetry::any_contains(&self.admission.trusted_proxies, peer.ip());
@@ -135,8 +135,7 @@ impl Forwarder {
         let request_id = match headers.get(X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
-                let id = HeaderValue::from_str(&self.ids.next_hex(1))
-                    .unwrap_or(HeaderValue::from_static("0"));
+                let id = self.next_request_id();
                 headers.insert(X_REQUEST_ID, id.clone());
                 id
             }
@@ -151,11 +150,10 @@ impl Forwarder {
                 headers.insert(header::HOST, v);
             }
         }
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        let target: http::Uri = match parts.uri.path_and_query() {
+            Some(pq) => http::Uri::from(pq.clone()),
+            None => http::Uri::from_static("/"),
+        };
         // A GET or HEAD carries no body worth keeping and is safe to send twice; anything else
         // gets exactly one attempt with its body streamed through.
         let replayable = parts.method == Method::GET || parts.method == Method::HEAD;
@@ -175,20 +173,18 @@ impl Forwarder {
             *upstream.method_mut() = parts.method.clone();
             *upstream.version_mut() = Version::HTTP_11;
             *upstream.headers_mut() = headers.clone();
-            *upstream.uri_mut() = match format!("http://{}{path}", backend.addr).parse() {
-                Ok(uri) => uri,
-                Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
-            };
+            *upstream.uri_mut() = target.clone();
             let sent = Instant::now();
             let last_try = attempt + 1 == attempts;
-            match self.client.request(upstream).await {
+            match upstreams
+                .send(backend.addr, self.connect_timeout, upstream)
+                .await
+            {
                 Ok(response) => {
                     let latency = sent.elapsed();
                     let status = response.status();
-                    self.metrics
-                        .upstream_duration
-                        .with_label_values(&[backend.label()])
-                        .observe(latency.as_secs_f64());
+                    let handles = backend.metrics(&self.metrics);
+                    handles.duration.observe(latency.as_secs_f64());
                     let failed = status.is_server_error();
                     self.pool.observe(&backend, latency, !failed);
                     // Nothing of a 502/503 has reached the client yet: another backend may do better.
@@ -204,13 +200,8 @@ impl Forwarder {
                         self.metrics.retries.inc();
                         continue;
                     }
-                    self.metrics
-                        .requests
-                        .with_label_values(&[
-                            backend.label(),
-                            livecast_telemetry::status_class(status.as_u16()),
-                        ])
-                        .inc();
+                    let class = usize::from((status.as_u16() / 100).clamp(1, 5)) - 1;
+                    handles.by_class[class].inc();
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     parts.headers.insert(X_REQUEST_ID, request_id);
@@ -256,6 +247,77 @@ impl Forwarder {
     }
 }
 
+/// Why an upstream call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_))
+    }
+}
+
+/// The upstream connections of one client connection, one per backend it has used.
+///
+/// Keeping them with the client connection (on its worker thread) spares every request a trip
+/// through a shared pool: HTTP/1.1 sends one request at a time per connection, so a viewer's
+/// requests simply reuse its own keep-alive connection to the front-end.
+#[derive(Debug, Default)]
+pub(crate) struct Upstreams {
+    idle: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
+}
+
+impl Upstreams {
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.iter()
+                .position(|(a, s)| *a == addr && !s.is_closed())
+                .map(|i| idle.swap_remove(i).1)
+        };
+        let mut sender = match reused {
+            Some(mut sender) => match sender.ready().await {
+                Ok(()) => sender,
+                // A keep-alive connection the front-end closed meanwhile: open a fresh one.
+                Err(_) => connect(addr, connect_timeout).await?,
+            },
+            None => connect(addr, connect_timeout).await?,
+        };
+        let response = sender.send_request(request).await?;
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((addr, sender));
+        Ok(response)
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, UpstreamError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+        Err(_) => return Err(UpstreamError::Connect(std::io::ErrorKind::TimedOut.into())),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
 /// An upstream body that keeps its backend's in-flight slot until it is done.
 struct LeasedBody {
     inner: Incoming,
@@ -296,8 +358,12 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     response
 }
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Removes hop-by-hop headers, including any the `Connection` header names. Most messages
+/// carry none, so one pass over the (few) names decides whether there is anything to do.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -7,13 +7,14 @@
 //! and bring it back after `healthy_after` passes. An address that disappears from DNS is
 //! *draining*: it gets no new requests and leaves the pool once its in-flight requests are done.
 
-use std::collections::hash_map::RandomState;
+use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
+
+use prometheus::{Histogram, IntCounter};
 
 use serde::Serialize;
 
@@ -94,11 +95,22 @@ pub struct Backend {
     failures: AtomicU32,
     errors: AtomicU32,
     requests: AtomicU64,
+    /// This backend's metric children, looked up once instead of per request.
+    handles: OnceLock<BackendMetrics>,
+}
+
+/// Per-backend metric handles.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    pub duration: Histogram,
+    /// Responses by status class: 1xx .. 5xx.
+    pub by_class: [IntCounter; 5],
 }
 
 impl Backend {
     fn new(addr: SocketAddr) -> Self {
         Self {
+            handles: OnceLock::new(),
             addr,
             label: addr.to_string(),
             state: AtomicU8::new(0),
@@ -114,6 +126,15 @@ impl Backend {
     /// The metric label of this backend (its address).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The metric handles of this backend.
+    pub fn metrics(&self, metrics: &Metrics) -> &BackendMetrics {
+        self.handles.get_or_init(|| BackendMetrics {
+            duration: metrics.upstream_duration.with_label_values(&[&self.label]),
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .map(|class| metrics.requests.with_label_values(&[&self.label, class])),
+        })
     }
 
     pub fn state(&self) -> State {
@@ -162,9 +183,33 @@ pub struct Pool {
     policy: Policy,
     thresholds: Thresholds,
     next: AtomicUsize,
-    rng: RandomState,
-    rng_counter: AtomicU64,
     metrics: Metrics,
+}
+
+thread_local! {
+    /// Per-thread xorshift state for power-of-two choices, seeded from the clock and the
+    /// thread's stack address so worker threads differ.
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let marker = 0u8;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    (0x9e37_79b9_7f4a_7c15 ^ (&marker as *const u8 as u64) ^ u64::from(nanos)) | 1
+}
+
+fn random() -> u64 {
+    RNG.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
 }
 
 impl Pool {
@@ -174,8 +219,6 @@ impl Pool {
             policy,
             thresholds,
             next: AtomicUsize::new(0),
-            rng: RandomState::new(),
-            rng_counter: AtomicU64::new(0),
             metrics,
         }
     }
@@ -263,38 +306,39 @@ impl Pool {
     /// Chooses a backend, skipping `exclude` (the one a retry moves away from). When nothing is
     /// healthy it fails open over pending and ejected backends rather than refuse everyone.
     pub fn pick(&self, exclude: Option<SocketAddr>) -> Option<Lease> {
-        let all = self.snapshot();
-        let usable = |wanted: &dyn Fn(State) -> bool| -> Vec<&Arc<Backend>> {
-            all.iter()
-                .filter(|b| wanted(b.state()) && Some(b.addr) != exclude)
-                .collect()
+        let all = self.backends.read().ok()?;
+        let healthy = |b: &&Arc<Backend>| b.state() == State::Healthy && Some(b.addr) != exclude;
+        let fallback = |b: &&Arc<Backend>| {
+            matches!(b.state(), State::Pending | State::Ejected) && Some(b.addr) != exclude
         };
-        let mut candidates = usable(&|s| s == State::Healthy);
-        if candidates.is_empty() {
-            candidates = usable(&|s| s == State::Pending || s == State::Ejected);
-            if !candidates.is_empty() {
+        let mut n = all.iter().filter(healthy).count();
+        let usable: &dyn Fn(&&Arc<Backend>) -> bool = if n > 0 {
+            &healthy
+        } else {
+            n = all.iter().filter(fallback).count();
+            if n > 0 {
                 self.metrics.fail_open.inc();
             }
-        }
-        let chosen = match (candidates.len(), self.policy) {
+            &fallback
+        };
+        let nth = |i: usize| all.iter().filter(|b| usable(b)).nth(i);
+        let chosen = match (n, self.policy) {
             (0, _) => return None,
-            (1, _) => candidates[0],
-            (n, Policy::RoundRobin) => candidates[self.next.fetch_add(1, Ordering::Relaxed) % n],
-            (_, Policy::LeastOutstanding) => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                let n = candidates.len();
+            (1, _) => nth(0)?,
+            (n, Policy::RoundRobin) => nth(self.next.fetch_add(1, Ordering::Relaxed) % n)?,
+            (n, Policy::LeastOutstanding) => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
                 (0..n)
-                    .map(|i| candidates[(start + i) % n])
-                    .min_by_key(|b| b.inflight())
-                    .unwrap_or(candidates[0])
+                    .filter_map(|i| nth((start + i) % n))
+                    .min_by_key(|b| b.inflight())?
             }
             (n, Policy::P2c) => {
-                let a = self.random() as usize % n;
-                let mut b = self.random() as usize % (n - 1);
+                let a = random() as usize % n;
+                let mut b = random() as usize % (n - 1);
                 if b >= a {
                     b += 1;
                 }
-                let (x, y) = (candidates[a], candidates[b]);
+                let (x, y) = (nth(a)?, nth(b)?);
                 if y.score() < x.score() {
                     y
                 } else {
@@ -307,12 +351,6 @@ impl Pool {
         Some(Lease {
             backend: chosen.clone(),
         })
-    }
-
-    fn random(&self) -> u64 {
-        let mut h = self.rng.build_hasher();
-        h.write_u64(self.rng_counter.fetch_add(1, Ordering::Relaxed));
-        h.finish()
     }
 
     /// Passive feedback from a proxied request.

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::split_host_port;
 use crate::discovery::{Discovery, DnsResolver, Resolve};
-use crate::forward::{Admission, Forwarder};
+use crate::forward::{Admission, Forwarder, Upstreams};
 use crate::health::HealthChecker;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
@@ -46,11 +46,24 @@ impl Listeners {
     }
 }
 
-struct Connections {
-    forwarder: Arc<Forwarder>,
+/// What every worker thread needs to serve viewers.
+struct Shared {
+    pool: Arc<Pool>,
+    metrics: Metrics,
+    admission: Arc<Admission>,
+    connect_timeout: Duration,
     tls: Option<TlsAcceptor>,
     header_timeout: Duration,
     max_header_bytes: usize,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+/// One worker thread's view: the shared state plus its own upstream client, whose pooled
+/// connections live on this thread.
+struct Connections {
+    shared: Arc<Shared>,
+    forwarder: Arc<Forwarder>,
 }
 
 /// Runs the balancer with the system resolver; see [`run_with_resolver`].
@@ -92,22 +105,17 @@ pub async fn run_with_resolver(
         },
         metrics.clone(),
     ));
-    let admission = Admission {
+    let admission = Arc::new(Admission {
         allow: config.allow.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         rate: (config.rate_limit_rps > 0.0).then(|| RateLimiter::new(config.rate_limit_rps)),
-    };
-    let forwarder = Arc::new(Forwarder::new(
-        pool.clone(),
-        metrics.clone(),
-        admission,
-        Duration::from_millis(config.connect_timeout_ms),
-    ));
+    });
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
     let admin = tokio::spawn(serve_admin_with(
         listeners.admin,
         registry,
         health.clone(),
-        status::router(pool.clone(), forwarder.clone()),
+        status::router(pool.clone(), connect_timeout),
         shutdown.clone(),
     ));
 
@@ -139,28 +147,55 @@ pub async fn run_with_resolver(
         balance = ?config.balance,
         "proxy listening"
     );
-    let connections = Arc::new(Connections {
-        forwarder,
+    let shared = Arc::new(Shared {
+        pool,
+        metrics,
+        admission,
+        connect_timeout,
         tls,
         header_timeout: Duration::from_secs(config.header_timeout_secs),
         max_header_bytes: config.max_header_bytes,
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        shutdown: shutdown.clone(),
     });
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let workers = livecast_telemetry::worker_count(config.workers);
+    livecast_telemetry::serve_per_core(workers, listeners.http, move |listener, _| {
+        accept_loop(listener, shared.clone())
+    })
+    .await?;
+    health.set_ready(false);
+    admin
+        .await
+        .map_err(|e| ProxyError::Io(std::io::Error::other(e)))??;
+    Ok(())
+}
+
+/// One worker thread: accepts until shutdown, then lets its connections drain.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let forwarder = Arc::new(Forwarder::new(
+        shared.pool.clone(),
+        shared.metrics.clone(),
+        shared.admission.clone(),
+        shared.connect_timeout,
+    ));
+    let connections = Arc::new(Connections {
+        shared: shared.clone(),
+        forwarder,
+    });
     let tracker = TaskTracker::new();
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listeners.http.accept() => match accepted {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        metrics.denied.with_label_values(&["connection_cap"]).inc();
+                    let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+                        shared.metrics.denied.with_label_values(&["connection_cap"]).inc();
                         drop(stream);
                         continue;
                     };
                     let connections = connections.clone();
-                    let shutdown = shutdown.clone();
                     tracker.spawn(async move {
-                        serve_connection(stream, peer, connections, shutdown).await;
+                        serve_connection(stream, peer, connections).await;
                         drop(slot);
                     });
                 }
@@ -171,8 +206,7 @@ pub async fn run_with_resolver(
             }
         }
     }
-    health.set_ready(false);
-    drop(listeners.http);
+    drop(listener);
     tracker.close();
     if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
         .await
@@ -180,10 +214,6 @@ pub async fn run_with_resolver(
     {
         tracing::warn!("connections did not finish within the shutdown deadline");
     }
-    admin
-        .await
-        .map_err(|e| ProxyError::Io(std::io::Error::other(e)))??;
-    Ok(())
 }
 
 /// The balancer is ready while it has a healthy front-end to send viewers to.
@@ -198,18 +228,15 @@ async fn track_readiness(pool: Arc<Pool>, health: Health, shutdown: Cancellation
     health.set_ready(false);
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    connections: Arc<Connections>,
-    shutdown: CancellationToken,
-) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<Connections>) {
     let _ = stream.set_nodelay(true);
-    match &connections.tls {
+    let shutdown = connections.shared.shutdown.clone();
+    match &connections.shared.tls {
         None => serve_http1(TokioIo::new(stream), peer, &connections, false, shutdown).await,
         Some(acceptor) => {
             let accepted =
-                tokio::time::timeout(connections.header_timeout, acceptor.accept(stream)).await;
+                tokio::time::timeout(connections.shared.header_timeout, acceptor.accept(stream))
+                    .await;
             let tls_stream = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(error)) => {
@@ -238,14 +265,16 @@ async fn serve_http1<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let forwarder = connections.forwarder.clone();
+    let upstreams = Arc::new(Upstreams::default());
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
-        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, tls).await) }
+        let upstreams = upstreams.clone();
+        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, tls, &upstreams).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(connections.header_timeout)
-        .max_buf_size(connections.max_header_bytes)
+        .header_read_timeout(connections.shared.header_timeout)
+        .max_buf_size(connections.shared.max_header_bytes)
         .serve_connection(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -269,13 +298,15 @@ async fn serve_http2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let forwarder = connections.forwarder.clone();
+    let upstreams = Arc::new(Upstreams::default());
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
-        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, true).await) }
+        let upstreams = upstreams.clone();
+        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, true, &upstreams).await) }
     });
     let connection = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .max_header_list_size(connections.max_header_bytes as u32)
+        .max_header_list_size(connections.shared.max_header_bytes as u32)
         .serve_connection(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {

@@ -14,7 +14,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use serde::Serialize;
 
-use crate::forward::Forwarder;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::forward::Body;
 use crate::pool::{BackendStatus, Pool, State as BackendState};
 
 const PAGE: &str = include_str!("status.html");
@@ -22,7 +26,7 @@ const PAGE: &str = include_str!("status.html");
 #[derive(Clone)]
 struct StatusState {
     pool: Arc<Pool>,
-    forwarder: Arc<Forwarder>,
+    client: Client<HttpConnector, Body>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,11 +37,14 @@ struct Status {
 }
 
 /// Routes merged into the admin router.
-pub(crate) fn router(pool: Arc<Pool>, forwarder: Arc<Forwarder>) -> Router {
+pub(crate) fn router(pool: Arc<Pool>, connect_timeout: Duration) -> Router {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    let client = Client::builder(TokioExecutor::new()).build(connector);
     Router::new()
         .route("/status", get(|| async { Html(PAGE) }))
         .route("/api/status", get(status))
-        .with_state(StatusState { pool, forwarder })
+        .with_state(StatusState { pool, client })
 }
 
 async fn status(State(state): State<StatusState>) -> impl IntoResponse {
@@ -64,13 +71,10 @@ async fn fetch_streams(state: &StatusState) -> Option<serde_json::Value> {
                 .boxed(),
         )
         .ok()?;
-    let response = tokio::time::timeout(
-        Duration::from_secs(2),
-        state.forwarder.client().request(request),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), state.client.request(request))
+        .await
+        .ok()?
+        .ok()?;
     let bytes = response.into_body().collect().await.ok()?.to_bytes();
     serde_json::from_slice(&bytes).ok()
 }

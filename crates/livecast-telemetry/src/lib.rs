@@ -7,12 +7,14 @@
 //! - [`cidr`]: address ranges for trust and allow lists.
 //! - [`ids`]: random identifiers (sessions, request ids) without a dependency.
 //! - [`shutdown`]: a cancellation token cancelled on SIGTERM or SIGINT.
+//! - [`workers`]: thread-per-core serving for the HTTP services.
 
 pub mod admin;
 pub mod cidr;
 pub mod ids;
 pub mod logging;
 pub mod shutdown;
+pub mod workers;
 
 pub use admin::{serve_admin, serve_admin_with, Health};
 pub use cidr::{any_contains, Cidr, PRIVATE_RANGES};
@@ -21,6 +23,7 @@ pub use logging::{init_logging, LogArgs, LogFormat};
 pub use prometheus::Registry;
 pub use shutdown::shutdown_on_signals;
 pub use tokio_util::sync::CancellationToken;
+pub use workers::{serve_per_core, worker_count};
 
 /// The status class label (`2xx`, `4xx`, ...) every service uses for request counters.
 pub fn status_class(status: u16) -> &'static str {

@@ -1,56 +1,87 @@
 //! The access log: one JSON line per request, with Elastic Common Schema field names, written
-//! to `<access-log-dir>/<instance>.log` by a single writer task.
+//! to `<access-log-dir>/<instance>.log`.
 //!
-//! Requests never wait for the disk: lines go through a bounded channel, and a full channel
-//! drops the line and counts it (`livecast_web_access_log_dropped_total`) rather than stalling
-//! viewers. The writer rotates the file itself at a size limit (renaming it to
-//! `<instance>.<unix-millis>.log`, so a shipper following by inode loses nothing) and reopens
-//! it when someone else moved it away. On shutdown it drains the channel and flushes.
+//! Requests never wait for the disk: each appends its line to an in-memory buffer, and one
+//! writer task moves the buffer to the file every [`FLUSH_EVERY`] (sooner when it fills), so a
+//! busy front-end pays one write call per batch rather than a write and a thread wake-up per
+//! request. When the buffer is at its cap because the disk stalls, lines are dropped and
+//! counted (`livecast_web_access_log_dropped_total`) rather than stalling viewers. The writer
+//! rotates the file itself at a size limit (renaming it to `<instance>.<unix-millis>.log`, so a
+//! shipper following by inode loses nothing) and reopens it when someone else moved it away.
+//! On shutdown it writes what is left and flushes.
 //!
 //! Each viewer gets a first-party session cookie so that viewers behind one company NAT can
 //! be told apart; the log carries it as `livecast.session`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use livecast_telemetry::Cidr;
+use livecast_telemetry::{CancellationToken, Cidr};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::server::App;
 
-const QUEUE: usize = 65_536;
 /// Name of the session cookie.
 pub(crate) const SESSION_COOKIE: &str = "livecast_session";
+/// How long a line may wait in memory before it is written.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Buffered bytes that trigger an early write.
+const FLUSH_AT: usize = 256 * 1024;
+/// Buffered bytes beyond which lines are dropped (the disk is not keeping up).
+const BUFFER_CAP: usize = 16 * 1024 * 1024;
 /// How often the writer checks that its file is still the one at the log path.
 const REOPEN_CHECK: Duration = Duration::from_secs(1);
 
-/// The sending side of the access log.
-#[derive(Debug, Clone)]
+/// The request side of the access log.
+#[derive(Debug)]
 pub(crate) struct AccessLog {
-    lines: mpsc::Sender<String>,
+    buffer: Mutex<Vec<u8>>,
+    wake: Notify,
 }
 
 impl AccessLog {
-    /// Opens (appending) the log file and starts its writer. The writer ends, after a flush,
-    /// when every `AccessLog` clone is dropped.
+    /// Opens (appending) the log file and starts its writer, which writes everything buffered
+    /// and ends once `stop` is cancelled.
     pub async fn start(
         dir: &Path,
         instance: &str,
         max_bytes: u64,
-    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        stop: CancellationToken,
+    ) -> std::io::Result<(Arc<Self>, JoinHandle<()>)> {
         tokio::fs::create_dir_all(dir).await?;
         let writer = Writer::open(dir.to_path_buf(), instance.to_string(), max_bytes).await?;
-        let (tx, rx) = mpsc::channel(QUEUE);
         tracing::info!(path = %writer.path.display(), "access log open");
-        Ok((Self { lines: tx }, tokio::spawn(writer.run(rx))))
+        let log = Arc::new(Self {
+            buffer: Mutex::new(Vec::with_capacity(FLUSH_AT)),
+            wake: Notify::new(),
+        });
+        Ok((log.clone(), tokio::spawn(writer.run(log, stop))))
+    }
+
+    /// Queues one line; false when it had to be dropped.
+    fn push(&self, line: &[u8]) -> bool {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.len() + line.len() > BUFFER_CAP {
+            return false;
+        }
+        buffer.extend_from_slice(line);
+        if buffer.len() >= FLUSH_AT {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *buffer, Vec::with_capacity(FLUSH_AT))
     }
 }
 
@@ -58,7 +89,7 @@ struct Writer {
     dir: PathBuf,
     instance: String,
     path: PathBuf,
-    out: tokio::io::BufWriter<tokio::fs::File>,
+    out: tokio::fs::File,
     written: u64,
     max_bytes: u64,
     checked: Instant,
@@ -77,23 +108,26 @@ impl Writer {
             dir,
             instance,
             path,
-            out: tokio::io::BufWriter::with_capacity(64 * 1024, file),
+            out: file,
             written,
             max_bytes,
             checked: Instant::now(),
         })
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<String>) {
-        while let Some(line) = rx.recv().await {
-            let mut result = self.write(&line).await;
-            // Batch whatever else is queued, then flush once: lines reach the file promptly
-            // without a write call per request under load.
-            while let (Ok(()), Ok(line)) = (&result, rx.try_recv()) {
-                result = self.write(&line).await;
-            }
-            if let Err(error) = result.and(self.out.flush().await) {
+    async fn run(mut self, log: Arc<AccessLog>, stop: CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = stop.cancelled() => true,
+                () = log.wake.notified() => false,
+                () = tokio::time::sleep(FLUSH_EVERY) => false,
+            };
+            let batch = log.take();
+            if let Err(error) = self.write_batch(&batch).await {
                 tracing::error!(%error, "cannot write access log");
+            }
+            if stopping {
+                break;
             }
             if let Err(error) = self.maybe_reopen().await {
                 tracing::error!(%error, "cannot reopen access log");
@@ -102,13 +136,33 @@ impl Writer {
         let _ = self.out.flush().await;
     }
 
-    async fn write(&mut self, line: &str) -> std::io::Result<()> {
-        if self.written + line.len() as u64 > self.max_bytes && self.written > 0 {
-            self.rotate().await?;
+    /// Writes whole lines, rotating before a line that would cross the size limit.
+    async fn write_batch(&mut self, mut batch: &[u8]) -> std::io::Result<()> {
+        while !batch.is_empty() {
+            let room = self.max_bytes.saturating_sub(self.written) as usize;
+            // The longest prefix of whole lines that fits; at least one line.
+            let cut = match batch[..room.min(batch.len())]
+                .iter()
+                .rposition(|b| *b == b'\n')
+            {
+                Some(i) => i + 1,
+                None if self.written == 0 || room >= batch.len() => batch
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(batch.len(), |i| i + 1),
+                None => {
+                    self.rotate().await?;
+                    continue;
+                }
+            };
+            self.out.write_all(&batch[..cut]).await?;
+            self.written += cut as u64;
+            batch = &batch[cut..];
+            if !batch.is_empty() {
+                self.rotate().await?;
+            }
         }
-        self.out.write_all(line.as_bytes()).await?;
-        self.written += line.len() as u64;
-        Ok(())
+        self.out.flush().await
     }
 
     async fn rotate(&mut self) -> std::io::Result<()> {
@@ -136,7 +190,7 @@ impl Writer {
             return Ok(());
         }
         self.checked = Instant::now();
-        let ours = self.out.get_ref().metadata().await?;
+        let ours = self.out.metadata().await?;
         let moved = match tokio::fs::metadata(&self.path).await {
             Ok(there) => !same_file(&ours, &there),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -227,25 +281,60 @@ pub(crate) async fn record(
         .strip_prefix("/hls/")
         .and_then(|rest| rest.split('/').next())
         .filter(|s| !s.is_empty());
-    let line = serde_json::json!({
-        "@timestamp": humantime::format_rfc3339_millis(timestamp).to_string(),
-        "client.ip": client.to_string(),
-        "http.request.method": method,
-        "url.path": path,
-        "http.response.status_code": status,
-        "http.response.body.bytes": bytes,
-        "event.duration": elapsed.as_nanos() as u64,
-        "user_agent.original": user_agent,
-        "host.name": app.instance,
-        "livecast.stream": stream,
-        "livecast.session": session,
-    });
-    let mut line = line.to_string();
-    line.push('\n');
-    if app.access_log.lines.try_send(line).is_err() {
+    let line = Line {
+        timestamp: humantime::format_rfc3339_millis(timestamp),
+        client_ip: client,
+        method: &method,
+        path: &path,
+        status,
+        bytes,
+        duration_ns: elapsed.as_nanos() as u64,
+        user_agent: user_agent.as_deref(),
+        host: &app.instance,
+        stream,
+        session: &session,
+    };
+    let mut line = serde_json::to_vec(&line).unwrap_or_default();
+    line.push(b'\n');
+    if !app.access_log.push(&line) {
         app.metrics.access_log_dropped.inc();
     }
     response
+}
+
+/// One access-log line, with Elastic Common Schema names.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(rename = "@timestamp", serialize_with = "display")]
+    timestamp: humantime::Rfc3339Timestamp,
+    #[serde(rename = "client.ip")]
+    client_ip: IpAddr,
+    #[serde(rename = "http.request.method")]
+    method: &'a str,
+    #[serde(rename = "url.path")]
+    path: &'a str,
+    #[serde(rename = "http.response.status_code")]
+    status: u16,
+    #[serde(rename = "http.response.body.bytes")]
+    bytes: u64,
+    /// Nanoseconds, as ECS defines it.
+    #[serde(rename = "event.duration")]
+    duration_ns: u64,
+    #[serde(rename = "user_agent.original")]
+    user_agent: Option<&'a str>,
+    #[serde(rename = "host.name")]
+    host: &'a str,
+    #[serde(rename = "livecast.stream")]
+    stream: Option<&'a str>,
+    #[serde(rename = "livecast.session")]
+    session: &'a str,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 fn route_label(matched: Option<&str>, path: &str) -> &'static str {
