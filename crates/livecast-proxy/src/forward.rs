@@ -227,8 +227,10 @@ impl Forwarder {
                         .inc();
                     self.pool.observe(&backend, sent.elapsed(), false);
                     tracing::warn!(backend = %backend.addr, %error, "upstream request failed");
-                    // Only a failed connect is certain to have had no effect upstream.
-                    if !error.is_connect() || last_try {
+                    // No byte has reached the viewer yet. A GET or HEAD may go to another front-end
+                    // whatever failed (a front-end dying resets the connections it had queued);
+                    // any other method has had exactly one attempt.
+                    if last_try {
                         break;
                     }
                     self.metrics.retries.inc();

@@ -1,0 +1,106 @@
+//! Shipper configuration: every flag also reads `LIVECAST_<FLAG>` from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use livecast_telemetry::LogArgs;
+
+use crate::LogshipError;
+
+/// Ships the front-ends' access logs and counts concurrent viewers.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "livecast-logship", version, about, long_about = None)]
+pub struct Config {
+    /// Address of the admin server (/metrics, /livez, /readyz, /api/viewers).
+    #[arg(long, env = "LIVECAST_ADMIN_LISTEN", default_value = "0.0.0.0:9104")]
+    pub admin_listen: SocketAddr,
+    /// Directory holding the front-ends' access logs (every *.log file, rotated ones included).
+    #[arg(long, env = "LIVECAST_LOG_DIR", default_value = "./data/logs")]
+    pub log_dir: PathBuf,
+    /// Directory for checkpoints and the dead-letter file.
+    #[arg(long, env = "LIVECAST_STATE_DIR", default_value = "./data/logship")]
+    pub state_dir: PathBuf,
+    /// Elasticsearch or OpenSearch base URL (http://HOST:9200); without it lines are only counted.
+    #[arg(long, env = "LIVECAST_ELASTICSEARCH_URL")]
+    pub elasticsearch_url: Option<String>,
+    /// Index (or data stream) the documents go to.
+    #[arg(
+        long,
+        env = "LIVECAST_ELASTICSEARCH_INDEX",
+        default_value = "livecast-access"
+    )]
+    pub elasticsearch_index: String,
+    /// Basic-auth user (with --elasticsearch-password).
+    #[arg(
+        long,
+        env = "LIVECAST_ELASTICSEARCH_USER",
+        requires = "elasticsearch_password"
+    )]
+    pub elasticsearch_user: Option<String>,
+    /// Basic-auth password.
+    #[arg(
+        long,
+        env = "LIVECAST_ELASTICSEARCH_PASSWORD",
+        requires = "elasticsearch_user"
+    )]
+    pub elasticsearch_password: Option<String>,
+    /// API key (sent as `Authorization: ApiKey <key>`), instead of basic auth.
+    #[arg(
+        long,
+        env = "LIVECAST_ELASTICSEARCH_API_KEY",
+        conflicts_with = "elasticsearch_user"
+    )]
+    pub elasticsearch_api_key: Option<String>,
+    /// Compress `_bulk` bodies with gzip.
+    #[arg(long, env = "LIVECAST_ELASTICSEARCH_GZIP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub elasticsearch_gzip: bool,
+    /// Lines per `_bulk` request at most.
+    #[arg(long, env = "LIVECAST_BATCH_LINES", default_value_t = 5000)]
+    pub batch_lines: usize,
+    /// A viewer counts as watching for this long after their last request.
+    #[arg(long, env = "LIVECAST_VIEWER_WINDOW_SECS", default_value_t = 30)]
+    pub viewer_window_secs: u64,
+    /// Rescan interval when no file-system event arrives (network volumes send none).
+    #[arg(long, env = "LIVECAST_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    /// On shutdown, how long an unacknowledged batch may still be delivered.
+    #[arg(long, env = "LIVECAST_DRAIN_SECS", default_value_t = 10)]
+    pub drain_secs: u64,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// Checks values clap cannot check by type.
+    pub fn validate(&self) -> Result<(), LogshipError> {
+        if let Some(url) = &self.elasticsearch_url {
+            let uri: http::Uri = url.parse().map_err(|_| {
+                LogshipError::Config(format!("--elasticsearch-url is not a URL: {url:?}"))
+            })?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(LogshipError::Config(format!(
+                    "--elasticsearch-url must be http://HOST[:PORT][/PATH], got {url:?}"
+                )));
+            }
+        }
+        let index_ok = !self.elasticsearch_index.is_empty()
+            && !self.elasticsearch_index.starts_with(['-', '_', '+'])
+            && self
+                .elasticsearch_index
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        if !index_ok {
+            return Err(LogshipError::Config(format!(
+                "--elasticsearch-index must be a lower-case index name, got {:?}",
+                self.elasticsearch_index
+            )));
+        }
+        if self.batch_lines == 0 || self.viewer_window_secs == 0 || self.poll_interval_ms == 0 {
+            return Err(LogshipError::Config(
+                "--batch-lines, --viewer-window-secs and --poll-interval-ms must be positive"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! The Elasticsearch / OpenSearch sink: `_bulk` with `create` and deterministic ids.
+//!
+//! Per item: 2xx is delivered, 409 means an earlier attempt already delivered it (a retry after
+//! a crash), 429 and 5xx are retried, any other 4xx goes to the dead-letter file with the
+//! reason. A whole request that fails (no connection, 429, 5xx) is retried as a whole.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::source::Line;
+
+/// How one batch fared.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub delivered: usize,
+    pub already_there: usize,
+    /// Indices into the batch to send again.
+    pub retry: Vec<usize>,
+    /// Indices that will never be accepted, with the reason.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// Why a whole `_bulk` request failed (it will be retried).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BulkError {
+    #[error("cannot reach elasticsearch: {0}")]
+    Unreachable(String),
+    #[error("elasticsearch answered {0}")]
+    Status(StatusCode),
+    #[error("unreadable _bulk response: {0}")]
+    Response(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Elasticsearch {
+    client: Client<HttpConnector, Full<Bytes>>,
+    bulk_url: http::Uri,
+    index: String,
+    auth: Option<HeaderValue>,
+    gzip: bool,
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+impl Elasticsearch {
+    pub fn new(
+        base: &str,
+        index: String,
+        auth: Option<HeaderValue>,
+        gzip: bool,
+    ) -> Result<Self, String> {
+        let bulk = format!("{}/_bulk", base.trim_end_matches('/'));
+        let bulk_url = bulk
+            .parse()
+            .map_err(|_| format!("bad elasticsearch url {base:?}"))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            bulk_url,
+            index,
+            auth,
+            gzip,
+        })
+    }
+
+    /// The NDJSON body for `lines` (selected by `which`).
+    pub fn body(&self, lines: &[Line], which: &[usize]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(which.iter().map(|i| lines[*i].bytes.len() + 96).sum());
+        for i in which {
+            let line = &lines[*i];
+            let _ = writeln!(
+                body,
+                "{{\"create\":{{\"_index\":\"{}\",\"_id\":\"{}\"}}}}",
+                self.index,
+                line.id()
+            );
+            body.extend_from_slice(&line.bytes);
+            body.push(b'\n');
+        }
+        body
+    }
+
+    /// Sends `which` of `lines` in one `_bulk` request.
+    pub async fn send(&self, lines: &[Line], which: &[usize]) -> Result<Outcome, BulkError> {
+        let mut body = self.body(lines, which);
+        let mut request =
+            Request::post(self.bulk_url.clone()).header(CONTENT_TYPE, "application/x-ndjson");
+        if self.gzip {
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
+            body = gz
+                .write_all(&body)
+                .and_then(|()| gz.finish())
+                .map_err(|e| BulkError::Response(e.to_string()))?;
+            request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| BulkError::Response(e.to_string()))?;
+        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
+            .await
+            .map_err(|_| BulkError::Unreachable("timed out".into()))?
+            .map_err(|e| BulkError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| BulkError::Unreachable(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(BulkError::Status(status));
+        }
+        let parsed: BulkResponse =
+            serde_json::from_slice(&bytes).map_err(|e| BulkError::Response(e.to_string()))?;
+        if parsed.items.len() != which.len() {
+            return Err(BulkError::Response(format!(
+                "{} items for {} documents",
+                parsed.items.len(),
+                which.len()
+            )));
+        }
+        let mut outcome = Outcome::default();
+        for (item, index) in parsed.items.into_iter().zip(which) {
+            let Some(result) = item.into_values().next() else {
+                outcome.retry.push(*index);
+                continue;
+            };
+            match result.status {
+                200..=299 => outcome.delivered += 1,
+                409 => outcome.already_there += 1,
+                429 | 500..=599 => outcome.retry.push(*index),
+                other => {
+                    let reason = result
+                        .error
+                        .map_or_else(|| format!("status {other}"), |e| e.to_string());
+                    outcome.rejected.push((*index, reason));
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// `Authorization` for basic auth or an API key.
+pub(crate) fn authorization(
+    user: Option<&str>,
+    password: Option<&str>,
+    api_key: Option<&str>,
+) -> Option<HeaderValue> {
+    if let Some(key) = api_key {
+        return HeaderValue::from_str(&format!("ApiKey {key}")).ok();
+    }
+    let (user, password) = (user?, password?);
+    HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64(format!("{user}:{password}").as_bytes())
+    ))
+    .ok()
+}
+
+fn base64(data: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_headers() {
+        assert_eq!(
+            authorization(Some("elastic"), Some("changeme"), None).unwrap(),
+            "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="
+        );
+        assert_eq!(
+            authorization(None, None, Some("abc")).unwrap(),
+            "ApiKey abc"
+        );
+        assert!(authorization(None, None, None).is_none());
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn bulk_body_uses_create_and_stable_ids() {
+        let es =
+            Elasticsearch::new("http://es:9200/", "livecast-access".into(), None, false).unwrap();
+        let lines = vec![Line {
+            file: 0xab,
+            offset: 42,
+            end: 50,
+            bytes: b"{\"x\":1}".to_vec(),
+        }];
+        let body = String::from_utf8(es.body(&lines, &[0])).unwrap();
+        assert_eq!(
+            body,
+            "{\"create\":{\"_index\":\"livecast-access\",\"_id\":\"00000000000000ab-42\"}}\n{\"x\":1}\n"
+        );
+        assert_eq!(es.bulk_url, "http://es:9200/_bulk");
+    }
+}

@@ -1,0 +1,30 @@
+//! livecast-logship: tails every front-end's access log, ships each line to Elasticsearch (or
+//! OpenSearch) exactly once, and counts concurrent viewers per stream.
+//!
+//! Nothing is lost and nothing is duplicated: a line's offset is checkpointed only after the
+//! sink acknowledged it, and every document carries a deterministic id (the file's fingerprint
+//! and the line's offset), so a retry after a crash is answered 409 "already there". Files are
+//! known by the fingerprint of their first line, which survives rename rotation and lets a
+//! copytruncate copy resume where the original stopped.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and their validation.
+//! - [`server`]: the shipping loop, the admin server (`/api/viewers`) and [`run`].
+//! - `source`: finding, identifying and reading log files; checkpoints.
+//! - `elasticsearch`: the `_bulk` sink with per-item outcomes.
+//! - `viewers`: the sliding-window viewer count.
+//! - `metrics`: every metric this crate exports.
+//! - [`error`]: the crate's error type.
+
+pub mod config;
+mod elasticsearch;
+pub mod error;
+mod metrics;
+pub mod server;
+mod source;
+mod viewers;
+
+pub use config::Config;
+pub use error::LogshipError;
+pub use server::{run, Listeners};

@@ -1,0 +1,16 @@
+//! `livecast-logship`: parse flags, start logging, bind, run until SIGTERM/SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use livecast_logship::{Config, Listeners};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    livecast_telemetry::init_logging(config.log.log_format);
+    config.validate()?;
+    let listeners = Listeners::bind(&config).await.context("cannot bind")?;
+    let shutdown = livecast_telemetry::shutdown_on_signals();
+    livecast_logship::run(config, listeners, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The source: every `*.log` file in the log directory, known by the fingerprint of its first
+//! line, read from its checkpoint in whole lines.
+//!
+//! Why a fingerprint and not the name or the inode: rename rotation changes the name (the
+//! content stays, so the fingerprint and the checkpoint follow it); copytruncate makes a copy
+//! with a new inode but the same first line (so the copy resumes where the original stopped)
+//! and empties the original (whose next first line is new content: a new fingerprint, read
+//! from 0). Inode numbers are reused after deletion; first lines carry a millisecond
+//! timestamp and a session and are not.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest first line used for the fingerprint.
+const FINGERPRINT_BYTES: usize = 1024;
+/// Longest line accepted; longer ones are dead-lettered in pieces rather than held forever.
+pub(crate) const MAX_LINE: usize = 1024 * 1024;
+
+/// One complete line read from a file.
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    pub file: u64,
+    pub offset: u64,
+    pub end: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Line {
+    /// The document id: the same line always gets the same id.
+    pub fn id(&self) -> String {
+        format!("{:016x}-{}", self.file, self.offset)
+    }
+}
+
+#[derive(Debug)]
+struct Followed {
+    path: PathBuf,
+    size: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoints {
+    /// Fingerprint (hex) → offset of the first byte not yet acknowledged.
+    offsets: HashMap<String, u64>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Source {
+    dir: PathBuf,
+    checkpoint_path: PathBuf,
+    offsets: HashMap<u64, u64>,
+    files: HashMap<u64, Followed>,
+}
+
+impl Source {
+    /// Loads the checkpoints of an earlier run.
+    pub fn open(dir: PathBuf, state_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(state_dir)?;
+        let checkpoint_path = state_dir.join("checkpoints.json");
+        let saved: Checkpoints = match std::fs::read(&checkpoint_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoints::default(),
+            Err(e) => return Err(e),
+        };
+        let offsets = saved
+            .offsets
+            .into_iter()
+            .filter_map(|(k, v)| u64::from_str_radix(&k, 16).ok().map(|k| (k, v)))
+            .collect();
+        Ok(Self {
+            dir,
+            checkpoint_path,
+            offsets,
+            files: HashMap::new(),
+        })
+    }
+
+    /// Re-lists the directory: new files, rotated names, truncations.
+    pub fn scan(&mut self) -> std::io::Result<()> {
+        let mut found = HashMap::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.files.clear();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !name.ends_with(".log") {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            // A file whose first line is still being written has no identity yet.
+            let Some(fingerprint) = fingerprint(&path)? else {
+                continue;
+            };
+            // Two files with one fingerprint (a copytruncate copy and its original for a moment)
+            // hold the same bytes up to the shorter one; follow the longer.
+            let size = meta.len();
+            match found.get(&fingerprint) {
+                Some(Followed { size: other, .. }) if *other >= size => {}
+                _ => {
+                    found.insert(fingerprint, Followed { path, size });
+                }
+            }
+        }
+        self.files = found;
+        Ok(())
+    }
+
+    /// Files followed now.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Bytes in followed files beyond their checkpoints.
+    pub fn bytes_behind(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|(fp, f)| {
+                f.size
+                    .saturating_sub(self.offsets.get(fp).copied().unwrap_or(0))
+            })
+            .sum()
+    }
+
+    /// Reads up to `max_lines` complete lines, starting at each file's checkpoint. Nothing is
+    /// marked as read: the same lines come back until [`Source::commit`] moves the checkpoints.
+    pub fn read(&self, max_lines: usize) -> std::io::Result<Vec<Line>> {
+        let mut lines = Vec::new();
+        let mut keys: Vec<&u64> = self.files.keys().collect();
+        keys.sort();
+        for fp in keys {
+            if lines.len() >= max_lines {
+                break;
+            }
+            let file = &self.files[fp];
+            let start = self.offsets.get(fp).copied().unwrap_or(0);
+            if start >= file.size {
+                continue;
+            }
+            read_lines(&file.path, *fp, start, max_lines - lines.len(), &mut lines)?;
+        }
+        Ok(lines)
+    }
+
+    /// Moves checkpoints past `lines` (acknowledged by every sink) and persists them.
+    pub fn commit(&mut self, lines: &[Line]) -> std::io::Result<()> {
+        for line in lines {
+            let offset = self.offsets.entry(line.file).or_insert(0);
+            *offset = (*offset).max(line.end);
+        }
+        // Forget files that are gone, so the checkpoint file does not grow forever.
+        let live = &self.files;
+        self.offsets.retain(|fp, _| live.contains_key(fp));
+        let saved = Checkpoints {
+            offsets: self
+                .offsets
+                .iter()
+                .map(|(k, v)| (format!("{k:016x}"), *v))
+                .collect(),
+        };
+        let tmp = self.checkpoint_path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            // The checkpoint must be on disk before it is trusted after a crash.
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.checkpoint_path)
+    }
+}
+
+fn fingerprint(path: &Path) -> std::io::Result<Option<u64>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = vec![0u8; FINGERPRINT_BYTES];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = f.read(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    let head = &buf[..filled];
+    let first = match head.iter().position(|b| *b == b'\n') {
+        Some(i) => &head[..i],
+        None if filled == FINGERPRINT_BYTES => head,
+        None => return Ok(None),
+    };
+    Ok(Some(fnv1a(first)))
+}
+
+fn read_lines(
+    path: &Path,
+    fp: u64,
+    start: u64,
+    max: usize,
+    out: &mut Vec<Line>,
+) -> std::io::Result<()> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut offset = start;
+    let mut taken = 0;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut consumed = 0;
+        while taken < max {
+            let rest = &buf[consumed..];
+            let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
+                if rest.len() >= MAX_LINE {
+                    // A runaway line: hand it on (it will be dead-lettered) so the file moves on.
+                    out.push(Line {
+                        file: fp,
+                        offset,
+                        end: offset + rest.len() as u64,
+                        bytes: rest.to_vec(),
+                    });
+                    offset += rest.len() as u64;
+                    consumed = buf.len();
+                    taken += 1;
+                }
+                break;
+            };
+            let line = &rest[..nl];
+            let end = offset + nl as u64 + 1;
+            if !line.is_empty() {
+                out.push(Line {
+                    file: fp,
+                    offset,
+                    end,
+                    bytes: line.to_vec(),
+                });
+                taken += 1;
+            }
+            offset = end;
+            consumed += nl + 1;
+        }
+        buf.drain(..consumed);
+        if taken >= max {
+            break;
+        }
+    }
+    // Empty lines in between were skipped without a Line; keep the last end exact.
+    Ok(())
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn partial_lines_wait_and_rotation_keeps_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let mut f = std::fs::File::create(logs.join("web.log")).unwrap();
+        f.write_all(b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let mut src = Source::open(logs.clone(), &dir.path().join("state")).unwrap();
+        src.scan().unwrap();
+        let lines = src.read(100).unwrap();
+        assert_eq!(lines.len(), 2, "the partial third line waits");
+        assert_eq!(lines[1].offset, 8);
+        src.commit(&lines).unwrap();
+        f.write_all(b"3}\n").unwrap();
+        // Rename rotation: the same content under a new name continues at the checkpoint.
+        std::fs::rename(logs.join("web.log"), logs.join("web.1.log")).unwrap();
+        let mut again = Source::open(logs.clone(), &dir.path().join("state")).unwrap();
+        again.scan().unwrap();
+        let rest = again.read(100).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].bytes, b"{\"a\":3}");
+        assert_eq!(rest[0].id(), format!("{:016x}-16", rest[0].file));
+    }
+}

@@ -1,0 +1,222 @@
+//! Exactly N distinct documents, whatever happens on the way.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::{append, es, eventually, http_get, log_line, start};
+
+fn seqs(stand: &es::Stand) -> HashSet<usize> {
+    stand
+        .docs
+        .lock()
+        .expect("lock")
+        .values()
+        .filter_map(|d| {
+            d["url.path"]
+                .as_str()?
+                .strip_prefix("/hls/cam/s-")?
+                .strip_suffix(".ts")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_by_rename_and_copytruncate_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    let shipper = start(dir.path(), Some(es_addr), &[]).await;
+    const N: usize = 3000;
+    let log = logs.join("web-1.log");
+    for seq in 0..N {
+        append(&log, &log_line(seq, "s1"));
+        if seq == 1000 {
+            // logrotate's default: rename, then the writer opens a fresh file.
+            std::fs::rename(&log, logs.join("web-1.1000.log")).expect("rename");
+        }
+        if seq == 2000 {
+            // copytruncate: copy the live file aside, then empty it in place.
+            std::fs::copy(&log, logs.join("web-1.2000.log")).expect("copy");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&log)
+                .expect("open")
+                .set_len(0)
+                .expect("truncate");
+        }
+        if seq % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eventually("every line delivered", Duration::from_secs(20), || {
+        stand.count() >= N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stand.count(), N, "exactly N documents");
+    assert_eq!(
+        seqs(&stand),
+        (0..N).collect::<HashSet<_>>(),
+        "every line once"
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_down_then_back_delivers_everything_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    stand.down_for.store(6, Ordering::SeqCst);
+    stand.throttle_items.store(150, Ordering::SeqCst);
+    let shipper = start(dir.path(), Some(es_addr), &[]).await;
+    const N: usize = 1200;
+    let text: String = (0..N).map(|s| log_line(s, "s1")).collect();
+    crate::append(&dir.path().join("logs/web-2.log"), &text);
+    eventually("every line delivered", Duration::from_secs(30), || {
+        stand.count() >= N
+    })
+    .await;
+    assert_eq!(seqs(&stand), (0..N).collect::<HashSet<_>>());
+    let metrics = http_get(shipper.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_logship_lines_shipped_total{sink=\"elasticsearch\"} 1200"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("livecast_logship_lines_failed_total{sink=\"elasticsearch\"} 0"),
+        "{metrics}"
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_rejected_lines_are_dead_lettered_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    *stand.reject.lock().expect("lock") = Some("s-7.ts".into());
+    let shipper = start(dir.path(), Some(es_addr), &[]).await;
+    let log = dir.path().join("logs/web-3.log");
+    let mut text = String::new();
+    for seq in 0..20 {
+        text.push_str(&log_line(seq, "s1"));
+        if seq == 10 {
+            text.push_str("this is not json\n");
+        }
+    }
+    append(&log, &text);
+    eventually("the good lines delivered", Duration::from_secs(10), || {
+        stand.count() >= 19
+    })
+    .await;
+    let dead = dir.path().join("state/dead-letter.ndjson");
+    eventually("two dead letters", Duration::from_secs(5), || {
+        std::fs::read_to_string(&dead)
+            .map(|t| t.lines().count() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    let dead = std::fs::read_to_string(&dead).expect("dead letters");
+    assert!(
+        dead.contains("this is not json") && dead.contains("s-7.ts"),
+        "{dead}"
+    );
+    assert_eq!(stand.count(), 19);
+    let metrics = http_get(shipper.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_logship_malformed_lines_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("livecast_logship_lines_dead_lettered_total{sink=\"elasticsearch\"} 1"),
+        "{metrics}"
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_creates_no_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    // Slow answers widen the window between an acknowledgement and its checkpoint.
+    stand.delay_ms.store(150, Ordering::SeqCst);
+    const N: usize = 4000;
+    let text: String = (0..N).map(|s| log_line(s, "s1")).collect();
+    append(&dir.path().join("logs/web-4.log"), &text);
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_livecast-logship"))
+            .arg("--admin-listen=127.0.0.1:0")
+            .arg(format!("--log-dir={}", dir.path().join("logs").display()))
+            .arg(format!(
+                "--state-dir={}",
+                dir.path().join("state").display()
+            ))
+            .arg(format!("--elasticsearch-url=http://{es_addr}"))
+            .arg("--batch-lines=300")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start the shipper")
+    };
+    let mut first = spawn();
+    eventually("some lines delivered", Duration::from_secs(10), || {
+        stand.count() >= 1000
+    })
+    .await;
+    // SIGKILL: no shutdown, no flush, whatever was in flight is lost to this process.
+    first.kill().expect("kill -9");
+    first.wait().expect("reap");
+    let delivered_before = stand.count();
+    assert!(delivered_before < N, "killed before the end");
+    let mut second = spawn();
+    eventually("every line delivered", Duration::from_secs(30), || {
+        stand.count() >= N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.kill().expect("kill");
+    second.wait().expect("reap");
+    assert_eq!(stand.count(), N, "exactly N documents");
+    assert_eq!(seqs(&stand), (0..N).collect::<HashSet<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_are_sessions_not_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+    let shipper = start(dir.path(), None, &["--viewer-window-secs=30"]).await;
+    // Five viewers behind one company NAT address, one of them twice.
+    let text: String = ["a", "b", "c", "d", "e", "a"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| log_line(i, s))
+        .collect();
+    append(&dir.path().join("logs/web-5.log"), &text);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let report = http_get(shipper.admin, "/api/viewers").await;
+        let json: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+        if json["streams"]["cam"]["concurrent"] == 5 {
+            assert_eq!(json["streams"]["cam"]["unique"], 5);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = http_get(shipper.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_viewers_concurrent{stream=\"cam\"} 5"),
+        "{metrics}"
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}
