@@ -30,7 +30,8 @@ try {
   const state = () => page.evaluate(() => {
     const v = document.getElementById("video");
     return { currentTime: v.currentTime, fatal: window.livecast.fatal, stream: window.livecast.stream,
-             errors: window.livecast.errors.slice(-5), hlsVersion: window.Hls && Hls.version };
+             errors: window.livecast.errors.slice(-5), hlsVersion: window.Hls && Hls.version,
+             viewers: window.livecast.viewers, watching: document.getElementById("watching").textContent };
   });
   // Measure from the first moment playback is under way.
   await page.waitForFunction(() => document.getElementById("video").currentTime > 0, null, { timeout: TIMEOUT_MS });
@@ -41,9 +42,17 @@ try {
     await new Promise((r) => setTimeout(r, 250));
     last = await state();
   }
+  // The viewer count arrives from the shipper within a few refreshes.
+  if (process.env.EXPECT_VIEWERS) {
+    const until = Date.now() + 15000;
+    while (Date.now() < until && !((last = await state()).viewers >= 1)) {
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
   await page.screenshot({ path: screenshot });
   const advanced = last.currentTime - first.currentTime;
-  result = { ok: !last.fatal && advanced >= MIN_ADVANCE, advanced, first, last, consoleErrors };
+  const viewersOk = !process.env.EXPECT_VIEWERS || last.viewers >= 1;
+  result = { ok: !last.fatal && advanced >= MIN_ADVANCE && viewersOk, advanced, first, last, consoleErrors };
 } catch (e) {
   result = { ok: false, error: String(e) };
 } finally {

@@ -71,9 +71,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// The Elasticsearch URL, if one is set (an empty value, as compose files pass through,
+    /// means none).
+    pub fn elasticsearch(&self) -> Option<&str> {
+        self.elasticsearch_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+    }
+
     /// Checks values clap cannot check by type.
     pub fn validate(&self) -> Result<(), LogshipError> {
-        if let Some(url) = &self.elasticsearch_url {
+        if let Some(url) = self.elasticsearch() {
             let uri: http::Uri = url.parse().map_err(|_| {
                 LogshipError::Config(format!("--elasticsearch-url is not a URL: {url:?}"))
             })?;

@@ -90,7 +90,7 @@ pub async fn run(
         admin_routes,
         admin_stop.clone(),
     ));
-    let sink = match &config.elasticsearch_url {
+    let sink = match config.elasticsearch() {
         Some(url) => Some(
             Elasticsearch::new(
                 url,
@@ -106,6 +106,8 @@ pub async fn run(
         ),
         None => None,
     };
+    // The front-ends may start later; watching needs the directory to exist.
+    std::fs::create_dir_all(&config.log_dir)?;
     let mut source = Source::open(config.log_dir.clone(), &config.state_dir)?;
     let dead_letter_path = config.state_dir.join("dead-letter.ndjson");
     let wake = Arc::new(Notify::new());
@@ -118,7 +120,7 @@ pub async fn run(
     health.set_ready(true);
     tracing::info!(
         log_dir = %config.log_dir.display(),
-        elasticsearch = config.elasticsearch_url.as_deref().unwrap_or("(none: counting only)"),
+        elasticsearch = config.elasticsearch().unwrap_or("(none: counting only)"),
         "logship running"
     );
     let poll = Duration::from_millis(config.poll_interval_ms);

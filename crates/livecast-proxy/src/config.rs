@@ -78,6 +78,10 @@ pub struct Config {
     /// Requests per second per client address (burst: twice as many); 0 turns limiting off.
     #[arg(long, env = "LIVECAST_RATE_LIMIT_RPS", default_value_t = 0.0)]
     pub rate_limit_rps: f64,
+    /// Where the shipper publishes viewer counts (http://HOST:9104/api/viewers); the balancer
+    /// then answers `/api/viewers` for the player page from a copy refreshed every second.
+    #[arg(long, env = "LIVECAST_VIEWERS_URL")]
+    pub viewers_url: Option<String>,
     /// Worker threads, each serving its own connections from accept to the last byte
     /// (0: one per CPU).
     #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 0)]
@@ -129,6 +133,16 @@ impl Config {
             return Err(ProxyError::Config(
                 "--rate-limit-rps must be 0 or more".into(),
             ));
+        }
+        if let Some(url) = &self.viewers_url {
+            let ok = url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err(ProxyError::Config(format!(
+                    "--viewers-url must be an http:// URL, got {url:?}"
+                )));
+            }
         }
         if self.allow.is_empty() {
             return Err(ProxyError::Config(

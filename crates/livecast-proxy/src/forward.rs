@@ -59,6 +59,7 @@ pub(crate) struct Forwarder {
     /// Request ids: a random prefix per worker and a counter.
     id_prefix: u64,
     id_counter: std::sync::atomic::AtomicU64,
+    viewers: Option<Arc<crate::viewers::ViewerFeed>>,
 }
 
 impl Forwarder {
@@ -75,7 +76,14 @@ impl Forwarder {
             admission,
             id_prefix: livecast_telemetry::RandomIds::new().next_u64(),
             id_counter: std::sync::atomic::AtomicU64::new(0),
+            viewers: None,
         }
+    }
+
+    /// Serves `/api/viewers` from this feed.
+    pub fn with_viewers(mut self, feed: Option<Arc<crate::viewers::ViewerFeed>>) -> Self {
+        self.viewers = feed;
+        self
     }
 
     fn next_request_id(&self) -> HeaderValue {
@@ -118,6 +126,25 @@ impl Forwarder {
                     .inc();
                 return plain(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
             }
+        }
+        if let (Some(feed), "/api/viewers") = (&self.viewers, request.uri().path()) {
+            return match feed.latest() {
+                Some(report) => {
+                    let mut r =
+                        Response::new(Full::new(report).map_err(|never| match never {}).boxed());
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r.headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    r
+                }
+                None => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "viewer count unavailable\n",
+                ),
+            };
         }
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;

@@ -19,6 +19,7 @@
 //! - `limits`: per-client rate limiting.
 //! - `tls`: rustls setup with ALPN.
 //! - `status`: the operator page on the admin port.
+//! - `viewers`: the viewer count copied from the shipper for the player page.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
@@ -33,6 +34,7 @@ mod pool;
 pub mod server;
 mod status;
 mod tls;
+mod viewers;
 
 pub use config::Config;
 pub use discovery::Resolve;

@@ -56,6 +56,7 @@ struct Shared {
     header_timeout: Duration,
     max_header_bytes: usize,
     slots: Arc<Semaphore>,
+    viewers: Option<Arc<crate::viewers::ViewerFeed>>,
     shutdown: CancellationToken,
 }
 
@@ -139,6 +140,17 @@ pub async fn run_with_resolver(
         health.clone(),
         shutdown.clone(),
     ));
+    let viewers = match &config.viewers_url {
+        Some(url) => {
+            let feed = Arc::new(crate::viewers::ViewerFeed::default());
+            let uri = url
+                .parse()
+                .map_err(|_| ProxyError::Config(format!("bad --viewers-url {url:?}")))?;
+            tokio::spawn(feed.clone().run(uri, shutdown.clone()));
+            Some(feed)
+        }
+        None => None,
+    };
 
     tracing::info!(
         addr = %listeners.http.local_addr()?,
@@ -156,6 +168,7 @@ pub async fn run_with_resolver(
         header_timeout: Duration::from_secs(config.header_timeout_secs),
         max_header_bytes: config.max_header_bytes,
         slots: Arc::new(Semaphore::new(config.max_connections)),
+        viewers,
         shutdown: shutdown.clone(),
     });
     let workers = livecast_telemetry::worker_count(config.workers);
@@ -172,12 +185,15 @@ pub async fn run_with_resolver(
 
 /// One worker thread: accepts until shutdown, then lets its connections drain.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let forwarder = Arc::new(Forwarder::new(
-        shared.pool.clone(),
-        shared.metrics.clone(),
-        shared.admission.clone(),
-        shared.connect_timeout,
-    ));
+    let forwarder = Arc::new(
+        Forwarder::new(
+            shared.pool.clone(),
+            shared.metrics.clone(),
+            shared.admission.clone(),
+            shared.connect_timeout,
+        )
+        .with_viewers(shared.viewers.clone()),
+    );
     let connections = Arc::new(Connections {
         shared: shared.clone(),
         forwarder,

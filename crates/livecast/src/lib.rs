@@ -1,5 +1,6 @@
 //! The whole livecast stack in one process, for machines without Docker: `livecast up` runs
-//! the ingest, `--web-replicas` front-ends and the balancer with the contract's defaults.
+//! the ingest, `--web-replicas` front-ends, the balancer and the log shipper with the
+//! contract's defaults.
 //!
 //! The services are the same libraries the standalone binaries run; each keeps its own metrics
 //! registry and admin port, exactly as it would in its own container.
@@ -35,7 +36,7 @@ pub struct UpArgs {
     #[arg(long, env = "LIVECAST_ADMIN_HOST", default_value = "0.0.0.0")]
     pub admin_host: IpAddr,
     /// First admin port: ingest on it, the first front-end on +1 (replica i on +1+10·i), the
-    /// balancer on +2 (0: any free port).
+    /// balancer on +2, the shipper on +3 (0: any free port).
     #[arg(long, env = "LIVECAST_ADMIN_PORT", default_value_t = 9101)]
     pub admin_port: u16,
     /// Directory for HLS output, shared by ingest and front-ends.
@@ -44,6 +45,13 @@ pub struct UpArgs {
     /// Directory for the front-ends' access logs.
     #[arg(long, env = "LIVECAST_ACCESS_LOG_DIR", default_value = "./data/logs")]
     pub access_log_dir: PathBuf,
+    /// Directory for the shipper's checkpoints and dead letters.
+    #[arg(long, env = "LIVECAST_STATE_DIR", default_value = "./data/logship")]
+    pub state_dir: PathBuf,
+    /// Elasticsearch or OpenSearch for the access logs (http://HOST:9200); without it the
+    /// shipper only counts viewers.
+    #[arg(long, env = "LIVECAST_ELASTICSEARCH_URL")]
+    pub elasticsearch_url: Option<String>,
     /// Target segment length in seconds.
     #[arg(long, env = "LIVECAST_SEGMENT_SECS", default_value_t = 2.0)]
     pub segment_secs: f64,
@@ -67,6 +75,8 @@ pub struct Addrs {
     pub web_admins: Vec<SocketAddr>,
     /// Admin server of the balancer.
     pub proxy_admin: SocketAddr,
+    /// Admin server of the shipper (with `/api/viewers`).
+    pub logship_admin: SocketAddr,
 }
 
 /// The stack with every socket bound.
@@ -75,7 +85,17 @@ pub struct Stack {
     ingest: (livecast_ingest::Config, livecast_ingest::Listeners),
     webs: Vec<(livecast_web::Config, livecast_web::Listeners)>,
     proxy: (livecast_proxy::Config, livecast_proxy::Listeners),
+    logship: (livecast_logship::Config, livecast_logship::Listeners),
     addrs: Addrs,
+}
+
+/// An address to reach a local listener at (a wildcard bind is reached over loopback).
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port())
+    } else {
+        addr
+    }
 }
 
 fn port_plus(base: u16, offset: u16) -> u16 {
@@ -133,10 +153,29 @@ impl Stack {
             .iter()
             .map(|(_, l)| l.http.local_addr())
             .collect::<std::io::Result<Vec<_>>>()?;
+        let mut logship_args = vec![
+            "livecast-logship".to_string(),
+            format!("--admin-listen={}", admin(3)),
+            format!("--log-dir={}", args.access_log_dir.display()),
+            format!("--state-dir={}", args.state_dir.display()),
+        ];
+        if let Some(url) = &args.elasticsearch_url {
+            logship_args.push(format!("--elasticsearch-url={url}"));
+        }
+        let logship = livecast_logship::Config::parse_from(logship_args);
+        logship.validate()?;
+        let logship_listeners = livecast_logship::Listeners::bind(&logship)
+            .await
+            .with_context(|| format!("cannot bind the shipper on {}", logship.admin_listen))?;
+        let logship_admin = logship_listeners.admin.local_addr()?;
         let mut proxy_args = vec![
             "livecast-proxy".to_string(),
             format!("--listen={}", args.listen),
             format!("--admin-listen={}", admin(2)),
+            format!(
+                "--viewers-url=http://{}/api/viewers",
+                loopback(logship_admin)
+            ),
         ];
         proxy_args.extend(web_addrs.iter().map(|a| format!("--backend={a}")));
         let proxy = livecast_proxy::Config::parse_from(proxy_args);
@@ -152,12 +191,14 @@ impl Stack {
                 .map(|(_, l)| l.admin.local_addr())
                 .collect::<std::io::Result<Vec<_>>>()?,
             proxy_admin: proxy_listeners.admin.local_addr()?,
+            logship_admin,
             webs: web_addrs,
         };
         Ok(Self {
             ingest: (ingest, ingest_listeners),
             webs,
             proxy: (proxy, proxy_listeners),
+            logship: (logship, logship_listeners),
             addrs,
         })
     }
@@ -191,6 +232,13 @@ impl Stack {
             livecast_proxy::run(config, listeners, token)
                 .await
                 .context("balancer")
+        });
+        let (config, listeners) = self.logship;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            livecast_logship::run(config, listeners, token)
+                .await
+                .context("log shipper")
         });
         tracing::info!(
             rtmp = %self.addrs.rtmp,

@@ -38,6 +38,7 @@ async fn hls_js_in_chromium_plays_through_the_proxy() {
     let screenshot = artifacts.join("player.png");
     let _ = std::fs::remove_file(&screenshot);
     let output = tokio::process::Command::new("node")
+        .env("EXPECT_VIEWERS", "1")
         .arg(&driver)
         .arg(stack.url("/?stream=browser"))
         .arg(&screenshot)
@@ -56,6 +57,18 @@ async fn hls_js_in_chromium_plays_through_the_proxy() {
         "{report}"
     );
     assert!(report["last"]["fatal"].is_null(), "{report}");
+    // The page shows the live count the shipper derived from the front-ends' access logs.
+    assert!(
+        report["last"]["viewers"].as_u64().unwrap_or(0) >= 1,
+        "{report}"
+    );
+    assert!(
+        report["last"]["watching"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("watching"),
+        "{report}"
+    );
     assert!(
         std::fs::metadata(&screenshot)
             .expect("screenshot saved")
