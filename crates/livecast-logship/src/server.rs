@@ -108,7 +108,7 @@ pub async fn run(
     };
     // The front-ends may start later; watching needs the directory to exist.
     std::fs::create_dir_all(&config.log_dir)?;
-    let mut source = Source::open(config.log_dir.clone(), &config.state_dir)?;
+    let source = Source::open(config.log_dir.clone(), &config.state_dir)?;
     let dead_letter_path = config.state_dir.join("dead-letter.ndjson");
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&config.log_dir, wake.clone());
@@ -123,22 +123,90 @@ pub async fn run(
         elasticsearch = config.elasticsearch().unwrap_or("(none: counting only)"),
         "logship running"
     );
-    let poll = Duration::from_millis(config.poll_interval_ms);
-    let drain = Duration::from_secs(config.drain_secs);
+
+    let mut shipper = Shipper {
+        source,
+        sink,
+        viewers,
+        metrics,
+        dead_letter_path,
+        wake,
+        shutdown: shutdown.clone(),
+        poll: Duration::from_millis(config.poll_interval_ms),
+        drain: Duration::from_secs(config.drain_secs),
+        batch_lines: config.batch_lines,
+    };
     while !shutdown.is_cancelled() {
+        match shipper.round().await {
+            Ok(Round::Continue) => {}
+            Ok(Round::Stop) => break,
+            Err(error) => {
+                // A full disk or a vanished file is no reason to stop shipping: nothing was
+                // checkpointed, so the next round starts from the same place.
+                tracing::error!(%error, "shipping round failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(shipper.poll) => {}
+                }
+            }
+        }
+    }
+    health.set_ready(false);
+    admin_stop.cancel();
+    admin
+        .await
+        .map_err(|e| LogshipError::Io(std::io::Error::other(e)))??;
+    Ok(())
+}
+
+enum Round {
+    Continue,
+    Stop,
+}
+
+/// The shipping loop's state.
+struct Shipper {
+    source: Source,
+    sink: Option<Elasticsearch>,
+    viewers: Arc<Mutex<Viewers>>,
+    metrics: Metrics,
+    dead_letter_path: std::path::PathBuf,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    poll: Duration,
+    drain: Duration,
+    batch_lines: usize,
+}
+
+impl Shipper {
+    /// One round: rescan, read a batch (or wait for more), count viewers, deliver, checkpoint.
+    async fn round(&mut self) -> Result<Round, LogshipError> {
+        let Shipper {
+            source,
+            sink,
+            viewers,
+            metrics,
+            dead_letter_path,
+            wake,
+            shutdown,
+            poll,
+            drain,
+            batch_lines,
+        } = self;
+        let (poll, drain) = (*poll, *drain);
         if let Err(error) = source.scan() {
             tracing::warn!(%error, "cannot list the log directory");
         }
         metrics.files.set(source.file_count() as i64);
         metrics.bytes_behind.set(source.bytes_behind() as i64);
-        let lines = source.read(config.batch_lines)?;
+        let lines = source.read(*batch_lines)?;
         if lines.is_empty() {
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => return Ok(Round::Stop),
                 () = wake.notified() => {}
                 () = tokio::time::sleep(poll) => {}
             }
-            continue;
+            return Ok(Round::Continue);
         }
         metrics.lines_read.inc_by(lines.len() as u64);
         let mut good = Vec::with_capacity(lines.len());
@@ -156,21 +224,12 @@ pub async fn run(
         }
         if !malformed.is_empty() {
             metrics.malformed.inc_by(malformed.len() as u64);
-            dead_letter(&dead_letter_path, "parse", &lines, &malformed)?;
+            dead_letter(dead_letter_path, "parse", &lines, &malformed)?;
         }
         let started = Instant::now();
-        let delivered = match &sink {
+        let delivered = match sink {
             Some(es) => {
-                deliver(
-                    es,
-                    &lines,
-                    good,
-                    &metrics,
-                    &dead_letter_path,
-                    &shutdown,
-                    drain,
-                )
-                .await?
+                deliver(es, &lines, good, metrics, dead_letter_path, shutdown, drain).await?
             }
             None => true,
         };
@@ -182,16 +241,11 @@ pub async fn run(
                 lines = lines.len(),
                 "shutdown before the sink acknowledged; the batch is sent again next start"
             );
-            break;
+            return Ok(Round::Stop);
         }
         source.commit(&lines)?;
+        Ok(Round::Continue)
     }
-    health.set_ready(false);
-    admin_stop.cancel();
-    admin
-        .await
-        .map_err(|e| LogshipError::Io(std::io::Error::other(e)))??;
-    Ok(())
 }
 
 /// Delivers `which` lines, retrying what may succeed later with exponential backoff and

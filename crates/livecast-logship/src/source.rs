@@ -52,6 +52,8 @@ struct Checkpoints {
 pub(crate) struct Source {
     dir: PathBuf,
     checkpoint_path: PathBuf,
+    /// Held for the life of the source: one shipper per state directory.
+    _lock: std::fs::File,
     offsets: HashMap<u64, u64>,
     files: HashMap<u64, Followed>,
 }
@@ -60,6 +62,18 @@ impl Source {
     /// Loads the checkpoints of an earlier run.
     pub fn open(dir: PathBuf, state_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(state_dir)?;
+        // Two shippers on one state directory would overwrite each other's checkpoints.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(state_dir.join(".lock"))?;
+        if let Err(error) = lock.try_lock() {
+            return Err(std::io::Error::other(format!(
+                "another livecast-logship uses {} ({error})",
+                state_dir.display()
+            )));
+        }
         let checkpoint_path = state_dir.join("checkpoints.json");
         let saved: Checkpoints = match std::fs::read(&checkpoint_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
@@ -74,6 +88,7 @@ impl Source {
         Ok(Self {
             dir,
             checkpoint_path,
+            _lock: lock,
             offsets,
             files: HashMap::new(),
         })
@@ -298,6 +313,11 @@ mod tests {
         f.write_all(b"3}\n").unwrap();
         // Rename rotation: the same content under a new name continues at the checkpoint.
         std::fs::rename(logs.join("web.log"), logs.join("web.1.log")).unwrap();
+        assert!(
+            Source::open(logs.clone(), &dir.path().join("state")).is_err(),
+            "one shipper per state dir"
+        );
+        drop(src);
         let mut again = Source::open(logs.clone(), &dir.path().join("state")).unwrap();
         again.scan().unwrap();
         let rest = again.read(100).unwrap();

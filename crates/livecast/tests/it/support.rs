@@ -71,6 +71,7 @@ pub async fn start_stack(replicas: usize) -> Running {
         format!("--web-replicas={replicas}"),
         format!("--hls-dir={}", dir.path().join("hls").display()),
         format!("--access-log-dir={}", dir.path().join("logs").display()),
+        format!("--state-dir={}", dir.path().join("logship").display()),
     ])
     .up;
     let stack = Stack::bind(&args).await.expect("stack binds");
