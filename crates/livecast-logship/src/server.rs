@@ -91,7 +91,7 @@ pub async fn run(
         admin_stop.clone(),
     ));
     let sink = match config.elasticsearch() {
-        Some(url) => Some(
+        Some(url) => Some(Arc::new(
             Elasticsearch::new(
                 url,
                 config.elasticsearch_index.clone(),
@@ -103,7 +103,7 @@ pub async fn run(
                 config.elasticsearch_gzip,
             )
             .map_err(LogshipError::Config)?,
-        ),
+        )),
         None => None,
     };
     // The front-ends may start later; watching needs the directory to exist.
@@ -135,6 +135,7 @@ pub async fn run(
         poll: Duration::from_millis(config.poll_interval_ms),
         drain: Duration::from_secs(config.drain_secs),
         batch_lines: config.batch_lines,
+        in_flight: std::collections::VecDeque::new(),
     };
     while !shutdown.is_cancelled() {
         match shipper.round().await {
@@ -144,6 +145,7 @@ pub async fn run(
                 // A full disk or a vanished file is no reason to stop shipping: nothing was
                 // checkpointed, so the next round starts from the same place.
                 tracing::error!(%error, "shipping round failed; retrying");
+                shipper.abandon_in_flight().await;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(shipper.poll) => {}
@@ -151,6 +153,7 @@ pub async fn run(
             }
         }
     }
+    shipper.finish().await;
     health.set_ready(false);
     admin_stop.cancel();
     admin
@@ -164,10 +167,21 @@ enum Round {
     Stop,
 }
 
+/// Batches sent but not yet acknowledged at most; sending the next batch while the sink works
+/// on the last keeps both busy.
+const IN_FLIGHT: usize = 4;
+
+/// A batch on its way: where to move the checkpoints once it is acknowledged.
+struct Pending {
+    ends: Vec<(u64, u64)>,
+    started: Instant,
+    delivery: tokio::task::JoinHandle<Result<bool, LogshipError>>,
+}
+
 /// The shipping loop's state.
 struct Shipper {
     source: Source,
-    sink: Option<Elasticsearch>,
+    sink: Option<Arc<Elasticsearch>>,
     viewers: Arc<Mutex<Viewers>>,
     metrics: Metrics,
     dead_letter_path: std::path::PathBuf,
@@ -176,42 +190,41 @@ struct Shipper {
     poll: Duration,
     drain: Duration,
     batch_lines: usize,
+    in_flight: std::collections::VecDeque<Pending>,
 }
 
 impl Shipper {
-    /// One round: rescan, read a batch (or wait for more), count viewers, deliver, checkpoint.
+    /// One round: rescan, read a batch (or wait for more), count viewers, hand the batch to the
+    /// sink, and checkpoint every batch acknowledged so far, in order.
     async fn round(&mut self) -> Result<Round, LogshipError> {
-        let Shipper {
-            source,
-            sink,
-            viewers,
-            metrics,
-            dead_letter_path,
-            wake,
-            shutdown,
-            poll,
-            drain,
-            batch_lines,
-        } = self;
-        let (poll, drain) = (*poll, *drain);
-        if let Err(error) = source.scan() {
+        if let Err(error) = self.source.scan() {
             tracing::warn!(%error, "cannot list the log directory");
         }
-        metrics.files.set(source.file_count() as i64);
-        metrics.bytes_behind.set(source.bytes_behind() as i64);
-        let lines = source.read(*batch_lines)?;
+        self.metrics.files.set(self.source.file_count() as i64);
+        self.metrics
+            .bytes_behind
+            .set(self.source.bytes_behind() as i64);
+        let lines = if self.in_flight.len() < IN_FLIGHT {
+            self.source.read(self.batch_lines)?
+        } else {
+            Vec::new()
+        };
         if lines.is_empty() {
+            // Nothing new to send: wait for the oldest batch, or for more lines.
+            if !self.in_flight.is_empty() {
+                return self.settle_oldest().await;
+            }
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(Round::Stop),
-                () = wake.notified() => {}
-                () = tokio::time::sleep(poll) => {}
+                () = self.shutdown.cancelled() => return Ok(Round::Stop),
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
             }
             return Ok(Round::Continue);
         }
-        metrics.lines_read.inc_by(lines.len() as u64);
+        self.metrics.lines_read.inc_by(lines.len() as u64);
         let mut good = Vec::with_capacity(lines.len());
         let mut malformed = Vec::new();
-        if let Ok(mut v) = viewers.lock() {
+        if let Ok(mut v) = self.viewers.lock() {
             for (i, line) in lines.iter().enumerate() {
                 match serde_json::from_slice::<Fields>(&line.bytes) {
                     Ok(fields) => {
@@ -223,28 +236,96 @@ impl Shipper {
             }
         }
         if !malformed.is_empty() {
-            metrics.malformed.inc_by(malformed.len() as u64);
-            dead_letter(dead_letter_path, "parse", &lines, &malformed)?;
+            self.metrics.malformed.inc_by(malformed.len() as u64);
+            dead_letter(&self.dead_letter_path, "parse", &lines, &malformed)?;
         }
-        let started = Instant::now();
-        let delivered = match sink {
+        let ends = crate::source::ends(&lines);
+        let delivery = match self.sink.clone() {
             Some(es) => {
-                deliver(es, &lines, good, metrics, dead_letter_path, shutdown, drain).await?
+                let (metrics, path, shutdown, drain) = (
+                    self.metrics.clone(),
+                    self.dead_letter_path.clone(),
+                    self.shutdown.clone(),
+                    self.drain,
+                );
+                tokio::spawn(async move {
+                    deliver(&es, &lines, good, &metrics, &path, &shutdown, drain).await
+                })
             }
-            None => true,
+            None => tokio::spawn(async { Ok(true) }),
         };
-        metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if !delivered {
-            tracing::warn!(
-                lines = lines.len(),
-                "shutdown before the sink acknowledged; the batch is sent again next start"
-            );
-            return Ok(Round::Stop);
+        self.in_flight.push_back(Pending {
+            ends,
+            started: Instant::now(),
+            delivery,
+        });
+        // Checkpoint whatever has finished meanwhile, without waiting.
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|p| p.delivery.is_finished())
+        {
+            if let Round::Stop = self.settle_oldest().await? {
+                return Ok(Round::Stop);
+            }
         }
-        source.commit(&lines)?;
         Ok(Round::Continue)
+    }
+
+    /// Waits for the oldest batch and checkpoints it. Batches are acknowledged in the order they
+    /// were read, so a checkpoint never skips a line that is still on its way.
+    async fn settle_oldest(&mut self) -> Result<Round, LogshipError> {
+        let Some(pending) = self.in_flight.pop_front() else {
+            return Ok(Round::Continue);
+        };
+        let delivered = match pending.delivery.await {
+            Ok(result) => result,
+            Err(join) => Err(LogshipError::Io(std::io::Error::other(join))),
+        };
+        self.metrics
+            .batch_seconds
+            .observe(pending.started.elapsed().as_secs_f64());
+        match delivered {
+            Ok(true) => {
+                self.source.commit(&pending.ends)?;
+                Ok(Round::Continue)
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    "shutdown before the sink acknowledged; the rest is sent again next start"
+                );
+                Ok(Round::Stop)
+            }
+            Err(error) => {
+                // Later batches may still arrive, but their checkpoints wait for this one: send
+                // everything unacknowledged again (the ids make that harmless).
+                self.abandon_in_flight().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops every batch in flight and rereads from the checkpoints.
+    async fn abandon_in_flight(&mut self) {
+        for pending in self.in_flight.drain(..) {
+            pending.delivery.abort();
+            let _ = pending.delivery.await;
+        }
+        self.source.rewind();
+    }
+
+    /// On shutdown: lets batches in flight finish (within the drain deadline, which the
+    /// deliveries observe) and checkpoints them.
+    async fn finish(&mut self) {
+        while !self.in_flight.is_empty() {
+            match self.settle_oldest().await {
+                Ok(Round::Continue) => {}
+                Ok(Round::Stop) | Err(_) => {
+                    self.abandon_in_flight().await;
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -54,7 +54,10 @@ pub(crate) struct Source {
     checkpoint_path: PathBuf,
     /// Held for the life of the source: one shipper per state directory.
     _lock: std::fs::File,
+    /// Acknowledged offsets, as persisted.
     offsets: HashMap<u64, u64>,
+    /// Where reading goes on: beyond `offsets` while batches are in flight.
+    read_to: HashMap<u64, u64>,
     files: HashMap<u64, Followed>,
 }
 
@@ -89,6 +92,7 @@ impl Source {
             dir,
             checkpoint_path,
             _lock: lock,
+            read_to: HashMap::new(),
             offsets,
             files: HashMap::new(),
         })
@@ -150,9 +154,10 @@ impl Source {
             .sum()
     }
 
-    /// Reads up to `max_lines` complete lines, starting at each file's checkpoint. Nothing is
-    /// marked as read: the same lines come back until [`Source::commit`] moves the checkpoints.
-    pub fn read(&self, max_lines: usize) -> std::io::Result<Vec<Line>> {
+    /// Reads up to `max_lines` complete lines after those already handed out. Only
+    /// [`Source::commit`] moves the checkpoints; [`Source::rewind`] hands the unacknowledged
+    /// lines out again.
+    pub fn read(&mut self, max_lines: usize) -> std::io::Result<Vec<Line>> {
         let mut lines = Vec::new();
         let mut keys: Vec<&u64> = self.files.keys().collect();
         keys.sort();
@@ -161,24 +166,36 @@ impl Source {
                 break;
             }
             let file = &self.files[fp];
-            let start = self.offsets.get(fp).copied().unwrap_or(0);
+            let committed = self.offsets.get(fp).copied().unwrap_or(0);
+            let start = self.read_to.get(fp).copied().unwrap_or(0).max(committed);
             if start >= file.size {
                 continue;
             }
             read_lines(&file.path, *fp, start, max_lines - lines.len(), &mut lines)?;
         }
+        for line in &lines {
+            let to = self.read_to.entry(line.file).or_insert(0);
+            *to = (*to).max(line.end);
+        }
         Ok(lines)
     }
 
-    /// Moves checkpoints past `lines` (acknowledged by every sink) and persists them.
-    pub fn commit(&mut self, lines: &[Line]) -> std::io::Result<()> {
-        for line in lines {
-            let offset = self.offsets.entry(line.file).or_insert(0);
-            *offset = (*offset).max(line.end);
+    /// Forgets what was handed out but not acknowledged: it is read again.
+    pub fn rewind(&mut self) {
+        self.read_to.clear();
+    }
+
+    /// Moves checkpoints to `ends` ((file, offset) pairs of a batch every sink acknowledged)
+    /// and persists them.
+    pub fn commit(&mut self, ends: &[(u64, u64)]) -> std::io::Result<()> {
+        for (file, end) in ends {
+            let offset = self.offsets.entry(*file).or_insert(0);
+            *offset = (*offset).max(*end);
         }
         // Forget files that are gone, so the checkpoint file does not grow forever.
         let live = &self.files;
         self.offsets.retain(|fp, _| live.contains_key(fp));
+        self.read_to.retain(|fp, _| live.contains_key(fp));
         let saved = Checkpoints {
             offsets: self
                 .offsets
@@ -196,6 +213,16 @@ impl Source {
         }
         std::fs::rename(&tmp, &self.checkpoint_path)
     }
+}
+
+/// The end offset of the last line per file: what committing a batch means.
+pub(crate) fn ends(lines: &[Line]) -> Vec<(u64, u64)> {
+    let mut ends: HashMap<u64, u64> = HashMap::new();
+    for line in lines {
+        let end = ends.entry(line.file).or_insert(0);
+        *end = (*end).max(line.end);
+    }
+    ends.into_iter().collect()
 }
 
 fn fingerprint(path: &Path) -> std::io::Result<Option<u64>> {
@@ -308,8 +335,14 @@ mod tests {
         src.scan().unwrap();
         let lines = src.read(100).unwrap();
         assert_eq!(lines.len(), 2, "the partial third line waits");
+        assert!(
+            src.read(100).unwrap().is_empty(),
+            "handed-out lines are not read twice"
+        );
+        src.rewind();
+        assert_eq!(src.read(100).unwrap().len(), 2, "until they are rewound");
         assert_eq!(lines[1].offset, 8);
-        src.commit(&lines).unwrap();
+        src.commit(&ends(&lines)).unwrap();
         f.write_all(b"3}\n").unwrap();
         // Rename rotation: the same content under a new name continues at the checkpoint.
         std::fs::rename(logs.join("web.log"), logs.join("web.1.log")).unwrap();
