@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole livecast test suite. On a fresh Debian machine it first installs what the
-# tests use as real peers (ffmpeg/ffprobe, Chromium) and the pinned npm packages
-# (hls.js for the player, playwright-core to drive Chromium). Needs root or sudo for apt.
+# tests use as real peers (ffmpeg/ffprobe, Chromium, PostgreSQL with a Zabbix server, curl) and
+# the pinned npm packages (hls.js for the player, playwright-core to drive Chromium). Needs root
+# (or sudo for apt; the Zabbix test itself needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
+# A real Zabbix server (with PostgreSQL) receives the log shipper's values in its tests.
+command -v pg_lsclusters >/dev/null || missing+=(postgresql)
+[ -x /usr/sbin/zabbix_server ] || missing+=(zabbix-server-pgsql)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then

@@ -54,6 +54,20 @@ pub struct Config {
     /// Compress `_bulk` bodies with gzip.
     #[arg(long, env = "LIVECAST_ELASTICSEARCH_GZIP", default_value_t = true, action = clap::ArgAction::Set)]
     pub elasticsearch_gzip: bool,
+    /// Zabbix server or proxy trapper port (HOST:PORT, usually :10051) for viewer counts and
+    /// request rates.
+    #[arg(long, env = "LIVECAST_ZABBIX_SERVER")]
+    pub zabbix_server: Option<String>,
+    /// The Zabbix host the values belong to.
+    #[arg(long, env = "LIVECAST_ZABBIX_HOST", default_value = "livecast")]
+    pub zabbix_host: String,
+    /// Item key prefix: values go to `<prefix>.viewers[<stream>]` (unsigned) and
+    /// `<prefix>.requests[<stream>]` (float, requests per second), as trapper items.
+    #[arg(long, env = "LIVECAST_ZABBIX_KEY_PREFIX", default_value = "livecast")]
+    pub zabbix_key_prefix: String,
+    /// Seconds between two Zabbix sends.
+    #[arg(long, env = "LIVECAST_ZABBIX_INTERVAL_SECS", default_value_t = 60)]
+    pub zabbix_interval_secs: u64,
     /// Lines per `_bulk` request at most.
     #[arg(long, env = "LIVECAST_BATCH_LINES", default_value_t = 5000)]
     pub batch_lines: usize,
@@ -79,6 +93,13 @@ impl Config {
             .filter(|u| !u.trim().is_empty())
     }
 
+    /// The Zabbix trapper address, if one is set.
+    pub fn zabbix(&self) -> Option<&str> {
+        self.zabbix_server
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+    }
+
     /// Checks values clap cannot check by type.
     pub fn validate(&self) -> Result<(), LogshipError> {
         if let Some(url) = self.elasticsearch() {
@@ -102,6 +123,16 @@ impl Config {
                 "--elasticsearch-index must be a lower-case index name, got {:?}",
                 self.elasticsearch_index
             )));
+        }
+        if let Some(server) = self.zabbix() {
+            let ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok || self.zabbix_host.is_empty() || self.zabbix_interval_secs == 0 {
+                return Err(LogshipError::Config(format!(
+                    "--zabbix-server must be HOST:PORT (with a --zabbix-host and a positive interval), got {server:?}"
+                )));
+            }
         }
         if self.batch_lines == 0 || self.viewer_window_secs == 0 || self.poll_interval_ms == 0 {
             return Err(LogshipError::Config(

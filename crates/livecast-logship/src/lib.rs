@@ -14,6 +14,7 @@
 //! - `source`: finding, identifying and reading log files; checkpoints.
 //! - `elasticsearch`: the `_bulk` sink with per-item outcomes.
 //! - `viewers`: the sliding-window viewer count.
+//! - `zabbix`: the trapper-protocol sink for viewer counts and request rates.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
@@ -24,6 +25,7 @@ mod metrics;
 pub mod server;
 mod source;
 mod viewers;
+mod zabbix;
 
 pub use config::Config;
 pub use error::LogshipError;

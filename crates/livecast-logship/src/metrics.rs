@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub viewers: IntGaugeVec,
     pub viewers_peak: IntGaugeVec,
     pub viewers_unique: IntGaugeVec,
+    pub zabbix_values: IntCounterVec,
 }
 
 impl Metrics {
@@ -90,7 +91,15 @@ impl Metrics {
                 Opts::new("livecast_viewers_unique", "Distinct viewers since start"),
                 &["stream"],
             )?,
+            zabbix_values: IntCounterVec::new(
+                Opts::new(
+                    "livecast_logship_zabbix_values_total",
+                    "Values sent to Zabbix, by result (processed, failed, unsent)",
+                ),
+                &["result"],
+            )?,
         };
+        registry.register(Box::new(m.zabbix_values.clone()))?;
         registry.register(Box::new(m.lines_read.clone()))?;
         registry.register(Box::new(m.malformed.clone()))?;
         registry.register(Box::new(m.shipped.clone()))?;

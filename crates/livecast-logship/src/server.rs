@@ -117,6 +117,17 @@ pub async fn run(
         metrics.clone(),
         shutdown.clone(),
     ));
+    if let Some(server) = config.zabbix() {
+        tokio::spawn(send_to_zabbix(
+            server.to_string(),
+            config.zabbix_host.clone(),
+            config.zabbix_key_prefix.clone(),
+            Duration::from_secs(config.zabbix_interval_secs),
+            viewers.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     health.set_ready(true);
     tracing::info!(
         log_dir = %config.log_dir.display(),
@@ -455,6 +466,70 @@ async fn export_viewers(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Every interval: each stream's concurrent viewers and request rate to Zabbix trapper items.
+async fn send_to_zabbix(
+    server: String,
+    host: String,
+    prefix: String,
+    interval: Duration,
+    viewers: Arc<Mutex<Viewers>>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let now = SystemTime::now();
+        let (counts, requests) = match viewers.lock() {
+            Ok(mut v) => (v.counts(now), v.take_requests()),
+            Err(_) => continue,
+        };
+        let clock = crate::zabbix::clock(now);
+        let mut values: Vec<crate::zabbix::Value> = counts
+            .iter()
+            .map(|(stream, c)| crate::zabbix::Value {
+                host: host.clone(),
+                key: format!("{prefix}.viewers[{stream}]"),
+                value: c.concurrent.to_string(),
+                clock,
+            })
+            .collect();
+        values.extend(requests.iter().map(|(stream, n)| crate::zabbix::Value {
+            host: host.clone(),
+            key: format!("{prefix}.requests[{stream}]"),
+            value: format!("{:.3}", *n as f64 / interval.as_secs_f64()),
+            clock,
+        }));
+        if values.is_empty() {
+            continue;
+        }
+        match crate::zabbix::send(&server, &values).await {
+            Ok(done) => {
+                metrics
+                    .zabbix_values
+                    .with_label_values(&["processed"])
+                    .inc_by(done.processed);
+                metrics
+                    .zabbix_values
+                    .with_label_values(&["failed"])
+                    .inc_by(done.failed);
+                if done.failed > 0 {
+                    tracing::warn!(failed = done.failed, %host, "zabbix refused values: are the trapper items defined?");
+                }
+            }
+            Err(error) => {
+                metrics
+                    .zabbix_values
+                    .with_label_values(&["unsent"])
+                    .inc_by(values.len() as u64);
+                tracing::warn!(%error, %server, "cannot send to zabbix");
+            }
         }
     }
 }

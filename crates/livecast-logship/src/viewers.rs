@@ -28,6 +28,8 @@ pub(crate) struct Fields<'a> {
 
 #[derive(Debug, Default)]
 struct Stream {
+    /// Requests since the last [`Viewers::take_requests`].
+    requests: u64,
     last_seen: HashMap<String, SystemTime>,
     unique: HashSet<String>,
     peak: usize,
@@ -77,11 +79,20 @@ impl Viewers {
             _ => return,
         };
         let entry = self.streams.entry(stream.to_string()).or_default();
+        entry.requests += 1;
         let seen = entry.last_seen.entry(viewer.clone()).or_insert(at);
         if at > *seen {
             *seen = at;
         }
         entry.unique.insert(viewer);
+    }
+
+    /// Requests per stream since the last call.
+    pub fn take_requests(&mut self) -> Vec<(String, u64)> {
+        self.streams
+            .iter_mut()
+            .map(|(name, s)| (name.clone(), std::mem::take(&mut s.requests)))
+            .collect()
     }
 
     /// Drops viewers outside the window and returns the counts per stream.

@@ -4,6 +4,7 @@
 
 mod delivery;
 mod es;
+mod zabbix;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Starts (or stops) a real Zabbix server (Debian's zabbix-server-pgsql) for the log shipper's
+# tests: a fresh PostgreSQL database with the Zabbix schema, a host "livecast" with trapper
+# items livecast.viewers[cam] (unsigned) and livecast.requests[cam] (float), and a server
+# listening on 127.0.0.1:<port>. Needs root (it runs PostgreSQL tools as the postgres user).
+#   scripts/zabbix-test-server.sh start <port> <dir>   prints the database name
+#   scripts/zabbix-test-server.sh stop <port> <dir>
+set -euo pipefail
+action=$1 port=$2 dir=$3
+db="livecast_zbx_${port}"
+pg() { su postgres -c "$*"; }
+
+if [ "$action" = stop ]; then
+  main=$(cat "$dir/server.pid" 2>/dev/null || pgrep -f "zabbix_server -f -c $dir/server.conf" || true)
+  if [ -n "$main" ]; then
+    kill "$main" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$main" 2>/dev/null || break
+      sleep 0.2
+    done
+    # Whatever did not stop in ten seconds is killed, children first.
+    pkill -KILL -P "$main" 2>/dev/null || true
+    kill -KILL "$main" 2>/dev/null || true
+  fi
+  pg "dropdb --if-exists --force $db" >/dev/null 2>&1 || true
+  exit 0
+fi
+
+[ "$(id -u)" -eq 0 ] || { echo "the Zabbix test server needs root" >&2; exit 1; }
+# Start the first PostgreSQL cluster if it is down.
+if ! pg "psql -qAtc 'select 1'" >/dev/null 2>&1; then
+  read -r version cluster _ < <(pg_lsclusters -h | head -1)
+  pg_ctlcluster "$version" "$cluster" start
+fi
+pg "dropdb --if-exists --force $db" >/dev/null
+pg "createdb $db"
+for part in schema images data; do
+  zcat "/usr/share/zabbix-server-pgsql/$part.sql.gz" | pg "psql -q -d $db" >/dev/null
+done
+pg "psql -q -d $db" <<'SQL'
+-- The server monitoring itself only adds noise to a test.
+UPDATE hosts SET status = 1 WHERE host = 'Zabbix server';
+INSERT INTO hosts (hostid, host, name, status) VALUES (900001, 'livecast', 'livecast', 0);
+INSERT INTO items (itemid, hostid, name, key_, type, value_type, delay, history, trends, status)
+  VALUES (900101, 900001, 'viewers cam', 'livecast.viewers[cam]', 2, 3, '0', '90d', '365d', 0),
+         (900102, 900001, 'requests cam', 'livecast.requests[cam]', 2, 0, '0', '90d', '365d', 0);
+INSERT INTO item_rtdata (itemid) VALUES (900101), (900102);
+SQL
+mkdir -p "$dir"
+cat > "$dir/server.conf" <<CONF
+ListenIP=127.0.0.1
+ListenPort=$port
+LogType=file
+LogFile=$dir/server.log
+PidFile=$dir/server.pid
+SocketDir=$dir
+DBHost=
+DBName=$db
+DBUser=postgres
+CacheUpdateFrequency=1
+StartPollers=1
+StartTrappers=2
+StartPingers=0
+StartDiscoverers=0
+StartHTTPPollers=0
+CONF
+chown -R postgres "$dir"
+su postgres -c "/usr/sbin/zabbix_server -f -c $dir/server.conf" >"$dir/stdout.log" 2>&1 &
+for _ in $(seq 1 100); do
+  if grep -q "started \[trapper #1\]" "$dir/server.log" 2>/dev/null; then
+    echo "$db"
+    exit 0
+  fi
+  sleep 0.2
+done
+echo "zabbix server did not start:" >&2
+tail -20 "$dir/server.log" >&2 || true
+cat "$dir/stdout.log" >&2 || true
+ls -la "$dir" >&2 || true
+exit 1
