@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use livecast_media::playlist::{offset_time, MediaPlaylist, PlaylistSegment};
+use livecast_media::playlist::{
+    offset_time, MediaPlaylist, PlaylistSegment, PLAYLIST_NAME as PLAYLIST,
+};
 use livecast_media::segmenter::{Segment, Segmenter};
 use tokio::sync::mpsc;
 
 use crate::server::Shared;
-
-/// Name of every stream's media playlist.
-pub(crate) const PLAYLIST: &str = "index.m3u8";
 
 /// An FLV tag body with its RTMP timestamp (milliseconds).
 #[derive(Debug)]

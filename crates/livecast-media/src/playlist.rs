@@ -399,10 +399,8 @@ fn attr<'a>(attrs: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
     attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
-/// Whether playlist text marks the end of its stream.
-pub fn has_ended(text: &str) -> bool {
-    text.lines().any(|l| l.trim_end() == "#EXT-X-ENDLIST")
-}
+/// File name of every stream's media playlist, next to its segments.
+pub const PLAYLIST_NAME: &str = "index.m3u8";
 
 /// The wall-clock time `delta_ms` after `wall` (before it when negative).
 pub fn offset_time(wall: SystemTime, delta_ms: i64) -> SystemTime {
@@ -445,9 +443,9 @@ mod tests {
         assert!(text.contains(
             "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z\n#EXTINF:2.002,\ns1.ts\n"
         ));
-        assert!(!has_ended(&text));
+        assert!(!MediaPlaylist::parse(&text).unwrap().ended);
         pl.ended = true;
-        assert!(has_ended(&pl.render()));
+        assert!(MediaPlaylist::parse(&pl.render()).unwrap().ended);
         assert_eq!(
             MediaPlaylist::parse(&pl.render()).unwrap().render(),
             pl.render()

@@ -44,7 +44,7 @@ pub(crate) struct StreamList {
     cached: Mutex<Option<(Instant, Bytes)>>,
 }
 
-pub(crate) async fn list(State(app): State<Arc<App>>) -> impl IntoResponse {
+pub(crate) async fn list(State(app): State<Arc<App>>) -> axum::response::Response {
     let fresh = app.stream_list.cached.lock().ok().and_then(|c| {
         c.as_ref()
             .filter(|(at, _)| at.elapsed() < CACHE_FOR)
@@ -65,20 +65,15 @@ pub(crate) async fn list(State(app): State<Arc<App>>) -> impl IntoResponse {
             body
         }
     };
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            ),
-        ],
-        body,
-    )
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    crate::hls::cors(h);
+    response
 }
 
 /// A stream is live when its playlist has no ENDLIST and changed within three target durations
@@ -95,7 +90,7 @@ pub(crate) fn scan(dir: &Path, now: SystemTime) -> Vec<StreamInfo> {
                 return None;
             }
             let stream_dir = entry.path();
-            let path = stream_dir.join("index.m3u8");
+            let path = stream_dir.join(crate::volume::PLAYLIST);
             let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
             let playlist = MediaPlaylist::parse(&std::fs::read_to_string(&path).ok()?).ok()?;
             let age = now.duration_since(modified).unwrap_or_default();

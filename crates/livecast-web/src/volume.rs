@@ -21,8 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
 
-/// Name of every stream's media playlist.
-pub(crate) const PLAYLIST: &str = "index.m3u8";
+pub(crate) use livecast_media::playlist::PLAYLIST_NAME as PLAYLIST;
 /// Files larger than this are served from disk without caching.
 const MAX_CACHED_FILE: usize = 16 * 1024 * 1024;
 /// Polling interval when the platform gives no file-system events.
