@@ -68,6 +68,14 @@ pub struct Config {
     /// Seconds between two Zabbix sends.
     #[arg(long, env = "LIVECAST_ZABBIX_INTERVAL_SECS", default_value_t = 60)]
     pub zabbix_interval_secs: u64,
+    /// Where closed (rotated, fully shipped) logs are archived before removal: `s3://bucket/prefix`
+    /// (S3 or S3-compatible, configured by the usual AWS_* variables), or a directory
+    /// (default: <state-dir>/archive).
+    #[arg(long, env = "LIVECAST_ARCHIVE")]
+    pub archive: Option<String>,
+    /// A rotated log is archived once fully shipped and unchanged for this long.
+    #[arg(long, env = "LIVECAST_ARCHIVE_AFTER_SECS", default_value_t = 60)]
+    pub archive_after_secs: u64,
     /// Lines per `_bulk` request at most.
     #[arg(long, env = "LIVECAST_BATCH_LINES", default_value_t = 5000)]
     pub batch_lines: usize,
@@ -91,6 +99,14 @@ impl Config {
         self.elasticsearch_url
             .as_deref()
             .filter(|u| !u.trim().is_empty())
+    }
+
+    /// The archive target: the flag, or the default directory.
+    pub fn archive_target(&self) -> String {
+        self.archive
+            .clone()
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| self.state_dir.join("archive").display().to_string())
     }
 
     /// The Zabbix trapper address, if one is set.

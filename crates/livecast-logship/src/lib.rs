@@ -11,6 +11,7 @@
 //!
 //! - [`config`]: flags and their validation.
 //! - [`server`]: the shipping loop, the admin server (`/api/viewers`) and [`run`].
+//! - `archive`: closed logs to object storage before they are removed.
 //! - `source`: finding, identifying and reading log files; checkpoints.
 //! - `elasticsearch`: the `_bulk` sink with per-item outcomes.
 //! - `viewers`: the sliding-window viewer count.
@@ -18,6 +19,7 @@
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
+mod archive;
 pub mod config;
 mod elasticsearch;
 pub mod error;

@@ -20,6 +20,7 @@ pub(crate) struct Metrics {
     pub viewers_peak: IntGaugeVec,
     pub viewers_unique: IntGaugeVec,
     pub zabbix_values: IntCounterVec,
+    pub archived: IntCounter,
 }
 
 impl Metrics {
@@ -91,6 +92,10 @@ impl Metrics {
                 Opts::new("livecast_viewers_unique", "Distinct viewers since start"),
                 &["stream"],
             )?,
+            archived: IntCounter::new(
+                "livecast_logship_files_archived_total",
+                "Closed logs copied to the archive and removed",
+            )?,
             zabbix_values: IntCounterVec::new(
                 Opts::new(
                     "livecast_logship_zabbix_values_total",
@@ -100,6 +105,7 @@ impl Metrics {
             )?,
         };
         registry.register(Box::new(m.zabbix_values.clone()))?;
+        registry.register(Box::new(m.archived.clone()))?;
         registry.register(Box::new(m.lines_read.clone()))?;
         registry.register(Box::new(m.malformed.clone()))?;
         registry.register(Box::new(m.shipped.clone()))?;

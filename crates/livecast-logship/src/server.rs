@@ -21,6 +21,8 @@ use crate::{Config, LogshipError};
 
 const SINK: &str = "elasticsearch";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often idle rounds look for closed logs to archive.
+const ARCHIVE_EVERY: Duration = Duration::from_secs(5);
 
 /// The sockets the service serves, bound by the caller (port 0 in tests).
 #[derive(Debug)]
@@ -106,6 +108,11 @@ pub async fn run(
         )),
         None => None,
     };
+    let archive = crate::archive::Archive::open(
+        &config.archive_target(),
+        Duration::from_secs(config.archive_after_secs),
+    )
+    .map_err(LogshipError::Config)?;
     // The front-ends may start later; watching needs the directory to exist.
     std::fs::create_dir_all(&config.log_dir)?;
     let source = Source::open(config.log_dir.clone(), &config.state_dir)?;
@@ -147,6 +154,8 @@ pub async fn run(
         drain: Duration::from_secs(config.drain_secs),
         batch_lines: config.batch_lines,
         in_flight: std::collections::VecDeque::new(),
+        archive,
+        archived_at: Instant::now(),
     };
     while !shutdown.is_cancelled() {
         match shipper.round().await {
@@ -165,6 +174,7 @@ pub async fn run(
         }
     }
     shipper.finish().await;
+    shipper.archive_closed().await;
     health.set_ready(false);
     admin_stop.cancel();
     admin
@@ -202,6 +212,8 @@ struct Shipper {
     drain: Duration,
     batch_lines: usize,
     in_flight: std::collections::VecDeque<Pending>,
+    archive: crate::archive::Archive,
+    archived_at: Instant,
 }
 
 impl Shipper {
@@ -224,6 +236,9 @@ impl Shipper {
             // Nothing new to send: wait for the oldest batch, or for more lines.
             if !self.in_flight.is_empty() {
                 return self.settle_oldest().await;
+            }
+            if self.archived_at.elapsed() >= ARCHIVE_EVERY {
+                self.archive_closed().await;
             }
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(Round::Stop),
@@ -312,6 +327,26 @@ impl Shipper {
                 // everything unacknowledged again (the ids make that harmless).
                 self.abandon_in_flight().await;
                 Err(error)
+            }
+        }
+    }
+
+    /// Archives closed, fully shipped logs (at most every few seconds).
+    async fn archive_closed(&mut self) {
+        self.archived_at = Instant::now();
+        let now = SystemTime::now();
+        for path in self.source.fully_shipped() {
+            if !self.archive.is_closed(&path, now) {
+                continue;
+            }
+            match self.archive.archive(&path).await {
+                Ok(()) => {
+                    self.metrics.archived.inc();
+                    tracing::info!(file = %path.display(), "closed log archived");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, file = %path.display(), "cannot archive a closed log; kept")
+                }
             }
         }
     }

@@ -185,6 +185,15 @@ impl Source {
         self.read_to.clear();
     }
 
+    /// Followed files whose every line is acknowledged.
+    pub fn fully_shipped(&self) -> Vec<PathBuf> {
+        self.files
+            .iter()
+            .filter(|(fp, f)| self.offsets.get(*fp).copied().unwrap_or(0) >= f.size)
+            .map(|(_, f)| f.path.clone())
+            .collect()
+    }
+
     /// Moves checkpoints to `ends` ((file, offset) pairs of a batch every sink acknowledged)
     /// and persists them.
     pub fn commit(&mut self, ends: &[(u64, u64)]) -> std::io::Result<()> {

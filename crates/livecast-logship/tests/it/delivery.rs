@@ -220,3 +220,48 @@ async fn viewers_are_sessions_not_addresses() {
     shipper.shutdown.cancel();
     shipper.task.await.expect("join").expect("clean exit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_logs_are_archived_after_shipping_and_active_ones_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    let rotated: String = (0..50).map(|s| log_line(s, "s1")).collect();
+    let active: String = (50..60).map(|s| log_line(s, "s1")).collect();
+    append(&logs.join("web-7.1700000000000.log"), &rotated);
+    append(&logs.join("web-7.log"), &active);
+    let archive = dir.path().join("archive");
+    let shipper = start(
+        dir.path(),
+        Some(es_addr),
+        &[
+            &format!("--archive={}", archive.display()),
+            "--archive-after-secs=0",
+        ],
+    )
+    .await;
+    eventually("every line delivered", Duration::from_secs(10), || {
+        stand.count() >= 60
+    })
+    .await;
+    eventually("the rotated log archived", Duration::from_secs(15), || {
+        !logs.join("web-7.1700000000000.log").exists()
+    })
+    .await;
+    let copy =
+        std::fs::read_to_string(archive.join("web-7.1700000000000.log")).expect("archived copy");
+    assert_eq!(copy, rotated, "the archive holds the file as it was");
+    assert!(
+        logs.join("web-7.log").exists(),
+        "the active log is never archived"
+    );
+    assert_eq!(stand.count(), 60);
+    let metrics = http_get(shipper.admin, "/metrics").await;
+    assert!(
+        metrics.contains("livecast_logship_files_archived_total 1"),
+        "{metrics}"
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}
