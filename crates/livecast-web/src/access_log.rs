@@ -10,8 +10,9 @@
 //! shipper following by inode loses nothing) and reopens it when someone else moved it away.
 //! On shutdown it writes what is left and flushes.
 //!
-//! Each viewer gets a first-party session cookie so that viewers behind one company NAT can
-//! be told apart; the log carries it as `livecast.session`.
+//! The player page gives each viewer a first-party session cookie so that viewers behind one
+//! company NAT can be told apart; the log carries it as `livecast.session` (null for clients
+//! without one).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -255,10 +256,15 @@ pub(crate) async fn record(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // The player page hands out the session; the playlist and segment requests of hls.js
+    // (same origin) carry it back. Players that never load the page (VLC, ffplay) have none,
+    // and the shipper tells them apart by address and user agent instead: issuing a fresh
+    // session on every cookie-less request would count each request as a viewer.
     let existing = session_from(headers);
-    let session = existing.clone().unwrap_or_else(|| app.sessions.next_hex(2));
+    let issue = existing.is_none() && route == "player";
+    let session = existing.or_else(|| issue.then(|| app.sessions.next_hex(2)));
     let mut response = next.run(request).await;
-    if existing.is_none() {
+    if let (true, Some(session)) = (issue, &session) {
         let cookie =
             format!("{SESSION_COOKIE}={session}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax");
         if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -292,7 +298,7 @@ pub(crate) async fn record(
         user_agent: user_agent.as_deref(),
         host: &app.instance,
         stream,
-        session: &session,
+        session: session.as_deref(),
     };
     let mut line = serde_json::to_vec(&line).unwrap_or_default();
     line.push(b'\n');
@@ -327,7 +333,7 @@ struct Line<'a> {
     #[serde(rename = "livecast.stream")]
     stream: Option<&'a str>,
     #[serde(rename = "livecast.session")]
-    session: &'a str,
+    session: Option<&'a str>,
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(
