@@ -21,6 +21,7 @@ pub(crate) struct Metrics {
     pub viewers_unique: IntGaugeVec,
     pub zabbix_values: IntCounterVec,
     pub archived: IntCounter,
+    pub lost_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +93,10 @@ impl Metrics {
                 Opts::new("livecast_viewers_unique", "Distinct viewers since start"),
                 &["stream"],
             )?,
+            lost_bytes: IntCounter::new(
+                "livecast_logship_lost_bytes_total",
+                "Log bytes removed by someone else before they were shipped",
+            )?,
             archived: IntCounter::new(
                 "livecast_logship_files_archived_total",
                 "Closed logs copied to the archive and removed",
@@ -106,6 +111,7 @@ impl Metrics {
         };
         registry.register(Box::new(m.zabbix_values.clone()))?;
         registry.register(Box::new(m.archived.clone()))?;
+        registry.register(Box::new(m.lost_bytes.clone()))?;
         registry.register(Box::new(m.lines_read.clone()))?;
         registry.register(Box::new(m.malformed.clone()))?;
         registry.register(Box::new(m.shipped.clone()))?;

@@ -220,8 +220,18 @@ impl Shipper {
     /// One round: rescan, read a batch (or wait for more), count viewers, hand the batch to the
     /// sink, and checkpoint every batch acknowledged so far, in order.
     async fn round(&mut self) -> Result<Round, LogshipError> {
-        if let Err(error) = self.source.scan() {
-            tracing::warn!(%error, "cannot list the log directory");
+        match self.source.scan() {
+            Ok(0) => {}
+            Ok(lost) => {
+                // Only someone else deleting a log before it was shipped loses lines; never
+                // let that pass silently.
+                self.metrics.lost_bytes.inc_by(lost);
+                tracing::error!(
+                    bytes = lost,
+                    "a log file was removed before it was shipped; its rest is lost"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "cannot list the log directory"),
         }
         self.metrics.files.set(self.source.file_count() as i64);
         self.metrics
@@ -234,8 +244,27 @@ impl Shipper {
         };
         if lines.is_empty() {
             // Nothing new to send: wait for the oldest batch, or for more lines.
-            if !self.in_flight.is_empty() {
-                return self.settle_oldest().await;
+            let full = self.in_flight.len() >= IN_FLIGHT;
+            if let Some(front) = self.in_flight.front_mut() {
+                if full {
+                    return self.settle_oldest().await;
+                }
+                // Look at the directory again every poll interval even while a batch waits
+                // for a sink that is down: a file removed meanwhile must be noticed.
+                let finished = tokio::select! {
+                    result = &mut front.delivery => Some(result),
+                    () = self.shutdown.cancelled() => return Ok(Round::Stop),
+                    () = self.wake.notified() => None,
+                    () = tokio::time::sleep(self.poll) => None,
+                };
+                return match (finished, self.in_flight.pop_front()) {
+                    (Some(result), Some(pending)) => self.settle(pending, result).await,
+                    (_, Some(pending)) => {
+                        self.in_flight.push_front(pending);
+                        Ok(Round::Continue)
+                    }
+                    (_, None) => Ok(Round::Continue),
+                };
             }
             if self.archived_at.elapsed() >= ARCHIVE_EVERY {
                 self.archive_closed().await;
@@ -301,10 +330,20 @@ impl Shipper {
     /// Waits for the oldest batch and checkpoints it. Batches are acknowledged in the order they
     /// were read, so a checkpoint never skips a line that is still on its way.
     async fn settle_oldest(&mut self) -> Result<Round, LogshipError> {
-        let Some(pending) = self.in_flight.pop_front() else {
+        let Some(mut pending) = self.in_flight.pop_front() else {
             return Ok(Round::Continue);
         };
-        let delivered = match pending.delivery.await {
+        let result = (&mut pending.delivery).await;
+        self.settle(pending, result).await
+    }
+
+    /// Checkpoints a finished batch (the oldest one).
+    async fn settle(
+        &mut self,
+        pending: Pending,
+        result: Result<Result<bool, LogshipError>, tokio::task::JoinError>,
+    ) -> Result<Round, LogshipError> {
+        let delivered = match result {
             Ok(result) => result,
             Err(join) => Err(LogshipError::Io(std::io::Error::other(join))),
         };

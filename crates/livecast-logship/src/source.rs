@@ -98,14 +98,16 @@ impl Source {
         })
     }
 
-    /// Re-lists the directory: new files, rotated names, truncations.
-    pub fn scan(&mut self) -> std::io::Result<()> {
+    /// Re-lists the directory: new files, rotated names, truncations. Returns the bytes of
+    /// files that disappeared before they were fully shipped (deleted by someone else):
+    /// those lines are lost, and the caller says so.
+    pub fn scan(&mut self) -> std::io::Result<u64> {
         let mut found = HashMap::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.files.clear();
-                return Ok(());
+                return Ok(0);
             }
             Err(e) => return Err(e),
         };
@@ -134,8 +136,17 @@ impl Source {
                 }
             }
         }
+        let lost = self
+            .files
+            .iter()
+            .filter(|(fp, _)| !found.contains_key(*fp))
+            .map(|(fp, f)| {
+                f.size
+                    .saturating_sub(self.offsets.get(fp).copied().unwrap_or(0))
+            })
+            .sum();
         self.files = found;
-        Ok(())
+        Ok(lost)
     }
 
     /// Files followed now.

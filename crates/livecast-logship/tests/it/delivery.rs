@@ -265,3 +265,41 @@ async fn closed_logs_are_archived_after_shipping_and_active_ones_stay() {
     shipper.shutdown.cancel();
     shipper.task.await.expect("join").expect("clean exit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_deleted_before_shipping_is_counted_as_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    // The sink stays down, so nothing of the file is acknowledged.
+    stand.down_for.store(usize::MAX, Ordering::SeqCst);
+    let shipper = start(dir.path(), Some(es_addr), &[]).await;
+    let text: String = (0..100).map(|s| log_line(s, "s1")).collect();
+    append(&logs.join("web-8.1700000000000.log"), &text);
+    let mut seen = false;
+    for _ in 0..100 {
+        if http_get(shipper.admin, "/metrics")
+            .await
+            .contains("livecast_logship_files 1")
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the shipper follows the file");
+    std::fs::remove_file(logs.join("web-8.1700000000000.log")).expect("delete");
+    let expected = format!("livecast_logship_lost_bytes_total {}", text.len());
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get(shipper.admin, "/metrics").await;
+        if metrics.contains(&expected) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains(&expected), "{metrics}");
+    shipper.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), shipper.task).await;
+}
