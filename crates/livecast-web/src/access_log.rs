@@ -8,7 +8,8 @@
 //! counted (`livecast_web_access_log_dropped_total`) rather than stalling viewers. The writer
 //! rotates the file itself at a size limit (renaming it to `<instance>.<unix-millis>.log`, so a
 //! shipper following by inode loses nothing) and reopens it when someone else moved it away.
-//! On shutdown it writes what is left and flushes.
+//! On shutdown it writes what is left, flushes, and gives the file its rotated name: a closed
+//! log is then archived by the shipper like any rotated one.
 //!
 //! The player page gives each viewer a first-party session cookie so that viewers behind one
 //! company NAT can be told apart; the log carries it as `livecast.session` (null for clients
@@ -135,6 +136,25 @@ impl Writer {
             }
         }
         let _ = self.out.flush().await;
+        // Closed for good: give the file its rotated name, so the shipper archives it once it
+        // is shipped (a front-end removed by scale-in leaves nothing behind unarchived).
+        if self.written > 0 {
+            let rotated = self.rotated_name();
+            match tokio::fs::rename(&self.path, &rotated).await {
+                Ok(()) => tracing::info!(closed = %rotated.display(), "access log closed"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot give the closed access log its final name")
+                }
+            }
+        }
+    }
+
+    fn rotated_name(&self) -> PathBuf {
+        let millis = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        self.dir.join(format!("{}.{millis}.log", self.instance))
     }
 
     /// Writes whole lines, rotating before a line that would cross the size limit.
@@ -168,11 +188,7 @@ impl Writer {
 
     async fn rotate(&mut self) -> std::io::Result<()> {
         self.out.flush().await?;
-        let millis = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        let rotated = self.dir.join(format!("{}.{millis}.log", self.instance));
+        let rotated = self.rotated_name();
         tokio::fs::rename(&self.path, &rotated).await?;
         tracing::info!(rotated = %rotated.display(), "access log rotated");
         self.reopen().await

@@ -178,8 +178,11 @@ async fn access_log_line_per_request_flushed_on_shutdown() {
     );
     web.shutdown.cancel();
     web.task.await.expect("join").expect("clean exit");
-    let log =
-        std::fs::read_to_string(web.dir.path().join("logs/test-web.log")).expect("log written");
+    let log = read_logs(&web.dir.path().join("logs"));
+    assert!(
+        !web.dir.path().join("logs/test-web.log").exists(),
+        "a stopped front-end leaves its log under a rotated name, ready for archiving"
+    );
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -215,6 +218,19 @@ async fn readiness_follows_the_volume() {
     assert_eq!(status(&raw(web.admin, "/livez", "").await), "200");
     web.shutdown.cancel();
     web.task.await.expect("join").expect("clean exit");
+}
+
+/// Every log file in `dir`, oldest name first, concatenated.
+pub(crate) fn read_logs(dir: &std::path::Path) -> String {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read log"))
+        .collect()
 }
 
 impl Web {
