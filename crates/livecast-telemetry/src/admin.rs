@@ -89,7 +89,22 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.is_ready() {
+    readiness(&state.health)
+}
+
+/// `/readyz` alone, for a service that also answers it on its traffic port (so a balancer
+/// checks the very port it sends to).
+pub fn readiness_route<S: Clone + Send + Sync + 'static>(health: Health) -> Router<S> {
+    Router::new()
+        .route(
+            "/readyz",
+            get(|State(health): State<Health>| async move { readiness(&health) }),
+        )
+        .with_state(health)
+}
+
+fn readiness(health: &Health) -> (StatusCode, &'static str) {
+    if health.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

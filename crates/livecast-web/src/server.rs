@@ -4,10 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use livecast_telemetry::{serve_admin, CancellationToken, Cidr, Health, Registry};
@@ -65,21 +63,15 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/streams", get(streams::list).options(preflight))
         .route("/hls/{stream}/{file}", get(hls::serve).options(preflight))
         // Readiness on the viewer port too, so a balancer checks the very port it sends to.
-        .route("/readyz", get(readyz))
+        .merge(livecast_telemetry::admin::readiness_route(
+            app.health.clone(),
+        ))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(
             app.clone(),
             access_log::record,
         ))
         .with_state(app)
-}
-
-async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    if app.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
 }
 
 /// Runs the front-end until `shutdown` is cancelled. Shutdown goes: readiness fails, the
