@@ -30,7 +30,8 @@ fi
 # Start the first PostgreSQL cluster if it is down.
 if ! pg "psql -qAtc 'select 1'" >/dev/null 2>&1; then
   read -r version cluster _ < <(pg_lsclusters -h | head -1)
-  pg_ctlcluster "$version" "$cluster" start
+  # Its messages ("Removed stale pid file") go to stderr: stdout carries only the database name.
+  pg_ctlcluster "$version" "$cluster" start >&2
 fi
 pg "dropdb --if-exists --force $db" >/dev/null
 pg "createdb $db"

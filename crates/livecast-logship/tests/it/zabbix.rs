@@ -37,7 +37,13 @@ impl ZabbixServer {
         Self {
             port,
             dir: dir.to_path_buf(),
-            db: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            // The script prints the database name as its last line.
+            db: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         }
     }
 
@@ -47,6 +53,12 @@ impl ZabbixServer {
             .arg(format!("psql -d {} -tAc \"{sql}\"", self.db))
             .output()
             .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql failed on database {:?}: {}",
+            self.db,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -101,10 +113,23 @@ async fn viewer_counts_and_request_rates_arrive_in_a_real_zabbix() {
             );
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "values did not arrive in Zabbix (viewers {viewers:?}, requests {requests:?})"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let metrics = http_get(shipper.admin, "/metrics").await;
+            let log = std::fs::read_to_string(zabbix.dir.join("server.log")).unwrap_or_default();
+            panic!(
+                "values did not arrive in Zabbix (viewers {viewers:?}, requests {requests:?})\n\
+                 shipper metrics:\n{}\nserver log:\n{}",
+                metrics
+                    .lines()
+                    .filter(|l| l.contains("zabbix") || l.contains("viewers"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                log.lines()
+                    .filter(|l| !l.contains(" started ["))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let metrics = http_get(shipper.admin, "/metrics").await;
