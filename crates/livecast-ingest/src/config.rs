@@ -7,6 +7,24 @@ use livecast_telemetry::LogArgs;
 
 use crate::IngestError;
 
+/// The `--container` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContainerArg {
+    /// Fragmented MP4 (CMAF): an init segment and .m4s segments and parts.
+    Fmp4,
+    /// MPEG-TS segments and parts.
+    Ts,
+}
+
+impl From<ContainerArg> for livecast_media::segmenter::Container {
+    fn from(arg: ContainerArg) -> Self {
+        match arg {
+            ContainerArg::Fmp4 => Self::Fmp4,
+            ContainerArg::Ts => Self::Ts,
+        }
+    }
+}
+
 /// RTMP ingest that writes HLS to a shared directory.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "livecast-ingest", version, about, long_about = None)]
@@ -23,6 +41,12 @@ pub struct Config {
     /// Target segment length in seconds; segments are cut at the first keyframe after it.
     #[arg(long, env = "LIVECAST_SEGMENT_SECS", default_value_t = 2.0)]
     pub segment_secs: f64,
+    /// Segment container: fmp4 (CMAF, init segment + .m4s) or ts (MPEG-TS).
+    #[arg(long, env = "LIVECAST_CONTAINER", value_enum, default_value_t = ContainerArg::Fmp4)]
+    pub container: ContainerArg,
+    /// LL-HLS part length in milliseconds (EXT-X-PART); 0 writes plain HLS without parts.
+    #[arg(long, env = "LIVECAST_PART_MS", default_value_t = 250)]
+    pub part_ms: u32,
     /// Number of segments listed in a live playlist.
     #[arg(long, env = "LIVECAST_WINDOW", default_value_t = 6)]
     pub window: usize,
@@ -47,6 +71,15 @@ impl Config {
             return Err(IngestError::Config(format!(
                 "--window must be between 3 and 1000 segments, got {}",
                 self.window
+            )));
+        }
+        // Parts must be shorter than segments, and at least a frame or two long.
+        let segment_ms = self.segment_secs * 1000.0;
+        if self.part_ms != 0 && !(100.0..=segment_ms / 2.0).contains(&f64::from(self.part_ms)) {
+            return Err(IngestError::Config(format!(
+                "--part-ms must be 0 (no parts) or between 100 and half of --segment-secs \
+                 ({segment_ms} ms), got {}",
+                self.part_ms
             )));
         }
         if self.idle_timeout_secs == 0 {
@@ -75,5 +108,16 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("--window"));
         let bad = Config::parse_from(["livecast-ingest", "--segment-secs", "0"]);
         assert!(bad.validate().is_err());
+        assert_eq!(cfg.container, ContainerArg::Fmp4);
+        assert_eq!(cfg.part_ms, 250);
+        let bad = Config::parse_from(["livecast-ingest", "--part-ms", "1500"]);
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--part-ms"));
+        Config::parse_from(["livecast-ingest", "--part-ms", "0", "--container", "ts"])
+            .validate()
+            .unwrap();
     }
 }

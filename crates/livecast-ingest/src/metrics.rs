@@ -9,6 +9,7 @@ pub(crate) struct Metrics {
     pub connections: IntCounter,
     pub received_bytes: IntCounter,
     pub segments_written: IntCounter,
+    pub parts_written: IntCounter,
     pub media_errors: IntCounter,
     pub rejected: IntCounterVec,
 }
@@ -32,6 +33,10 @@ impl Metrics {
                 "livecast_ingest_segments_written_total",
                 "HLS segments written to the volume",
             )?,
+            parts_written: IntCounter::new(
+                "livecast_ingest_parts_written_total",
+                "LL-HLS parts written to the volume",
+            )?,
             media_errors: IntCounter::new(
                 "livecast_ingest_media_errors_total",
                 "Audio or video messages that could not be packaged and were dropped",
@@ -48,6 +53,7 @@ impl Metrics {
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.received_bytes.clone()))?;
         registry.register(Box::new(m.segments_written.clone()))?;
+        registry.register(Box::new(m.parts_written.clone()))?;
         registry.register(Box::new(m.media_errors.clone()))?;
         registry.register(Box::new(m.rejected.clone()))?;
         Ok(m)

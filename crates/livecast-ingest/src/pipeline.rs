@@ -1,10 +1,15 @@
 //! One publish: segmenter in, HLS files out.
 //!
-//! Files are written to a temp name and renamed, segment first and playlist second, so a
-//! front-end never reads a partial file nor a playlist naming a segment that is not there yet.
-//! Segment names carry a per-session prefix so a restarted publish never reuses a name that a
-//! cache may still hold. A segment that slid out of the playlist is deleted only once it has
-//! been out for its own duration plus the playlist's (RFC 8216 §6.2.2).
+//! Files are written to a temp name and renamed, media first and playlist second, so a
+//! front-end never reads a partial file nor a playlist naming a file that is not there yet.
+//! File names carry a per-session prefix so a restarted publish never reuses a name that a
+//! cache may still hold: `<session>-init.mp4`, segments `<session>-<msn>.<ext>` and LL-HLS parts
+//! `<session>-<msn>.<part>.<ext>`. The playlist is first written when the first segment is
+//! complete (its length fixes the target duration); after that it is rewritten at every part,
+//! with a preload hint naming the next part. A segment that slid out of the playlist is deleted
+//! only once it has been out for its own duration plus the playlist's (RFC 8216 §6.2.2); parts
+//! are dropped from the playlist three target durations behind the live edge and deleted a
+//! playlist's duration later.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -13,9 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use livecast_media::playlist::{
-    offset_time, MediaPlaylist, PlaylistSegment, PLAYLIST_NAME as PLAYLIST,
+    offset_time, MediaPlaylist, Part as PlaylistPart, PlaylistSegment, ServerControl,
+    PLAYLIST_NAME as PLAYLIST,
 };
-use livecast_media::segmenter::{Segment, Segmenter};
+use livecast_media::segmenter::{Container, Cut, Segmenter};
 use tokio::sync::mpsc;
 
 use crate::server::Shared;
@@ -32,8 +38,17 @@ pub(crate) struct Pipeline {
     dir: PathBuf,
     session: String,
     shared: Arc<Shared>,
+    container: Container,
+    /// Part target in seconds; `None` writes plain HLS.
+    part_target: Option<f64>,
     segmenter: Segmenter,
     playlist: Option<MediaPlaylist>,
+    /// Media sequence number of the segment being built.
+    sequence: u64,
+    /// Parts of the segment being built.
+    parts: Vec<PlaylistPart>,
+    /// The init segment's name once written (fMP4).
+    init: Option<String>,
     /// Wall-clock anchor: (first media timestamp, when it arrived), for PROGRAM-DATE-TIME.
     anchor: Option<(i64, SystemTime)>,
     /// Files out of the playlist, with the time after which they may be deleted.
@@ -45,6 +60,8 @@ impl Pipeline {
     pub fn new(stream: String, shared: Arc<Shared>) -> Self {
         let dir = shared.config.hls_dir.join(&stream);
         let target_ms = (shared.config.segment_secs * 1000.0).round() as u32;
+        let container = Container::from(shared.config.container);
+        let part_ms = shared.config.part_ms;
         // Milliseconds since the epoch, in base 36: short, unique per session, sortable.
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -55,8 +72,13 @@ impl Pipeline {
             dir,
             session: base36(millis),
             shared,
-            segmenter: Segmenter::new(target_ms),
+            container,
+            part_target: (part_ms > 0).then(|| f64::from(part_ms) / 1000.0),
+            segmenter: Segmenter::new(container, target_ms, part_ms),
             playlist: None,
+            sequence: 0,
+            parts: Vec::new(),
+            init: None,
             anchor: None,
             retired: VecDeque::new(),
             errors_logged: 0,
@@ -77,13 +99,13 @@ impl Pipeline {
                     self.anchor = Some((i64::from(ts), SystemTime::now()));
                 }
                 match result {
-                    Ok(Some(segment)) => self.publish(segment, false).await,
+                    Ok(Some(cut)) => self.publish(cut, false).await,
                     Ok(None) => {}
                     Err(error) => self.media_error(&error),
                 }
             }
             match self.segmenter.finish() {
-                Some(segment) => self.publish(segment, true).await,
+                Some(cut) => self.publish(cut, true).await,
                 None => self.end_playlist().await,
             }
         }
@@ -103,46 +125,110 @@ impl Pipeline {
         }
     }
 
-    async fn publish(&mut self, segment: Segment, last: bool) {
-        let playlist = self.playlist.get_or_insert_with(|| {
-            let configured = self.shared.config.segment_secs.ceil() as u64;
-            let first = (segment.duration_ms as f64 / 1000.0).round() as u64;
-            let target = configured.max(first).max(1);
-            // EXTINF must round to at most the target duration; cut before it can.
-            self.segmenter
-                .set_max_duration((target * 1000 + 400) as u32);
-            MediaPlaylist::new(target, self.shared.config.window)
+    fn name(&self, sequence: u64, part: Option<usize>) -> String {
+        let ext = self.container.extension();
+        match part {
+            Some(part) => format!("{}-{sequence}.{part}.{ext}", self.session),
+            None => format!("{}-{sequence}.{ext}", self.session),
+        }
+    }
+
+    /// Writes what a cut produced: the init segment if it is new, the part (LL-HLS), the
+    /// segment when it is complete, then the playlist.
+    async fn publish(&mut self, cut: Cut, last: bool) {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::with_capacity(3);
+        if self.init.is_none() {
+            if let Some(init) = self.segmenter.init_segment() {
+                let name = format!("{}-init.mp4", self.session);
+                files.push((name.clone(), init.to_vec()));
+                self.init = Some(name);
+            }
+        }
+        let mut wrote_part = false;
+        if self.part_target.is_some() {
+            let name = self.name(self.sequence, Some(self.parts.len()));
+            self.parts.push(PlaylistPart {
+                uri: name.clone(),
+                duration: cut.part.duration_ms as f64 / 1000.0,
+                independent: cut.part.independent,
+            });
+            files.push((name, cut.part.data));
+            wrote_part = true;
+        }
+        let mut removed = Vec::new();
+        let mut wrote_segment = false;
+        if let Some(segment) = cut.segment {
+            let name = self.name(self.sequence, None);
+            let playlist = self.playlist.get_or_insert_with(|| {
+                new_playlist(
+                    &self.shared.config,
+                    self.part_target,
+                    segment.duration_ms,
+                    self.init.clone(),
+                    &mut self.segmenter,
+                )
+            });
+            let program_date_time = self
+                .anchor
+                .map(|(first_ms, wall)| offset_time(wall, segment.start_ms - first_ms));
+            removed = playlist.push(PlaylistSegment {
+                uri: name.clone(),
+                duration: segment.duration_ms as f64 / 1000.0,
+                program_date_time,
+                parts: std::mem::take(&mut self.parts),
+                ..Default::default()
+            });
+            files.push((name, segment.data));
+            self.sequence += 1;
+            wrote_segment = true;
+        }
+        let mut old_parts = Vec::new();
+        let hint = (!last && self.part_target.is_some())
+            .then(|| self.name(self.sequence, Some(self.parts.len())));
+        let text = self.playlist.as_mut().map(|playlist| {
+            playlist.pending_parts.clone_from(&self.parts);
+            old_parts = drop_old_parts(playlist);
+            playlist.ended = last;
+            playlist.preload_hint = hint;
+            playlist.render()
         });
-        let sequence = playlist.next_sequence();
-        let name = format!("{}-{sequence}.ts", self.session);
-        let program_date_time = self
-            .anchor
-            .map(|(first_ms, wall)| offset_time(wall, segment.start_ms - first_ms));
-        let removed = playlist.push(PlaylistSegment {
-            uri: name.clone(),
-            duration: segment.duration_ms as f64 / 1000.0,
-            program_date_time,
-            ..Default::default()
-        });
-        playlist.ended = last;
-        let text = playlist.render();
-        let hold = Duration::from_secs_f64(playlist.duration());
+        let hold = Duration::from_secs_f64(self.playlist.as_ref().map_or(0.0, |p| p.duration()));
         let dir = self.dir.clone();
-        let data = segment.data;
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            write_atomic(&dir, &name, &data)?;
-            write_atomic(&dir, PLAYLIST, text.as_bytes())
+            for (name, data) in &files {
+                write_atomic(&dir, name, data)?;
+            }
+            if let Some(text) = text {
+                write_atomic(&dir, PLAYLIST, text.as_bytes())?;
+            }
+            Ok(())
         })
         .await;
         match written {
-            Ok(Ok(())) => self.shared.metrics.segments_written.inc(),
+            Ok(Ok(())) => {
+                if wrote_part {
+                    self.shared.metrics.parts_written.inc();
+                }
+                if wrote_segment {
+                    self.shared.metrics.segments_written.inc();
+                }
+            }
             Ok(Err(error)) => tracing::error!(%error, "cannot write segment or playlist"),
             Err(error) => tracing::error!(%error, "segment writer task failed"),
         }
         let now = Instant::now();
         for old in removed {
             let keep = hold + Duration::from_secs_f64(old.duration);
-            self.retired.push_back((now + keep, self.dir.join(old.uri)));
+            self.retired
+                .push_back((now + keep, self.dir.join(&old.uri)));
+            for part in old.parts {
+                self.retired
+                    .push_back((now + keep, self.dir.join(part.uri)));
+            }
+        }
+        for part in old_parts {
+            self.retired
+                .push_back((now + hold, self.dir.join(part.uri)));
         }
         self.delete_expired(now).await;
     }
@@ -152,6 +238,8 @@ impl Pipeline {
             return;
         };
         playlist.ended = true;
+        playlist.preload_hint = None;
+        playlist.pending_parts.clear();
         let text = playlist.render();
         let dir = self.dir.clone();
         let result =
@@ -163,20 +251,26 @@ impl Pipeline {
     }
 
     async fn delete_expired(&mut self, now: Instant) {
-        while self.retired.front().is_some_and(|(due, _)| *due <= now) {
-            if let Some((_, path)) = self.retired.pop_front() {
+        // Parts and segments are retired with different holds; the queue is not sorted.
+        let mut keep = VecDeque::with_capacity(self.retired.len());
+        for (due, path) in std::mem::take(&mut self.retired) {
+            if due <= now {
                 remove_quietly(&path).await;
+            } else {
+                keep.push_back((due, path));
             }
         }
+        self.retired = keep;
     }
 
     /// Segments that left the window shortly before the end still have viewers; delete them when
     /// their time is up rather than at once.
     fn schedule_final_cleanup(&mut self) {
-        let retired = std::mem::take(&mut self.retired);
+        let mut retired: Vec<_> = std::mem::take(&mut self.retired).into();
         if retired.is_empty() {
             return;
         }
+        retired.sort_by_key(|(due, _)| *due);
         tokio::spawn(async move {
             for (due, path) in retired {
                 tokio::time::sleep_until(due.into()).await;
@@ -184,6 +278,50 @@ impl Pipeline {
             }
         });
     }
+}
+
+/// The playlist of a publish, created when its first segment is complete: the target duration
+/// is the configured one or that segment's rounded length if longer, and later segments are cut
+/// before they could outgrow it.
+fn new_playlist(
+    config: &crate::Config,
+    part_target: Option<f64>,
+    first_ms: i64,
+    init: Option<String>,
+    segmenter: &mut Segmenter,
+) -> MediaPlaylist {
+    let configured = config.segment_secs.ceil() as u64;
+    let first = (first_ms as f64 / 1000.0).round() as u64;
+    let target = configured.max(first).max(1);
+    // EXTINF must round to at most the target duration; cut before it can.
+    segmenter.set_max_duration((target * 1000 + 400) as u32);
+    let mut playlist = MediaPlaylist::new(target, config.window);
+    playlist.map = init;
+    if let Some(part) = part_target {
+        playlist.part_target = Some(part);
+        playlist.server_control = Some(ServerControl {
+            can_block_reload: true,
+            can_skip_until: Some(6.0 * target as f64),
+            part_hold_back: Some(3.0 * part),
+            hold_back: None,
+        });
+    }
+    playlist
+}
+
+/// Keeps EXT-X-PART tags only for segments within three target durations of the live edge
+/// (draft-pantos-hls-rfc8216bis §6.2.2); returns the parts dropped from older segments.
+fn drop_old_parts(playlist: &mut MediaPlaylist) -> Vec<PlaylistPart> {
+    let horizon = 3.0 * playlist.target_duration as f64;
+    let mut age: f64 = playlist.pending_parts.iter().map(|p| p.duration).sum();
+    let mut dropped = Vec::new();
+    for segment in playlist.segments.iter_mut().rev() {
+        if age > horizon {
+            dropped.append(&mut segment.parts);
+        }
+        age += segment.duration;
+    }
+    dropped
 }
 
 async fn remove_quietly(path: &Path) {

@@ -1,6 +1,7 @@
 //! H.264: the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.2.4.1) and the rewrite of
 //! length-prefixed (AVCC) access units into Annex B byte streams for MPEG-TS.
 
+use crate::bits::BitReader;
 use crate::error::need;
 use crate::MediaError;
 
@@ -104,6 +105,92 @@ impl AvcConfig {
     }
 }
 
+/// Picture size in pixels read from a sequence parameter set (H.264 §7.3.2.1.1), cropping
+/// applied.
+pub fn sps_dimensions(sps: &[u8]) -> Result<(u32, u32), MediaError> {
+    need(sps, 4, "avc sps")?;
+    let mut r = BitReader::from_nal(&sps[1..]);
+    let profile = r.bits(8)?;
+    r.skip(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.skip(1)?; // separate_colour_plane_flag
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.skip(1)?; // qpprime_y_zero_transform_bypass_flag
+        if r.bit()? == 1 {
+            let lists = if chroma_format == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.bit()? == 1 {
+                    skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            r.skip(1)?;
+            r.se()?;
+            r.se()?;
+            for _ in 0..r.ue()?.min(256) {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.skip(1)?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = u64::from(r.ue()?) + 1;
+    let height_units = u64::from(r.ue()?) + 1;
+    let frame_mbs_only = u64::from(r.bit()?);
+    if frame_mbs_only == 0 {
+        r.skip(1)?; // mb_adaptive_frame_field_flag
+    }
+    r.skip(1)?; // direct_8x8_inference_flag
+    let (mut crop_x, mut crop_y) = (0, 0);
+    if r.bit()? == 1 {
+        let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+        let (unit_x, unit_y) = match chroma_format {
+            0 => (1, 2 - frame_mbs_only),
+            1 => (2, 2 * (2 - frame_mbs_only)),
+            2 => (2, 2 - frame_mbs_only),
+            _ => (1, 2 - frame_mbs_only),
+        };
+        crop_x = unit_x * (u64::from(left) + u64::from(right));
+        crop_y = unit_y * (u64::from(top) + u64::from(bottom));
+    }
+    let width = (width_mbs * 16).saturating_sub(crop_x);
+    let height = ((2 - frame_mbs_only) * height_units * 16).saturating_sub(crop_y);
+    if width == 0 || height == 0 || width > 16_384 || height > 16_384 {
+        return Err(MediaError::Invalid("avc picture size"));
+    }
+    Ok((width as u32, height as u32))
+}
+
+fn skip_scaling_list(r: &mut BitReader, size: u32) -> Result<(), MediaError> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            next = (last + r.se()? + 256) % 256;
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Ok(())
+}
+
 fn read_parameter_set(record: &[u8], pos: usize) -> Result<(Vec<u8>, usize), MediaError> {
     need(record, pos + 2, "avc parameter set length")?;
     let len = usize::from(u16::from_be_bytes([record[pos], record[pos + 1]]));
@@ -162,6 +249,19 @@ mod tests {
         cfg.to_annex_b(&[0, 0, 0, 1, 0x41], false, &mut out)
             .unwrap();
         assert_eq!(out, [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x41]);
+    }
+
+    #[test]
+    fn picture_size_comes_from_the_sps() {
+        // x264's SPS for 640×360 Baseline (360 is not a multiple of 16: cropping applies).
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
+        assert_eq!(sps_dimensions(&sps).unwrap(), (640, 360));
+        for cut in 0..8 {
+            assert!(sps_dimensions(&sps[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

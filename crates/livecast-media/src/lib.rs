@@ -1,4 +1,5 @@
-//! Pure media code for livecast: FLV tag bodies in, MPEG-TS segments and HLS playlists out.
+//! Pure media code for livecast: FLV tag bodies in, MPEG-TS or fMP4 segments and parts and
+//! HLS playlists out.
 //!
 //! Nothing in this crate opens a socket, spawns a task, reads a clock or touches the file
 //! system. Callers hand in bytes and timestamps (and wall-clock times as plain values) and get
@@ -10,14 +11,18 @@
 //! - [`avc`]: AVCDecoderConfigurationRecord and the AVCC → Annex B rewrite.
 //! - [`aac`]: AudioSpecificConfig and ADTS framing.
 //! - [`ts`]: the MPEG-TS muxer (PAT/PMT, PES, PCR, continuity counters).
-//! - [`segmenter`]: turns a stream of tags into whole segments cut at keyframes.
+//! - [`fmp4`]: fragmented MP4 (CMAF) init segments and `moof`/`mdat` fragments.
+//! - [`segmenter`]: turns a stream of tags into LL-HLS parts and segments cut at keyframes,
+//!   as MPEG-TS or fMP4.
 //! - [`playlist`]: the HLS media playlist model and writer.
 //! - [`timestamp`]: extends 32-bit RTMP millisecond timestamps into a monotonic timeline.
 
 pub mod aac;
 pub mod avc;
+mod bits;
 mod error;
 pub mod flv;
+pub mod fmp4;
 pub mod playlist;
 pub mod segmenter;
 pub mod timestamp;

@@ -1,25 +1,68 @@
-//! Turns RTMP video and audio tag bodies into whole MPEG-TS segments.
+//! Turns RTMP video and audio tag bodies into LL-HLS parts and whole segments, packaged as
+//! MPEG-TS or fragmented MP4.
 //!
 //! A segment is cut at the first keyframe at or after the target duration, so every segment
-//! starts with a keyframe and its length follows the encoder's GOP. Once the playlist has fixed
-//! its target duration, [`Segmenter::set_max_duration`] adds a safety cut so that no segment
-//! can outgrow it, even when the encoder stops sending keyframes. Streams without video are
-//! cut on audio frames.
+//! starts with a keyframe and its length follows the encoder's GOP. Inside a segment a part is
+//! cut at the first frame at or after the part target; a part that starts with a keyframe is
+//! independent. Every segment boundary is also a part boundary, and a segment's bytes are its
+//! parts' bytes back to back. Once the playlist has fixed its target duration,
+//! [`Segmenter::set_max_duration`] adds a safety cut so that no segment can outgrow it, even when
+//! the encoder stops sending keyframes. Streams without video are cut on audio frames.
+//!
+//! In fMP4 a video sample's duration is only known when the next frame arrives, so the newest
+//! video frame is held back until then; every part is one `moof` + `mdat` fragment.
 
 use crate::aac::AacConfig;
-use crate::avc::AvcConfig;
+use crate::avc::{self, AvcConfig};
 use crate::flv::{self, AudioTag, VideoTag};
+use crate::fmp4::{self, AudioTrack, Sample, TrackRun, VideoCodec, VideoTrack};
 use crate::timestamp::TimestampExtender;
 use crate::ts::{Tracks, TsMuxer};
 use crate::MediaError;
 
 /// Milliseconds to 90 kHz ticks.
 const MS_TO_90K: i64 = 90;
+/// AAC frames carry 1024 samples.
+const AAC_FRAME_SAMPLES: u32 = 1024;
+/// Longest duration given to one video sample; a longer gap is left as a gap in the timeline.
+const MAX_SAMPLE_MS: i64 = 10_000;
+
+/// How segments and parts are packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// MPEG-TS (`.ts`); parts that start a segment or a keyframe carry PAT and PMT.
+    Ts,
+    /// Fragmented MP4 (`.m4s` with an `init.mp4`).
+    Fmp4,
+}
+
+impl Container {
+    /// File name extension of segments and parts.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Container::Ts => "ts",
+            Container::Fmp4 => "m4s",
+        }
+    }
+}
+
+/// A finished part (or, for a segmenter without parts, a whole segment's bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The part's bytes.
+    pub data: Vec<u8>,
+    /// Decode time of the first frame on the extended RTMP timeline, in milliseconds.
+    pub start_ms: i64,
+    /// Duration in milliseconds (up to the first frame of the next part).
+    pub duration_ms: i64,
+    /// Whether the part starts with a keyframe (or carries no video).
+    pub independent: bool,
+}
 
 /// A finished segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
-    /// The MPEG-TS bytes, starting with PAT and PMT.
+    /// The segment's bytes: its parts back to back (MPEG-TS starts with PAT and PMT).
     pub data: Vec<u8>,
     /// Decode time of the first frame on the extended RTMP timeline, in milliseconds.
     pub start_ms: i64,
@@ -29,41 +72,99 @@ pub struct Segment {
     pub independent: bool,
 }
 
+/// What one frame closed: always a part, and the segment when the part ended one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The part that ended.
+    pub part: Part,
+    /// The segment that ended with it.
+    pub segment: Option<Segment>,
+}
+
 #[derive(Debug)]
 struct Building {
     data: Vec<u8>,
     start_ms: i64,
-    last_ms: i64,
     independent: bool,
 }
 
-/// Cuts a publish into segments; see the module documentation.
+#[derive(Debug, Default)]
+struct BuildingPart {
+    start_ms: i64,
+    independent: bool,
+    /// MPEG-TS bytes.
+    ts: Vec<u8>,
+    /// fMP4 runs.
+    video: TrackRun,
+    audio: TrackRun,
+}
+
+/// A video frame held back until the next one gives its duration (fMP4).
+#[derive(Debug)]
+struct HeldFrame {
+    dts_ms: i64,
+    composition_ms: i32,
+    keyframe: bool,
+    data: Vec<u8>,
+}
+
+/// Cuts a publish into parts and segments; see the module documentation.
 #[derive(Debug)]
 pub struct Segmenter {
+    container: Container,
     target_ms: i64,
+    part_ms: Option<i64>,
     max_ms: Option<i64>,
     clock: TimestampExtender,
-    avc: Option<AvcConfig>,
-    aac: Option<AacConfig>,
-    muxer: Option<TsMuxer>,
-    current: Option<Building>,
-    /// Duration of the most recent frame step, used to close the last segment.
+    avc: Option<(AvcConfig, Vec<u8>)>,
+    aac: Option<(AacConfig, Vec<u8>)>,
+    /// The program's tracks, fixed by the first frame.
+    tracks: Option<Tracks>,
+    ts: Option<TsMuxer>,
+    init: Option<Vec<u8>>,
+    fragment_sequence: u32,
+    segment: Option<Building>,
+    part: Option<BuildingPart>,
+    held: Option<HeldFrame>,
+    /// Decode time of the next audio frame in the audio timescale (fMP4).
+    audio_next: Option<u64>,
+    last_ms: i64,
+    /// Duration of the most recent frame step, used to close the last part.
     last_step_ms: i64,
+    /// Spacing of the latest video frames and audio frames, to size parts.
+    video_step_ms: i64,
+    last_video_ms: Option<i64>,
+    audio_step_ms: i64,
+    last_audio_ms: Option<i64>,
     scratch: Vec<u8>,
 }
 
 impl Segmenter {
-    /// A segmenter aiming at `target_ms` per segment.
-    pub fn new(target_ms: u32) -> Self {
+    /// A segmenter aiming at `target_ms` per segment and `part_ms` per part, packaging into
+    /// `container`. With `part_ms` 0 there are no parts: every cut part is a whole segment.
+    pub fn new(container: Container, target_ms: u32, part_ms: u32) -> Self {
         Self {
+            container,
             target_ms: i64::from(target_ms.max(1)),
+            part_ms: (part_ms > 0).then_some(i64::from(part_ms)),
             max_ms: None,
             clock: TimestampExtender::default(),
             avc: None,
             aac: None,
-            muxer: None,
-            current: None,
+            tracks: None,
+            ts: None,
+            init: None,
+            fragment_sequence: 0,
+            segment: None,
+            part: None,
+            held: None,
+            audio_next: None,
+            last_ms: 0,
             last_step_ms: 0,
+            video_step_ms: 0,
+            last_video_ms: None,
+            audio_step_ms: 0,
+            last_audio_ms: None,
             scratch: Vec::new(),
         }
     }
@@ -76,19 +177,19 @@ impl Segmenter {
 
     /// The tracks of the program, once the first frame has fixed them.
     pub fn tracks(&self) -> Option<Tracks> {
-        self.muxer.as_ref().map(TsMuxer::tracks)
+        self.tracks
     }
 
-    /// Feeds one video tag body with its RTMP timestamp; returns a segment when this frame
-    /// closed one.
-    pub fn push_video(
-        &mut self,
-        timestamp: u32,
-        body: &[u8],
-    ) -> Result<Option<Segment>, MediaError> {
+    /// The fMP4 initialization segment, once the first frame has fixed the tracks.
+    pub fn init_segment(&self) -> Option<&[u8]> {
+        self.init.as_deref()
+    }
+
+    /// Feeds one video tag body with its RTMP timestamp; returns what this frame closed.
+    pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<Option<Cut>, MediaError> {
         match flv::parse_video(body)? {
             VideoTag::AvcSequenceHeader(record) => {
-                self.avc = Some(AvcConfig::parse(record)?);
+                self.avc = Some((AvcConfig::parse(record)?, record.to_vec()));
                 Ok(None)
             }
             VideoTag::AvcEndOfSequence | VideoTag::Command => Ok(None),
@@ -97,139 +198,310 @@ impl Segmenter {
                 composition_ms,
                 data,
             } => {
-                let Some(avc) = self.avc.as_ref() else {
+                let Some((avc, _)) = self.avc.as_ref() else {
                     return Err(MediaError::Invalid("avc frame before its sequence header"));
                 };
+                // Validate the access unit whatever the container, so both refuse the same input.
                 let mut annex_b = std::mem::take(&mut self.scratch);
                 annex_b.clear();
                 avc.to_annex_b(data, keyframe, &mut annex_b)?;
-                let dts = self.clock.extend(timestamp);
-                self.ensure_muxer();
-                let muxer_has_video = self.tracks().is_some_and(|t| t.video);
-                if !muxer_has_video {
+                let dts = self.clock.extend(timestamp).max(0);
+                self.fix_tracks()?;
+                if !self.tracks.is_some_and(|t| t.video) {
                     // The program was fixed without video; a late video track cannot join it.
                     self.scratch = annex_b;
                     return Ok(None);
                 }
-                let cut = match &self.current {
-                    None => None,
-                    Some(cur) => {
-                        let elapsed = dts - cur.start_ms;
+                self.release_held(dts);
+                if let Some(last) = self.last_video_ms.replace(dts) {
+                    if (1..1000).contains(&(dts - last)) {
+                        self.video_step_ms = dts - last;
+                    }
+                }
+                let cut = match (&self.segment, &self.part) {
+                    (Some(seg), Some(part)) => {
+                        let elapsed = dts - seg.start_ms;
                         let due = elapsed >= self.target_ms && keyframe;
                         let forced = self.max_ms.is_some_and(|max| elapsed >= max);
-                        (due || forced).then(|| self.close(dts))
+                        let part_due = self.part_due(part.start_ms, dts, self.video_step_ms);
+                        if due || forced {
+                            self.close(dts, true)
+                        } else if part_due {
+                            self.close(dts, false)
+                        } else {
+                            None
+                        }
                     }
+                    _ => None,
                 };
-                let pts = dts + i64::from(composition_ms);
-                let (cur, muxer) = self.open(dts, keyframe);
-                muxer.write_video(&mut cur.data, to_90k(pts), to_90k(dts), keyframe, &annex_b);
+                self.open(dts, keyframe);
+                match self.container {
+                    Container::Ts => {
+                        let pts = dts + i64::from(composition_ms);
+                        if let (Some(part), Some(muxer)) = (self.part.as_mut(), self.ts.as_mut()) {
+                            muxer.write_video(
+                                &mut part.ts,
+                                to_90k(pts),
+                                to_90k(dts),
+                                keyframe,
+                                &annex_b,
+                            );
+                        }
+                    }
+                    Container::Fmp4 => {
+                        self.held = Some(HeldFrame {
+                            dts_ms: dts,
+                            composition_ms,
+                            keyframe,
+                            data: data.to_vec(),
+                        });
+                    }
+                }
                 self.scratch = annex_b;
-                Ok(cut.flatten())
+                Ok(cut)
             }
         }
     }
 
-    /// Feeds one audio tag body with its RTMP timestamp; returns a segment when this frame
-    /// closed one (only for streams without video).
-    pub fn push_audio(
-        &mut self,
-        timestamp: u32,
-        body: &[u8],
-    ) -> Result<Option<Segment>, MediaError> {
+    /// Feeds one audio tag body with its RTMP timestamp; returns what this frame closed (only
+    /// for streams without video).
+    pub fn push_audio(&mut self, timestamp: u32, body: &[u8]) -> Result<Option<Cut>, MediaError> {
         match flv::parse_audio(body)? {
             AudioTag::AacSequenceHeader(asc) => {
-                self.aac = Some(AacConfig::parse(asc)?);
+                self.aac = Some((AacConfig::parse(asc)?, asc.to_vec()));
                 Ok(None)
             }
             AudioTag::AacFrame(raw) => {
-                let Some(aac) = self.aac else {
+                let Some((aac, _)) = self.aac.as_ref() else {
                     return Err(MediaError::Invalid("aac frame before its sequence header"));
                 };
+                let aac = *aac;
                 if raw.is_empty() {
                     return Ok(None);
                 }
                 let header = aac.adts_header(raw.len())?;
-                let ts = self.clock.extend(timestamp);
-                self.ensure_muxer();
-                let tracks = self.tracks().unwrap_or(Tracks {
+                let ts = self.clock.extend(timestamp).max(0);
+                self.fix_tracks()?;
+                let tracks = self.tracks.unwrap_or(Tracks {
                     video: false,
                     audio: false,
                 });
                 if !tracks.audio {
                     return Ok(None);
                 }
-                let cut = match &self.current {
-                    Some(cur) if !tracks.video && ts - cur.start_ms >= self.target_ms => {
-                        self.close(ts)
+                if let Some(last) = self.last_audio_ms.replace(ts) {
+                    if (1..1000).contains(&(ts - last)) {
+                        self.audio_step_ms = ts - last;
+                    }
+                }
+                let cut = match (&self.segment, &self.part) {
+                    (Some(seg), Some(part)) if !tracks.video => {
+                        if ts - seg.start_ms >= self.target_ms {
+                            self.close(ts, true)
+                        } else if self.part_due(part.start_ms, ts, self.audio_step_ms) {
+                            self.close(ts, false)
+                        } else {
+                            None
+                        }
                     }
                     _ => None,
                 };
-                if tracks.video && self.current.is_none() {
+                if tracks.video && self.part.is_none() {
                     // Audio before the first video frame would start the first segment without a
                     // keyframe; it is dropped until video begins.
                     return Ok(cut);
                 }
-                let mut frame = Vec::with_capacity(header.len() + raw.len());
-                frame.extend_from_slice(&header);
-                frame.extend_from_slice(raw);
-                let (cur, muxer) = self.open(ts, true);
-                muxer.write_audio(&mut cur.data, to_90k(ts), &frame);
+                self.open(ts, true);
+                match self.container {
+                    Container::Ts => {
+                        let mut frame = Vec::with_capacity(header.len() + raw.len());
+                        frame.extend_from_slice(&header);
+                        frame.extend_from_slice(raw);
+                        if let (Some(part), Some(muxer)) = (self.part.as_mut(), self.ts.as_mut()) {
+                            muxer.write_audio(&mut part.ts, to_90k(ts), &frame);
+                        }
+                    }
+                    Container::Fmp4 => self.add_audio_sample(ts, aac.sample_rate(), raw),
+                }
                 Ok(cut)
             }
         }
     }
 
-    /// Closes the segment in progress at the end of a publish.
-    pub fn finish(&mut self) -> Option<Segment> {
-        let end = self.current.as_ref()?.last_ms + self.last_step_ms.max(1);
-        self.close(end)
+    /// Closes the part and segment in progress at the end of a publish.
+    pub fn finish(&mut self) -> Option<Cut> {
+        self.part.as_ref()?;
+        // The part lasts to the end of its last video frame (or audio frame without video); a
+        // little trailing audio does not make it longer than the part target.
+        let end = match (self.last_video_ms, self.last_audio_ms) {
+            (Some(video), _) => video + self.video_step_ms.max(1),
+            (None, Some(audio)) => audio + self.audio_step_ms.max(1),
+            (None, None) => self.last_ms + self.last_step_ms.max(1),
+        };
+        self.release_held(end);
+        self.close(end, true)
     }
 
-    fn ensure_muxer(&mut self) {
-        if self.muxer.is_none() {
-            self.muxer = Some(TsMuxer::new(Tracks {
-                video: self.avc.is_some(),
-                audio: self.aac.is_some(),
-            }));
+    /// Whether the part that started at `start_ms` must end before a frame at `ts`: the frame,
+    /// lasting about `step_ms` like the one before it, would take the part past the part target
+    /// (LL-HLS parts may not be longer than PART-TARGET).
+    fn part_due(&self, start_ms: i64, ts: i64, step_ms: i64) -> bool {
+        self.part_ms
+            .is_some_and(|target| ts - start_ms + step_ms.max(1) > target)
+    }
+
+    /// Fixes the program's tracks at the first frame, from the sequence headers seen so far.
+    fn fix_tracks(&mut self) -> Result<(), MediaError> {
+        if self.tracks.is_some() {
+            return Ok(());
         }
+        let tracks = Tracks {
+            video: self.avc.is_some(),
+            audio: self.aac.is_some(),
+        };
+        match self.container {
+            Container::Ts => self.ts = Some(TsMuxer::new(tracks)),
+            Container::Fmp4 => {
+                let video = match &self.avc {
+                    Some((config, record)) => {
+                        let sps = config.sps.first().map(Vec::as_slice).unwrap_or_default();
+                        let (width, height) = avc::sps_dimensions(sps)?;
+                        Some(VideoTrack {
+                            codec: VideoCodec::Avc(record.clone()),
+                            width,
+                            height,
+                        })
+                    }
+                    None => None,
+                };
+                let audio = self.aac.as_ref().map(|(config, asc)| AudioTrack {
+                    config: asc.clone(),
+                    sample_rate: config.sample_rate(),
+                    channels: u16::from(config.channels.max(1)),
+                });
+                self.init = Some(fmp4::init_segment(video.as_ref(), audio.as_ref()));
+            }
+        }
+        self.tracks = Some(tracks);
+        Ok(())
     }
 
-    /// Returns the segment in progress (opening one at `ts` if none is) with the muxer, and
-    /// records `ts` as its latest frame.
-    fn open(&mut self, ts: i64, independent: bool) -> (&mut Building, &mut TsMuxer) {
-        if let Some(cur) = &self.current {
-            // Remember the frame spacing so the final segment gets a sensible length.
-            let step = ts - cur.last_ms;
+    /// Gives the held-back video frame its duration (up to `next_ms`) and adds it to its part.
+    fn release_held(&mut self, next_ms: i64) {
+        let (Some(held), Some(part)) = (self.held.take(), self.part.as_mut()) else {
+            return;
+        };
+        let duration_ms = (next_ms - held.dts_ms).clamp(1, MAX_SAMPLE_MS);
+        let run = &mut part.video;
+        if run.samples.is_empty() {
+            run.base_decode_time = (held.dts_ms * MS_TO_90K) as u64;
+        }
+        run.samples.push(Sample {
+            duration: (duration_ms * MS_TO_90K) as u32,
+            size: held.data.len() as u32,
+            sync: held.keyframe,
+            composition_offset: held.composition_ms.saturating_mul(MS_TO_90K as i32),
+        });
+        run.data.extend_from_slice(&held.data);
+    }
+
+    fn add_audio_sample(&mut self, ts: i64, rate: u32, raw: &[u8]) {
+        let Some(part) = self.part.as_mut() else {
+            return;
+        };
+        let actual = (ts as u64).saturating_mul(u64::from(rate)) / 1000;
+        // Keep audio contiguous while the publisher's clock agrees within two frames; otherwise
+        // follow the clock (a gap or a jump in the source).
+        let at = match self.audio_next {
+            Some(next) if next.abs_diff(actual) <= 2 * u64::from(AAC_FRAME_SAMPLES) => next,
+            Some(next) if actual > next => {
+                // A gap: the frame before it lasts until this one.
+                if let Some(last) = part.audio.samples.last_mut() {
+                    let gap = u32::try_from(actual - next).unwrap_or(u32::MAX);
+                    last.duration = last.duration.saturating_add(gap);
+                }
+                actual
+            }
+            // A step back inside a part cannot be expressed; stay contiguous.
+            Some(next) if !part.audio.samples.is_empty() => next,
+            _ => actual,
+        };
+        let run = &mut part.audio;
+        if run.samples.is_empty() {
+            run.base_decode_time = at;
+        }
+        run.samples.push(Sample {
+            duration: AAC_FRAME_SAMPLES,
+            size: raw.len() as u32,
+            sync: true,
+            composition_offset: 0,
+        });
+        run.data.extend_from_slice(raw);
+        self.audio_next = Some(at + u64::from(AAC_FRAME_SAMPLES));
+    }
+
+    /// Opens a segment and a part at `ts` if none is open, and records `ts` as the latest frame.
+    fn open(&mut self, ts: i64, independent: bool) {
+        let started = self.part.is_some() || self.segment.is_some();
+        if started {
+            let step = ts - self.last_ms;
             if step > 0 && step < 1000 {
                 self.last_step_ms = step;
             }
         }
-        let muxer = self
-            .muxer
-            .as_mut()
-            .expect("muxer exists before a segment opens");
-        let cur = self.current.get_or_insert_with(|| {
-            let mut data = Vec::with_capacity(256 * 1024);
-            muxer.write_tables(&mut data);
-            Building {
-                data,
+        self.last_ms = if started { self.last_ms.max(ts) } else { ts };
+        let starts_segment = self.segment.is_none();
+        if starts_segment {
+            self.segment = Some(Building {
+                data: Vec::with_capacity(256 * 1024),
                 start_ms: ts,
-                last_ms: ts,
                 independent,
+            });
+        }
+        if self.part.is_none() {
+            let mut part = BuildingPart {
+                start_ms: ts,
+                independent,
+                ..Default::default()
+            };
+            if let Some(muxer) = self.ts.as_mut() {
+                if starts_segment || independent {
+                    muxer.write_tables(&mut part.ts);
+                }
             }
-        });
-        cur.last_ms = cur.last_ms.max(ts);
-        (cur, muxer)
+            self.part = Some(part);
+        }
     }
 
-    fn close(&mut self, end_ms: i64) -> Option<Segment> {
-        let cur = self.current.take()?;
-        Some(Segment {
-            duration_ms: (end_ms - cur.start_ms).max(0),
-            start_ms: cur.start_ms,
-            independent: cur.independent,
-            data: cur.data,
-        })
+    /// Closes the part in progress at `end_ms`, and the segment with it when `segment` is set.
+    fn close(&mut self, end_ms: i64, segment: bool) -> Option<Cut> {
+        let part = self.part.take()?;
+        let data = match self.container {
+            Container::Ts => part.ts,
+            Container::Fmp4 => {
+                self.fragment_sequence = self.fragment_sequence.wrapping_add(1);
+                fmp4::fragment(self.fragment_sequence, &part.video, &part.audio)
+            }
+        };
+        let building = self.segment.as_mut()?;
+        building.data.extend_from_slice(&data);
+        let part = Part {
+            data,
+            start_ms: part.start_ms,
+            duration_ms: (end_ms - part.start_ms).max(0),
+            independent: part.independent,
+        };
+        let segment = if segment {
+            self.segment.take().map(|seg| Segment {
+                duration_ms: (end_ms - seg.start_ms).max(0),
+                start_ms: seg.start_ms,
+                independent: seg.independent,
+                data: seg.data,
+            })
+        } else {
+            None
+        };
+        Some(Cut { part, segment })
     }
 }
 
@@ -246,6 +518,13 @@ mod tests {
         0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 3, 0x67, 0x64, 0x1f, 1, 0, 2, 0x68, 0xee,
     ];
 
+    /// An AVC sequence header with the SPS and PPS x264 writes for 640×360 Baseline.
+    const AVC_HEADER_640X360: [u8; 46] = [
+        0x17, 0, 0, 0, 0, 1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, 25, 0x67, 0x42, 0xc0, 0x1e, 0xd9,
+        0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00,
+        0x3c, 0x0f, 0x16, 0x2e, 0x48, 1, 0, 5, 0x68, 0xcb, 0x83, 0xcb, 0x20,
+    ];
+
     fn frame(keyframe: bool) -> Vec<u8> {
         let mut f = vec![if keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 2];
         f.extend_from_slice(if keyframe {
@@ -258,14 +537,15 @@ mod tests {
 
     #[test]
     fn cuts_at_first_keyframe_after_target() {
-        let mut seg = Segmenter::new(2000);
+        let mut seg = Segmenter::new(Container::Ts, 2000, 0);
         assert_eq!(seg.push_video(0, &AVC_HEADER).unwrap(), None);
         let mut cuts = Vec::new();
         // 30 fps-ish frames with a keyframe every 1.5 s.
         for i in 0..200u32 {
             let ts = i * 33;
-            if let Some(s) = seg.push_video(ts, &frame(i % 45 == 0)).unwrap() {
-                cuts.push(s);
+            if let Some(cut) = seg.push_video(ts, &frame(i % 45 == 0)).unwrap() {
+                assert_eq!(cut.segment.as_ref().map(|s| &s.data), Some(&cut.part.data));
+                cuts.extend(cut.segment);
             }
         }
         assert!(cuts.len() >= 2);
@@ -275,19 +555,19 @@ mod tests {
             assert_eq!(s.data.len() % 188, 0);
         }
         assert_eq!(cuts[0].duration_ms, 90 * 33);
-        let last = seg.finish().unwrap();
+        let last = seg.finish().unwrap().segment.unwrap();
         assert!(last.duration_ms > 0);
     }
 
     #[test]
     fn max_duration_forces_a_cut_without_keyframes() {
-        let mut seg = Segmenter::new(2000);
+        let mut seg = Segmenter::new(Container::Ts, 2000, 0);
         seg.set_max_duration(2500);
         seg.push_video(0, &AVC_HEADER).unwrap();
         let mut cuts = Vec::new();
         for i in 0..300u32 {
-            if let Some(s) = seg.push_video(i * 33, &frame(i == 0)).unwrap() {
-                cuts.push(s);
+            if let Some(cut) = seg.push_video(i * 33, &frame(i == 0)).unwrap() {
+                cuts.extend(cut.segment);
             }
         }
         assert!(cuts.len() >= 3);
@@ -297,7 +577,7 @@ mod tests {
 
     #[test]
     fn audio_only_streams_cut_on_audio() {
-        let mut seg = Segmenter::new(1000);
+        let mut seg = Segmenter::new(Container::Ts, 1000, 0);
         seg.push_audio(0, &[0xaf, 0, 0x12, 0x10]).unwrap();
         let mut cuts = 0;
         for i in 0..100u32 {
@@ -321,8 +601,40 @@ mod tests {
 
     #[test]
     fn frame_before_header_is_an_error() {
-        let mut seg = Segmenter::new(1000);
+        let mut seg = Segmenter::new(Container::Ts, 1000, 0);
         assert!(seg.push_video(0, &frame(true)).is_err());
         assert!(seg.push_audio(0, &[0xaf, 1, 1]).is_err());
+    }
+
+    #[test]
+    fn parts_tile_segments_and_start_independent_at_keyframes() {
+        for container in [Container::Ts, Container::Fmp4] {
+            let mut seg = Segmenter::new(container, 2000, 500);
+            // A real SPS is needed for fMP4's sample entry; the test header's is too short.
+            seg.push_video(0, &AVC_HEADER_640X360).unwrap();
+            let mut parts = Vec::new();
+            let mut segments = Vec::new();
+            for i in 0..125u32 {
+                if let Some(cut) = seg.push_video(i * 33, &frame(i % 62 == 0)).unwrap() {
+                    parts.push(cut.part);
+                    segments.extend(cut.segment);
+                }
+            }
+            assert_eq!(segments.len(), 2, "{container:?}");
+            assert_eq!(parts.len(), 10, "{container:?}");
+            // Parts never outgrow the part target: four of 495 ms (a 16th frame would reach
+            // 528), then a short one to the keyframe that ends the segment.
+            let durations: Vec<i64> = parts.iter().map(|p| p.duration_ms).collect();
+            assert_eq!(durations[..5], [495, 495, 495, 495, 66], "{container:?}");
+            // Parts that begin a segment begin with its keyframe; the others do not.
+            assert!(parts[0].independent && !parts[1].independent && parts[5].independent);
+            let joined: Vec<u8> = parts
+                .iter()
+                .take_while(|p| p.start_ms < segments[0].start_ms + segments[0].duration_ms)
+                .flat_map(|p| p.data.clone())
+                .collect();
+            assert_eq!(joined, segments[0].data, "{container:?}");
+            assert_eq!(seg.init_segment().is_some(), container == Container::Fmp4);
+        }
     }
 }

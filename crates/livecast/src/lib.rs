@@ -58,6 +58,12 @@ pub struct UpArgs {
     /// Segments listed in a live playlist.
     #[arg(long, env = "LIVECAST_WINDOW", default_value_t = 6)]
     pub window: usize,
+    /// Segment container: fmp4 (CMAF) or ts (MPEG-TS).
+    #[arg(long, env = "LIVECAST_CONTAINER", value_enum, default_value_t = livecast_ingest::config::ContainerArg::Fmp4)]
+    pub container: livecast_ingest::config::ContainerArg,
+    /// LL-HLS part length in milliseconds; 0 writes plain HLS without parts.
+    #[arg(long, env = "LIVECAST_PART_MS", default_value_t = 250)]
+    pub part_ms: u32,
 }
 
 /// Addresses the stack actually listens on.
@@ -123,6 +129,13 @@ impl Stack {
             format!("--hls-dir={}", args.hls_dir.display()),
             format!("--segment-secs={}", args.segment_secs),
             format!("--window={}", args.window),
+            format!(
+                "--container={}",
+                clap::ValueEnum::to_possible_value(&args.container)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            ),
+            format!("--part-ms={}", args.part_ms),
         ]);
         ingest.validate()?;
         let ingest_listeners = livecast_ingest::Listeners::bind(&ingest)

@@ -1,10 +1,11 @@
-//! Checks the muxer's output with real tools: ffmpeg makes an H.264 + AAC FLV file, the
-//! segmenter packages it, and ffprobe must decode every frame of both tracks from the segments.
+//! Checks the muxers' output with real tools: ffmpeg makes an H.264 + AAC FLV file, the
+//! segmenter packages it as MPEG-TS and as fMP4, and ffprobe must decode every frame of both
+//! tracks from the segments, and an independent part on its own.
 
 use std::path::Path;
 use std::process::Command;
 
-use livecast_media::segmenter::Segmenter;
+use livecast_media::segmenter::{Container, Cut, Part, Segment, Segmenter};
 
 /// Reads the tags of an FLV file: (type, timestamp, body).
 fn flv_tags(file: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
@@ -83,57 +84,143 @@ fn ffprobe_count(file: &Path, stream: &str) -> (String, u64) {
     (codec.to_string(), frames.parse().expect("frame count"))
 }
 
-#[test]
-fn segments_decode_completely_with_ffprobe() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tags = flv_tags(&make_clip(dir.path(), 6));
-    let video_frames = tags
-        .iter()
-        .filter(|t| t.0 == 9 && t.2.get(1) == Some(&1))
-        .count() as u64;
-    let audio_frames = tags
-        .iter()
-        .filter(|t| t.0 == 8 && t.2.get(1) == Some(&1))
-        .count() as u64;
+struct Packaged {
+    parts: Vec<Part>,
+    segments: Vec<Segment>,
+    init: Option<Vec<u8>>,
+    video_frames: u64,
+    audio_frames: u64,
+}
 
-    let mut seg = Segmenter::new(2000);
-    let mut segments = Vec::new();
+/// Packages a 6 s clip (2 s GOP, B-frames) with 500 ms parts.
+fn package(dir: &Path, container: Container) -> Packaged {
+    let tags = flv_tags(&make_clip(dir, 6));
+    let count = |kind: u8| {
+        tags.iter()
+            .filter(|t| t.0 == kind && t.2.get(1) == Some(&1))
+            .count() as u64
+    };
+    let mut seg = Segmenter::new(container, 2000, 500);
+    let (mut parts, mut segments) = (Vec::new(), Vec::new());
+    let mut take = |cut: Option<Cut>| {
+        if let Some(cut) = cut {
+            parts.push(cut.part);
+            segments.extend(cut.segment);
+        }
+    };
     for (kind, ts, body) in &tags {
-        let cut = match kind {
+        take(match kind {
             9 => seg.push_video(*ts, body).expect("video tag"),
             8 => seg.push_audio(*ts, body).expect("audio tag"),
             _ => None,
-        };
-        segments.extend(cut);
+        });
     }
-    segments.extend(seg.finish());
+    take(seg.finish());
     assert_eq!(
         segments.len(),
         3,
         "a 6 s clip with a 2 s GOP makes three segments"
     );
+    let all: Vec<i64> = segments.iter().map(|s| s.duration_ms).collect();
     for s in &segments {
-        let all: Vec<i64> = segments.iter().map(|s| s.duration_ms).collect();
         assert!((s.duration_ms - 2000).abs() <= 100, "durations {all:?}");
         assert!(s.independent);
     }
+    let part_durations: Vec<i64> = parts.iter().map(|p| p.duration_ms).collect();
+    assert!(
+        part_durations.iter().all(|d| (1..=500).contains(d)),
+        "part durations {part_durations:?}"
+    );
+    // The parts tile the segments exactly.
+    let joined = |chunks: &mut dyn Iterator<Item = &Vec<u8>>| -> Vec<u8> {
+        chunks.flat_map(|c| c.iter().copied()).collect()
+    };
+    assert_eq!(
+        joined(&mut parts.iter().map(|p| &p.data)),
+        joined(&mut segments.iter().map(|s| &s.data))
+    );
+    Packaged {
+        video_frames: count(9),
+        audio_frames: count(8),
+        init: seg.init_segment().map(<[u8]>::to_vec),
+        parts,
+        segments,
+    }
+}
 
+fn write(dir: &Path, name: &str, chunks: &[&[u8]]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, chunks.concat()).expect("write");
+    path
+}
+
+#[test]
+fn ts_segments_decode_completely_with_ffprobe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = package(dir.path(), Container::Ts);
+    assert!(p.init.is_none());
     // Each segment alone decodes (it starts with tables and a keyframe) ...
-    let first = dir.path().join("first.ts");
-    std::fs::write(&first, &segments[0].data).expect("write");
+    let first = write(dir.path(), "first.ts", &[&p.segments[0].data]);
     assert_eq!(ffprobe_count(&first, "v:0").0, "h264");
-    // ... and the concatenation decodes every frame that went in.
-    let all = dir.path().join("all.ts");
-    let joined: Vec<u8> = segments
+    // ... so does an independent part in the middle ...
+    let part = p
+        .parts
         .iter()
-        .flat_map(|s| s.data.iter().copied())
-        .collect();
-    std::fs::write(&all, joined).expect("write");
+        .find(|part| part.start_ms == p.segments[1].start_ms)
+        .expect("the part that starts the second segment");
+    assert!(part.independent);
+    let alone = write(dir.path(), "part.ts", &[&part.data]);
+    assert_eq!(ffprobe_count(&alone, "v:0").0, "h264");
+    // ... and the concatenation decodes every frame that went in.
+    let data: Vec<&[u8]> = p.segments.iter().map(|s| s.data.as_slice()).collect();
+    let all = write(dir.path(), "all.ts", &data);
     assert_eq!(
         ffprobe_count(&all, "v:0"),
-        ("h264".to_string(), video_frames)
+        ("h264".to_string(), p.video_frames)
     );
-    let (codec, frames) = ffprobe_count(&all, "a:0");
-    assert_eq!(codec, "aac");
-    assert_eq!(frames, audio_frames);
+    assert_eq!(
+        ffprobe_count(&all, "a:0"),
+        ("aac".to_string(), p.audio_frames)
+    );
+}
+
+#[test]
+fn fmp4_segments_decode_completely_with_ffprobe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = package(dir.path(), Container::Fmp4);
+    let init = p.init.expect("an init segment");
+    // The init segment plus the fragments decode every frame, at the clip's size and length.
+    let mut data: Vec<&[u8]> = vec![&init];
+    data.extend(p.segments.iter().map(|s| s.data.as_slice()));
+    let all = write(dir.path(), "all.mp4", &data);
+    assert_eq!(
+        ffprobe_count(&all, "v:0"),
+        ("h264".to_string(), p.video_frames)
+    );
+    assert_eq!(
+        ffprobe_count(&all, "a:0"),
+        ("aac".to_string(), p.audio_frames)
+    );
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["stream=width,height:format=duration", "-of", "csv=p=0"])
+        .arg(&all)
+        .output()
+        .expect("ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("320,240"), "{text}");
+    let duration: f64 = lines.next().unwrap_or_default().parse().expect("duration");
+    assert!((duration - 6.0).abs() < 0.2, "duration {duration}");
+    // An independent part from the middle decodes with the init segment alone.
+    let part = p
+        .parts
+        .iter()
+        .find(|part| part.start_ms == p.segments[1].start_ms)
+        .expect("the part that starts the second segment");
+    assert!(part.independent);
+    let alone = write(dir.path(), "part.mp4", &[&init, &part.data]);
+    let (codec, frames) = ffprobe_count(&alone, "v:0");
+    assert_eq!(codec, "h264");
+    assert!(frames >= 10, "{frames} frames in a 500 ms part");
 }

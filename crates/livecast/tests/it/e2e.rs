@@ -1,18 +1,58 @@
-//! Encoder → ingest → volume → front-ends → balancer → ffprobe, for two streams at once.
+//! Encoder → ingest → volume → front-ends → balancer → ffprobe: two streams at once as LL-HLS
+//! on fMP4 (the default), and one as plain HLS on MPEG-TS.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::support::{ffprobe, get, make_clip, parse_playlist, publish, start_stack};
+use crate::support::{ffprobe, get, make_clip, parse_playlist, publish, start_stack_with, Fetched};
 
 const CLIP_SECS: u32 = 8;
-const STREAMS: [&str; 2] = ["alpha", "beta"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_streams_from_ffmpeg_play_through_the_proxy() {
-    let stack = start_stack(2).await;
+async fn two_ll_hls_fmp4_streams_from_ffmpeg_play_through_the_proxy() {
+    let seen = publish_and_check(&["alpha", "beta"], &[]).await;
+    assert!(
+        seen.parts >= 10 && seen.hints >= 5,
+        "LL-HLS parts and preload hints were listed while live: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plain_hls_ts_stream_from_ffmpeg_plays_through_the_proxy() {
+    let seen = publish_and_check(&["gamma"], &["--container=ts", "--part-ms=0"]).await;
+    assert_eq!(seen.parts + seen.hints, 0, "no LL-HLS without parts");
+}
+
+/// What the LL-HLS side of the playlists showed while live.
+#[derive(Debug, Default)]
+struct Seen {
+    parts: usize,
+    hints: usize,
+}
+
+/// Checks a fetched segment, part or init segment by its container.
+fn check_media(key: &str, fetched: &Fetched) {
+    assert_eq!(fetched.status, 200, "{key}");
+    let body = &fetched.body;
+    if key.ends_with(".ts") {
+        assert_eq!(fetched.content_type, "video/mp2t", "{key}");
+        assert!(!body.is_empty() && body.len().is_multiple_of(188), "{key}");
+        assert_eq!(body[0], 0x47, "{key}");
+    } else if key.ends_with(".m4s") {
+        assert_eq!(fetched.content_type, "video/iso.segment", "{key}");
+        assert_eq!(body.get(4..8), Some(&b"moof"[..]), "{key}");
+    } else {
+        assert!(key.ends_with("-init.mp4"), "{key}");
+        assert_eq!(fetched.content_type, "video/mp4", "{key}");
+        assert_eq!(body.get(4..8), Some(&b"ftyp"[..]), "{key}");
+    }
+}
+
+async fn publish_and_check(streams: &[&'static str], flags: &[&str]) -> Seen {
+    let stack = start_stack_with(2, flags).await;
     let clip = make_clip(stack.dir.path(), CLIP_SECS);
-    let mut publishers: Vec<_> = STREAMS
+    let mut seen = Seen::default();
+    let mut publishers: Vec<_> = streams
         .iter()
         .map(|name| publish(&clip, &stack.rtmp_url(&format!("live/{name}"))))
         .collect();
@@ -23,7 +63,7 @@ async fn two_streams_from_ffmpeg_play_through_the_proxy() {
     let mut listed_live: HashSet<String> = HashSet::new();
     let mut finals = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(CLIP_SECS as u64 + 30);
-    while finals.len() < STREAMS.len() {
+    while finals.len() < streams.len() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "streams did not end in time"
@@ -33,7 +73,7 @@ async fn two_streams_from_ffmpeg_play_through_the_proxy() {
         for s in api["streams"].as_array().expect("streams array") {
             listed_live.insert(s["name"].as_str().unwrap_or_default().to_string());
         }
-        for name in STREAMS {
+        for &name in streams {
             let response = get(&stack.url(&format!("/hls/{name}/index.m3u8"))).await;
             if response.status == 404 {
                 continue;
@@ -46,17 +86,15 @@ async fn two_streams_from_ffmpeg_play_through_the_proxy() {
                 .entry(name)
                 .or_default()
                 .insert(playlist.target_duration.expect("TARGETDURATION"));
-            for (_, uri) in &playlist.segments {
+            if !playlist.ended {
+                seen.parts += playlist.parts.len();
+                seen.hints += usize::from(playlist.preload_hint.is_some());
+            }
+            let uris = playlist.segments.iter().map(|(_, uri)| uri);
+            for uri in uris.chain(&playlist.parts).chain(&playlist.map) {
                 let key = format!("{name}/{uri}");
                 if fetched.insert(key.clone()) {
-                    let segment = get(&stack.url(&format!("/hls/{key}"))).await;
-                    assert_eq!(segment.status, 200, "{key}");
-                    assert_eq!(segment.content_type, "video/mp2t");
-                    assert!(
-                        !segment.body.is_empty() && segment.body.len() % 188 == 0,
-                        "{key}"
-                    );
-                    assert_eq!(segment.body[0], 0x47);
+                    check_media(&key, &get(&stack.url(&format!("/hls/{key}"))).await);
                 }
             }
             if playlist.ended {
@@ -74,12 +112,12 @@ async fn two_streams_from_ffmpeg_play_through_the_proxy() {
 
     assert_eq!(
         listed_live,
-        STREAMS
+        streams
             .iter()
             .map(|s| s.to_string())
             .collect::<HashSet<_>>()
     );
-    for name in STREAMS {
+    for &name in streams {
         assert_eq!(
             target_durations[name],
             BTreeSet::from([2]),
@@ -148,6 +186,7 @@ async fn two_streams_from_ffmpeg_play_through_the_proxy() {
     ] {
         assert!(!first[field].is_null(), "access log has {field}");
     }
-    assert!(logs.contains("\"livecast.stream\":\"alpha\""));
+    assert!(logs.contains(&format!("\"livecast.stream\":\"{}\"", streams[0])));
     stack.stop().await;
+    seen
 }

@@ -59,9 +59,14 @@ impl Drop for Running {
 }
 
 pub async fn start_stack(replicas: usize) -> Running {
+    start_stack_with(replicas, &[]).await
+}
+
+/// Starts the stack with extra `livecast up` flags.
+pub async fn start_stack_with(replicas: usize, extra: &[&str]) -> Running {
     livecast_telemetry::init_logging(livecast_telemetry::LogFormat::Text);
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = Wrapper::parse_from([
+    let mut args = vec![
         "test".to_string(),
         "--rtmp-listen=127.0.0.1:0".into(),
         "--listen=127.0.0.1:0".into(),
@@ -72,8 +77,9 @@ pub async fn start_stack(replicas: usize) -> Running {
         format!("--hls-dir={}", dir.path().join("hls").display()),
         format!("--access-log-dir={}", dir.path().join("logs").display()),
         format!("--state-dir={}", dir.path().join("logship").display()),
-    ])
-    .up;
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args = Wrapper::parse_from(args).up;
     let stack = Stack::bind(&args).await.expect("stack binds");
     let addrs = stack.addrs().clone();
     let shutdown = CancellationToken::new();
@@ -184,6 +190,17 @@ pub struct Playlist {
     pub target_duration: Option<u64>,
     pub segments: Vec<(f64, String)>,
     pub ended: bool,
+    /// URIs of EXT-X-PART tags, EXT-X-MAP and EXT-X-PRELOAD-HINT.
+    pub parts: Vec<String>,
+    pub map: Option<String>,
+    pub preload_hint: Option<String>,
+    pub part_target: Option<f64>,
+}
+
+fn uri_attribute(attrs: &str) -> Option<String> {
+    let start = attrs.find("URI=\"")? + 5;
+    let len = attrs[start..].find('"')?;
+    Some(attrs[start..start + len].to_string())
 }
 
 pub fn parse_playlist(text: &str) -> Playlist {
@@ -198,6 +215,14 @@ pub fn parse_playlist(text: &str) -> Playlist {
                 .split(',')
                 .next()
                 .and_then(|d| d.parse().ok());
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
+            pl.parts.extend(uri_attribute(v));
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
+            pl.map = uri_attribute(v);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
+            pl.preload_hint = uri_attribute(v);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PART-INF:PART-TARGET=") {
+            pl.part_target = v.trim().parse().ok();
         } else if line == "#EXT-X-ENDLIST" {
             pl.ended = true;
         } else if !line.starts_with('#') && !line.is_empty() {
