@@ -50,6 +50,10 @@ pub struct Config {
     /// Number of segments listed in a live playlist.
     #[arg(long, env = "LIVECAST_WINDOW", default_value_t = 6)]
     pub window: usize,
+    /// Keep every segment of a publish: the playlist is an EVENT while live and a VOD playlist
+    /// after the end (--window is ignored; nothing is deleted).
+    #[arg(long, env = "LIVECAST_RECORD")]
+    pub record: bool,
     /// Seconds without any data from a publisher before its connection is closed.
     #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
     pub idle_timeout_secs: u64,

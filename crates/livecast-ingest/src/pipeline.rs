@@ -49,6 +49,8 @@ pub(crate) struct Pipeline {
     parts: Vec<PlaylistPart>,
     /// The init segment's name once written (fMP4).
     init: Option<String>,
+    /// The playlist found on the volume when the publish started, continued by this one.
+    previous: Option<MediaPlaylist>,
     /// Wall-clock anchor: (first media timestamp, when it arrived), for PROGRAM-DATE-TIME.
     anchor: Option<(i64, SystemTime)>,
     /// Files out of the playlist, with the time after which they may be deleted.
@@ -79,6 +81,7 @@ impl Pipeline {
             sequence: 0,
             parts: Vec::new(),
             init: None,
+            previous: None,
             anchor: None,
             retired: VecDeque::new(),
             errors_logged: 0,
@@ -90,6 +93,7 @@ impl Pipeline {
         if let Err(error) = tokio::fs::create_dir_all(&self.dir).await {
             tracing::error!(%error, dir = %self.dir.display(), "cannot create stream directory");
         } else {
+            self.resume().await;
             while let Some(message) = media.recv().await {
                 let (ts, result) = match &message {
                     MediaMessage::Video(ts, body) => (*ts, self.segmenter.push_video(*ts, body)),
@@ -114,6 +118,66 @@ impl Pipeline {
             live.remove(&self.stream);
         }
         self.schedule_final_cleanup();
+    }
+
+    /// Picks up what an earlier publish of this name left on the volume (a reconnect, or a
+    /// restart of the ingest): its playlist is continued after an EXT-X-DISCONTINUITY with the
+    /// next media sequence number, and media files it no longer lists are retired.
+    async fn resume(&mut self) {
+        let text = match tokio::fs::read_to_string(self.dir.join(PLAYLIST)).await {
+            Ok(text) => Some(text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the previous playlist; starting a new one");
+                None
+            }
+        };
+        let previous = text.and_then(|text| match MediaPlaylist::parse(&text) {
+            Ok(mut playlist) => {
+                playlist.ended = false;
+                playlist.pending_parts.clear();
+                playlist.preload_hint = None;
+                Some(playlist)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "previous playlist unreadable; starting a new one");
+                None
+            }
+        });
+        let mut listed = std::collections::HashSet::new();
+        if let Some(previous) = &previous {
+            self.sequence = previous.next_sequence();
+            tracing::info!(
+                media_sequence = self.sequence,
+                "continuing the stream's playlist after a discontinuity"
+            );
+            for segment in &previous.segments {
+                listed.insert(segment.uri.clone());
+                listed.extend(segment.map.iter().cloned());
+                listed.extend(segment.parts.iter().map(|p| p.uri.clone()));
+            }
+        }
+        // Whatever else is there (retired files of a process that stopped, temp files of an
+        // interrupted write) is deleted once the old playlist could no longer name it.
+        let hold = Duration::from_secs_f64(
+            previous
+                .as_ref()
+                .map_or(0.0, MediaPlaylist::duration)
+                .max(self.shared.config.segment_secs * self.shared.config.window as f64),
+        );
+        if let Ok(mut entries) = tokio::fs::read_dir(&self.dir).await {
+            let due = Instant::now() + hold;
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let media = [".ts", ".m4s", ".mp4", ".tmp"]
+                    .iter()
+                    .any(|ext| name.ends_with(ext));
+                if media && !listed.contains(&name) {
+                    self.retired.push_back((due, entry.path()));
+                }
+            }
+        }
+        self.previous = previous;
     }
 
     fn media_error(&mut self, error: &livecast_media::MediaError) {
@@ -159,25 +223,33 @@ impl Pipeline {
         let mut wrote_segment = false;
         if let Some(segment) = cut.segment {
             let name = self.name(self.sequence, None);
-            let playlist = self.playlist.get_or_insert_with(|| {
-                new_playlist(
+            let continued = self.previous.is_some();
+            if self.playlist.is_none() {
+                let (playlist, dropped) = new_playlist(
                     &self.shared.config,
                     self.part_target,
                     segment.duration_ms,
                     self.init.clone(),
+                    self.previous.take(),
                     &mut self.segmenter,
-                )
-            });
+                );
+                self.playlist = Some(playlist);
+                removed.extend(dropped);
+            }
+            let Some(playlist) = self.playlist.as_mut() else {
+                return;
+            };
             let program_date_time = self
                 .anchor
                 .map(|(first_ms, wall)| offset_time(wall, segment.start_ms - first_ms));
-            removed = playlist.push(PlaylistSegment {
+            removed.extend(playlist.push(PlaylistSegment {
                 uri: name.clone(),
                 duration: segment.duration_ms as f64 / 1000.0,
                 program_date_time,
                 parts: std::mem::take(&mut self.parts),
+                discontinuity: continued,
                 ..Default::default()
-            });
+            }));
             files.push((name, segment.data));
             self.sequence += 1;
             wrote_segment = true;
@@ -281,21 +353,47 @@ impl Pipeline {
 }
 
 /// The playlist of a publish, created when its first segment is complete: the target duration
-/// is the configured one or that segment's rounded length if longer, and later segments are cut
-/// before they could outgrow it.
+/// is the configured one or that segment's rounded length if longer (or the previous
+/// playlist's, which this one continues), and later segments are cut before they could outgrow
+/// it. Returns the playlist and the previous playlist's segments it does not continue.
 fn new_playlist(
     config: &crate::Config,
     part_target: Option<f64>,
     first_ms: i64,
     init: Option<String>,
+    previous: Option<MediaPlaylist>,
     segmenter: &mut Segmenter,
-) -> MediaPlaylist {
+) -> (MediaPlaylist, Vec<PlaylistSegment>) {
     let configured = config.segment_secs.ceil() as u64;
     let first = (first_ms as f64 / 1000.0).round() as u64;
     let target = configured.max(first).max(1);
+    let window = if config.record { 0 } else { config.window };
+    let mut dropped = Vec::new();
+    let mut playlist = match previous {
+        // The target duration of a playlist never changes: continue it only if it fits, and
+        // only in the same container (a TS segment after an EXT-X-MAP would inherit it).
+        Some(mut previous)
+            if previous.target_duration >= target && previous.map.is_some() == init.is_some() =>
+        {
+            previous.window = window;
+            previous
+        }
+        Some(previous) => {
+            dropped.extend(previous.segments.iter().cloned());
+            // A new playlist that still never reuses a sequence number; the discontinuity
+            // sequence moves past every discontinuity the old one had.
+            let mut fresh = MediaPlaylist::new(target, window);
+            fresh.media_sequence = previous.next_sequence();
+            fresh.discontinuity_sequence = previous.discontinuity_sequence
+                + previous.segments.iter().filter(|s| s.discontinuity).count() as u64;
+            fresh
+        }
+        None => MediaPlaylist::new(target, window),
+    };
+    let target = playlist.target_duration;
     // EXTINF must round to at most the target duration; cut before it can.
     segmenter.set_max_duration((target * 1000 + 400) as u32);
-    let mut playlist = MediaPlaylist::new(target, config.window);
+    playlist.event = config.record;
     playlist.map = init;
     if let Some(part) = part_target {
         playlist.part_target = Some(part);
@@ -305,8 +403,11 @@ fn new_playlist(
             part_hold_back: Some(3.0 * part),
             hold_back: None,
         });
+    } else {
+        playlist.part_target = None;
+        playlist.server_control = None;
     }
-    playlist
+    (playlist, dropped)
 }
 
 /// Keeps EXT-X-PART tags only for segments within three target durations of the live edge

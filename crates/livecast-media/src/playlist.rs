@@ -34,6 +34,8 @@ pub struct PlaylistSegment {
     pub discontinuity: bool,
     /// The parts the segment was published as (listed only for recent segments).
     pub parts: Vec<Part>,
+    /// The init segment (EXT-X-MAP) this segment needs; the tag is written where it changes.
+    pub map: Option<String>,
 }
 
 /// EXT-X-SERVER-CONTROL.
@@ -72,8 +74,12 @@ pub struct MediaPlaylist {
     pub pending_parts: Vec<Part>,
     /// EXT-X-PRELOAD-HINT:TYPE=PART URI: the next part, announced before it exists.
     pub preload_hint: Option<String>,
-    /// EXT-X-MAP URI (fMP4 init segment).
+    /// EXT-X-MAP URI (fMP4 init segment) of new media: the pending parts and the segments
+    /// pushed without a map of their own.
     pub map: Option<String>,
+    /// EXT-X-PLAYLIST-TYPE EVENT (VOD once ended): segments are only ever appended (a
+    /// recording); use with a window of 0.
+    pub event: bool,
     /// Segments replaced by EXT-X-SKIP in a delta update.
     pub skipped: u64,
 }
@@ -93,6 +99,7 @@ impl MediaPlaylist {
             pending_parts: Vec::new(),
             preload_hint: None,
             map: None,
+            event: false,
             skipped: 0,
         }
     }
@@ -103,15 +110,18 @@ impl MediaPlaylist {
     }
 
     /// Appends a segment and returns the ones that slid out of the window.
-    pub fn push(&mut self, segment: PlaylistSegment) -> Vec<PlaylistSegment> {
+    pub fn push(&mut self, mut segment: PlaylistSegment) -> Vec<PlaylistSegment> {
         self.pending_parts.clear();
+        if segment.map.is_none() {
+            segment.map.clone_from(&self.map);
+        }
         self.segments.push_back(segment);
         let mut removed = Vec::new();
         while self.window > 0 && self.segments.len() > self.window {
             if let Some(old) = self.segments.pop_front() {
                 self.media_sequence += 1;
-                if self.segments.front().is_some_and(|s| s.discontinuity) {
-                    // The discontinuity tag leaves the playlist with the segment before it.
+                if old.discontinuity {
+                    // Its EXT-X-DISCONTINUITY leaves with it (RFC 8216 §6.2.2).
                     self.discontinuity_sequence += 1;
                 }
                 removed.push(old);
@@ -209,16 +219,21 @@ impl MediaPlaylist {
                 self.discontinuity_sequence
             );
         }
-        if let Some(map) = &self.map {
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
+        if self.event {
+            // A finished recording is a VOD playlist; while it runs it is an event.
+            let kind = if self.ended { "VOD" } else { "EVENT" };
+            let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:{kind}");
         }
         if self.skipped > 0 {
             let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={}", self.skipped);
         }
+        // EXT-X-MAP is written before the first segment and wherever the init segment changes.
+        let mut map: Option<&str> = None;
         for seg in &self.segments {
             if seg.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            write_map(&mut out, &mut map, seg.map.as_ref());
             if let Some(pdt) = seg.program_date_time {
                 let _ = writeln!(
                     out,
@@ -230,6 +245,9 @@ impl MediaPlaylist {
                 render_part(&mut out, part);
             }
             let _ = writeln!(out, "#EXTINF:{:.3},\n{}", seg.duration, seg.uri);
+        }
+        if !self.pending_parts.is_empty() || self.segments.is_empty() {
+            write_map(&mut out, &mut map, self.map.as_ref());
         }
         for part in &self.pending_parts {
             render_part(&mut out, part);
@@ -263,7 +281,9 @@ impl MediaPlaylist {
                     return Err(ParseError("segment uri without #EXTINF"));
                 }
                 current.uri = line.to_string();
+                let map = current.map.clone();
                 pl.segments.push_back(std::mem::take(&mut current));
+                current.map = map;
                 have_inf = false;
                 continue;
             };
@@ -330,13 +350,17 @@ impl MediaPlaylist {
                         pl.preload_hint = attr(&attrs, "URI").map(str::to_string);
                     }
                 }
-                "EXT-X-MAP" => pl.map = attr(&attributes(value), "URI").map(str::to_string),
+                "EXT-X-MAP" => {
+                    pl.map = attr(&attributes(value), "URI").map(str::to_string);
+                    current.map.clone_from(&pl.map);
+                }
                 "EXT-X-SKIP" => {
                     pl.skipped = attr(&attributes(value), "SKIPPED-SEGMENTS")
                         .and_then(|v| v.parse().ok())
                         .ok_or(ParseError("bad EXT-X-SKIP"))?
                 }
                 "EXT-X-ENDLIST" => pl.ended = true,
+                "EXT-X-PLAYLIST-TYPE" => pl.event = matches!(value, "EVENT" | "VOD"),
                 _ => {}
             }
         }
@@ -351,6 +375,14 @@ impl MediaPlaylist {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid playlist: {0}")]
 pub struct ParseError(&'static str);
+
+/// Writes EXT-X-MAP for `wanted` unless it is the map already in force.
+fn write_map<'a>(out: &mut String, map: &mut Option<&'a str>, wanted: Option<&'a String>) {
+    if let Some(uri) = wanted.filter(|w| Some(w.as_str()) != *map) {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{uri}\"");
+        *map = Some(uri);
+    }
+}
 
 fn render_part(out: &mut String, part: &Part) {
     let _ = write!(
@@ -508,6 +540,39 @@ mod tests {
         assert!(text.contains("#EXT-X-VERSION:9\n"));
         assert!(text.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"));
         assert_eq!(MediaPlaylist::parse(&text).unwrap().skipped, 4);
+    }
+
+    #[test]
+    fn discontinuities_carry_their_init_segment_and_count_when_they_leave() {
+        let mut pl = MediaPlaylist::new(2, 3);
+        pl.map = Some("a-init.mp4".into());
+        pl.push(seg(0));
+        pl.push(seg(1));
+        pl.map = Some("b-init.mp4".into());
+        pl.push(PlaylistSegment {
+            discontinuity: true,
+            ..seg(2)
+        });
+        pl.push(seg(3));
+        let text = pl.render();
+        // Segment 0 left without a tag: the sequence stays; the new map follows the tag.
+        assert_eq!(pl.discontinuity_sequence, 0);
+        assert!(text.contains("#EXT-X-MAP:URI=\"a-init.mp4\"\n#EXT-X-PROGRAM-DATE-TIME"));
+        assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"b-init.mp4\""));
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 2);
+        let reparsed = |text: &str| MediaPlaylist {
+            window: 3,
+            ..MediaPlaylist::parse(text).unwrap()
+        };
+        assert_eq!(reparsed(&text), pl);
+        pl.push(seg(4));
+        pl.push(seg(5));
+        // The segment with the tag left: the sequence counts it.
+        assert_eq!(pl.discontinuity_sequence, 1);
+        let text = pl.render();
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 1);
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
+        assert_eq!(reparsed(&text), pl);
     }
 
     #[test]

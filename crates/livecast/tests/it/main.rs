@@ -3,5 +3,6 @@
 
 mod bad_input;
 mod browser;
+mod continuity;
 mod e2e;
 mod support;

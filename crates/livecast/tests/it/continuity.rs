@@ -1,0 +1,156 @@
+//! Continuity and recording: a publisher that reconnects continues its playlist after a
+//! discontinuity, a restarted ingest resumes from the volume without reusing a name, and
+//! `--record` keeps the whole event as a VOD playlist.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use livecast_media::playlist::MediaPlaylist;
+use livecast_telemetry::CancellationToken;
+
+use crate::support::{ffprobe, make_clip, publish, wait_until};
+
+struct Ingest {
+    rtmp: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), livecast_ingest::IngestError>>,
+}
+
+async fn start_ingest(hls: &Path, extra: &[&str]) -> Ingest {
+    let mut args = vec![
+        "livecast-ingest".to_string(),
+        "--rtmp-listen=127.0.0.1:0".into(),
+        "--admin-listen=127.0.0.1:0".into(),
+        format!("--hls-dir={}", hls.display()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let config = <livecast_ingest::Config as clap::Parser>::parse_from(args);
+    let listeners = livecast_ingest::Listeners::bind(&config)
+        .await
+        .expect("bind");
+    let rtmp = listeners.rtmp.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(livecast_ingest::run(config, listeners, shutdown.clone()));
+    Ingest {
+        rtmp,
+        shutdown,
+        task,
+    }
+}
+
+impl Ingest {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("clean exit");
+    }
+}
+
+/// Publishes `clip` to live/<name> and waits for the playlist's ENDLIST after ffmpeg exits.
+async fn publish_once(ingest: &Ingest, clip: &Path, hls: &Path, name: &str) -> MediaPlaylist {
+    let url = format!("rtmp://{}/live/{name}", ingest.rtmp);
+    let status = publish(clip, &url).wait().await.expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg publish failed");
+    let path = hls.join(name).join("index.m3u8");
+    wait_until("ENDLIST", Duration::from_secs(10), || {
+        let path = path.clone();
+        async move { std::fs::read_to_string(&path).is_ok_and(|t| t.contains("#EXT-X-ENDLIST")) }
+    })
+    .await;
+    MediaPlaylist::parse(&std::fs::read_to_string(&path).expect("playlist")).expect("parses")
+}
+
+fn session_of(uri: &str) -> &str {
+    uri.split('-').next().unwrap_or_default()
+}
+
+fn video_frames(playlist: &Path) -> u64 {
+    let (streams, _) = ffprobe(&playlist.display().to_string());
+    streams.iter().find(|s| s.0 == "video").map_or(0, |s| s.2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_continues_the_playlist_and_a_restart_resumes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hls = dir.path().join("hls");
+    let clip = make_clip(dir.path(), 4);
+    let ingest = start_ingest(&hls, &[]).await;
+    let first = publish_once(&ingest, &clip, &hls, "cont").await;
+    assert_eq!(first.segments.len(), 2, "{first:?}");
+    assert!(first.segments.iter().all(|s| !s.discontinuity));
+
+    // The same publisher comes back: same playlist, a discontinuity, the next numbers.
+    let second = publish_once(&ingest, &clip, &hls, "cont").await;
+    let flags: Vec<bool> = second.segments.iter().map(|s| s.discontinuity).collect();
+    assert_eq!(flags, [false, false, true, false], "{second:?}");
+    assert_eq!(second.media_sequence, 0);
+    assert_eq!(second.segments[0].uri, first.segments[0].uri);
+    let sessions: Vec<&str> = second.segments.iter().map(|s| session_of(&s.uri)).collect();
+    assert_ne!(sessions[1], sessions[2], "a new publish has a new session");
+    assert!(second.segments[3].uri.ends_with("-3.m4s"), "{second:?}");
+    assert_ne!(second.segments[1].map, second.segments[2].map);
+    ingest.stop().await;
+
+    // The ingest restarts on the same volume: the media sequence goes on, no name is reused.
+    let ingest = start_ingest(&hls, &[]).await;
+    let third = publish_once(&ingest, &clip, &hls, "cont").await;
+    ingest.stop().await;
+    assert_eq!(third.segments.len(), 6, "{third:?}");
+    assert!(third.segments[5].uri.ends_with("-5.m4s"), "{third:?}");
+    assert_eq!(third.segments.iter().filter(|s| s.discontinuity).count(), 2);
+    let names: HashSet<&str> = third.segments.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(names.len(), 6);
+    for segment in &third.segments {
+        assert!(
+            segment.program_date_time.is_some(),
+            "PROGRAM-DATE-TIME on every segment"
+        );
+        assert!(
+            hls.join("cont").join(&segment.uri).exists(),
+            "{}",
+            segment.uri
+        );
+    }
+    // Every frame of each of the three publishes is there: each session's init segment and
+    // segments decode to the whole clip.
+    let mut sessions: Vec<&str> = third.segments.iter().map(|s| session_of(&s.uri)).collect();
+    sessions.dedup();
+    assert_eq!(sessions.len(), 3);
+    for session in sessions {
+        let mut bytes = Vec::new();
+        let mine = third
+            .segments
+            .iter()
+            .filter(|s| session_of(&s.uri) == session);
+        for (i, segment) in mine.enumerate() {
+            if i == 0 {
+                let init = segment.map.as_ref().expect("EXT-X-MAP");
+                bytes.extend(std::fs::read(hls.join("cont").join(init)).expect("init"));
+            }
+            bytes.extend(std::fs::read(hls.join("cont").join(&segment.uri)).expect("segment"));
+        }
+        let joined = dir.path().join(format!("{session}.mp4"));
+        std::fs::write(&joined, bytes).expect("write");
+        assert_eq!(video_frames(&joined), 4 * 30, "session {session}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_keeps_the_whole_event_as_a_vod_playlist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hls = dir.path().join("hls");
+    let clip = make_clip(dir.path(), 8);
+    let ingest = start_ingest(&hls, &["--record", "--window=3"]).await;
+    let playlist = publish_once(&ingest, &clip, &hls, "event").await;
+    ingest.stop().await;
+    let path: PathBuf = hls.join("event/index.m3u8");
+    let text = std::fs::read_to_string(&path).expect("playlist");
+    assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{text}");
+    assert_eq!(playlist.media_sequence, 0);
+    assert_eq!(
+        playlist.segments.len(),
+        4,
+        "all of the event, not the window of 3"
+    );
+    assert_eq!(video_frames(&path), 8 * 30);
+}
