@@ -54,6 +54,14 @@ pub struct Config {
     /// after the end (--window is ignored; nothing is deleted).
     #[arg(long, env = "LIVECAST_RECORD")]
     pub record: bool,
+    /// File of `<stream> <secret>` lines; a publish must then carry `?key=<secret>` on its
+    /// stream name. Read again whenever it changes.
+    #[arg(long, env = "LIVECAST_STREAM_KEYS")]
+    pub stream_keys: Option<PathBuf>,
+    /// http:// URL that gets a form POST for every publish (like nginx-rtmp's on_publish:
+    /// call, app, name, addr and the stream name's query); a 2xx answer allows it.
+    #[arg(long, env = "LIVECAST_ON_PUBLISH")]
+    pub on_publish: Option<String>,
     /// Seconds without any data from a publisher before its connection is closed.
     #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
     pub idle_timeout_secs: u64,

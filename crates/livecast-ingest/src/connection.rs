@@ -34,7 +34,10 @@ pub(crate) async fn serve(
     let span = tracing::info_span!("rtmp", %peer);
     async move {
         tracing::debug!("connection accepted");
-        match Connection::new(socket, shared.clone()).run(shutdown).await {
+        match Connection::new(socket, peer, shared.clone())
+            .run(shutdown)
+            .await
+        {
             Ok(()) => tracing::debug!("connection closed"),
             Err(ConnectionError::Refused(reason)) => {
                 shared.metrics.rejected.with_label_values(&[reason]).inc();
@@ -61,16 +64,18 @@ struct Publish {
 
 struct Connection {
     socket: TcpStream,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     publish: Option<Publish>,
     buf: Vec<u8>,
 }
 
 impl Connection {
-    fn new(socket: TcpStream, shared: Arc<Shared>) -> Self {
+    fn new(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> Self {
         let _ = socket.set_nodelay(true);
         Self {
             socket,
+            peer,
             shared,
             publish: None,
             buf: vec![0; 64 * 1024],
@@ -222,7 +227,7 @@ impl Connection {
         stream_key: &str,
     ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
         // The key travels as a query on the stream name; it never becomes part of a path.
-        let name = stream_key.split('?').next().unwrap_or_default();
+        let (name, query) = stream_key.split_once('?').unwrap_or((stream_key, ""));
         if self.publish.is_some() {
             return self
                 .refuse(
@@ -237,6 +242,16 @@ impl Connection {
             return self
                 .refuse(session, request_id, "bad_name", "invalid stream name")
                 .await;
+        }
+        if let Err(denied) = self.shared.auth.check(name, query, self.peer).await {
+            tracing::warn!(stream = %name, reason = denied.reason(), "publish not authorized");
+            let refusal = session.reject_request(
+                request_id,
+                "NetStream.Publish.Unauthorized",
+                "publish not authorized",
+            )?;
+            self.flush(refusal).await?;
+            return Err(ConnectionError::Refused(denied.reason()));
         }
         let claimed = self
             .shared

@@ -14,6 +14,7 @@
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
+mod auth;
 pub mod config;
 mod connection;
 pub mod error;

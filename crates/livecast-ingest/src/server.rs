@@ -37,6 +37,7 @@ impl Listeners {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
+    pub auth: crate::auth::Auth,
     pub metrics: Metrics,
     /// Names being published now; a second publisher of the same name is refused.
     pub live: Mutex<HashSet<String>>,
@@ -66,7 +67,9 @@ pub async fn run(
         hls_dir = %config.hls_dir.display(),
         "ingest listening"
     );
+    let auth = crate::auth::Auth::new(config.stream_keys.as_deref(), config.on_publish.as_deref())?;
     let shared = Arc::new(Shared {
+        auth,
         config,
         metrics,
         live: Mutex::new(HashSet::new()),

@@ -64,6 +64,15 @@ pub struct UpArgs {
     /// LL-HLS part length in milliseconds; 0 writes plain HLS without parts.
     #[arg(long, env = "LIVECAST_PART_MS", default_value_t = 250)]
     pub part_ms: u32,
+    /// Keep every segment of a publish (EVENT playlist, VOD after the end).
+    #[arg(long, env = "LIVECAST_RECORD")]
+    pub record: bool,
+    /// File of `<stream> <secret>` lines; publishes must carry `?key=<secret>`.
+    #[arg(long, env = "LIVECAST_STREAM_KEYS")]
+    pub stream_keys: Option<PathBuf>,
+    /// http:// URL asked (form POST, like nginx-rtmp's on_publish) before every publish.
+    #[arg(long, env = "LIVECAST_ON_PUBLISH")]
+    pub on_publish: Option<String>,
 }
 
 /// Addresses the stack actually listens on.
@@ -122,7 +131,7 @@ impl Stack {
         );
         let admin =
             |offset: u16| SocketAddr::new(args.admin_host, port_plus(args.admin_port, offset));
-        let ingest = livecast_ingest::Config::parse_from([
+        let mut ingest_args = vec![
             "livecast-ingest".to_string(),
             format!("--rtmp-listen={}", args.rtmp_listen),
             format!("--admin-listen={}", admin(0)),
@@ -136,7 +145,17 @@ impl Stack {
                     .unwrap_or_default()
             ),
             format!("--part-ms={}", args.part_ms),
-        ]);
+        ];
+        if args.record {
+            ingest_args.push("--record".into());
+        }
+        if let Some(keys) = &args.stream_keys {
+            ingest_args.push(format!("--stream-keys={}", keys.display()));
+        }
+        if let Some(url) = &args.on_publish {
+            ingest_args.push(format!("--on-publish={url}"));
+        }
+        let ingest = livecast_ingest::Config::parse_from(ingest_args);
         ingest.validate()?;
         let ingest_listeners = livecast_ingest::Listeners::bind(&ingest)
             .await

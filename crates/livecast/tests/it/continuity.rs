@@ -6,45 +6,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::{ffprobe, make_clip, publish, start_ingest, wait_until, Ingest};
 use livecast_media::playlist::MediaPlaylist;
-use livecast_telemetry::CancellationToken;
-
-use crate::support::{ffprobe, make_clip, publish, wait_until};
-
-struct Ingest {
-    rtmp: std::net::SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), livecast_ingest::IngestError>>,
-}
-
-async fn start_ingest(hls: &Path, extra: &[&str]) -> Ingest {
-    let mut args = vec![
-        "livecast-ingest".to_string(),
-        "--rtmp-listen=127.0.0.1:0".into(),
-        "--admin-listen=127.0.0.1:0".into(),
-        format!("--hls-dir={}", hls.display()),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let config = <livecast_ingest::Config as clap::Parser>::parse_from(args);
-    let listeners = livecast_ingest::Listeners::bind(&config)
-        .await
-        .expect("bind");
-    let rtmp = listeners.rtmp.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(livecast_ingest::run(config, listeners, shutdown.clone()));
-    Ingest {
-        rtmp,
-        shutdown,
-        task,
-    }
-}
-
-impl Ingest {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("join").expect("clean exit");
-    }
-}
 
 /// Publishes `clip` to live/<name> and waits for the playlist's ENDLIST after ffmpeg exits.
 async fn publish_once(ingest: &Ingest, clip: &Path, hls: &Path, name: &str) -> MediaPlaylist {

@@ -1,6 +1,7 @@
 //! System tests: the whole stack in-process on port 0, real ffmpeg publishers, ffprobe and a
 //! real browser as viewers.
 
+mod auth;
 mod bad_input;
 mod browser;
 mod continuity;

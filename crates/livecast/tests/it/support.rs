@@ -292,3 +292,43 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The ingest service alone, on port 0.
+pub struct Ingest {
+    pub rtmp: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), livecast_ingest::IngestError>>,
+}
+
+/// Starts the ingest on `hls` with extra flags.
+pub async fn start_ingest(hls: &Path, extra: &[&str]) -> Ingest {
+    let mut args = vec![
+        "livecast-ingest".to_string(),
+        "--rtmp-listen=127.0.0.1:0".into(),
+        "--admin-listen=127.0.0.1:0".into(),
+        format!("--hls-dir={}", hls.display()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let config = livecast_ingest::Config::parse_from(args);
+    let listeners = livecast_ingest::Listeners::bind(&config)
+        .await
+        .expect("bind");
+    let rtmp = listeners.rtmp.local_addr().expect("addr");
+    let admin = listeners.admin.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(livecast_ingest::run(config, listeners, shutdown.clone()));
+    Ingest {
+        rtmp,
+        admin,
+        shutdown,
+        task,
+    }
+}
+
+impl Ingest {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("clean exit");
+    }
+}

@@ -1,0 +1,178 @@
+//! Publish authentication with a real ffmpeg publisher: the stream-keys file (and its reload)
+//! and the on_publish callback. A refused publish writes nothing; the secret shows up in no
+//! file name, playlist or metric.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{get, make_clip, publish, start_ingest, Ingest};
+
+/// Publishes the clip to `live/<name_and_query>`; returns whether ffmpeg succeeded.
+async fn try_publish(ingest: &Ingest, clip: &Path, name_and_query: &str) -> bool {
+    let url = format!("rtmp://{}/live/{name_and_query}", ingest.rtmp);
+    publish(clip, &url)
+        .wait()
+        .await
+        .expect("ffmpeg runs")
+        .success()
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            out.push(path.display().to_string());
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_keys_allow_only_the_right_secret_and_follow_file_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hls = dir.path().join("hls");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "# name secret\ncam Sup3r-secret\n").expect("keys");
+    let clip = make_clip(dir.path(), 2);
+    let ingest = start_ingest(&hls, &[&format!("--stream-keys={}", keys.display())]).await;
+
+    assert!(!try_publish(&ingest, &clip, "cam").await, "no key");
+    assert!(
+        !try_publish(&ingest, &clip, "cam?key=wrong").await,
+        "wrong key"
+    );
+    assert!(
+        !try_publish(&ingest, &clip, "other?key=Sup3r-secret").await,
+        "other stream"
+    );
+    assert!(
+        files_under(&hls).is_empty(),
+        "a refused publish writes nothing: {:?}",
+        files_under(&hls)
+    );
+    assert!(try_publish(&ingest, &clip, "cam?key=Sup3r-secret").await);
+    assert!(hls.join("cam/index.m3u8").exists());
+
+    // The file changes: the new secret works at once, the old one no longer does.
+    std::fs::write(&keys, "cam N3w-secret-longer\n").expect("keys");
+    assert!(!try_publish(&ingest, &clip, "cam?key=Sup3r-secret").await);
+    assert!(try_publish(&ingest, &clip, "cam?key=N3w-secret-longer").await);
+
+    let metrics =
+        String::from_utf8_lossy(&get(&format!("http://{}/metrics", ingest.admin)).await.body)
+            .into_owned();
+    assert!(
+        metrics.contains("livecast_ingest_rejected_total{reason=\"bad_key\"} 4"),
+        "{metrics}"
+    );
+    ingest.stop().await;
+    for path in files_under(&hls) {
+        assert!(!path.contains("secret"), "{path}");
+        if path.ends_with(".m3u8") {
+            let text = std::fs::read_to_string(&path).expect("playlist");
+            assert!(!text.contains("secret") && !text.contains("key="), "{text}");
+        }
+    }
+    assert!(!metrics.contains("secret"));
+}
+
+/// A callback server: answers 204 when the form carries `key=good`, 403 otherwise, and keeps
+/// every form it got.
+async fn callback_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let forms = Arc::new(Mutex::new(Vec::new()));
+    let seen = forms.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let form = loop {
+                let n = socket.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                    continue;
+                };
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break Some(body.to_string());
+                }
+            };
+            let Some(form) = form else { continue };
+            let allowed = form.split('&').any(|pair| pair == "key=good");
+            seen.lock().expect("lock").push(form);
+            let status = if allowed {
+                "204 No Content"
+            } else {
+                "403 Forbidden"
+            };
+            let _ = socket
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+        }
+    });
+    (addr, forms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_on_publish_callback_decides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hls = dir.path().join("hls");
+    let clip = make_clip(dir.path(), 2);
+    let (callback, forms) = callback_server().await;
+    let ingest = start_ingest(&hls, &[&format!("--on-publish=http://{callback}/auth")]).await;
+
+    assert!(!try_publish(&ingest, &clip, "show?key=bad").await);
+    assert!(
+        !hls.join("show").exists(),
+        "a refused publish writes nothing"
+    );
+    assert!(try_publish(&ingest, &clip, "show?key=good&user=ann").await);
+    assert!(hls.join("show/index.m3u8").exists());
+    ingest.stop().await;
+
+    let forms = forms.lock().expect("lock").clone();
+    assert_eq!(forms.len(), 2, "{forms:?}");
+    for part in [
+        "call=publish",
+        "app=live",
+        "name=show",
+        "addr=127.0.0.1",
+        "user=ann",
+        "key=good",
+    ] {
+        assert!(
+            forms[1].split('&').any(|p| p == part),
+            "{part} in {}",
+            forms[1]
+        );
+    }
+
+    // An unreachable callback refuses rather than lets everyone in.
+    let ingest = start_ingest(&hls, &["--on-publish=http://127.0.0.1:9/auth"]).await;
+    assert!(!try_publish(&ingest, &clip, "late?key=good").await);
+    ingest.stop().await;
+    assert!(!hls.join("late").exists());
+}
