@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Segment listing lag: livecast-ingest against nginx-rtmp, same ffmpeg publisher, one run.
+"""Segment and part listing lag: livecast-ingest against nginx-rtmp, same ffmpeg publisher.
 
 For each system, a real ffmpeg publishes the same clip in real time (`-re -c copy`) through a
 small RTMP relay in this script. The relay forwards bytes untouched and notes when the last
@@ -12,9 +12,13 @@ where a segment's last frame is the last message with a timestamp before the seg
 (the cumulative EXTINF sum, snapped to the keyframe the server cut at). The final segment of
 each run is left out: both servers close it only when the publisher stops.
 
-Prints median and p90 per system and the ratio livecast / nginx-rtmp.
+The same is measured for livecast's LL-HLS parts (EXT-X-PART): a part's end is the sum of the
+part durations from the first video frame; nginx-rtmp has no parts.
+
+Prints median and p90 per system and the ratio livecast / nginx-rtmp. livecast runs with its
+defaults (fMP4, 250 ms parts); `--container ts --part-ms 0` is the like-for-like setting.
 Needs: ffmpeg, nginx with libnginx-mod-rtmp (Debian: apt-get install nginx libnginx-mod-rtmp).
-Usage: bench/segment_latency.py [--seconds 40]
+Usage: bench/segment_latency.py [--seconds 40] [--livecast-args "--container ts --part-ms 0"]
 """
 
 import argparse
@@ -190,6 +194,7 @@ class PlaylistWatcher:
         self.first_seen = {}  # uri -> monotonic time
         self.durations = {}  # uri -> EXTINF seconds
         self.order = []
+        self.parts = []  # (uri, duration, first seen)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -206,7 +211,14 @@ class PlaylistWatcher:
                         text = f.read()
                     last = key
                     duration = None
+                    seen_parts = {uri for uri, _, _ in self.parts}
                     for line in text.splitlines():
+                        if line.startswith("#EXT-X-PART:"):
+                            attrs = dict(a.split("=", 1) for a in line[12:].split(",") if "=" in a)
+                            uri = attrs["URI"].strip('"')
+                            if uri not in seen_parts:
+                                self.parts.append((uri, float(attrs["DURATION"]), now))
+                                seen_parts.add(uri)
                         if line.startswith("#EXTINF:"):
                             duration = float(line[8:].split(",")[0])
                         elif line and not line.startswith("#"):
@@ -256,7 +268,16 @@ def measure(name, rtmp_port, playlist, clip):
         if not before:
             continue
         lags.append(watcher.first_seen[uri] - max(before))
-    return lags
+    # Parts: each ends where the next begins; the first begins at the first video frame.
+    part_lags = []
+    start = min(ts for ts, key, _ in sent if key is not None)
+    end = float(start)
+    for uri, duration, seen in watcher.parts[:-2]:
+        end += duration * 1000.0
+        before = [t for ts, _, t in sent if ts < round(end)]
+        if before:
+            part_lags.append(seen - max(before))
+    return lags, part_lags
 
 
 def summary(name, lags):
@@ -270,6 +291,7 @@ def summary(name, lags):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=40, help="clip length per system")
+    parser.add_argument("--livecast-args", default="", help="extra livecast-ingest flags")
     args = parser.parse_args()
     for tool in ("ffmpeg", "nginx"):
         if not shutil.which(tool):
@@ -313,7 +335,7 @@ rtmp {{
     nginx = subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])
     try:
         wait_port(port)
-        results["nginx-rtmp"] = measure("nginx-rtmp", port, os.path.join(hls, "bench", "index.m3u8"), clip)
+        results["nginx-rtmp"], _ = measure("nginx-rtmp", port, os.path.join(hls, "bench", "index.m3u8"), clip)
     finally:
         nginx.terminate()
         nginx.wait()
@@ -323,11 +345,12 @@ rtmp {{
     hls = os.path.join(work, "livecast-hls")
     ingest = subprocess.Popen(
         [os.path.join(ROOT, "target", "release", "livecast-ingest"), f"--rtmp-listen=127.0.0.1:{port}",
-         f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}", "--segment-secs=2"],
+         f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}", "--segment-secs=2"]
+        + args.livecast_args.split(),
         stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        results["livecast"] = measure("livecast", port, os.path.join(hls, "bench", "index.m3u8"), clip)
+        results["livecast"], part_lags = measure("livecast", port, os.path.join(hls, "bench", "index.m3u8"), clip)
     finally:
         ingest.terminate()
         ingest.wait()
@@ -337,6 +360,10 @@ rtmp {{
     ratio = medians["livecast"] / medians["nginx-rtmp"]
     print(f"ratio livecast/nginx-rtmp (median): {ratio:.3f}")
     print(f"target livecast median <= 0.050 s: {'met' if medians['livecast'] <= 0.05 else 'NOT met'}")
+    if part_lags:
+        print("part listing lag (LL-HLS): last frame sent -> part listed in the playlist")
+        part_median = summary("livecast", part_lags)
+        print(f"target part median <= 0.050 s: {'met' if part_median <= 0.05 else 'NOT met'}")
     shutil.rmtree(work, ignore_errors=True)
 
 
