@@ -141,6 +141,7 @@ def main():
     clip = os.path.join(cache, f"clip-720p-{CLIP_SECONDS}s.flv")
     make_clip(clip, CLIP_SECONDS)
     work = tempfile.mkdtemp(prefix="livecast-g2g-")
+    os.chmod(work, 0o755)  # nginx workers run as another user
     try:
         nginx_work = os.path.join(work, "nginx")
         os.makedirs(nginx_work)

@@ -163,6 +163,12 @@ impl Connection {
         session: &mut ServerSession,
         event: ServerSessionEvent,
     ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        if !matches!(
+            event,
+            ServerSessionEvent::VideoDataReceived { .. } | ServerSessionEvent::AudioDataReceived { .. }
+        ) {
+            tracing::debug!(event = event_name(&event), "rtmp event");
+        }
         match event {
             ServerSessionEvent::ConnectionRequested {
                 request_id,
@@ -326,6 +332,18 @@ pub(crate) fn valid_stream_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// The kind of a session event, for debug logs (events can carry secrets and media).
+fn event_name(event: &ServerSessionEvent) -> &'static str {
+    match event {
+        ServerSessionEvent::ConnectionRequested { .. } => "connect",
+        ServerSessionEvent::PublishStreamRequested { .. } => "publish",
+        ServerSessionEvent::PublishStreamFinished { .. } => "publish_finished",
+        ServerSessionEvent::PlayStreamRequested { .. } => "play",
+        ServerSessionEvent::StreamMetadataChanged { .. } => "metadata",
+        _ => "other",
+    }
 }
 
 /// A peer-supplied string fit for a log line: bounded and without control characters.

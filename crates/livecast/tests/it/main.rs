@@ -6,4 +6,5 @@ mod bad_input;
 mod browser;
 mod continuity;
 mod e2e;
+mod rtmp_chunks;
 mod support;
