@@ -165,7 +165,8 @@ impl Connection {
     ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
         if !matches!(
             event,
-            ServerSessionEvent::VideoDataReceived { .. } | ServerSessionEvent::AudioDataReceived { .. }
+            ServerSessionEvent::VideoDataReceived { .. }
+                | ServerSessionEvent::AudioDataReceived { .. }
         ) {
             tracing::debug!(event = event_name(&event), "rtmp event");
         }

@@ -33,6 +33,11 @@ pub(crate) enum MediaMessage {
     Audio(u32, Bytes),
 }
 
+/// Media sequence number of a new stream's first segment. Not 0: hls.js (1.6) takes a
+/// playlist whose last segment is number 0 for one without segments and then polls instead of
+/// sending blocking reloads, which costs a new viewer several seconds of latency.
+const FIRST_SEQUENCE: u64 = 1;
+
 pub(crate) struct Pipeline {
     stream: String,
     dir: PathBuf,
@@ -78,7 +83,7 @@ impl Pipeline {
             part_target: (part_ms > 0).then(|| f64::from(part_ms) / 1000.0),
             segmenter: Segmenter::new(container, target_ms, part_ms),
             playlist: None,
-            sequence: 0,
+            sequence: FIRST_SEQUENCE,
             parts: Vec::new(),
             init: None,
             previous: None,
@@ -388,7 +393,11 @@ fn new_playlist(
                 + previous.segments.iter().filter(|s| s.discontinuity).count() as u64;
             fresh
         }
-        None => MediaPlaylist::new(target, window),
+        None => {
+            let mut fresh = MediaPlaylist::new(target, window);
+            fresh.media_sequence = FIRST_SEQUENCE;
+            fresh
+        }
     };
     let target = playlist.target_duration;
     // EXTINF must round to at most the target duration; cut before it can.

@@ -73,6 +73,10 @@ pub(crate) struct Volume {
 
 impl Volume {
     pub fn new(root: PathBuf, cache_cap: usize, metrics: Metrics) -> Arc<Self> {
+        // Event paths are matched against the root: with a relative root (`./data/hls`) the
+        // watcher's paths for directories created later do not match it, and those streams
+        // would never be refreshed. An absolute root matches every event path.
+        let root = std::path::absolute(&root).unwrap_or(root);
         Arc::new(Self {
             root,
             streams: Mutex::new(HashMap::new()),

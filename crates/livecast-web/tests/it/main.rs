@@ -40,10 +40,12 @@ pub(crate) async fn start_with(extra: &[&str]) -> Web {
         "livecast-web".to_string(),
         "--listen=127.0.0.1:0".into(),
         "--admin-listen=127.0.0.1:0".into(),
-        format!("--hls-dir={}", hls.display()),
         format!("--access-log-dir={}", dir.path().join("logs").display()),
         "--instance-name=test-web".into(),
     ];
+    if !extra.iter().any(|a| a.starts_with("--hls-dir")) {
+        args.push(format!("--hls-dir={}", hls.display()));
+    }
     if !extra.iter().any(|a| a.starts_with("--shutdown-delay-ms")) {
         args.push("--shutdown-delay-ms=0".into());
     }

@@ -234,3 +234,42 @@ async fn shutdown_fails_readiness_first_then_drains() {
         "listener closed after the drain"
     );
 }
+
+/// `--hls-dir` relative to the working directory (the default `./data/hls` is): a stream that
+/// appears after the start is followed like any other.
+#[tokio::test]
+async fn a_relative_volume_path_follows_new_streams() {
+    let probe = tempfile::tempdir().expect("tempdir");
+    let cwd = std::env::current_dir().expect("cwd");
+    let up = "../".repeat(cwd.components().count().saturating_sub(1));
+    let relative = format!(
+        "./{up}{}",
+        probe.path().display().to_string().trim_start_matches('/')
+    );
+    let web = start_with(&[&format!("--hls-dir={relative}")]).await;
+    let write = |text: &str| {
+        std::fs::create_dir_all(probe.path().join("late")).expect("mkdir");
+        let tmp = probe.path().join("late/.index.m3u8.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, probe.path().join("late/index.m3u8")).expect("rename");
+    };
+    write("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na-1.ts\n");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let first = raw(web.addr, "/hls/late/index.m3u8", "").await;
+    assert!(first.contains("a-1.ts"), "{first}");
+    write("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na-1.ts\n#EXTINF:2.0,\na-2.ts\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if raw(web.addr, "/hls/late/index.m3u8", "")
+            .await
+            .contains("a-2.ts")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the playlist change was missed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -46,11 +46,11 @@ async fn a_reconnect_continues_the_playlist_and_a_restart_resumes_it() {
     let second = publish_once(&ingest, &clip, &hls, "cont").await;
     let flags: Vec<bool> = second.segments.iter().map(|s| s.discontinuity).collect();
     assert_eq!(flags, [false, false, true, false], "{second:?}");
-    assert_eq!(second.media_sequence, 0);
+    assert_eq!(second.media_sequence, 1);
     assert_eq!(second.segments[0].uri, first.segments[0].uri);
     let sessions: Vec<&str> = second.segments.iter().map(|s| session_of(&s.uri)).collect();
     assert_ne!(sessions[1], sessions[2], "a new publish has a new session");
-    assert!(second.segments[3].uri.ends_with("-3.m4s"), "{second:?}");
+    assert!(second.segments[3].uri.ends_with("-4.m4s"), "{second:?}");
     assert_ne!(second.segments[1].map, second.segments[2].map);
     ingest.stop().await;
 
@@ -59,7 +59,7 @@ async fn a_reconnect_continues_the_playlist_and_a_restart_resumes_it() {
     let third = publish_once(&ingest, &clip, &hls, "cont").await;
     ingest.stop().await;
     assert_eq!(third.segments.len(), 6, "{third:?}");
-    assert!(third.segments[5].uri.ends_with("-5.m4s"), "{third:?}");
+    assert!(third.segments[5].uri.ends_with("-6.m4s"), "{third:?}");
     assert_eq!(third.segments.iter().filter(|s| s.discontinuity).count(), 2);
     let names: HashSet<&str> = third.segments.iter().map(|s| s.uri.as_str()).collect();
     assert_eq!(names.len(), 6);
@@ -109,7 +109,7 @@ async fn record_keeps_the_whole_event_as_a_vod_playlist() {
     let path: PathBuf = hls.join("event/index.m3u8");
     let text = std::fs::read_to_string(&path).expect("playlist");
     assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{text}");
-    assert_eq!(playlist.media_sequence, 0);
+    assert_eq!(playlist.media_sequence, 1);
     assert_eq!(
         playlist.segments.len(),
         4,
