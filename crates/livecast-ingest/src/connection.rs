@@ -1,8 +1,9 @@
-//! One RTMP connection: handshake, session, and admission of a publish.
+//! One RTMP connection: handshake, our chunk layer, the command session (rml_rtmp, fed whole
+//! messages), media to the pipeline, and admission of a publish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use livecast_telemetry::CancellationToken;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -14,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::chunk::{self, single_chunk, ChunkReader, Message};
 use crate::error::ConnectionError;
 use crate::pipeline::{self, MediaMessage};
 use crate::server::Shared;
@@ -24,6 +26,9 @@ pub(crate) const APP: &str = "live";
 /// which pushes back on the publisher through TCP rather than buffering without limit.
 const MEDIA_QUEUE: usize = 512;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Protocol control message types handled here rather than by the session.
+const ACKNOWLEDGEMENT: u8 = 3;
+const WINDOW_ACK_SIZE: u8 = 5;
 
 pub(crate) async fn serve(
     socket: TcpStream,
@@ -65,6 +70,12 @@ struct Publish {
 struct Connection {
     socket: TcpStream,
     peer: SocketAddr,
+    /// Last sign of life: any data before a publish, media once publishing.
+    activity: Instant,
+    /// The peer's acknowledgement window, bytes received and bytes acknowledged (wrapping).
+    window: Option<u32>,
+    received: u32,
+    acknowledged: u32,
     shared: Arc<Shared>,
     publish: Option<Publish>,
     buf: Vec<u8>,
@@ -76,6 +87,10 @@ impl Connection {
         Self {
             socket,
             peer,
+            activity: Instant::now(),
+            window: None,
+            received: 0,
+            acknowledged: 0,
             shared,
             publish: None,
             buf: vec![0; 64 * 1024],
@@ -88,13 +103,31 @@ impl Connection {
             .map_err(|_| ConnectionError::Refused("handshake_timeout"))??;
         let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())?;
         self.handle(&mut session, initial).await?;
-        let results = session.handle_input(&leftover)?;
+        // rml_rtmp handles commands only. Messages reach it whole, one chunk each, so it must
+        // accept chunks as long as any message.
+        let mut normalized = Vec::new();
+        single_chunk(
+            &Message {
+                csid: 2,
+                type_id: chunk::SET_CHUNK_SIZE,
+                stream_id: 0,
+                timestamp: 0,
+                payload: (chunk::MAX_CHUNK_SIZE as u32).to_be_bytes().to_vec(),
+            },
+            &mut normalized,
+        );
+        let results = session.handle_input(&normalized)?;
         self.handle(&mut session, results).await?;
+        let mut reader = ChunkReader::new();
+        reader.push(&leftover);
+        self.process(&mut reader, &mut session).await?;
         let idle = Duration::from_secs(self.shared.config.idle_timeout_secs);
         loop {
+            // Before a publish any data keeps the connection; once publishing, only media does.
+            let deadline = tokio::time::Instant::from_std(self.activity) + idle;
             let n = tokio::select! {
                 () = shutdown.cancelled() => break,
-                read = tokio::time::timeout(idle, self.socket.read(&mut self.buf)) => {
+                read = tokio::time::timeout_at(deadline, self.socket.read(&mut self.buf)) => {
                     read.map_err(|_| ConnectionError::Idle(idle.as_secs()))??
                 }
             };
@@ -102,11 +135,75 @@ impl Connection {
                 break;
             }
             self.shared.metrics.received_bytes.inc_by(n as u64);
-            let results = session.handle_input(&self.buf[..n])?;
-            self.handle(&mut session, results).await?;
+            if self.publish.is_none() {
+                self.activity = Instant::now();
+            }
+            self.received = self.received.wrapping_add(n as u32);
+            reader.push(&self.buf[..n]);
+            self.process(&mut reader, &mut session).await?;
+            self.acknowledge().await?;
         }
         // Dropping the publish closes the pipeline's channel; it then writes ENDLIST.
         self.publish = None;
+        Ok(())
+    }
+
+    /// Takes every whole message out of the chunk reader: media goes to the pipeline, the
+    /// window size is kept for acknowledgements, everything else goes to the session.
+    async fn process(
+        &mut self,
+        reader: &mut ChunkReader,
+        session: &mut ServerSession,
+    ) -> Result<(), ConnectionError> {
+        let mut normalized = Vec::new();
+        while let Some(message) = reader.next_message()? {
+            match message.type_id {
+                chunk::AUDIO => {
+                    let media = MediaMessage::Audio(message.timestamp, message.payload.into());
+                    self.forward(media).await;
+                }
+                chunk::VIDEO => {
+                    let media = MediaMessage::Video(message.timestamp, message.payload.into());
+                    self.forward(media).await;
+                }
+                WINDOW_ACK_SIZE => {
+                    if let Some(size) = message.payload.get(..4) {
+                        let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+                        self.window = (size > 0).then_some(size);
+                    }
+                }
+                _ => {
+                    normalized.clear();
+                    single_chunk(&message, &mut normalized);
+                    let results = session.handle_input(&normalized)?;
+                    self.handle(session, results).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an Acknowledgement each time the peer's window of bytes has been received.
+    async fn acknowledge(&mut self) -> Result<(), ConnectionError> {
+        let Some(window) = self.window else {
+            return Ok(());
+        };
+        if self.received.wrapping_sub(self.acknowledged) < window {
+            return Ok(());
+        }
+        self.acknowledged = self.received;
+        let mut ack = Vec::with_capacity(16);
+        single_chunk(
+            &Message {
+                csid: 2,
+                type_id: ACKNOWLEDGEMENT,
+                stream_id: 0,
+                timestamp: 0,
+                payload: self.received.to_be_bytes().to_vec(),
+            },
+            &mut ack,
+        );
+        self.socket.write_all(&ack).await?;
         Ok(())
     }
 
@@ -203,20 +300,6 @@ impl Connection {
                 self.flush(refusal).await?;
                 Err(ConnectionError::Refused("play"))
             }
-            ServerSessionEvent::VideoDataReceived {
-                data, timestamp, ..
-            } => {
-                self.forward(MediaMessage::Video(timestamp.value, data))
-                    .await;
-                Ok(Vec::new())
-            }
-            ServerSessionEvent::AudioDataReceived {
-                data, timestamp, ..
-            } => {
-                self.forward(MediaMessage::Audio(timestamp.value, data))
-                    .await;
-                Ok(Vec::new())
-            }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 if let Some(publish) = self.publish.take() {
                     tracing::info!(stream = %publish.stream, "publish finished");
@@ -285,6 +368,7 @@ impl Connection {
                 .instrument(tracing::info_span!("stream", stream = %name)),
         );
         tracing::info!(stream = %name, "publish started");
+        self.activity = Instant::now();
         self.publish = Some(Publish {
             stream: name.to_string(),
             media: tx,
@@ -317,6 +401,7 @@ impl Connection {
 
     async fn forward(&mut self, message: MediaMessage) {
         if let Some(publish) = &self.publish {
+            self.activity = Instant::now();
             if publish.media.send(message).await.is_err() {
                 // The pipeline stopped (it logs why); further media has nowhere to go.
                 self.publish = None;

@@ -23,6 +23,8 @@ pub(crate) enum ConnectionError {
     Handshake(rml_rtmp::handshake::HandshakeError),
     #[error("rtmp session: {0:?}")]
     Session(rml_rtmp::sessions::ServerSessionError),
+    #[error("rtmp chunk stream: {0}")]
+    Chunk(#[from] crate::chunk::ChunkError),
     #[error("no data for {0} s")]
     Idle(u64),
     #[error("refused: {0}")]

@@ -15,6 +15,7 @@
 //! - [`error`]: the crate's error type.
 
 mod auth;
+pub mod chunk;
 pub mod config;
 mod connection;
 pub mod error;

@@ -247,25 +247,39 @@ async fn interleaved_chunk_streams_and_aggregates_arrive_intact() {
     let ingest = start_ingest(&hls, &["--container=ts", "--part-ms=0"]).await;
     let mut publisher = Publisher::start(ingest.rtmp, "chunks").await;
 
-    // Pair each video frame with the audio frame after it and interleave their chunks; every
-    // tenth group goes as one aggregate message instead.
-    let mut i = 0;
-    let mut group = 0;
-    while i < tags.len() {
-        let end = (i + 2).min(tags.len());
-        let slice = &tags[i..end];
-        if group % 10 == 9 {
-            publisher.send(&[aggregate(slice)]).await;
-        } else {
-            let messages: Vec<Message> = slice
-                .iter()
-                .map(|(kind, ts, body)| media(*kind, *ts, body.clone()))
-                .collect();
-            publisher.send(&messages).await;
+    // Send an audio and a video message at a time with their chunks interleaved (each on its
+    // own chunk stream, as the specification allows); every tenth pair goes as one aggregate
+    // message instead. Two messages of one kind in a row go one after the other.
+    let mut pending: Option<&(u8, u32, Vec<u8>)> = None;
+    let mut pairs = 0;
+    for tag in &tags {
+        match pending.take() {
+            Some(first) if first.0 != tag.0 => {
+                pairs += 1;
+                if pairs % 10 == 0 {
+                    publisher
+                        .send(&[aggregate(&[first.clone(), tag.clone()])])
+                        .await;
+                } else {
+                    let both = [first, tag].map(|(kind, ts, body)| media(*kind, *ts, body.clone()));
+                    publisher.send(&both).await;
+                }
+            }
+            Some(first) => {
+                publisher
+                    .send(&[media(first.0, first.1, first.2.clone())])
+                    .await;
+                pending = Some(tag);
+            }
+            None => pending = Some(tag),
         }
-        i = end;
-        group += 1;
     }
+    if let Some(last) = pending {
+        publisher
+            .send(&[media(last.0, last.1, last.2.clone())])
+            .await;
+    }
+    assert!(pairs > 50, "{pairs} interleaved pairs");
     drop(publisher);
     let playlist = hls.join("chunks/index.m3u8");
     wait_until("ENDLIST", Duration::from_secs(10), || {
