@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Transmux CPU and memory per stream: livecast-ingest against nginx-rtmp, same publishers.
+
+N real ffmpeg publishers (`-re -c copy` of a 2.7 Mb/s 720p30 clip, 2 s GOP) publish at once
+to one server for --seconds. The server's CPU time (user + system, all its processes, from
+/proc) is read before and after; CPU per stream-second = CPU seconds / (N * seconds). Memory
+per stream = (RSS with N live streams - RSS before the first publish) / N.
+
+Systems, one after the other, for N = 10 and N = 50:
+- nginx-rtmp (Debian's nginx + libnginx-mod-rtmp, one worker, hls on, 2 s fragments);
+- livecast-ingest with `--container ts --part-ms 0` (the same output as nginx-rtmp);
+- livecast-ingest with its defaults (fMP4, LL-HLS 250 ms parts: four extra files a second).
+
+Prints a table and the ratios against nginx-rtmp measured in the same run.
+Usage: bench/transmux_cpu.py [--seconds 30] [--streams 10,50]
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import ROOT, build, free_port
+from segment_latency import make_clip, wait_port
+
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree(pid):
+    """pid and its descendants."""
+    pids = [pid]
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    pids.append(int(p))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_and_rss(pid):
+    cpu, rss = 0.0, 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / TICK
+            rss += int(fields[21]) * PAGE
+        except OSError:
+            pass
+    return cpu, rss
+
+
+def run(name, server_pid, port, clip, streams, seconds):
+    time.sleep(1.0)
+    cpu0, rss0 = cpu_and_rss(server_pid)
+    publishers = [
+        subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+                          "-i", clip, "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/s{i}"],
+                         stdin=subprocess.DEVNULL)
+        for i in range(streams)
+    ]
+    time.sleep(seconds)
+    cpu1, rss1 = cpu_and_rss(server_pid)
+    alive = sum(p.poll() is None for p in publishers)
+    for p in publishers:
+        p.kill()
+    for p in publishers:
+        p.wait()
+    if alive != streams:
+        raise SystemExit(f"{name}: only {alive} of {streams} publishers survived")
+    per_stream_second = (cpu1 - cpu0) / (streams * seconds)
+    per_stream_mb = (rss1 - rss0) / streams / 2**20
+    print(f"{name:<22} streams={streams:<3} cpu={cpu1 - cpu0:7.2f}s  per stream-second={per_stream_second * 1000:6.3f} ms"
+          f"  rss {rss0 / 2**20:6.1f} -> {rss1 / 2**20:6.1f} MiB  per stream={per_stream_mb:5.2f} MiB", flush=True)
+    return per_stream_second, per_stream_mb
+
+
+def nginx(work, clip, streams, seconds):
+    port = free_port()
+    hls = os.path.join(work, f"nginx-{streams}")
+    os.makedirs(hls)
+    os.chmod(hls, 0o777)
+    conf = os.path.join(work, f"nginx-{streams}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+worker_processes 1;
+pid {work}/nginx-{streams}.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+rtmp {{
+  server {{
+    listen 127.0.0.1:{port};
+    application live {{
+      live on;
+      hls on;
+      hls_path {hls};
+      hls_nested on;
+      hls_fragment 2s;
+      hls_playlist_length 12s;
+    }}
+  }}
+}}
+""")
+    server = subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])
+    try:
+        wait_port(port)
+        return run("nginx-rtmp", server.pid, port, clip, streams, seconds)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def livecast(work, binaries, clip, streams, seconds, label, flags):
+    port = free_port()
+    hls = os.path.join(work, f"{label}-{streams}")
+    server = subprocess.Popen(
+        [os.path.join(binaries, "livecast-ingest"), f"--rtmp-listen=127.0.0.1:{port}",
+         f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}"] + flags,
+        stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        return run(label, server.pid, port, clip, streams, seconds)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--streams", default="10,50")
+    args = parser.parse_args()
+    for tool in ("ffmpeg", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install ffmpeg nginx libnginx-mod-rtmp")
+    binaries = build("livecast-ingest")
+    cache = os.path.join(ROOT, "target", "bench")
+    os.makedirs(cache, exist_ok=True)
+    clip = os.path.join(cache, "clip-720p-60s.flv")
+    make_clip(clip, 60)
+    work = tempfile.mkdtemp(prefix="livecast-cpu-")
+    os.chmod(work, 0o777)
+    try:
+        for streams in [int(s) for s in args.streams.split(",")]:
+            base_cpu, base_mem = nginx(work, clip, streams, args.seconds)
+            for label, flags in (("livecast ts", ["--container=ts", "--part-ms=0"]),
+                                 ("livecast fmp4+ll-hls", [])):
+                cpu, mem = livecast(work, binaries, clip, streams, args.seconds, label, flags)
+                print(f"  ratio {label}/nginx-rtmp at {streams} streams: cpu {cpu / base_cpu:.3f}  "
+                      f"memory per stream {mem:.2f} MiB (target <= 4)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
