@@ -6,7 +6,7 @@
 //! Pure: bytes in, whole messages out. Limits bound what a peer can make us hold: a chunk size
 //! of at most [`MAX_CHUNK_SIZE`], messages of at most [`MAX_MESSAGE`] bytes, at most
 //! [`MAX_CHUNK_STREAMS`] chunk streams, and memory for partial messages that grows with the
-//! bytes actually received, never with a length a header merely announces.
+//! bytes actually received, beyond a bounded reservation for the announced length.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,6 +18,9 @@ pub const MAX_CHUNK_SIZE: usize = 0xff_ffff;
 pub const MAX_MESSAGE: usize = 8 << 20;
 /// Most chunk streams one connection may use.
 pub const MAX_CHUNK_STREAMS: usize = 64;
+
+/// Most bytes reserved for a message before its chunks arrive.
+const PREALLOCATE: usize = 256 << 10;
 
 /// Message type ids.
 pub const SET_CHUNK_SIZE: u8 = 1;
@@ -240,8 +243,11 @@ impl ChunkReader {
             }
             let payload = &data[start..start + take];
             let partial = if new_message {
-                // Grows with what arrives, not with what the header announced.
-                stream.partial.insert(Vec::with_capacity(take))
+                // Room for the whole message up to a bound: a header alone cannot make us
+                // reserve much, and most frames never need to grow.
+                stream
+                    .partial
+                    .insert(Vec::with_capacity(length.min(PREALLOCATE)))
             } else {
                 stream.partial.get_or_insert_with(Vec::new)
             };

@@ -125,6 +125,9 @@ pub struct Segmenter {
     fragment_sequence: u32,
     segment: Option<Building>,
     part: Option<BuildingPart>,
+    /// Sizes of the latest part and segment, to reserve buffers that rarely need to grow.
+    part_bytes: usize,
+    segment_bytes: usize,
     held: Option<HeldFrame>,
     /// Decode time of the next audio frame in the audio timescale (fMP4).
     audio_next: Option<u64>,
@@ -141,7 +144,8 @@ pub struct Segmenter {
 
 impl Segmenter {
     /// A segmenter aiming at `target_ms` per segment and `part_ms` per part, packaging into
-    /// `container`. With `part_ms` 0 there are no parts: every cut part is a whole segment.
+    /// `container`. With `part_ms` 0 there are no parts: every cut is a whole segment, whose
+    /// bytes come in [`Cut::segment`] only (the cut's part then carries none).
     pub fn new(container: Container, target_ms: u32, part_ms: u32) -> Self {
         Self {
             container,
@@ -157,6 +161,8 @@ impl Segmenter {
             fragment_sequence: 0,
             segment: None,
             part: None,
+            part_bytes: 64 * 1024,
+            segment_bytes: 256 * 1024,
             held: None,
             audio_next: None,
             last_ms: 0,
@@ -452,8 +458,14 @@ impl Segmenter {
         self.last_ms = if started { self.last_ms.max(ts) } else { ts };
         let starts_segment = self.segment.is_none();
         if starts_segment {
+            // Without parts the segment's bytes are the one part's, moved rather than copied.
+            let capacity = if self.part_ms.is_some() {
+                self.segment_bytes + self.segment_bytes / 8
+            } else {
+                0
+            };
             self.segment = Some(Building {
-                data: Vec::with_capacity(256 * 1024),
+                data: Vec::with_capacity(capacity),
                 start_ms: ts,
                 independent,
             });
@@ -464,6 +476,13 @@ impl Segmenter {
                 independent,
                 ..Default::default()
             };
+            match self.container {
+                Container::Ts => part.ts.reserve(self.part_bytes + self.part_bytes / 8),
+                Container::Fmp4 => part
+                    .video
+                    .data
+                    .reserve(self.part_bytes + self.part_bytes / 8),
+            }
             if let Some(muxer) = self.ts.as_mut() {
                 if starts_segment || independent {
                     muxer.write_tables(&mut part.ts);
@@ -483,8 +502,16 @@ impl Segmenter {
                 fmp4::fragment(self.fragment_sequence, &part.video, &part.audio)
             }
         };
+        self.part_bytes = data.len().max(4096);
         let building = self.segment.as_mut()?;
-        building.data.extend_from_slice(&data);
+        let data = if self.part_ms.is_none() && segment && building.data.is_empty() {
+            // No parts: the part is the whole segment; its bytes go to the segment only.
+            building.data = data;
+            Vec::new()
+        } else {
+            building.data.extend_from_slice(&data);
+            data
+        };
         let part = Part {
             data,
             start_ms: part.start_ms,
@@ -492,6 +519,7 @@ impl Segmenter {
             independent: part.independent,
         };
         let segment = if segment {
+            self.segment_bytes = building.data.len().max(4096);
             self.segment.take().map(|seg| Segment {
                 duration_ms: (end_ms - seg.start_ms).max(0),
                 start_ms: seg.start_ms,
@@ -544,7 +572,8 @@ mod tests {
         for i in 0..200u32 {
             let ts = i * 33;
             if let Some(cut) = seg.push_video(ts, &frame(i % 45 == 0)).unwrap() {
-                assert_eq!(cut.segment.as_ref().map(|s| &s.data), Some(&cut.part.data));
+                // Without parts the bytes travel in the segment only.
+                assert!(cut.part.data.is_empty() && cut.segment.is_some());
                 cuts.extend(cut.segment);
             }
         }
