@@ -151,7 +151,16 @@ fn evaluate(model: &MediaPlaylist, msn: u64, part: Option<u64>) -> Wait {
         }
     }
     if msn < next {
-        return Wait::Ready;
+        // §6.2.5.2: a part index past the last part of a complete segment asks for part 0 of
+        // the segment after it.
+        let listed = msn
+            .checked_sub(model.media_sequence)
+            .and_then(|i| model.segments.get(i as usize))
+            .map_or(0, |s| s.parts.len());
+        return match part {
+            Some(p) if listed > 0 && p as usize >= listed => evaluate(model, msn + 1, Some(0)),
+            _ => Wait::Ready,
+        };
     }
     match part {
         Some(part) if msn == next && (part as usize) < model.pending_parts.len() => Wait::Ready,
@@ -498,13 +507,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        pl.pending_parts = (0..pending)
-            .map(|p| Part {
-                uri: format!("{segments}.{p}.m4s"),
-                duration: 0.5,
-                independent: p == 0,
-            })
-            .collect();
+        pl.pending_parts = pl_parts(segments, pending);
         pl
     }
 
@@ -527,6 +530,23 @@ mod tests {
         let mut ended = ll(5, 0);
         ended.ended = true;
         assert_eq!(evaluate(&ended, 7, None), Wait::Ready);
+        // Segment 4 was published as 4 parts: part 4 of it means part 0 of segment 5.
+        let mut pl = ll(5, 0);
+        pl.segments[4].parts = pl_parts(4, 4);
+        assert_eq!(evaluate(&pl, 4, Some(3)), Wait::Ready);
+        assert_eq!(evaluate(&pl, 4, Some(4)), Wait::Pending);
+        pl.pending_parts = pl_parts(5, 1);
+        assert_eq!(evaluate(&pl, 4, Some(4)), Wait::Ready);
+    }
+
+    fn pl_parts(segment: u64, count: usize) -> Vec<Part> {
+        (0..count)
+            .map(|p| Part {
+                uri: format!("{segment}.{p}.m4s"),
+                duration: 0.5,
+                independent: p == 0,
+            })
+            .collect()
     }
 
     #[test]
