@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole livecast test suite. On a fresh Debian machine it first installs what the
-# tests use as real peers (ffmpeg/ffprobe, Chromium, PostgreSQL with a Zabbix server, curl) and
+# tests use as real peers (ffmpeg/ffprobe, Chromium, PostgreSQL with a Zabbix server, curl, and
+# FFmpeg 9 from the imageio-ffmpeg wheel) and
 # the pinned npm packages (hls.js for the player, playwright-core to drive Chromium). Needs root
 # (or sudo for apt; the Zabbix test itself needs root).
 set -euo pipefail
@@ -22,6 +23,11 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# A modern FFmpeg (9, with libx265) publishes HEVC over Enhanced RTMP, which Debian's 5.1
+# cannot; the imageio-ffmpeg wheel from PyPI carries one.
+python3 -c "import imageio_ffmpeg" 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check "imageio-ffmpeg==0.8.1"
 
 [ -d e2e/node_modules/playwright-core ] || npm ci --prefix e2e --no-audit --no-fund --loglevel=error
 [ -f crates/livecast-web/player/node_modules/hls.js/dist/hls.min.js ] ||

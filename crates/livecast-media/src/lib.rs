@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //!
-//! - [`flv`]: video and audio tag bodies as RTMP carries them (H.264, AAC).
+//! - [`flv`]: video and audio tag bodies as RTMP carries them (H.264, AAC, and Enhanced RTMP
+//!   with HEVC).
 //! - [`avc`]: AVCDecoderConfigurationRecord and the AVCC → Annex B rewrite.
+//! - [`hevc`]: HEVCDecoderConfigurationRecord, Annex B rewrite and picture size.
 //! - [`aac`]: AudioSpecificConfig and ADTS framing.
 //! - [`ts`]: the MPEG-TS muxer (PAT/PMT, PES, PCR, continuity counters).
 //! - [`fmp4`]: fragmented MP4 (CMAF) init segments and `moof`/`mdat` fragments.
@@ -23,6 +25,7 @@ mod bits;
 mod error;
 pub mod flv;
 pub mod fmp4;
+pub mod hevc;
 pub mod playlist;
 pub mod segmenter;
 pub mod timestamp;

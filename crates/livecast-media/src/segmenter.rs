@@ -16,6 +16,7 @@ use crate::aac::AacConfig;
 use crate::avc::{self, AvcConfig};
 use crate::flv::{self, AudioTag, VideoTag};
 use crate::fmp4::{self, AudioTrack, Sample, TrackRun, VideoCodec, VideoTrack};
+use crate::hevc::{self, HevcConfig};
 use crate::timestamp::TimestampExtender;
 use crate::ts::{Tracks, TsMuxer};
 use crate::MediaError;
@@ -99,6 +100,40 @@ struct BuildingPart {
     audio: TrackRun,
 }
 
+/// The decoder configuration of the video track.
+#[derive(Debug)]
+enum VideoConfig {
+    Avc(AvcConfig),
+    Hevc(HevcConfig),
+}
+
+impl VideoConfig {
+    fn codec(&self) -> flv::VideoCodec {
+        match self {
+            VideoConfig::Avc(_) => flv::VideoCodec::Avc,
+            VideoConfig::Hevc(_) => flv::VideoCodec::Hevc,
+        }
+    }
+
+    fn to_annex_b(&self, data: &[u8], keyframe: bool, out: &mut Vec<u8>) -> Result<(), MediaError> {
+        match self {
+            VideoConfig::Avc(c) => c.to_annex_b(data, keyframe, out),
+            VideoConfig::Hevc(c) => c.to_annex_b(data, keyframe, out),
+        }
+    }
+
+    fn dimensions(&self) -> Result<(u32, u32), MediaError> {
+        match self {
+            VideoConfig::Avc(c) => {
+                avc::sps_dimensions(c.sps.first().map_or(&[][..], Vec::as_slice))
+            }
+            VideoConfig::Hevc(c) => {
+                hevc::sps_dimensions(c.sps.first().map_or(&[][..], Vec::as_slice))
+            }
+        }
+    }
+}
+
 /// A video frame held back until the next one gives its duration (fMP4).
 #[derive(Debug)]
 struct HeldFrame {
@@ -116,7 +151,7 @@ pub struct Segmenter {
     part_ms: Option<i64>,
     max_ms: Option<i64>,
     clock: TimestampExtender,
-    avc: Option<(AvcConfig, Vec<u8>)>,
+    video: Option<(VideoConfig, Vec<u8>)>,
     aac: Option<(AacConfig, Vec<u8>)>,
     /// The program's tracks, fixed by the first frame.
     tracks: Option<Tracks>,
@@ -153,7 +188,7 @@ impl Segmenter {
             part_ms: (part_ms > 0).then_some(i64::from(part_ms)),
             max_ms: None,
             clock: TimestampExtender::default(),
-            avc: None,
+            video: None,
             aac: None,
             tracks: None,
             ts: None,
@@ -194,23 +229,42 @@ impl Segmenter {
     /// Feeds one video tag body with its RTMP timestamp; returns what this frame closed.
     pub fn push_video(&mut self, timestamp: u32, body: &[u8]) -> Result<Option<Cut>, MediaError> {
         match flv::parse_video(body)? {
-            VideoTag::AvcSequenceHeader(record) => {
-                self.avc = Some((AvcConfig::parse(record)?, record.to_vec()));
+            VideoTag::SequenceHeader { codec, record } => {
+                let config = match codec {
+                    flv::VideoCodec::Avc => VideoConfig::Avc(AvcConfig::parse(record)?),
+                    flv::VideoCodec::Hevc => VideoConfig::Hevc(HevcConfig::parse(record)?),
+                };
+                // The program's codec is fixed by its first frame; a header of another codec
+                // later is refused rather than mixed in.
+                if self.tracks.is_some_and(|t| t.video)
+                    && self.video.as_ref().is_some_and(|(c, _)| c.codec() != codec)
+                {
+                    return Err(MediaError::Invalid(
+                        "video codec changed during the publish",
+                    ));
+                }
+                self.video = Some((config, record.to_vec()));
                 Ok(None)
             }
-            VideoTag::AvcEndOfSequence | VideoTag::Command => Ok(None),
-            VideoTag::AvcFrame {
+            VideoTag::EndOfSequence | VideoTag::Command | VideoTag::Ignored => Ok(None),
+            VideoTag::Frame {
+                codec,
                 keyframe,
                 composition_ms,
                 data,
             } => {
-                let Some((avc, _)) = self.avc.as_ref() else {
-                    return Err(MediaError::Invalid("avc frame before its sequence header"));
+                let Some((config, _)) = self.video.as_ref() else {
+                    return Err(MediaError::Invalid(
+                        "video frame before its sequence header",
+                    ));
                 };
+                if config.codec() != codec {
+                    return Err(MediaError::Invalid("video frame of another codec"));
+                }
                 // Validate the access unit whatever the container, so both refuse the same input.
                 let mut annex_b = std::mem::take(&mut self.scratch);
                 annex_b.clear();
-                avc.to_annex_b(data, keyframe, &mut annex_b)?;
+                config.to_annex_b(data, keyframe, &mut annex_b)?;
                 let dts = self.clock.extend(timestamp).max(0);
                 self.fix_tracks()?;
                 if !self.tracks.is_some_and(|t| t.video) {
@@ -290,6 +344,7 @@ impl Segmenter {
                 self.fix_tracks()?;
                 let tracks = self.tracks.unwrap_or(Tracks {
                     video: false,
+                    hevc: false,
                     audio: false,
                 });
                 if !tracks.audio {
@@ -362,18 +417,25 @@ impl Segmenter {
             return Ok(());
         }
         let tracks = Tracks {
-            video: self.avc.is_some(),
+            video: self.video.is_some(),
+            hevc: self
+                .video
+                .as_ref()
+                .is_some_and(|(c, _)| c.codec() == flv::VideoCodec::Hevc),
             audio: self.aac.is_some(),
         };
         match self.container {
             Container::Ts => self.ts = Some(TsMuxer::new(tracks)),
             Container::Fmp4 => {
-                let video = match &self.avc {
+                let video = match &self.video {
                     Some((config, record)) => {
-                        let sps = config.sps.first().map(Vec::as_slice).unwrap_or_default();
-                        let (width, height) = avc::sps_dimensions(sps)?;
+                        let (width, height) = config.dimensions()?;
+                        let codec = match config {
+                            VideoConfig::Avc(_) => VideoCodec::Avc(record.clone()),
+                            VideoConfig::Hevc(_) => VideoCodec::Hevc(record.clone()),
+                        };
                         Some(VideoTrack {
-                            codec: VideoCodec::Avc(record.clone()),
+                            codec,
                             width,
                             height,
                         })
@@ -623,6 +685,7 @@ mod tests {
             seg.tracks(),
             Some(Tracks {
                 video: false,
+                hevc: false,
                 audio: true
             })
         );

@@ -14,6 +14,7 @@ pub const VIDEO_PID: u16 = 0x100;
 pub const AUDIO_PID: u16 = 0x101;
 
 const STREAM_TYPE_H264: u8 = 0x1b;
+const STREAM_TYPE_HEVC: u8 = 0x24;
 const STREAM_TYPE_AAC_ADTS: u8 = 0x0f;
 const STREAM_ID_VIDEO: u8 = 0xe0;
 const STREAM_ID_AUDIO: u8 = 0xc0;
@@ -23,8 +24,10 @@ const TS_MASK: u64 = (1 << 33) - 1;
 /// Which elementary streams the program carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracks {
-    /// An H.264 stream on [`VIDEO_PID`].
+    /// A video stream on [`VIDEO_PID`].
     pub video: bool,
+    /// The video stream is HEVC (stream type 0x24) rather than H.264 (0x1b).
+    pub hevc: bool,
     /// An AAC stream on [`AUDIO_PID`].
     pub audio: bool,
 }
@@ -88,7 +91,11 @@ impl TsMuxer {
         ];
         if self.tracks.video {
             pmt.extend_from_slice(&[
-                STREAM_TYPE_H264,
+                if self.tracks.hevc {
+                    STREAM_TYPE_HEVC
+                } else {
+                    STREAM_TYPE_H264
+                },
                 0xe0 | (VIDEO_PID >> 8) as u8,
                 VIDEO_PID as u8,
                 0xf0,
@@ -379,7 +386,11 @@ mod tests {
             frames in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 1..3000)), 1..20),
             start in 0u64..(1 << 34),
         ) {
-            let mut mux = TsMuxer::new(Tracks { video: true, audio: true });
+            let mut mux = TsMuxer::new(Tracks {
+                video: true,
+                hevc: false,
+                audio: true,
+            });
             let mut out = Vec::new();
             mux.write_tables(&mut out);
             for (i, (is_video, data)) in frames.iter().enumerate() {

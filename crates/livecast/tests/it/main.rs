@@ -6,5 +6,6 @@ mod bad_input;
 mod browser;
 mod continuity;
 mod e2e;
+mod hevc;
 mod rtmp_chunks;
 mod support;
