@@ -61,6 +61,7 @@ pub(crate) struct Pipeline {
     /// Files out of the playlist, with the time after which they may be deleted.
     retired: VecDeque<(Instant, PathBuf)>,
     errors_logged: u32,
+    jumps_seen: u64,
 }
 
 impl Pipeline {
@@ -90,6 +91,7 @@ impl Pipeline {
             anchor: None,
             retired: VecDeque::new(),
             errors_logged: 0,
+            jumps_seen: 0,
         }
     }
 
@@ -106,6 +108,13 @@ impl Pipeline {
                 };
                 if self.anchor.is_none() {
                     self.anchor = Some((i64::from(ts), SystemTime::now()));
+                }
+                if self.segmenter.jumps() > self.jumps_seen {
+                    self.jumps_seen = self.segmenter.jumps();
+                    tracing::warn!(
+                        rtmp_timestamp = ts,
+                        "publisher timestamps jumped; the stream continues one frame later"
+                    );
                 }
                 match result {
                     Ok(Some(cut)) => self.publish(cut, false).await,

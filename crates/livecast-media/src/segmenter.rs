@@ -27,6 +27,8 @@ const MS_TO_90K: i64 = 90;
 const AAC_FRAME_SAMPLES: u32 = 1024;
 /// Longest duration given to one video sample; a longer gap is left as a gap in the timeline.
 const MAX_SAMPLE_MS: i64 = 10_000;
+/// A step between frames larger than this, forward or back, is a timestamp jump.
+const MAX_JUMP_MS: i64 = 1_000;
 
 /// How segments and parts are packaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +153,10 @@ pub struct Segmenter {
     part_ms: Option<i64>,
     max_ms: Option<i64>,
     clock: TimestampExtender,
+    /// Correction added to extended timestamps after jumps, and the newest output timestamp.
+    shift_ms: i64,
+    newest_ms: Option<i64>,
+    jumps: u64,
     video: Option<(VideoConfig, Vec<u8>)>,
     aac: Option<(AacConfig, Vec<u8>)>,
     /// The program's tracks, fixed by the first frame.
@@ -188,6 +194,9 @@ impl Segmenter {
             part_ms: (part_ms > 0).then_some(i64::from(part_ms)),
             max_ms: None,
             clock: TimestampExtender::default(),
+            shift_ms: 0,
+            newest_ms: None,
+            jumps: 0,
             video: None,
             aac: None,
             tracks: None,
@@ -265,7 +274,7 @@ impl Segmenter {
                 let mut annex_b = std::mem::take(&mut self.scratch);
                 annex_b.clear();
                 config.to_annex_b(data, keyframe, &mut annex_b)?;
-                let dts = self.clock.extend(timestamp).max(0);
+                let dts = self.timeline(timestamp);
                 self.fix_tracks()?;
                 if !self.tracks.is_some_and(|t| t.video) {
                     // The program was fixed without video; a late video track cannot join it.
@@ -340,7 +349,7 @@ impl Segmenter {
                     return Ok(None);
                 }
                 let header = aac.adts_header(raw.len())?;
-                let ts = self.clock.extend(timestamp).max(0);
+                let ts = self.timeline(timestamp);
                 self.fix_tracks()?;
                 let tracks = self.tracks.unwrap_or(Tracks {
                     video: false,
@@ -401,6 +410,35 @@ impl Segmenter {
         };
         self.release_held(end);
         self.close(end, true)
+    }
+
+    /// Places an RTMP timestamp on the output timeline: 32-bit wraps are extended, and a jump
+    /// of more than [`MAX_JUMP_MS`] forward or back from the newest frame of either track (an
+    /// encoder restart, a broken clock) is taken out by shifting this and every later frame so
+    /// the stream goes on one frame step later. Both tracks share the shift, so they stay in
+    /// sync.
+    fn timeline(&mut self, timestamp: u32) -> i64 {
+        let ts = self.clock.extend(timestamp) + self.shift_ms;
+        let Some(newest) = self.newest_ms else {
+            self.newest_ms = Some(ts.max(0));
+            return ts.max(0);
+        };
+        let ts = if (ts - newest).abs() > MAX_JUMP_MS {
+            let step = self.video_step_ms.max(self.audio_step_ms).clamp(1, 100);
+            self.shift_ms += newest + step - ts;
+            self.jumps += 1;
+            newest + step
+        } else {
+            ts
+        };
+        let ts = ts.max(0);
+        self.newest_ms = Some(newest.max(ts));
+        ts
+    }
+
+    /// Timestamp jumps taken out so far.
+    pub fn jumps(&self) -> u64 {
+        self.jumps
     }
 
     /// Whether the part that started at `start_ms` must end before a frame at `ts`: the frame,
@@ -689,6 +727,48 @@ mod tests {
                 audio: true
             })
         );
+    }
+
+    #[test]
+    fn timestamp_jumps_and_wraps_keep_durations_sane_and_tracks_in_sync() {
+        let mut seg = Segmenter::new(Container::Ts, 2000, 0);
+        seg.set_max_duration(2400);
+        seg.push_video(0, &AVC_HEADER_640X360).unwrap();
+        seg.push_audio(0, &[0xaf, 0, 0x12, 0x10]).unwrap();
+        let mut durations = Vec::new();
+        // 20 s at 30 fps with audio; the source clock starts 30 s before the 32-bit wrap,
+        // jumps +60 s at 5 s and back 70 s at 10 s, so it wraps twice.
+        let mut last_video = 0i64;
+        for i in 0..600u32 {
+            let t = i64::from(i) * 33;
+            let offset = match t {
+                t if t < 5000 => 0,
+                t if t < 10_000 => 60_000,
+                _ => -10_000,
+            };
+            let source = (1i64 << 32) - 30_000 + t + offset;
+            let source = (source as u64 % (1 << 32)) as u32;
+            if let Some(cut) = seg.push_video(source, &frame(i % 61 == 0)).unwrap() {
+                durations.extend(cut.segment.map(|s| s.duration_ms));
+            }
+            if let Some(cut) = seg
+                .push_audio(source.wrapping_add(10), &[0xaf, 1, 0x21])
+                .unwrap()
+            {
+                durations.extend(cut.segment.map(|s| s.duration_ms));
+            }
+            last_video = seg.newest_ms.unwrap();
+        }
+        assert_eq!(seg.jumps(), 2, "the wrap is not a jump; the two steps are");
+        assert!(durations.len() >= 8, "{durations:?}");
+        // Keyframes every 2013 ms; no segment anywhere near the jumps' sizes.
+        assert!(
+            durations.iter().all(|d| (1900..=2450).contains(d)),
+            "{durations:?}"
+        );
+        // The output timeline ran 20 s, like the frames, not 20 + 60 - 70.
+        let ran = last_video - ((1i64 << 32) - 30_000);
+        assert!((19_700..=20_100).contains(&ran), "{ran}");
     }
 
     #[test]
