@@ -2,11 +2,14 @@
 # Runs every cargo-fuzz target for a number of executions (default one million each) and
 # prints libFuzzer's final line per target. Needs the nightly toolchain and cargo-fuzz
 # (`cargo install cargo-fuzz`). Crashes are kept under fuzz/artifacts/<target>/.
-#   scripts/fuzz.sh [runs]
+#   scripts/fuzz.sh [runs] [target ...]
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 runs=${1:-1000000}
-for target in $(cargo +nightly fuzz list); do
+shift || true
+targets=("$@")
+((${#targets[@]})) || mapfile -t targets < <(cargo +nightly fuzz list)
+for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   start=$(date +%s)
   log=$(mktemp)
