@@ -26,6 +26,14 @@ impl BitReader {
         Self { data, pos: 0 }
     }
 
+    /// A reader over `data` as it is (AV1 has no emulation prevention).
+    pub fn from_raw(data: &[u8]) -> Self {
+        Self {
+            data: data.to_vec(),
+            pos: 0,
+        }
+    }
+
     pub fn bit(&mut self) -> Result<u32, MediaError> {
         let byte = self.data.get(self.pos / 8).ok_or(MediaError::Truncated {
             what: "parameter set",

@@ -18,6 +18,8 @@ pub enum VideoCodec {
     Avc,
     /// H.265 (Enhanced RTMP FourCC `hvc1`).
     Hevc,
+    /// AV1 (Enhanced RTMP FourCC `av01`; fMP4 only).
+    Av1,
 }
 
 /// A parsed video tag body.
@@ -52,7 +54,7 @@ pub enum VideoTag<'a> {
 }
 
 /// Parses a video tag body: legacy FLV (H.264) or Enhanced RTMP (ExHeader with a FourCC,
-/// H.264 or HEVC; a multitrack body gives its first track).
+/// H.264, HEVC or AV1; a multitrack body gives its first track).
 pub fn parse_video(body: &[u8]) -> Result<VideoTag<'_>, MediaError> {
     need(body, 1, "video tag")?;
     if body[0] & 0x80 != 0 {
@@ -162,6 +164,7 @@ fn enhanced_packet<'a>(
     let codec = match fourcc {
         b"avc1" => VideoCodec::Avc,
         b"hvc1" => VideoCodec::Hevc,
+        b"av01" => VideoCodec::Av1,
         other => {
             return Err(MediaError::Unsupported {
                 what: "enhanced rtmp video fourcc",
@@ -173,6 +176,13 @@ fn enhanced_packet<'a>(
         PACKET_SEQUENCE_START => Ok(VideoTag::SequenceHeader {
             codec,
             record: data,
+        }),
+        // AV1 frames carry no composition time: it has no B-frame reordering in RTMP.
+        PACKET_CODED_FRAMES if codec == VideoCodec::Av1 => Ok(VideoTag::Frame {
+            codec,
+            keyframe: frame_type == 1,
+            composition_ms: 0,
+            data,
         }),
         PACKET_CODED_FRAMES => {
             need(data, 3, "enhanced coded frames")?;
@@ -292,7 +302,16 @@ mod tests {
             VideoTag::Ignored
         );
         assert!(matches!(
-            parse_video(&[0x91, b'a', b'v', b'0', b'1', 0, 0, 0]),
+            parse_video(&[0x91, b'a', b'v', b'0', b'1', 0x12, 0]).unwrap(),
+            VideoTag::Frame {
+                codec: VideoCodec::Av1,
+                composition_ms: 0,
+                data: &[0x12, 0],
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_video(&[0x91, b'v', b'p', b'0', b'9', 0, 0, 0]),
             Err(MediaError::Unsupported { .. })
         ));
         // Multitrack, many tracks of one codec: track 1 first, then track 0; track 0 is used.

@@ -20,6 +20,8 @@ pub enum VideoCodec {
     Avc(Vec<u8>),
     /// H.265: an HEVCDecoderConfigurationRecord (`hvc1` + `hvcC`).
     Hevc(Vec<u8>),
+    /// AV1: an AV1CodecConfigurationRecord (`av01` + `av1C`).
+    Av1(Vec<u8>),
 }
 
 /// The video track of a movie.
@@ -255,6 +257,7 @@ fn video_entry(out: &mut Vec<u8>, track: &VideoTrack) {
     let (kind, config_kind, record) = match &track.codec {
         VideoCodec::Avc(record) => (b"avc1", b"avcC", record),
         VideoCodec::Hevc(record) => (b"hvc1", b"hvcC", record),
+        VideoCodec::Av1(record) => (b"av01", b"av1C", record),
     };
     boxed(out, kind, |b| {
         b.extend_from_slice(&[0; 6]);

@@ -8,8 +8,9 @@
 //! # Layout
 //!
 //! - [`flv`]: video and audio tag bodies as RTMP carries them (H.264, AAC, and Enhanced RTMP
-//!   with HEVC).
+//!   with HEVC and AV1).
 //! - [`avc`]: AVCDecoderConfigurationRecord and the AVCC → Annex B rewrite.
+//! - [`av1`]: AV1CodecConfigurationRecord and picture size.
 //! - [`hevc`]: HEVCDecoderConfigurationRecord, Annex B rewrite and picture size.
 //! - [`aac`]: AudioSpecificConfig and ADTS framing.
 //! - [`ts`]: the MPEG-TS muxer (PAT/PMT, PES, PCR, continuity counters).
@@ -20,6 +21,7 @@
 //! - [`timestamp`]: extends 32-bit RTMP millisecond timestamps into a monotonic timeline.
 
 pub mod aac;
+pub mod av1;
 pub mod avc;
 mod bits;
 mod error;

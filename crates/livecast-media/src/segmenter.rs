@@ -13,6 +13,7 @@
 //! video frame is held back until then; every part is one `moof` + `mdat` fragment.
 
 use crate::aac::AacConfig;
+use crate::av1::Av1Config;
 use crate::avc::{self, AvcConfig};
 use crate::flv::{self, AudioTag, VideoTag};
 use crate::fmp4::{self, AudioTrack, Sample, TrackRun, VideoCodec, VideoTrack};
@@ -107,6 +108,7 @@ struct BuildingPart {
 enum VideoConfig {
     Avc(AvcConfig),
     Hevc(HevcConfig),
+    Av1(Av1Config),
 }
 
 impl VideoConfig {
@@ -114,6 +116,16 @@ impl VideoConfig {
         match self {
             VideoConfig::Avc(_) => flv::VideoCodec::Avc,
             VideoConfig::Hevc(_) => flv::VideoCodec::Hevc,
+            VideoConfig::Av1(_) => flv::VideoCodec::Av1,
+        }
+    }
+
+    /// Checks that an access unit splits into whole NAL units (AV1 OBUs are taken as they are).
+    fn validate(&self, data: &[u8]) -> Result<(), MediaError> {
+        match self {
+            VideoConfig::Avc(c) => avc::split_avcc(data, c.nal_length_size).map(drop),
+            VideoConfig::Hevc(c) => avc::split_avcc(data, c.nal_length_size).map(drop),
+            VideoConfig::Av1(_) => Ok(()),
         }
     }
 
@@ -121,6 +133,10 @@ impl VideoConfig {
         match self {
             VideoConfig::Avc(c) => c.to_annex_b(data, keyframe, out),
             VideoConfig::Hevc(c) => c.to_annex_b(data, keyframe, out),
+            VideoConfig::Av1(_) => Err(MediaError::Unsupported {
+                what: "av1 in mpeg-ts",
+                value: 0,
+            }),
         }
     }
 
@@ -132,6 +148,7 @@ impl VideoConfig {
             VideoConfig::Hevc(c) => {
                 hevc::sps_dimensions(c.sps.first().map_or(&[][..], Vec::as_slice))
             }
+            VideoConfig::Av1(c) => Ok((c.width, c.height)),
         }
     }
 }
@@ -242,6 +259,13 @@ impl Segmenter {
                 let config = match codec {
                     flv::VideoCodec::Avc => VideoConfig::Avc(AvcConfig::parse(record)?),
                     flv::VideoCodec::Hevc => VideoConfig::Hevc(HevcConfig::parse(record)?),
+                    flv::VideoCodec::Av1 if self.container == Container::Ts => {
+                        return Err(MediaError::Unsupported {
+                            what: "av1 in mpeg-ts (use --container fmp4)",
+                            value: 0,
+                        })
+                    }
+                    flv::VideoCodec::Av1 => VideoConfig::Av1(Av1Config::parse(record)?),
                 };
                 // The program's codec is fixed by its first frame; a header of another codec
                 // later is refused rather than mixed in.
@@ -270,10 +294,14 @@ impl Segmenter {
                 if config.codec() != codec {
                     return Err(MediaError::Invalid("video frame of another codec"));
                 }
-                // Validate the access unit whatever the container, so both refuse the same input.
+                // MPEG-TS wants Annex B; fMP4 takes the access unit as it is, checked first so
+                // both containers refuse the same input.
                 let mut annex_b = std::mem::take(&mut self.scratch);
                 annex_b.clear();
-                config.to_annex_b(data, keyframe, &mut annex_b)?;
+                match self.container {
+                    Container::Ts => config.to_annex_b(data, keyframe, &mut annex_b)?,
+                    Container::Fmp4 => config.validate(data)?,
+                }
                 let dts = self.timeline(timestamp);
                 self.fix_tracks()?;
                 if !self.tracks.is_some_and(|t| t.video) {
@@ -471,6 +499,7 @@ impl Segmenter {
                         let codec = match config {
                             VideoConfig::Avc(_) => VideoCodec::Avc(record.clone()),
                             VideoConfig::Hevc(_) => VideoCodec::Hevc(record.clone()),
+                            VideoConfig::Av1(_) => VideoCodec::Av1(record.clone()),
                         };
                         Some(VideoTrack {
                             codec,

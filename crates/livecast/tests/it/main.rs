@@ -6,6 +6,6 @@ mod bad_input;
 mod browser;
 mod continuity;
 mod e2e;
-mod hevc;
+mod enhanced_rtmp;
 mod rtmp_chunks;
 mod support;

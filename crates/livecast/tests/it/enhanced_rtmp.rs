@@ -1,6 +1,6 @@
-//! HEVC over Enhanced RTMP: a modern FFmpeg (9, from the imageio-ffmpeg wheel; Debian's 5.1
-//! cannot publish HEVC over RTMP) publishes libx265 + AAC; both containers must carry every
-//! frame, read back with ffprobe through the balancer.
+//! Enhanced RTMP: a modern FFmpeg (9, from the imageio-ffmpeg wheel; Debian's 5.1 cannot
+//! publish HEVC or AV1 over RTMP) publishes libx265 + AAC (both containers) and SVT-AV1 + AAC
+//! (fMP4); every frame must come back, read with ffprobe through the balancer.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,8 +27,29 @@ fn ffmpeg9() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn hevc_clip(ffmpeg: &Path, dir: &Path) -> PathBuf {
-    let path = dir.join("hevc.flv");
+/// A clip of `codec` ("hevc" or "av1") with a 2 s GOP and AAC, as Enhanced FLV.
+fn clip(ffmpeg: &Path, dir: &Path, codec: &str) -> PathBuf {
+    let path = dir.join(format!("{codec}.flv"));
+    let video: &[&str] = match codec {
+        "hevc" => &[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "keyint=60:min-keyint=60:scenecut=0:log-level=error",
+        ],
+        _ => &[
+            "-c:v",
+            "libsvtav1",
+            "-preset",
+            "12",
+            "-g",
+            "60",
+            "-svtav1-params",
+            "scd=0",
+        ],
+    };
     let status = Command::new(ffmpeg)
         .args([
             "-hide_banner",
@@ -44,30 +65,30 @@ fn hevc_clip(ffmpeg: &Path, dir: &Path) -> PathBuf {
         .arg(format!(
             "sine=frequency=440:sample_rate=48000:duration={SECONDS}"
         ))
-        .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params"])
-        .arg("keyint=60:min-keyint=60:scenecut=0:log-level=error")
+        .args(video)
         .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
         .arg(&path)
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("ffmpeg 9 runs");
-    assert!(status.success(), "could not make the HEVC clip");
+    assert!(status.success(), "could not make the {codec} clip");
     path
 }
 
-async fn publish_and_probe(container: &str) {
+async fn publish_and_probe(codec: &str, container: &str) {
     let ffmpeg = ffmpeg9();
     let stack = start_stack_with(1, &[&format!("--container={container}")]).await;
-    let clip = hevc_clip(&ffmpeg, stack.dir.path());
+    let clip = clip(&ffmpeg, stack.dir.path(), codec);
     let status = tokio::process::Command::new(&ffmpeg)
         .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
         .arg(&clip)
         .args(["-c", "copy", "-f", "flv"])
-        .arg(stack.rtmp_url("live/hevc"))
+        .arg(stack.rtmp_url("live/enhanced"))
         .status()
         .await
         .expect("ffmpeg 9 publishes");
-    assert!(status.success(), "the HEVC publish failed");
-    let playlist = stack.url("/hls/hevc/index.m3u8");
+    assert!(status.success(), "the {codec} publish failed");
+    let playlist = stack.url("/hls/enhanced/index.m3u8");
     wait_until("ENDLIST", Duration::from_secs(10), || {
         let playlist = playlist.clone();
         async move {
@@ -82,11 +103,11 @@ async fn publish_and_probe(container: &str) {
         .iter()
         .find(|s| s.0 == "video")
         .expect("a video stream");
-    assert_eq!(video.1, "hevc", "{container}: {streams:?}");
+    assert_eq!(video.1, codec, "{container}: {streams:?}");
     assert_eq!(
         video.2,
         u64::from(SECONDS * 30),
-        "{container}: every HEVC frame decodes"
+        "{codec} in {container}: every frame decodes"
     );
     let audio = streams
         .iter()
@@ -102,10 +123,15 @@ async fn publish_and_probe(container: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hevc_over_enhanced_rtmp_in_fmp4() {
-    publish_and_probe("fmp4").await;
+    publish_and_probe("hevc", "fmp4").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hevc_over_enhanced_rtmp_in_mpeg_ts() {
-    publish_and_probe("ts").await;
+    publish_and_probe("hevc", "ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn av1_over_enhanced_rtmp_in_fmp4() {
+    publish_and_probe("av1", "fmp4").await;
 }
