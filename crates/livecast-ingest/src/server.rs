@@ -52,6 +52,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     config.validate()?;
+    // A keys file that cannot be read or a bad callback URL stops the start, before any port
+    // is served.
+    let auth = crate::auth::Auth::new(config.stream_keys.as_deref(), config.on_publish.as_deref())?;
     std::fs::create_dir_all(&config.hls_dir)?;
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
@@ -67,7 +70,6 @@ pub async fn run(
         hls_dir = %config.hls_dir.display(),
         "ingest listening"
     );
-    let auth = crate::auth::Auth::new(config.stream_keys.as_deref(), config.on_publish.as_deref())?;
     let shared = Arc::new(Shared {
         auth,
         config,
