@@ -153,13 +153,14 @@ impl VideoConfig {
     }
 }
 
-/// A video frame held back until the next one gives its duration (fMP4).
+/// A video frame whose duration waits for the next one (fMP4). Its bytes are already in its
+/// part's run; only the sample entry is held back.
 #[derive(Debug)]
 struct HeldFrame {
     dts_ms: i64,
     composition_ms: i32,
     keyframe: bool,
-    data: Vec<u8>,
+    size: usize,
 }
 
 /// Cuts a publish into parts and segments; see the module documentation.
@@ -346,11 +347,14 @@ impl Segmenter {
                         }
                     }
                     Container::Fmp4 => {
+                        if let Some(part) = self.part.as_mut() {
+                            part.video.data.extend_from_slice(data);
+                        }
                         self.held = Some(HeldFrame {
                             dts_ms: dts,
                             composition_ms,
                             keyframe,
-                            data: data.to_vec(),
+                            size: data.len(),
                         });
                     }
                 }
@@ -521,7 +525,8 @@ impl Segmenter {
         Ok(())
     }
 
-    /// Gives the held-back video frame its duration (up to `next_ms`) and adds it to its part.
+    /// Gives the held-back video frame its duration (up to `next_ms`) and adds its sample entry
+    /// to its part.
     fn release_held(&mut self, next_ms: i64) {
         let (Some(held), Some(part)) = (self.held.take(), self.part.as_mut()) else {
             return;
@@ -533,11 +538,10 @@ impl Segmenter {
         }
         run.samples.push(Sample {
             duration: (duration_ms * MS_TO_90K) as u32,
-            size: held.data.len() as u32,
+            size: held.size as u32,
             sync: held.keyframe,
             composition_offset: held.composition_ms.saturating_mul(MS_TO_90K as i32),
         });
-        run.data.extend_from_slice(&held.data);
     }
 
     fn add_audio_sample(&mut self, ts: i64, rate: u32, raw: &[u8]) {
