@@ -62,3 +62,58 @@ def wrk(url, threads, connections, seconds):
 def check_wrk():
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         raise SystemExit("wrk is missing: apt-get install wrk")
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def make_clip(path, seconds):
+    """A 720p30 H.264 (2.5 Mb/s, 2 s GOP) + AAC FLV clip, made once and cached."""
+    if os.path.exists(path):
+        return
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2700k", "-bufsize", "2700k",
+         "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-b:a", "128k", "-f", "flv", path],
+        check=True)
+
+
+def nginx_rtmp(work, name, rtmp_port, hls_dir, http=""):
+    """Starts Debian's nginx with libnginx-mod-rtmp (one worker, `hls on`, 2 s fragments,
+    nested per-stream directories) and an optional `http { ... }` body; returns the process."""
+    conf = os.path.join(work, f"{name}.conf")
+    http_block = f"http {{\n{http}\n}}\n" if http else ""
+    with open(conf, "w") as f:
+        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+worker_processes 1;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log;
+events {{ worker_connections 1024; }}
+rtmp {{
+  server {{
+    listen 127.0.0.1:{rtmp_port};
+    chunk_size 4096;
+    application live {{
+      live on;
+      hls on;
+      hls_path {hls_dir};
+      hls_nested on;
+      hls_fragment 2s;
+      hls_playlist_length 12s;
+    }}
+  }}
+}}
+{http_block}""")
+    return subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/{name}-error.log"])

@@ -5,9 +5,10 @@ A real ffmpeg publishes a 720p30 clip with a 2 s GOP in real time (`-re -c copy`
 - livecast: `livecast up` (ingest with its defaults: fMP4, LL-HLS 250 ms parts; three
   front-ends behind the balancer); the player page /?stream=g2g, hls.js lowLatencyMode.
 - nginx-rtmp: `hls_fragment 2s`, served by the same nginx over HTTP, a page with the same
-  hls.js build and the same configuration.
+  hls.js build and the same configuration (lowLatencyMode, catch-up up to 1.5x, as the
+  livecast player page).
 e2e/latency.mjs reads `hls.latency` (hls.js's distance from the live edge) once a second for
-20 s after 8 s of playback, and for livecast also now - `hls.playingDate` (from
+20 s after 10 s of playback, and for livecast also now - `hls.playingDate` (from
 PROGRAM-DATE-TIME, i.e. from when the ingest received the frame).
 
 Prints the medians and the ratio livecast / nginx-rtmp.
@@ -25,15 +26,14 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, build, free_port, wait_http
-from segment_latency import make_clip, wait_port
+from common import ROOT, build, free_port, make_clip, nginx_rtmp, wait_http, wait_port
 
 CLIP_SECONDS = 60
 HLS_JS = os.path.join(ROOT, "crates", "livecast-web", "player", "node_modules", "hls.js", "dist", "hls.min.js")
 
 PAGE = """<!doctype html><meta charset="utf-8"><video id="video" muted autoplay playsinline></video>
 <script src="/hls.min.js"></script><script>
-const hls = new Hls({ lowLatencyMode: true });
+const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
 window.livecast = { hls };
 hls.loadSource(new URLSearchParams(location.search).get("src"));
 hls.attachMedia(document.getElementById("video"));
@@ -43,7 +43,7 @@ hls.attachMedia(document.getElementById("video"));
 
 def sample(url):
     out = subprocess.run(["node", os.path.join(ROOT, "e2e", "latency.mjs"), url],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "WARMUP": "10"})
     try:
         result = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
@@ -88,37 +88,14 @@ def run_nginx(work, clip):
     with open(os.path.join(root, "latency.html"), "w") as f:
         f.write(PAGE)
     os.system(f"chmod -R a+rwX {work}")
-    conf = os.path.join(work, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log;
-events {{ worker_connections 1024; }}
-rtmp {{
-  server {{
-    listen 127.0.0.1:{rtmp};
-    application live {{
-      live on;
-      hls on;
-      hls_path {root}/hls;
-      hls_nested on;
-      hls_fragment 2s;
-      hls_playlist_length 12s;
-    }}
-  }}
-}}
-http {{
+    nginx = nginx_rtmp(work, "nginx", rtmp, os.path.join(root, "hls"), http=f"""
   access_log off;
   types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; text/html html; application/javascript js; }}
   server {{
     listen 127.0.0.1:{http};
     root {root};
     location /hls/ {{ add_header Cache-Control no-cache; }}
-  }}
-}}
-""")
-    nginx = subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])
+  }}""")
     try:
         wait_port(rtmp)
         wait_http(http, "/latency.html")

@@ -32,24 +32,7 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+from common import ROOT, free_port, make_clip, nginx_rtmp, wait_port
 
 
 class RtmpRelay:
@@ -231,19 +214,6 @@ class PlaylistWatcher:
             time.sleep(0.002)
 
 
-def make_clip(path, seconds):
-    if os.path.exists(path):
-        return
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
-         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2500k", "-maxrate", "2700k", "-bufsize", "2700k",
-         "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "128k", "-f", "flv", path],
-        check=True)
-
-
 def measure(name, rtmp_port, playlist, clip):
     relay = RtmpRelay(rtmp_port)
     watcher = PlaylistWatcher(playlist)
@@ -310,29 +280,7 @@ def main():
     hls = os.path.join(work, "nginx-hls")
     os.makedirs(hls)
     os.chmod(hls, 0o777)
-    conf = os.path.join(work, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log;
-events {{ worker_connections 1024; }}
-rtmp {{
-  server {{
-    listen 127.0.0.1:{port};
-    chunk_size 4096;
-    application live {{
-      live on;
-      hls on;
-      hls_path {hls};
-      hls_nested on;
-      hls_fragment 2s;
-      hls_playlist_length 12s;
-    }}
-  }}
-}}
-""")
-    nginx = subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])
+    nginx = nginx_rtmp(work, "nginx", port, hls)
     try:
         wait_port(port)
         results["nginx-rtmp"], _ = measure("nginx-rtmp", port, os.path.join(hls, "bench", "index.m3u8"), clip)

@@ -23,8 +23,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, build, free_port
-from segment_latency import make_clip, wait_port
+from common import ROOT, build, free_port, make_clip, nginx_rtmp, wait_port
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -88,29 +87,7 @@ def nginx(work, clip, streams, seconds):
     hls = os.path.join(work, f"nginx-{streams}")
     os.makedirs(hls)
     os.chmod(hls, 0o777)
-    conf = os.path.join(work, f"nginx-{streams}.conf")
-    with open(conf, "w") as f:
-        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-worker_processes 1;
-pid {work}/nginx-{streams}.pid;
-error_log {work}/nginx-error.log;
-events {{ worker_connections 1024; }}
-rtmp {{
-  server {{
-    listen 127.0.0.1:{port};
-    application live {{
-      live on;
-      hls on;
-      hls_path {hls};
-      hls_nested on;
-      hls_fragment 2s;
-      hls_playlist_length 12s;
-    }}
-  }}
-}}
-""")
-    server = subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])
+    server = nginx_rtmp(work, f"nginx-{streams}", port, hls)
     try:
         wait_port(port)
         return run("nginx-rtmp", server.pid, port, clip, streams, seconds)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{ffprobe, get, start_stack_with, wait_until};
+use crate::support::{encode_clip, ffprobe, get, start_stack_with, wait_until};
 
 const SECONDS: u32 = 4;
 
@@ -29,7 +29,6 @@ fn ffmpeg9() -> PathBuf {
 
 /// A clip of `codec` ("hevc" or "av1") with a 2 s GOP and AAC, as Enhanced FLV.
 fn clip(ffmpeg: &Path, dir: &Path, codec: &str) -> PathBuf {
-    let path = dir.join(format!("{codec}.flv"));
     let video: &[&str] = match codec {
         "hevc" => &[
             "-c:v",
@@ -50,28 +49,8 @@ fn clip(ffmpeg: &Path, dir: &Path, codec: &str) -> PathBuf {
             "scd=0",
         ],
     };
-    let status = Command::new(ffmpeg)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!("testsrc2=size=640x360:rate=30:duration={SECONDS}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=48000:duration={SECONDS}"
-        ))
-        .args(video)
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
-        .arg(&path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("ffmpeg 9 runs");
-    assert!(status.success(), "could not make the {codec} clip");
+    let path = dir.join(format!("{codec}.flv"));
+    encode_clip(ffmpeg, &path, SECONDS, video);
     path
 }
 

@@ -92,10 +92,30 @@ pub async fn start_stack_with(replicas: usize, extra: &[&str]) -> Running {
     }
 }
 
-/// Makes an H.264 + AAC FLV clip (testsrc2 + sine, 30 fps, 2 s GOP) of `seconds`.
+/// Makes an H.264 + AAC FLV clip (testsrc2 + sine, 30 fps, 2 s GOP) of `seconds` with Debian's
+/// ffmpeg.
 pub fn make_clip(dir: &Path, seconds: u32) -> PathBuf {
+    let h264 = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "60",
+        "-keyint_min",
+        "60",
+        "-sc_threshold",
+        "0",
+    ];
     let path = dir.join(format!("clip-{seconds}s.flv"));
-    let status = std::process::Command::new("ffmpeg")
+    encode_clip(Path::new("ffmpeg"), &path, seconds, &h264);
+    path
+}
+
+/// Encodes a 640×360 30 fps testsrc2 + 440 Hz sine clip of `seconds` to the FLV file `path`
+/// with `ffmpeg` (a path or a name on PATH) and the given video encoder flags; audio is AAC.
+pub fn encode_clip(ffmpeg: &Path, path: &Path, seconds: u32, video: &[&str]) {
+    let status = std::process::Command::new(ffmpeg)
         .args([
             "-hide_banner",
             "-loglevel",
@@ -110,33 +130,20 @@ pub fn make_clip(dir: &Path, seconds: u32) -> PathBuf {
         .arg(format!(
             "sine=frequency=440:sample_rate=44100:duration={seconds}"
         ))
+        .args(video)
         .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "60",
-            "-keyint_min",
-            "60",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-f", "flv",
         ])
-        .args([
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
-            "-f",
-            "flv",
-        ])
-        .arg(&path)
+        .arg(path)
+        .stderr(Stdio::null())
         .status()
         .expect("ffmpeg must be installed (scripts/test.sh installs it)");
-    assert!(status.success(), "ffmpeg could not make the clip");
-    path
+    assert!(
+        status.success(),
+        "{} could not make {}",
+        ffmpeg.display(),
+        path.display()
+    );
 }
 
 /// Publishes `clip` in real time (`-re -c copy`) to `url`.
