@@ -60,12 +60,17 @@ async fn garbage_is_cut_off_without_disturbing_a_publisher() {
     let parsed = parse_playlist(&text);
     assert!(parsed.ended);
     assert_eq!(parsed.segments.len(), 3, "{text}");
-    let metrics = get(&format!("http://{}/metrics", stack.addrs.ingest_admin)).await;
-    let metrics = String::from_utf8_lossy(&metrics.body).to_string();
-    assert!(
-        metrics.contains("livecast_ingest_segments_written_total 3"),
-        "{metrics}"
-    );
+    // The counter moves just after the files are renamed into place.
+    let url = format!("http://{}/metrics", stack.addrs.ingest_admin);
+    crate::support::wait_until("three segments counted", Duration::from_secs(5), || {
+        let url = url.clone();
+        async move {
+            let metrics = get(&url).await;
+            String::from_utf8_lossy(&metrics.body)
+                .contains("livecast_ingest_segments_written_total 3\n")
+        }
+    })
+    .await;
     stack.stop().await;
 }
 
