@@ -58,6 +58,22 @@ def publish(clip, port):
                              "-f", "flv", f"rtmp://127.0.0.1:{port}/live/g2g"])
 
 
+def watch(server, clip, rtmp, http, ready_path, page):
+    """Once `server` is up, publishes the clip, lets the first segment appear, samples the
+    latency of `page`, and stops publisher and server."""
+    try:
+        wait_port(rtmp)
+        wait_http(http, ready_path)
+        publisher = publish(clip, rtmp)
+        time.sleep(3)
+        result = sample(f"http://127.0.0.1:{http}{page}")
+        publisher.kill()
+        return result
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def run_livecast(work, clip):
     binaries = build("livecast")
     rtmp, http = free_port(), free_port()
@@ -67,17 +83,7 @@ def run_livecast(work, clip):
          f"--listen=127.0.0.1:{http}", "--web-port=0", "--admin-host=127.0.0.1", "--admin-port=0",
          f"--hls-dir={data}/hls", f"--access-log-dir={data}/logs", f"--state-dir={data}/logship"],
         stderr=subprocess.DEVNULL)
-    try:
-        wait_port(rtmp)
-        wait_http(http, "/")
-        publisher = publish(clip, rtmp)
-        time.sleep(3)
-        result = sample(f"http://127.0.0.1:{http}/?stream=g2g")
-        publisher.kill()
-        return result
-    finally:
-        stack.terminate()
-        stack.wait()
+    return watch(stack, clip, rtmp, http, "/", "/?stream=g2g")
 
 
 def run_nginx(work, clip):
@@ -96,17 +102,7 @@ def run_nginx(work, clip):
     root {root};
     location /hls/ {{ add_header Cache-Control no-cache; }}
   }}""")
-    try:
-        wait_port(rtmp)
-        wait_http(http, "/latency.html")
-        publisher = publish(clip, rtmp)
-        time.sleep(3)
-        result = sample(f"http://127.0.0.1:{http}/latency.html?src=/hls/g2g/index.m3u8")
-        publisher.kill()
-        return result
-    finally:
-        nginx.terminate()
-        nginx.wait()
+    return watch(nginx, clip, rtmp, http, "/latency.html", "/latency.html?src=/hls/g2g/index.m3u8")
 
 
 def main():

@@ -148,6 +148,18 @@ fn package(dir: &Path, container: Container) -> Packaged {
     }
 }
 
+/// ffprobe decodes every video and audio frame that went into the segmenter from `file`.
+fn assert_every_frame(file: &Path, p: &Packaged) {
+    assert_eq!(
+        ffprobe_count(file, "v:0"),
+        ("h264".to_string(), p.video_frames)
+    );
+    assert_eq!(
+        ffprobe_count(file, "a:0"),
+        ("aac".to_string(), p.audio_frames)
+    );
+}
+
 fn write(dir: &Path, name: &str, chunks: &[&[u8]]) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, chunks.concat()).expect("write");
@@ -174,33 +186,19 @@ fn ts_segments_decode_completely_with_ffprobe() {
     // ... and the concatenation decodes every frame that went in.
     let data: Vec<&[u8]> = p.segments.iter().map(|s| s.data.as_slice()).collect();
     let all = write(dir.path(), "all.ts", &data);
-    assert_eq!(
-        ffprobe_count(&all, "v:0"),
-        ("h264".to_string(), p.video_frames)
-    );
-    assert_eq!(
-        ffprobe_count(&all, "a:0"),
-        ("aac".to_string(), p.audio_frames)
-    );
+    assert_every_frame(&all, &p);
 }
 
 #[test]
 fn fmp4_segments_decode_completely_with_ffprobe() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = package(dir.path(), Container::Fmp4);
-    let init = p.init.expect("an init segment");
+    let init = p.init.clone().expect("an init segment");
     // The init segment plus the fragments decode every frame, at the clip's size and length.
     let mut data: Vec<&[u8]> = vec![&init];
     data.extend(p.segments.iter().map(|s| s.data.as_slice()));
     let all = write(dir.path(), "all.mp4", &data);
-    assert_eq!(
-        ffprobe_count(&all, "v:0"),
-        ("h264".to_string(), p.video_frames)
-    );
-    assert_eq!(
-        ffprobe_count(&all, "a:0"),
-        ("aac".to_string(), p.audio_frames)
-    );
+    assert_every_frame(&all, &p);
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
         .args(["stream=width,height:format=duration", "-of", "csv=p=0"])
