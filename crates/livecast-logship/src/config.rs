@@ -76,6 +76,14 @@ pub struct Config {
     /// A rotated log is archived once fully shipped and unchanged for this long.
     #[arg(long, env = "LIVECAST_ARCHIVE_AFTER_SECS", default_value_t = 60)]
     pub archive_after_secs: u64,
+    /// Cap of the disk buffer (<state-dir>/spill) that takes batches while the sink is slow or
+    /// down, in MiB; 0 turns spilling off (the logs are then the only buffer). When the cap
+    /// forces a drop, the oldest spilled lines go, counted and logged.
+    #[arg(long, env = "LIVECAST_SPILL_MAX_MB", default_value_t = 1024)]
+    pub spill_max_mb: u64,
+    /// A batch the sink has not acknowledged after this long switches shipping to the spill.
+    #[arg(long, env = "LIVECAST_SPILL_AFTER_SECS", default_value_t = 5)]
+    pub spill_after_secs: u64,
     /// Lines per `_bulk` request at most.
     #[arg(long, env = "LIVECAST_BATCH_LINES", default_value_t = 5000)]
     pub batch_lines: usize,

@@ -13,6 +13,7 @@
 //! - [`server`]: the shipping loop, the admin server (`/api/viewers`) and [`run`].
 //! - `archive`: closed logs to object storage before they are removed.
 //! - `source`: finding, identifying and reading log files; checkpoints.
+//! - `spill`: the capped disk buffer used while the sink is slow or down.
 //! - `elasticsearch`: the `_bulk` sink with per-item outcomes.
 //! - `viewers`: the sliding-window viewer count.
 //! - `zabbix`: the trapper-protocol sink for viewer counts and request rates.
@@ -26,6 +27,7 @@ pub mod error;
 mod metrics;
 pub mod server;
 mod source;
+mod spill;
 mod viewers;
 mod zabbix;
 

@@ -22,6 +22,9 @@ pub(crate) struct Metrics {
     pub zabbix_values: IntCounterVec,
     pub archived: IntCounter,
     pub lost_bytes: IntCounter,
+    pub spill_bytes: IntGauge,
+    pub spilled: IntCounter,
+    pub spill_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -93,6 +96,18 @@ impl Metrics {
                 Opts::new("livecast_viewers_unique", "Distinct viewers since start"),
                 &["stream"],
             )?,
+            spill_bytes: IntGauge::new(
+                "livecast_logship_spill_bytes",
+                "Bytes in the disk buffer waiting for the sink",
+            )?,
+            spilled: IntCounter::new(
+                "livecast_logship_lines_spilled_total",
+                "Lines written to the disk buffer while the sink was slow or down",
+            )?,
+            spill_dropped: IntCounter::new(
+                "livecast_logship_spill_dropped_lines_total",
+                "Spilled lines dropped because the disk buffer reached --spill-max-mb",
+            )?,
             lost_bytes: IntCounter::new(
                 "livecast_logship_lost_bytes_total",
                 "Log bytes removed by someone else before they were shipped",
@@ -112,6 +127,9 @@ impl Metrics {
         registry.register(Box::new(m.zabbix_values.clone()))?;
         registry.register(Box::new(m.archived.clone()))?;
         registry.register(Box::new(m.lost_bytes.clone()))?;
+        registry.register(Box::new(m.spill_bytes.clone()))?;
+        registry.register(Box::new(m.spilled.clone()))?;
+        registry.register(Box::new(m.spill_dropped.clone()))?;
         registry.register(Box::new(m.lines_read.clone()))?;
         registry.register(Box::new(m.malformed.clone()))?;
         registry.register(Box::new(m.shipped.clone()))?;

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use crate::elasticsearch::{authorization, Elasticsearch};
 use crate::metrics::Metrics;
 use crate::source::{Line, Source};
+use crate::spill::Spill;
 use crate::viewers::{Counts, Fields, Viewers};
 use crate::{Config, LogshipError};
 
@@ -116,6 +117,14 @@ pub async fn run(
     // The front-ends may start later; watching needs the directory to exist.
     std::fs::create_dir_all(&config.log_dir)?;
     let source = Source::open(config.log_dir.clone(), &config.state_dir)?;
+    // Without a sink nothing waits, so nothing spills.
+    let spill = match (&sink, config.spill_max_mb) {
+        (Some(_), mb) if mb > 0 => Some(Spill::open(
+            config.state_dir.join("spill"),
+            mb.saturating_mul(1024 * 1024),
+        )?),
+        _ => None,
+    };
     let dead_letter_path = config.state_dir.join("dead-letter.ndjson");
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&config.log_dir, wake.clone());
@@ -142,9 +151,18 @@ pub async fn run(
         "logship running"
     );
 
+    let spilling = spill.as_ref().is_some_and(|s| !s.is_empty());
+    if spilling {
+        tracing::info!("batches spilled by an earlier run are sent first");
+    }
     let mut shipper = Shipper {
         source,
         sink,
+        spill,
+        spilling,
+        spill_after: Duration::from_secs(config.spill_after_secs),
+        draining: Vec::new(),
+        drained: Arc::new(Notify::new()),
         viewers,
         metrics,
         dead_letter_path,
@@ -199,10 +217,34 @@ struct Pending {
     delivery: tokio::task::JoinHandle<Result<bool, LogshipError>>,
 }
 
+/// A spilled segment on its way.
+struct Draining {
+    seq: u64,
+    started: Instant,
+    delivery: tokio::task::JoinHandle<Result<bool, LogshipError>>,
+}
+
+/// What ended a wait for the oldest batch in flight.
+enum Woken {
+    Finished(Result<Result<bool, LogshipError>, tokio::task::JoinError>),
+    Stop,
+    Again,
+    Spill,
+}
+
 /// The shipping loop's state.
 struct Shipper {
     source: Source,
     sink: Option<Arc<Elasticsearch>>,
+    /// The disk buffer, when there is a sink and a cap above zero.
+    spill: Option<Spill>,
+    /// Read batches go to the spill (and the spill to the sink) rather than to the sink.
+    spilling: bool,
+    /// A batch unacknowledged this long switches to spilling.
+    spill_after: Duration,
+    draining: Vec<Draining>,
+    /// Signalled by every spilled segment's delivery when it ends.
+    drained: Arc<Notify>,
     viewers: Arc<Mutex<Viewers>>,
     metrics: Metrics,
     dead_letter_path: std::path::PathBuf,
@@ -220,23 +262,10 @@ impl Shipper {
     /// One round: rescan, read a batch (or wait for more), count viewers, hand the batch to the
     /// sink, and checkpoint every batch acknowledged so far, in order.
     async fn round(&mut self) -> Result<Round, LogshipError> {
-        match self.source.scan() {
-            Ok(0) => {}
-            Ok(lost) => {
-                // Only someone else deleting a log before it was shipped loses lines; never
-                // let that pass silently.
-                self.metrics.lost_bytes.inc_by(lost);
-                tracing::error!(
-                    bytes = lost,
-                    "a log file was removed before it was shipped; its rest is lost"
-                );
-            }
-            Err(error) => tracing::warn!(%error, "cannot list the log directory"),
+        self.scan();
+        if self.spilling {
+            return self.spill_round().await;
         }
-        self.metrics.files.set(self.source.file_count() as i64);
-        self.metrics
-            .bytes_behind
-            .set(self.source.bytes_behind() as i64);
         let lines = if self.in_flight.len() < IN_FLIGHT {
             self.source.read(self.batch_lines)?
         } else {
@@ -245,25 +274,37 @@ impl Shipper {
         if lines.is_empty() {
             // Nothing new to send: wait for the oldest batch, or for more lines.
             let full = self.in_flight.len() >= IN_FLIGHT;
+            let spill_at = self.spill.as_ref().and_then(|_| {
+                self.in_flight
+                    .front()
+                    .map(|p| tokio::time::Instant::from_std(p.started + self.spill_after))
+            });
             if let Some(front) = self.in_flight.front_mut() {
-                if full {
-                    return self.settle_oldest().await;
-                }
                 // Look at the directory again every poll interval even while a batch waits
                 // for a sink that is down: a file removed meanwhile must be noticed.
-                let finished = tokio::select! {
-                    result = &mut front.delivery => Some(result),
-                    () = self.shutdown.cancelled() => return Ok(Round::Stop),
-                    () = self.wake.notified() => None,
-                    () = tokio::time::sleep(self.poll) => None,
+                let woken = tokio::select! {
+                    result = &mut front.delivery => Woken::Finished(result),
+                    () = self.shutdown.cancelled() => Woken::Stop,
+                    () = self.wake.notified(), if !full => Woken::Again,
+                    () = tokio::time::sleep(self.poll) => Woken::Again,
+                    () = sleep_until(spill_at) => Woken::Spill,
                 };
-                return match (finished, self.in_flight.pop_front()) {
-                    (Some(result), Some(pending)) => self.settle(pending, result).await,
-                    (_, Some(pending)) => {
-                        self.in_flight.push_front(pending);
+                return match woken {
+                    Woken::Finished(result) => match self.in_flight.pop_front() {
+                        Some(pending) => self.settle(pending, result).await,
+                        None => Ok(Round::Continue),
+                    },
+                    Woken::Stop => Ok(Round::Stop),
+                    Woken::Again => Ok(Round::Continue),
+                    Woken::Spill => {
+                        tracing::warn!(
+                            after = ?self.spill_after,
+                            "the sink has not acknowledged a batch; spilling to disk until it catches up"
+                        );
+                        self.abandon_in_flight().await;
+                        self.spilling = true;
                         Ok(Round::Continue)
                     }
-                    (_, None) => Ok(Round::Continue),
                 };
             }
             if self.archived_at.elapsed() >= ARCHIVE_EVERY {
@@ -276,37 +317,10 @@ impl Shipper {
             }
             return Ok(Round::Continue);
         }
-        self.metrics.lines_read.inc_by(lines.len() as u64);
-        let mut good = Vec::with_capacity(lines.len());
-        let mut malformed = Vec::new();
-        if let Ok(mut v) = self.viewers.lock() {
-            for (i, line) in lines.iter().enumerate() {
-                match serde_json::from_slice::<Fields>(&line.bytes) {
-                    Ok(fields) => {
-                        v.observe(&fields);
-                        good.push(i);
-                    }
-                    Err(error) => malformed.push((i, format!("not access-log json: {error}"))),
-                }
-            }
-        }
-        if !malformed.is_empty() {
-            self.metrics.malformed.inc_by(malformed.len() as u64);
-            dead_letter(&self.dead_letter_path, "parse", &lines, &malformed)?;
-        }
+        let good = self.observe(&lines)?;
         let ends = crate::source::ends(&lines);
         let delivery = match self.sink.clone() {
-            Some(es) => {
-                let (metrics, path, shutdown, drain) = (
-                    self.metrics.clone(),
-                    self.dead_letter_path.clone(),
-                    self.shutdown.clone(),
-                    self.drain,
-                );
-                tokio::spawn(async move {
-                    deliver(&es, &lines, good, &metrics, &path, &shutdown, drain).await
-                })
-            }
+            Some(es) => self.spawn_delivery(es, Arc::new(lines), good, None),
             None => tokio::spawn(async { Ok(true) }),
         };
         self.in_flight.push_back(Pending {
@@ -325,6 +339,173 @@ impl Shipper {
             }
         }
         Ok(Round::Continue)
+    }
+
+    /// A round while spilling: send spilled segments (several at once, each removed when
+    /// acknowledged), read the logs on into new segments, and leave spilling once the spill is
+    /// sent and the logs are read to their end.
+    async fn spill_round(&mut self) -> Result<Round, LogshipError> {
+        let (Some(es), Some(mut spill)) = (self.sink.clone(), self.spill.take()) else {
+            self.spilling = false;
+            return Ok(Round::Continue);
+        };
+        let result = self.spill_round_with(es, &mut spill).await;
+        self.spill = Some(spill);
+        result
+    }
+
+    async fn spill_round_with(
+        &mut self,
+        es: Arc<Elasticsearch>,
+        spill: &mut Spill,
+    ) -> Result<Round, LogshipError> {
+        let mut i = 0;
+        while i < self.draining.len() {
+            if !self.draining[i].delivery.is_finished() {
+                i += 1;
+                continue;
+            }
+            let done = self.draining.swap_remove(i);
+            self.metrics
+                .batch_seconds
+                .observe(done.started.elapsed().as_secs_f64());
+            match done.delivery.await {
+                Ok(Ok(true)) => spill.remove(done.seq)?,
+                Ok(Ok(false)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "a spilled batch failed; it stays and is sent again")
+                }
+                Err(join) => tracing::warn!(%join, "a spilled batch's delivery ended"),
+            }
+        }
+        if !self.shutdown.is_cancelled() {
+            let busy: Vec<u64> = self.draining.iter().map(|d| d.seq).collect();
+            let next: Vec<_> = spill
+                .segments()
+                .filter(|s| !busy.contains(&s.seq))
+                .take(IN_FLIGHT.saturating_sub(self.draining.len()))
+                .copied()
+                .collect();
+            for segment in next {
+                let lines = spill.read(&segment)?;
+                let all = (0..lines.len()).collect();
+                let delivery = self.spawn_delivery(
+                    es.clone(),
+                    Arc::new(lines),
+                    all,
+                    Some(self.drained.clone()),
+                );
+                self.draining.push(Draining {
+                    seq: segment.seq,
+                    started: Instant::now(),
+                    delivery,
+                });
+            }
+        }
+        self.metrics.spill_bytes.set(spill.bytes() as i64);
+        let lines = self.source.read(self.batch_lines)?;
+        if lines.is_empty() {
+            if spill.is_empty() && self.draining.is_empty() {
+                // Caught up with the logs and the spill is sent.
+                tracing::info!("spill buffer sent; shipping directly again");
+                self.spilling = false;
+                return Ok(Round::Continue);
+            }
+            if self.archived_at.elapsed() >= ARCHIVE_EVERY {
+                self.archive_closed().await;
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(Round::Stop),
+                () = self.drained.notified() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
+            }
+            return Ok(Round::Continue);
+        }
+        let good = self.observe(&lines)?;
+        let busy: Vec<u64> = self.draining.iter().map(|d| d.seq).collect();
+        let dropped = spill.push(&lines, &good, &busy)?;
+        self.metrics.spilled.inc_by(good.len() as u64);
+        if dropped.lines > 0 {
+            self.metrics.spill_dropped.inc_by(dropped.lines as u64);
+            tracing::error!(
+                lines = dropped.lines,
+                bytes = dropped.bytes,
+                "spill buffer full (--spill-max-mb): the oldest spilled lines are dropped"
+            );
+        }
+        self.metrics.spill_bytes.set(spill.bytes() as i64);
+        // The lines are on disk in the spill: the logs may move on.
+        self.source.commit(&crate::source::ends(&lines))?;
+        Ok(Round::Continue)
+    }
+
+    /// Counts what was read, feeds the viewer count and dead-letters lines that are not
+    /// access-log JSON. Returns the indices of the good lines.
+    fn observe(&mut self, lines: &[Line]) -> Result<Vec<usize>, LogshipError> {
+        self.metrics.lines_read.inc_by(lines.len() as u64);
+        let mut good = Vec::with_capacity(lines.len());
+        let mut malformed = Vec::new();
+        if let Ok(mut v) = self.viewers.lock() {
+            for (i, line) in lines.iter().enumerate() {
+                match serde_json::from_slice::<Fields>(&line.bytes) {
+                    Ok(fields) => {
+                        v.observe(&fields);
+                        good.push(i);
+                    }
+                    Err(error) => malformed.push((i, format!("not access-log json: {error}"))),
+                }
+            }
+        }
+        if !malformed.is_empty() {
+            self.metrics.malformed.inc_by(malformed.len() as u64);
+            dead_letter(&self.dead_letter_path, "parse", lines, &malformed)?;
+        }
+        Ok(good)
+    }
+
+    /// Sends `good` of `lines` in a task of its own; `done` is signalled when it ends.
+    fn spawn_delivery(
+        &self,
+        es: Arc<Elasticsearch>,
+        lines: Arc<Vec<Line>>,
+        good: Vec<usize>,
+        done: Option<Arc<Notify>>,
+    ) -> tokio::task::JoinHandle<Result<bool, LogshipError>> {
+        let (metrics, path, shutdown, drain) = (
+            self.metrics.clone(),
+            self.dead_letter_path.clone(),
+            self.shutdown.clone(),
+            self.drain,
+        );
+        tokio::spawn(async move {
+            let result = deliver(&es, &lines, good, &metrics, &path, &shutdown, drain).await;
+            if let Some(done) = done {
+                done.notify_one();
+            }
+            result
+        })
+    }
+
+    /// Rescans the log directory and updates the file gauges.
+    fn scan(&mut self) {
+        match self.source.scan() {
+            Ok(0) => {}
+            Ok(lost) => {
+                // Only someone else deleting a log before it was shipped loses lines; never
+                // let that pass silently.
+                self.metrics.lost_bytes.inc_by(lost);
+                tracing::error!(
+                    bytes = lost,
+                    "a log file was removed before it was shipped; its rest is lost"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "cannot list the log directory"),
+        }
+        self.metrics.files.set(self.source.file_count() as i64);
+        self.metrics
+            .bytes_behind
+            .set(self.source.bytes_behind() as i64);
     }
 
     /// Waits for the oldest batch and checkpoints it. Batches are acknowledged in the order they
@@ -402,6 +583,13 @@ impl Shipper {
     /// On shutdown: lets batches in flight finish (within the drain deadline, which the
     /// deliveries observe) and checkpoints them.
     async fn finish(&mut self) {
+        for done in std::mem::take(&mut self.draining) {
+            if let (Ok(Ok(true)), Some(spill)) = (done.delivery.await, self.spill.as_mut()) {
+                if let Err(error) = spill.remove(done.seq) {
+                    tracing::warn!(%error, "cannot remove a delivered spill segment; it is sent again");
+                }
+            }
+        }
         while !self.in_flight.is_empty() {
             match self.settle_oldest().await {
                 Ok(Round::Continue) => {}
@@ -622,5 +810,13 @@ fn watch(dir: &Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
             tracing::info!(%error, dir = %dir.display(), "no file-system events; polling");
             None
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

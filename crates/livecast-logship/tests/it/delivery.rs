@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::{append, es, eventually, http_get, log_line, start};
+use crate::{append, es, eventually, http_get, log_line, metric, start};
 
 fn seqs(stand: &es::Stand) -> HashSet<usize> {
     stand
@@ -267,14 +267,14 @@ async fn closed_logs_are_archived_after_shipping_and_active_ones_stay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_deleted_before_shipping_is_counted_as_lost() {
+async fn without_a_spill_a_log_deleted_before_shipping_is_counted_as_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("mkdir");
     let (es_addr, stand) = es::start().await;
     // The sink stays down, so nothing of the file is acknowledged.
     stand.down_for.store(usize::MAX, Ordering::SeqCst);
-    let shipper = start(dir.path(), Some(es_addr), &[]).await;
+    let shipper = start(dir.path(), Some(es_addr), &["--spill-max-mb=0"]).await;
     let text: String = (0..100).map(|s| log_line(s, "s1")).collect();
     append(&logs.join("web-8.1700000000000.log"), &text);
     let mut seen = false;
@@ -302,4 +302,159 @@ async fn a_log_deleted_before_shipping_is_counted_as_lost() {
     assert!(metrics.contains(&expected), "{metrics}");
     shipper.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), shipper.task).await;
+}
+
+/// Polls a metric until `check` holds.
+async fn metric_until(
+    admin: std::net::SocketAddr,
+    sample: &str,
+    what: &str,
+    check: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = metric(admin, sample).await;
+        if check(value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what} ({sample} = {value})\n{}",
+            http_get(admin, "/metrics").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_sink_spills_to_disk_across_a_restart_and_the_logs_may_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    stand.down.store(true, Ordering::SeqCst);
+    let flags = ["--spill-after-secs=1", "--drain-secs=1"];
+    let shipper = start(dir.path(), Some(es_addr), &flags).await;
+    const N: usize = 2000;
+    // Three viewers behind one address.
+    let text: String = (0..N)
+        .map(|s| log_line(s, ["a", "b", "c"][s % 3]))
+        .collect();
+    append(&logs.join("web-5.log"), &text);
+    metric_until(
+        shipper.admin,
+        "livecast_logship_lines_spilled_total",
+        "every line is in the spill",
+        |v| v == N as f64,
+    )
+    .await;
+    assert_eq!(stand.count(), 0, "the sink is down");
+    assert!(metric(shipper.admin, "livecast_logship_spill_bytes").await > 0.0);
+    // Reading went on while the sink was down, so the viewer count is live.
+    let viewers = http_get(shipper.admin, "/api/viewers").await;
+    let viewers: serde_json::Value = serde_json::from_str(&viewers).expect("json");
+    assert_eq!(viewers["streams"]["cam"]["concurrent"], 3, "{viewers}");
+    // The log's lines are safe in the spill: its rotation may remove it without a loss.
+    metric_until(
+        shipper.admin,
+        "livecast_logship_bytes_behind",
+        "the log checkpoint is at its end",
+        |v| v == 0.0,
+    )
+    .await;
+    std::fs::remove_file(logs.join("web-5.log")).expect("rm");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        metric(shipper.admin, "livecast_logship_lost_bytes_total").await,
+        0.0
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+    assert!(
+        std::fs::read_dir(dir.path().join("state/spill"))
+            .expect("spill dir")
+            .count()
+            > 0,
+        "the spill outlives the process"
+    );
+
+    // The next run sends the spill once the sink is back.
+    let shipper = start(dir.path(), Some(es_addr), &flags).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stand.down.store(false, Ordering::SeqCst);
+    eventually("every line delivered", Duration::from_secs(30), || {
+        stand.count() >= N
+    })
+    .await;
+    metric_until(
+        shipper.admin,
+        "livecast_logship_spill_bytes",
+        "the spill is empty",
+        |v| v == 0.0,
+    )
+    .await;
+    assert_eq!(
+        seqs(&stand),
+        (0..N).collect::<HashSet<_>>(),
+        "every line once"
+    );
+    assert_eq!(stand.count(), N);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/spill"))
+            .expect("spill dir")
+            .count(),
+        0
+    );
+    // Shipping goes on directly.
+    append(&logs.join("web-6.log"), &log_line(N, "d"));
+    eventually("a new line delivered", Duration::from_secs(10), || {
+        stand.count() == N + 1
+    })
+    .await;
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spill_drops_the_oldest_lines_and_counts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    stand.down.store(true, Ordering::SeqCst);
+    let shipper = start(
+        dir.path(),
+        Some(es_addr),
+        &["--spill-after-secs=1", "--spill-max-mb=1"],
+    )
+    .await;
+    // About 2.3 MB of lines: more than twice the cap.
+    const N: usize = 6000;
+    let text: String = (0..N).map(|s| log_line(s, "a")).collect();
+    append(&logs.join("web-7.log"), &text);
+    metric_until(
+        shipper.admin,
+        "livecast_logship_lines_spilled_total",
+        "every line went through the spill",
+        |v| v == N as f64,
+    )
+    .await;
+    let dropped =
+        metric(shipper.admin, "livecast_logship_spill_dropped_lines_total").await as usize;
+    assert!(dropped > 0 && dropped < N, "dropped {dropped}");
+    let on_disk: u64 = std::fs::read_dir(dir.path().join("state/spill"))
+        .expect("spill dir")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum();
+    assert!(on_disk <= 1024 * 1024, "the cap holds: {on_disk} bytes");
+    stand.down.store(false, Ordering::SeqCst);
+    eventually("the kept lines delivered", Duration::from_secs(30), || {
+        stand.count() >= N - dropped
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stand.count(), N - dropped, "kept + dropped = written");
+    assert!(seqs(&stand).contains(&(N - 1)), "the newest lines are kept");
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct Stand {
     pub docs: Mutex<HashMap<String, serde_json::Value>>,
     /// Answer the next N requests with 503 (the sink is down).
     pub down_for: AtomicUsize,
+    /// Answer every request with 503 while set.
+    pub down: AtomicBool,
     /// Answer the next N items with 429 (per-item back-pressure).
     pub throttle_items: AtomicUsize,
     /// Reject documents whose text contains this with 400.
@@ -57,10 +59,11 @@ async fn bulk(
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay as u64)).await;
     }
-    if stand
-        .down_for
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
+    if stand.down.load(Ordering::SeqCst)
+        || stand
+            .down_for
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

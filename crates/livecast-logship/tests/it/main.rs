@@ -87,3 +87,12 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
 }
+
+/// The value of one sample in the shipper's `/metrics` (0 when absent).
+pub async fn metric(admin: SocketAddr, sample: &str) -> f64 {
+    http_get(admin, "/metrics")
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
