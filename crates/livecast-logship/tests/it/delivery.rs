@@ -274,7 +274,12 @@ async fn without_a_spill_a_log_deleted_before_shipping_is_counted_as_lost() {
     let (es_addr, stand) = es::start().await;
     // The sink stays down, so nothing of the file is acknowledged.
     stand.down_for.store(usize::MAX, Ordering::SeqCst);
-    let shipper = start(dir.path(), Some(es_addr), &["--spill-max-mb=0"]).await;
+    let shipper = start(
+        dir.path(),
+        Some(es_addr),
+        &["--spill-max-mb=0", "--drain-secs=1"],
+    )
+    .await;
     let text: String = (0..100).map(|s| log_line(s, "s1")).collect();
     append(&logs.join("web-8.1700000000000.log"), &text);
     let mut seen = false;
