@@ -19,6 +19,23 @@ pub fn worker_count(requested: usize) -> usize {
     }
 }
 
+/// How often the worker's idle timer fires; see [`keep_timer_wheel_busy`].
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Keeps one timer pending on the worker at all times.
+///
+/// hyper arms a header-read timer for every request head it waits for. When a new timer is due
+/// earlier than anything the runtime's timer wheel knew when it last parked (and with every
+/// connection busy it often knew of nothing), tokio wakes its own driver through an eventfd:
+/// one extra `write` and `epoll_wait` per request. A timer that is always due within
+/// [`TIMER_TICK`] (shorter than any header timeout) keeps new timers later than the next wake,
+/// at the cost of four wake-ups a second per worker.
+async fn keep_timer_wheel_busy() {
+    loop {
+        tokio::time::sleep(TIMER_TICK).await;
+    }
+}
+
 /// Runs `serve` on `threads` threads, each with its own single-threaded runtime and its own
 /// handle on `listener`, and returns once every thread's `serve` has returned.
 pub async fn serve_per_core<F, Fut>(
@@ -52,7 +69,12 @@ where
                 };
                 runtime.block_on(async move {
                     match TcpListener::from_std(own) {
-                        Ok(listener) => serve(listener, index).await,
+                        Ok(listener) => {
+                            tokio::select! {
+                                () = serve(listener, index) => {}
+                                () = keep_timer_wheel_busy() => {}
+                            }
+                        }
                         Err(error) => {
                             tracing::error!(%error, "cannot register the listener on a worker")
                         }
