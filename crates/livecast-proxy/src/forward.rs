@@ -90,8 +90,18 @@ impl Forwarder {
         let n = self
             .id_counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:016x}{n:08x}", self.id_prefix))
-            .unwrap_or(HeaderValue::from_static("0"))
+        // 16 hex digits of prefix and 8 of counter, without a formatter on the hot path.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 24];
+        for (i, digit) in id.iter_mut().enumerate() {
+            let nibble = if i < 16 {
+                self.id_prefix >> (60 - 4 * i)
+            } else {
+                n >> (28 - 4 * (i - 16))
+            };
+            *digit = HEX[(nibble & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
     }
 
     pub async fn handle(
@@ -154,7 +164,7 @@ impl Forwarder {
             headers.remove(X_FORWARDED_FOR);
             headers.remove(X_REQUEST_ID);
         }
-        append_forwarded_for(&mut headers, peer.ip());
+        append_forwarded_for(&mut headers, upstreams.peer_header(peer.ip()));
         headers.insert(
             X_FORWARDED_PROTO,
             HeaderValue::from_static(if tls { "https" } else { "http" }),
@@ -299,9 +309,17 @@ impl UpstreamError {
 #[derive(Debug, Default)]
 pub(crate) struct Upstreams {
     idle: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
+    /// The client's address as an `X-Forwarded-For` value, formatted once per connection.
+    peer: std::sync::OnceLock<HeaderValue>,
 }
 
 impl Upstreams {
+    fn peer_header(&self, ip: IpAddr) -> &HeaderValue {
+        self.peer.get_or_init(|| {
+            HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+        })
+    }
+
     async fn send(
         &self,
         addr: SocketAddr,
@@ -390,7 +408,18 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 /// Removes hop-by-hop headers, including any the `Connection` header names. Most messages
 /// carry none, so one pass over the (few) names decides whether there is anything to do.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+    let hop = |k: &HeaderName| {
+        // Standard names compare as enum values; only a custom name needs its text looked at.
+        k == header::CONNECTION
+            || k == header::PROXY_AUTHENTICATE
+            || k == header::PROXY_AUTHORIZATION
+            || k == header::TE
+            || k == header::TRAILER
+            || k == header::TRANSFER_ENCODING
+            || k == header::UPGRADE
+            || k.as_str() == "keep-alive"
+    };
+    if !headers.keys().any(hop) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -418,19 +447,18 @@ fn last_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
         .and_then(|ip| ip.trim().parse().ok())
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let ip = peer.to_string();
-    let existing: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if existing.is_empty() {
-        ip
-    } else {
-        format!("{}, {ip}", existing.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    if !headers.contains_key(X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, peer.clone());
+        return;
+    }
+    let mut value: Vec<u8> = Vec::new();
+    for v in headers.get_all(X_FORWARDED_FOR) {
+        value.extend_from_slice(v.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(peer.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
         headers.insert(X_FORWARDED_FOR, value);
     }
 }
@@ -451,9 +479,14 @@ mod tests {
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
-        append_forwarded_for(&mut h, "10.0.0.7".parse().unwrap());
-        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, &HeaderValue::from_static("10.0.0.7"));
+        append_forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.7, 127.0.0.1");
-        assert_eq!(last_forwarded(&h), Some("127.0.0.1".parse().unwrap()));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
+        append_forwarded_for(&mut h, &HeaderValue::from_static("::1"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7, 127.0.0.1, 10.0.0.9, ::1");
+        let upstreams = Upstreams::default();
+        assert_eq!(upstreams.peer_header("10.1.2.3".parse().unwrap()), "10.1.2.3");
+        assert_eq!(last_forwarded(&h), Some("::1".parse().unwrap()));
     }
 }

@@ -365,7 +365,10 @@ impl Pool {
                 (old * 3 + sample) / 4
             };
             backend.ewma_us.store(new, Ordering::Relaxed);
-            backend.errors.store(0, Ordering::Relaxed);
+            // Read first: a store on every request would bounce the line between workers.
+            if backend.errors.load(Ordering::Relaxed) != 0 {
+                backend.errors.store(0, Ordering::Relaxed);
+            }
             return;
         }
         let errors = backend.errors.fetch_add(1, Ordering::AcqRel) + 1;
