@@ -12,7 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -23,8 +23,10 @@ use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::pool::{Lease, Pool};
 
+/// Error type of bodies on both sides of the proxy.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type on both sides of the proxy.
-pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1); never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -187,14 +189,17 @@ impl Forwarder {
                 headers.insert(header::HOST, v);
             }
         }
-        let target: http::Uri = match parts.uri.path_and_query() {
-            Some(pq) => http::Uri::from(pq.clone()),
-            None => http::Uri::from_static("/"),
-        };
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // A GET or HEAD carries no body worth keeping and is safe to send twice; anything else
         // gets exactly one attempt with its body streamed through.
         let replayable = parts.method == Method::GET || parts.method == Method::HEAD;
-        let mut body = if replayable { None } else { Some(body.boxed()) };
+        let mut body = if replayable {
+            // Whatever body a GET announced is not sent on.
+            headers.remove(header::CONTENT_LENGTH);
+            None
+        } else {
+            Some(body.map_err(BoxError::from).boxed())
+        };
         let attempts = if replayable { 2 } else { 1 };
         let mut exclude = None;
         for attempt in 0..attempts {
@@ -203,20 +208,35 @@ impl Forwarder {
             };
             let backend = lease.backend.clone();
             exclude = Some(backend.addr);
-            let upstream_body = body
-                .take()
-                .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
-            let mut upstream = Request::new(upstream_body);
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.version_mut() = Version::HTTP_11;
-            *upstream.headers_mut() = headers.clone();
-            *upstream.uri_mut() = target.clone();
             let sent = Instant::now();
             let last_try = attempt + 1 == attempts;
-            match upstreams
-                .send(backend.addr, self.connect_timeout, upstream)
+            let result = match body.take() {
+                // GET and HEAD: the inline client, no copy of the headers.
+                None => crate::upstream::send(
+                    &upstreams.raw,
+                    backend.addr,
+                    self.connect_timeout,
+                    &parts.method,
+                    target,
+                    &headers,
+                )
                 .await
-            {
+                .map(|r| r.map(|b| b.map_err(BoxError::from).boxed()))
+                .map_err(UpstreamError::from),
+                Some(upstream_body) => {
+                    let mut upstream = Request::new(upstream_body);
+                    *upstream.method_mut() = parts.method.clone();
+                    *upstream.version_mut() = Version::HTTP_11;
+                    *upstream.headers_mut() = std::mem::take(&mut headers);
+                    *upstream.uri_mut() =
+                        http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
+                    upstreams
+                        .send(backend.addr, self.connect_timeout, upstream)
+                        .await
+                        .map(|r| r.map(|b| b.map_err(BoxError::from).boxed()))
+                }
+            };
+            match result {
                 Ok(response) => {
                     let latency = sent.elapsed();
                     let status = response.status();
@@ -293,11 +313,16 @@ pub(crate) enum UpstreamError {
     Connect(std::io::Error),
     #[error("http: {0}")]
     Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Raw(#[from] crate::upstream::RawError),
 }
 
 impl UpstreamError {
     fn is_connect(&self) -> bool {
-        matches!(self, UpstreamError::Connect(_))
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::Raw(crate::upstream::RawError::Connect(_))
+        )
     }
 }
 
@@ -305,9 +330,11 @@ impl UpstreamError {
 ///
 /// Keeping them with the client connection (on its worker thread) spares every request a trip
 /// through a shared pool: HTTP/1.1 sends one request at a time per connection, so a viewer's
-/// requests simply reuse its own keep-alive connection to the front-end.
+/// requests simply reuse its own keep-alive connection to the front-end. GET and HEAD use the
+/// inline client's connections (`raw`), other methods hyper's.
 #[derive(Debug, Default)]
 pub(crate) struct Upstreams {
+    raw: crate::upstream::IdleConns,
     idle: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
     /// The client's address as an `X-Forwarded-For` value, formatted once per connection.
     peer: std::sync::OnceLock<HeaderValue>,
@@ -367,18 +394,18 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body
 
 /// An upstream body that keeps its backend's in-flight slot until it is done.
 struct LeasedBody {
-    inner: Incoming,
+    inner: Body,
     _lease: Lease,
 }
 
 impl http_body::Body for LeasedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -486,7 +513,10 @@ mod tests {
         append_forwarded_for(&mut h, &HeaderValue::from_static("::1"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.7, 127.0.0.1, 10.0.0.9, ::1");
         let upstreams = Upstreams::default();
-        assert_eq!(upstreams.peer_header("10.1.2.3".parse().unwrap()), "10.1.2.3");
+        assert_eq!(
+            upstreams.peer_header("10.1.2.3".parse().unwrap()),
+            "10.1.2.3"
+        );
         assert_eq!(last_forwarded(&h), Some("::1".parse().unwrap()));
     }
 }

@@ -16,6 +16,7 @@
 //! - `pool`: backends, lifecycle, balancing policies ([`Policy`], [`State`]).
 //! - `health`: active health checks.
 //! - `forward`: one request: admission, headers, upstream call, retry.
+//! - `upstream`: the inline HTTP/1.1 client for GET and HEAD.
 //! - `limits`: per-client rate limiting.
 //! - `tls`: rustls setup with ALPN.
 //! - `status`: the operator page on the admin port.
@@ -34,6 +35,7 @@ mod pool;
 pub mod server;
 mod status;
 mod tls;
+mod upstream;
 mod viewers;
 
 pub use config::Config;

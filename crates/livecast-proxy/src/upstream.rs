@@ -1,0 +1,621 @@
+//! The upstream side of a GET or HEAD: a small HTTP/1.1 client driven inline by the viewer's
+//! own task.
+//!
+//! Almost every request a balancer of live HLS sees is a GET for a playlist, a part or a
+//! segment. A general client (hyper's) runs each upstream connection as a task of its own and
+//! hands the request, the response head and every body chunk across channels; here the viewer's
+//! task writes the request head, reads and parses the response head (httparse) and then
+//! streams the body straight from the socket as the client side asks for it. The connection
+//! goes back to its viewer connection's idle list once the body is read to its end.
+//!
+//! Bodies are framed per RFC 9112 §6: none for HEAD, 1xx, 204 and 304; `Transfer-Encoding:
+//! chunked` decoded (the client side frames the result again); `Content-Length`; otherwise
+//! until the front-end closes (and the connection is not reused).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted from a front-end.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers in a response head.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size or trailer line.
+const MAX_LINE: usize = 4096;
+/// Bytes asked of the socket per read while streaming a body.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Idle keep-alive connections of one viewer connection, by front-end address.
+pub(crate) type IdleConns = Arc<Mutex<Vec<(SocketAddr, Conn)>>>;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RawError {
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("bad response from the front-end: {0}")]
+    Protocol(&'static str),
+}
+
+/// One keep-alive connection to a front-end.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Opens a connection, within `timeout`.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, RawError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(RawError::Connect(e)),
+        Err(_) => return Err(RawError::Connect(io::ErrorKind::TimedOut.into())),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Conn {
+        stream,
+        buf: BytesMut::with_capacity(8192),
+    })
+}
+
+/// Sends a GET or HEAD on an idle connection of `idle` if there is one (falling back to a new
+/// connection when a reused one turns out closed before any byte of an answer), else on a new
+/// connection.
+pub(crate) async fn send(
+    idle: &IdleConns,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+) -> Result<Response<RawBody>, RawError> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let reused = {
+        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.iter()
+            .position(|(a, _)| *a == addr)
+            .map(|i| idle.swap_remove(i).1)
+    };
+    if let Some(conn) = reused {
+        match exchange(conn, &head, method).await {
+            Ok(answer) => return Ok(answer.into_response(idle.clone(), addr)),
+            // The front-end closed this idle connection meanwhile; nothing was answered.
+            Err((RawError::Io(_), false)) => {}
+            Err((error, _)) => return Err(error),
+        }
+    }
+    let conn = connect(addr, connect_timeout).await?;
+    exchange(conn, &head, method)
+        .await
+        .map(|answer| answer.into_response(idle.clone(), addr))
+        .map_err(|(error, _)| error)
+}
+
+/// A parsed response head with its connection.
+struct Answer {
+    conn: Conn,
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    framing: Framing,
+    reusable: bool,
+}
+
+impl Answer {
+    fn into_response(self, idle: IdleConns, addr: SocketAddr) -> Response<RawBody> {
+        let mut response = Response::new(RawBody {
+            conn: Some(self.conn),
+            framing: self.framing,
+            reusable: self.reusable,
+            idle,
+            addr,
+        });
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// Writes the request and reads the response head. On failure, also says whether any byte of
+/// an answer had arrived.
+async fn exchange(
+    mut conn: Conn,
+    head: &[u8],
+    method: &Method,
+) -> Result<Answer, (RawError, bool)> {
+    if let Err(error) = conn.stream.write_all(head).await {
+        return Err((error.into(), false));
+    }
+    conn.buf.clear();
+    let mut answered = false;
+    loop {
+        if !conn.buf.is_empty() {
+            answered = true;
+            match parse_head(&conn.buf, method) {
+                Ok(Some((used, parsed))) => {
+                    conn.buf.advance(used);
+                    match parsed {
+                        // Informational answers (103 Early Hints) precede the real one.
+                        Parsed::Informational => continue,
+                        Parsed::Final {
+                            status,
+                            version,
+                            headers,
+                            framing,
+                            reusable,
+                        } => {
+                            return Ok(Answer {
+                                conn,
+                                status,
+                                version,
+                                headers,
+                                framing,
+                                reusable,
+                            })
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => return Err((error, true)),
+            }
+            if conn.buf.len() >= MAX_HEAD {
+                return Err((RawError::Protocol("response head too large"), true));
+            }
+        }
+        conn.buf.reserve(8192);
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) => {
+                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering");
+                return Err((eof.into(), answered));
+            }
+            Ok(_) => {}
+            Err(error) => return Err((error.into(), answered)),
+        }
+    }
+}
+
+enum Parsed {
+    Informational,
+    Final {
+        status: StatusCode,
+        version: Version,
+        headers: HeaderMap,
+        framing: Framing,
+        reusable: bool,
+    },
+}
+
+/// Parses a complete response head at the start of `buf`: `Ok(None)` while it is incomplete.
+fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, RawError> {
+    // Uninitialised slots: nothing to clear for every response.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    );
+    let used = match parsed {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(RawError::Protocol("unparsable response head")),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| RawError::Protocol("bad status code"))?;
+    if status.is_informational() {
+        if code == 101 {
+            return Err(RawError::Protocol("unexpected protocol switch"));
+        }
+        return Ok(Some((used, Parsed::Informational)));
+    }
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    let mut chunked = false;
+    let mut encoded = false;
+    let mut length: Option<u64> = None;
+    let mut close = version == Version::HTTP_10;
+    for h in response.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| RawError::Protocol("bad header name"))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| RawError::Protocol("bad header value"))?;
+        if name == header::TRANSFER_ENCODING {
+            encoded = true;
+            // Chunked must be the last coding (RFC 9112 §6.1).
+            chunked = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if name == header::CONTENT_LENGTH {
+            let n = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(RawError::Protocol("bad content-length"))?;
+            if length.is_some_and(|m| m != n) {
+                return Err(RawError::Protocol("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name == header::CONNECTION {
+            let tokens = value.to_str().unwrap_or_default();
+            for token in tokens.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked(Chunk::Size)
+    } else if encoded {
+        Framing::UntilClose
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let reusable = !close && !matches!(framing, Framing::UntilClose);
+    Ok(Some((
+        used,
+        Parsed::Final {
+            status,
+            version,
+            headers,
+            framing,
+            reusable,
+        },
+    )))
+}
+
+/// How the rest of a body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+    Done,
+}
+
+/// A response body read straight from the front-end's connection.
+#[derive(Debug)]
+pub(crate) struct RawBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    reusable: bool,
+    idle: IdleConns,
+    addr: SocketAddr,
+}
+
+impl RawBody {
+    fn done(&self) -> bool {
+        matches!(
+            self.framing,
+            Framing::Length(0) | Framing::Chunked(Chunk::Done)
+        )
+    }
+
+    /// The body is read to its end: the connection goes back to the idle list if it can.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.reusable && conn.buf.is_empty() {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((self.addr, conn));
+            }
+        }
+    }
+
+    /// Takes the next piece of body out of the buffer, moving the chunked decoder along.
+    /// `Ok(None)`: more bytes are needed (or the body is done).
+    fn take(&mut self) -> Result<Option<Bytes>, RawError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let buf = &mut conn.buf;
+        loop {
+            match &mut self.framing {
+                Framing::Length(0) => return Ok(None),
+                Framing::Length(n) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (*n).min(buf.len() as u64) as usize;
+                    *n -= take as u64;
+                    return Ok(Some(buf.split_to(take).freeze()));
+                }
+                Framing::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(buf.split().freeze()));
+                }
+                Framing::Chunked(state) => match *state {
+                    Chunk::Done => return Ok(None),
+                    Chunk::Data(n) => {
+                        if buf.is_empty() {
+                            return Ok(None);
+                        }
+                        let take = n.min(buf.len() as u64) as usize;
+                        *state = if take as u64 == n {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(n - take as u64)
+                        };
+                        return Ok(Some(buf.split_to(take).freeze()));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Ok(None);
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err(RawError::Protocol("chunk without its CRLF"));
+                        }
+                        buf.advance(2);
+                        *state = Chunk::Size;
+                    }
+                    Chunk::Size | Chunk::Trailers => {
+                        let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                            if buf.len() > MAX_LINE {
+                                return Err(RawError::Protocol("chunk line too long"));
+                            }
+                            return Ok(None);
+                        };
+                        let line = buf.split_to(end + 2);
+                        let line = &line[..end];
+                        *state = if *state == Chunk::Trailers {
+                            if line.is_empty() {
+                                Chunk::Done
+                            } else {
+                                Chunk::Trailers
+                            }
+                        } else {
+                            // chunk-size [; extensions]
+                            let size = line.split(|b| *b == b';').next().unwrap_or_default();
+                            let size = std::str::from_utf8(size)
+                                .ok()
+                                .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                                .ok_or(RawError::Protocol("bad chunk size"))?;
+                            if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            }
+                        };
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl http_body::Body for RawBody {
+    type Data = Bytes;
+    type Error = RawError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RawError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.take() {
+                Ok(Some(data)) => {
+                    // The client side may stop polling after the last byte it was promised:
+                    // hand the connection back now, not when the body is dropped.
+                    if this.done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) if this.done() => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let want = match this.framing {
+                Framing::Length(n) => n.min(READ_CHUNK as u64) as usize,
+                _ => READ_CHUNK,
+            };
+            conn.buf.reserve(want.max(64));
+            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    this.conn = None;
+                    if this.framing == Framing::UntilClose {
+                        return Poll::Ready(None);
+                    }
+                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short");
+                    return Poll::Ready(Some(Err(eof.into())));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::net::TcpListener;
+
+    /// A front-end that answers each request on a connection with the next canned answer.
+    async fn front_end(
+        answers: Vec<&'static [u8]>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = 0;
+            let mut answers = answers.into_iter();
+            'accept: while let Ok((mut s, _)) = listener.accept().await {
+                connections += 1;
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        continue 'accept;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let Some(answer) = answers.next() else {
+                            break 'accept;
+                        };
+                        s.write_all(answer).await.unwrap();
+                        if answers.len() == 0 {
+                            break 'accept;
+                        }
+                        if answer.starts_with(b"HTTP/1.0") {
+                            continue 'accept;
+                        }
+                    }
+                }
+            }
+            connections
+        });
+        (addr, task)
+    }
+
+    async fn get(idle: &IdleConns, addr: SocketAddr, method: Method) -> (StatusCode, Vec<u8>) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("x"));
+        let response = send(idle, addr, Duration::from_secs(1), &method, "/a", &headers)
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn framings_and_connection_reuse() {
+        let (addr, task) = front_end(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 99\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+        ])
+        .await;
+        let idle = IdleConns::default();
+        assert_eq!(
+            get(&idle, addr, Method::GET).await,
+            (StatusCode::OK, b"hello".to_vec())
+        );
+        assert_eq!(idle.lock().unwrap().len(), 1, "kept for the next request");
+        assert_eq!(
+            get(&idle, addr, Method::GET).await,
+            (StatusCode::OK, b"abcde".to_vec())
+        );
+        assert_eq!(
+            get(&idle, addr, Method::GET).await,
+            (StatusCode::NO_CONTENT, vec![])
+        );
+        assert_eq!(
+            get(&idle, addr, Method::HEAD).await,
+            (StatusCode::OK, vec![])
+        );
+        assert_eq!(
+            get(&idle, addr, Method::GET).await,
+            (StatusCode::OK, b"until close".to_vec())
+        );
+        assert!(
+            idle.lock().unwrap().is_empty(),
+            "a close-delimited body ends the connection"
+        );
+        drop(idle);
+        assert_eq!(task.await.unwrap(), 1, "one connection carried them all");
+    }
+
+    #[test]
+    fn bad_heads_are_refused() {
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            assert!(parse_head(head, &Method::GET).is_err(), "{head:?}");
+        }
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-", &Method::GET),
+            Ok(None)
+        ));
+    }
+}
