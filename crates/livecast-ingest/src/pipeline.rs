@@ -280,12 +280,19 @@ impl Pipeline {
         });
         let hold = Duration::from_secs_f64(self.playlist.as_ref().map_or(0.0, |p| p.duration()));
         let dir = self.dir.clone();
+        let now = Instant::now();
+        let expired = self.take_expired(now);
+        // One hand-off to the blocking pool per cut: new files, the playlist, then the files
+        // whose time is up (after the playlist that no longer names them).
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             for (name, data) in &files {
                 write_atomic(&dir, name, data)?;
             }
             if let Some(text) = text {
                 write_atomic(&dir, PLAYLIST, text.as_bytes())?;
+            }
+            for path in &expired {
+                remove_quietly(path);
             }
             Ok(())
         })
@@ -302,7 +309,6 @@ impl Pipeline {
             Ok(Err(error)) => tracing::error!(%error, "cannot write segment or playlist"),
             Err(error) => tracing::error!(%error, "segment writer task failed"),
         }
-        let now = Instant::now();
         for old in removed {
             let keep = hold + Duration::from_secs_f64(old.duration);
             self.retired
@@ -316,7 +322,6 @@ impl Pipeline {
             self.retired
                 .push_back((now + hold, self.dir.join(part.uri)));
         }
-        self.delete_expired(now).await;
     }
 
     async fn end_playlist(&mut self) {
@@ -336,17 +341,20 @@ impl Pipeline {
         }
     }
 
-    async fn delete_expired(&mut self, now: Instant) {
+    /// Takes the retired files whose time is up out of the queue.
+    fn take_expired(&mut self, now: Instant) -> Vec<PathBuf> {
         // Parts and segments are retired with different holds; the queue is not sorted.
         let mut keep = VecDeque::with_capacity(self.retired.len());
+        let mut expired = Vec::new();
         for (due, path) in std::mem::take(&mut self.retired) {
             if due <= now {
-                remove_quietly(&path).await;
+                expired.push(path);
             } else {
                 keep.push_back((due, path));
             }
         }
         self.retired = keep;
+        expired
     }
 
     /// Segments that left the window shortly before the end still have viewers; delete them when
@@ -360,7 +368,7 @@ impl Pipeline {
         tokio::spawn(async move {
             for (due, path) in retired {
                 tokio::time::sleep_until(due.into()).await;
-                remove_quietly(&path).await;
+                let _ = tokio::task::spawn_blocking(move || remove_quietly(&path)).await;
             }
         });
     }
@@ -443,8 +451,8 @@ fn drop_old_parts(playlist: &mut MediaPlaylist) -> Vec<PlaylistPart> {
     dropped
 }
 
-async fn remove_quietly(path: &Path) {
-    if let Err(error) = tokio::fs::remove_file(path).await {
+fn remove_quietly(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
         if error.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(%error, path = %path.display(), "cannot delete retired segment");
         }
