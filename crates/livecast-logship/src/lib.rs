@@ -4,8 +4,9 @@
 //! Nothing is lost and nothing is duplicated: a line's offset is checkpointed only after the
 //! sink acknowledged it, and every document carries a deterministic id (the file's fingerprint
 //! and the line's offset), so a retry after a crash is answered 409 "already there". Files are
-//! known by the fingerprint of their first line, which survives rename rotation and lets a
-//! copytruncate copy resume where the original stopped.
+//! known by device and inode plus the fingerprint of their first line; checkpoints belong to
+//! the fingerprint, which survives rename rotation and lets a copytruncate copy resume where
+//! the original stopped.
 //!
 //! # Layout
 //!

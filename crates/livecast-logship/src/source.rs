@@ -1,12 +1,15 @@
-//! The source: every `*.log` file in the log directory, known by the fingerprint of its first
-//! line, read from its checkpoint in whole lines.
+//! The source: every `*.log` file in the log directory, known by its device and inode plus the
+//! fingerprint of its first line, read from its checkpoint in whole lines.
 //!
-//! Why a fingerprint and not the name or the inode: rename rotation changes the name (the
-//! content stays, so the fingerprint and the checkpoint follow it); copytruncate makes a copy
-//! with a new inode but the same first line (so the copy resumes where the original stopped)
-//! and empties the original (whose next first line is new content: a new fingerprint, read
-//! from 0). Inode numbers are reused after deletion; first lines carry a millisecond
-//! timestamp and a session and are not.
+//! The device and inode say which physical file an entry is: a file whose inode, size and
+//! modification time are unchanged since the last scan keeps its fingerprint without being
+//! opened again. A new inode, or a known one that changed (grew, was truncated, rewritten),
+//! has its first line read again. The fingerprint says which content it holds, and checkpoints
+//! and document ids belong to it: rename rotation changes the name (inode and content stay, so
+//! the checkpoint follows); copytruncate makes a copy with a new inode but the same first line
+//! (so the copy resumes where the original stopped) and empties the original (same inode, new
+//! first line: a new fingerprint, read from 0). A reused inode number brings a new first line
+//! too; first lines carry a millisecond timestamp and a session.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -41,6 +44,17 @@ struct Followed {
     size: u64,
 }
 
+/// Device and inode.
+type FileId = (u64, u64);
+
+/// What the last scan saw of a physical file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    fingerprint: u64,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Checkpoints {
     /// Fingerprint (hex) → offset of the first byte not yet acknowledged.
@@ -59,6 +73,10 @@ pub(crate) struct Source {
     /// Where reading goes on: beyond `offsets` while batches are in flight.
     read_to: HashMap<u64, u64>,
     files: HashMap<u64, Followed>,
+    /// Fingerprints by device and inode, from the last scan.
+    seen: HashMap<FileId, Seen>,
+    /// First lines read so far (files new or changed since the scan before).
+    pub fingerprints_read: u64,
 }
 
 impl Source {
@@ -95,6 +113,8 @@ impl Source {
             read_to: HashMap::new(),
             offsets,
             files: HashMap::new(),
+            seen: HashMap::new(),
+            fingerprints_read: 0,
         })
     }
 
@@ -102,7 +122,9 @@ impl Source {
     /// files that disappeared before they were fully shipped (deleted by someone else):
     /// those lines are lost, and the caller says so.
     pub fn scan(&mut self) -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt as _;
         let mut found = HashMap::new();
+        let mut seen = HashMap::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -122,13 +144,34 @@ impl Source {
             if !meta.is_file() {
                 continue;
             }
-            // A file whose first line is still being written has no identity yet.
-            let Some(fingerprint) = fingerprint(&path)? else {
-                continue;
+            let id = (meta.dev(), meta.ino());
+            let size = meta.len();
+            let modified = meta.modified().ok();
+            let unchanged = self
+                .seen
+                .get(&id)
+                .filter(|s| s.size == size && s.modified == modified && modified.is_some());
+            let fingerprint = match unchanged {
+                Some(s) => s.fingerprint,
+                None => {
+                    self.fingerprints_read += 1;
+                    // A file whose first line is still being written has no identity yet.
+                    let Some(fingerprint) = fingerprint(&path)? else {
+                        continue;
+                    };
+                    fingerprint
+                }
             };
+            seen.insert(
+                id,
+                Seen {
+                    fingerprint,
+                    size,
+                    modified,
+                },
+            );
             // Two files with one fingerprint (a copytruncate copy and its original for a moment)
             // hold the same bytes up to the shorter one; follow the longer.
-            let size = meta.len();
             match found.get(&fingerprint) {
                 Some(Followed { size: other, .. }) if *other >= size => {}
                 _ => {
@@ -146,6 +189,7 @@ impl Source {
             })
             .sum();
         self.files = found;
+        self.seen = seen;
         Ok(lost)
     }
 
@@ -377,5 +421,46 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].bytes, b"{\"a\":3}");
         assert_eq!(rest[0].id(), format!("{:016x}-16", rest[0].file));
+    }
+
+    #[test]
+    fn unchanged_files_are_not_reopened_and_rewritten_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("a.1.log"), "{\"a\":1}\n").unwrap();
+        std::fs::write(logs.join("b.log"), "{\"b\":1}\n{\"b\":2}\n").unwrap();
+        let mut src = Source::open(logs.clone(), &dir.path().join("state")).unwrap();
+        src.scan().unwrap();
+        assert_eq!(src.fingerprints_read, 2);
+        let lines = src.read(100).unwrap();
+        assert_eq!(lines.len(), 3);
+        src.commit(&ends(&lines)).unwrap();
+        src.scan().unwrap();
+        assert_eq!(
+            src.fingerprints_read, 2,
+            "nothing changed: nothing reopened"
+        );
+        // Rewritten in place with other content, longer than before (same inode).
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(logs.join("b.log"))
+            .unwrap();
+        f.write_all(b"{\"c\":1}\n{\"c\":2}\n{\"c\":3}\n").unwrap();
+        drop(f);
+        src.scan().unwrap();
+        assert_eq!(src.fingerprints_read, 3, "the changed file is read again");
+        let lines = src.read(100).unwrap();
+        let texts: Vec<_> = lines.iter().map(|l| l.bytes.clone()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                b"{\"c\":1}".to_vec(),
+                b"{\"c\":2}".to_vec(),
+                b"{\"c\":3}".to_vec()
+            ],
+            "new content is read from its start"
+        );
     }
 }
