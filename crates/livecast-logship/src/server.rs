@@ -373,7 +373,9 @@ impl Shipper {
                 Ok(Ok(true)) => spill.remove(done.seq)?,
                 Ok(Ok(false)) => {}
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "a spilled batch failed; it stays and is sent again")
+                    // Only local I/O fails a delivery (the dead-letter file); do not spin on it.
+                    tracing::warn!(%error, "a spilled batch failed; it stays and is sent again");
+                    tokio::time::sleep(self.poll).await;
                 }
                 Err(join) => tracing::warn!(%join, "a spilled batch's delivery ended"),
             }
@@ -387,7 +389,17 @@ impl Shipper {
                 .copied()
                 .collect();
             for segment in next {
-                let lines = spill.read(&segment)?;
+                let lines = match spill.read(&segment) {
+                    Ok(lines) => lines,
+                    Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                        // It cannot get better: keep it aside for a person, count it, go on.
+                        self.metrics.spill_dropped.inc_by(segment.lines as u64);
+                        tracing::error!(%error, lines = segment.lines, "spill segment set aside as .corrupt");
+                        spill.set_aside(segment.seq)?;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let all = (0..lines.len()).collect();
                 let delivery = self.spawn_delivery(
                     es.clone(),

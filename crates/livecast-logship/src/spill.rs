@@ -198,6 +198,17 @@ impl Spill {
         Ok(())
     }
 
+    /// Renames an unreadable segment to `<name>.corrupt` (kept, no longer sent or counted).
+    pub fn set_aside(&mut self, seq: u64) -> std::io::Result<()> {
+        if let Some(at) = self.segments.iter().position(|s| s.seq == seq) {
+            if let Some(segment) = self.segments.remove(at) {
+                let path = self.path(&segment);
+                std::fs::rename(&path, path.with_extension("spill.corrupt"))?;
+            }
+        }
+        Ok(())
+    }
+
     fn delete(&self, segment: &Segment) -> std::io::Result<()> {
         match std::fs::remove_file(self.path(segment)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -275,9 +286,20 @@ mod tests {
         assert_eq!(spill.bytes(), before);
         spill.remove(first.seq).unwrap();
         assert!(spill.segments().all(|s| s.seq != first.seq));
+        // A damaged segment is refused and can be set aside.
+        let last = *spill.segments().last().unwrap();
+        std::fs::write(spill.path(&last), "no tab here\n").unwrap();
+        assert_eq!(
+            spill.read(&last).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        spill.set_aside(last.seq).unwrap();
+        assert!(spill.path(&last).with_extension("spill.corrupt").exists());
+        assert!(spill.segments().all(|s| s.seq != last.seq));
         assert_eq!(
             std::fs::read_dir(dir.path().join("spill")).unwrap().count(),
-            spill.segments().count()
+            spill.segments().count() + 1,
+            "the segments and the one set aside"
         );
     }
 }
