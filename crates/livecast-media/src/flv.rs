@@ -100,13 +100,19 @@ const PACKET_SEQUENCE_END: u8 = 2;
 const PACKET_CODED_FRAMES_X: u8 = 3;
 const PACKET_METADATA: u8 = 4;
 const PACKET_MULTITRACK: u8 = 6;
+const PACKET_MOD_EX: u8 = 7;
 /// Multitrack types: one track, many tracks of one codec, many tracks of many codecs.
 const ONE_TRACK: u8 = 0;
 const MANY_TRACKS_MANY_CODECS: u8 = 2;
 
-fn parse_enhanced(body: &[u8]) -> Result<VideoTag<'_>, MediaError> {
-    let frame_type = (body[0] >> 4) & 0x07;
-    let packet_type = body[0] & 0x0f;
+fn parse_enhanced(tag: &[u8]) -> Result<VideoTag<'_>, MediaError> {
+    let frame_type = (tag[0] >> 4) & 0x07;
+    let mut packet_type = tag[0] & 0x0f;
+    let mut body = &tag[1..];
+    // Modifier extensions come first and name the packet type that follows them.
+    while packet_type == PACKET_MOD_EX {
+        (packet_type, body) = mod_ex(body)?;
+    }
     if packet_type == PACKET_METADATA {
         return Ok(VideoTag::Ignored);
     }
@@ -114,14 +120,14 @@ fn parse_enhanced(body: &[u8]) -> Result<VideoTag<'_>, MediaError> {
         return Ok(VideoTag::Command);
     }
     if packet_type != PACKET_MULTITRACK {
-        need(body, 5, "enhanced video tag")?;
-        return enhanced_packet(frame_type, packet_type, &body[1..5], &body[5..]);
+        need(body, 4, "enhanced video tag")?;
+        return enhanced_packet(frame_type, packet_type, &body[..4], &body[4..]);
     }
     // Multitrack: keep track 0, ignore the others.
-    need(body, 2, "multitrack video tag")?;
-    let multitrack = body[1] >> 4;
-    let packet_type = body[1] & 0x0f;
-    let mut pos = 2;
+    need(body, 1, "multitrack video tag")?;
+    let multitrack = body[0] >> 4;
+    let packet_type = body[0] & 0x0f;
+    let mut pos = 1;
     let mut fourcc: &[u8] = &[];
     if multitrack != MANY_TRACKS_MANY_CODECS {
         need(body, pos + 4, "multitrack fourcc")?;
@@ -153,6 +159,23 @@ fn parse_enhanced(body: &[u8]) -> Result<VideoTag<'_>, MediaError> {
         pos += size;
     }
     Ok(VideoTag::Ignored)
+}
+
+/// Skips one ModEx entry (Enhanced RTMP v2): its data size (UI8 + 1, or UI16 + 1 after an
+/// 8-bit 255), the data, then a byte holding the modifier type and the next packet type.
+/// The only modifier defined, TimestampOffsetNano, refines a timestamp below the millisecond
+/// this pipeline works in, so the data is not needed.
+fn mod_ex(body: &[u8]) -> Result<(u8, &[u8]), MediaError> {
+    need(body, 1, "modex size")?;
+    let (size, start) = if body[0] == 255 {
+        need(body, 3, "modex size")?;
+        (usize::from(u16::from_be_bytes([body[1], body[2]])) + 1, 3)
+    } else {
+        (usize::from(body[0]) + 1, 1)
+    };
+    let end = start + size;
+    need(body, end + 1, "modex data")?;
+    Ok((body[end] & 0x0f, &body[end + 1..]))
 }
 
 fn enhanced_packet<'a>(
@@ -262,6 +285,25 @@ mod tests {
                 assert_eq!(data, &[0, 0, 0, 1, 0x41]);
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mod_ex_entries_are_skipped_to_the_packet_they_modify() {
+        let plain = [0x91, b'h', b'v', b'c', b'1', 0, 0, 2, 0, 0, 0, 1, 0x26];
+        // ModEx, 3 bytes of TimestampOffsetNano (type 0), then CodedFrames.
+        let mut one = vec![0x97, 2, 0x07, 0xa1, 0x20, 0x01];
+        one.extend_from_slice(&plain[1..]);
+        assert_eq!(parse_video(&one).unwrap(), parse_video(&plain).unwrap());
+        // Two entries, the second in the 16-bit size form (300 bytes), then CodedFrames.
+        let mut two = vec![0x97, 0, 0x00, 0x07, 255, 0x01, 0x2b];
+        two.extend(std::iter::repeat_n(0xee, 300));
+        two.push(0x01);
+        two.extend_from_slice(&plain[1..]);
+        assert_eq!(parse_video(&two).unwrap(), parse_video(&plain).unwrap());
+        // Cut short anywhere: an error, never a panic.
+        for end in 1..two.len() - plain.len() + 1 {
+            assert!(parse_video(&two[..end]).is_err(), "cut at {end}");
         }
     }
 
