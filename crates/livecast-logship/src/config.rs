@@ -1,7 +1,7 @@
 //! Shipper configuration: every flag also reads `LIVECAST_<FLAG>` from the environment.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use livecast_telemetry::LogArgs;
 
@@ -20,9 +20,14 @@ pub struct Config {
     /// Directory for checkpoints and the dead-letter file.
     #[arg(long, env = "LIVECAST_STATE_DIR", default_value = "./data/logship")]
     pub state_dir: PathBuf,
-    /// Elasticsearch or OpenSearch base URL (http://HOST:9200); without it lines are only counted.
+    /// Elasticsearch or OpenSearch base URL (http://HOST:9200 or https://HOST:9200); without it
+    /// lines are only counted.
     #[arg(long, env = "LIVECAST_ELASTICSEARCH_URL")]
     pub elasticsearch_url: Option<String>,
+    /// PEM file of the CAs to trust for an https:// Elasticsearch (a company CA); default: the
+    /// system's bundle (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, env = "LIVECAST_ELASTICSEARCH_CA")]
+    pub elasticsearch_ca: Option<PathBuf>,
     /// Index (or data stream) the documents go to.
     #[arg(
         long,
@@ -124,15 +129,34 @@ impl Config {
             .filter(|s| !s.trim().is_empty())
     }
 
+    /// The TLS client for an https:// Elasticsearch URL (None for http://).
+    pub(crate) fn elasticsearch_tls(
+        &self,
+    ) -> Result<Option<tokio_rustls::TlsConnector>, LogshipError> {
+        let https = self
+            .elasticsearch()
+            .is_some_and(|url| url.starts_with("https://"));
+        if !https {
+            return Ok(None);
+        }
+        match &self.elasticsearch_ca {
+            Some(ca) => crate::tls::client(ca).map_err(LogshipError::Config),
+            None => crate::tls::client(Path::new(crate::tls::SYSTEM_CA_BUNDLE)).map_err(|e| {
+                LogshipError::Config(format!("{e}: give the CA with --elasticsearch-ca"))
+            }),
+        }
+        .map(Some)
+    }
+
     /// Checks values clap cannot check by type.
     pub fn validate(&self) -> Result<(), LogshipError> {
         if let Some(url) = self.elasticsearch() {
             let uri: http::Uri = url.parse().map_err(|_| {
                 LogshipError::Config(format!("--elasticsearch-url is not a URL: {url:?}"))
             })?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(LogshipError::Config(format!(
-                    "--elasticsearch-url must be http://HOST[:PORT][/PATH], got {url:?}"
+                    "--elasticsearch-url must be http(s)://HOST[:PORT][/PATH], got {url:?}"
                 )));
             }
         }

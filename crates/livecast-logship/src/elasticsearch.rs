@@ -11,12 +11,12 @@ use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use crate::source::Line;
+use crate::tls::Connector;
 
 /// How one batch fared.
 #[derive(Debug, Default)]
@@ -42,7 +42,7 @@ pub(crate) enum BulkError {
 
 #[derive(Debug)]
 pub(crate) struct Elasticsearch {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     bulk_url: http::Uri,
     index: String,
     auth: Option<HeaderValue>,
@@ -68,15 +68,14 @@ impl Elasticsearch {
         index: String,
         auth: Option<HeaderValue>,
         gzip: bool,
+        tls: Option<tokio_rustls::TlsConnector>,
     ) -> Result<Self, String> {
         let bulk = format!("{}/_bulk", base.trim_end_matches('/'));
         let bulk_url = bulk
             .parse()
             .map_err(|_| format!("bad elasticsearch url {base:?}"))?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(Connector::new(tls)),
             bulk_url,
             index,
             auth,
@@ -227,8 +226,14 @@ mod tests {
 
     #[test]
     fn bulk_body_uses_create_and_stable_ids() {
-        let es =
-            Elasticsearch::new("http://es:9200/", "livecast-access".into(), None, false).unwrap();
+        let es = Elasticsearch::new(
+            "http://es:9200/",
+            "livecast-access".into(),
+            None,
+            false,
+            None,
+        )
+        .unwrap();
         let lines = vec![Line {
             file: 0xab,
             offset: 42,

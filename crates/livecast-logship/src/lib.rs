@@ -16,6 +16,7 @@
 //! - `source`: finding, identifying and reading log files; checkpoints.
 //! - `spill`: the capped disk buffer used while the sink is slow or down.
 //! - `elasticsearch`: the `_bulk` sink with per-item outcomes.
+//! - `tls`: plain or rustls connections to Elasticsearch.
 //! - `viewers`: the sliding-window viewer count.
 //! - `zabbix`: the trapper-protocol sink for viewer counts and request rates.
 //! - `metrics`: every metric this crate exports.
@@ -29,6 +30,7 @@ mod metrics;
 pub mod server;
 mod source;
 mod spill;
+mod tls;
 mod viewers;
 mod zabbix;
 

@@ -463,3 +463,61 @@ async fn a_full_spill_drops_the_oldest_lines_and_counts_them() {
     shipper.shutdown.cancel();
     shipper.task.await.expect("join").expect("clean exit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_elasticsearch_trusts_the_given_ca_and_only_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+    let (plain, stand) = es::start().await;
+    let ca = dir.path().join("company-ca.pem");
+    let tls = es::start_tls(plain, &ca).await;
+    const N: usize = 700;
+    let text: String = (0..N).map(|s| log_line(s, "s1")).collect();
+    append(&dir.path().join("logs/web-9.log"), &text);
+
+    // Trusting another CA, the stand-in's certificate is refused: nothing goes.
+    let other_ca = dir.path().join("other-ca.pem");
+    let other_cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    std::fs::write(&other_ca, other_cert.cert.pem()).expect("write");
+    let other_flag = format!("--elasticsearch-ca={}", other_ca.display());
+    let other = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(other.path().join("logs")).expect("mkdir");
+    std::fs::copy(
+        dir.path().join("logs/web-9.log"),
+        other.path().join("logs/web-9.log"),
+    )
+    .expect("copy");
+    let untrusting = crate::start_with_url(
+        other.path(),
+        &format!("https://{tls}"),
+        &["--drain-secs=1", "--spill-max-mb=0", &other_flag],
+    )
+    .await;
+    metric_until(
+        untrusting.admin,
+        "livecast_logship_lines_failed_total{sink=\"elasticsearch\"}",
+        "an unverified https delivery fails",
+        |v| v > 0.0,
+    )
+    .await;
+    assert_eq!(
+        stand.count(),
+        0,
+        "nothing reached a server it does not trust"
+    );
+    untrusting.shutdown.cancel();
+    untrusting.task.await.expect("join").expect("clean exit");
+
+    let ca_flag = format!("--elasticsearch-ca={}", ca.display());
+    let shipper = crate::start_with_url(dir.path(), &format!("https://{tls}"), &[&ca_flag]).await;
+    eventually(
+        "every line delivered over https",
+        Duration::from_secs(20),
+        || stand.count() >= N,
+    )
+    .await;
+    assert_eq!(seqs(&stand), (0..N).collect::<HashSet<_>>());
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}

@@ -40,6 +40,16 @@ pub struct Shipper {
 }
 
 pub async fn start(dir: &Path, es: Option<SocketAddr>, extra: &[&str]) -> Shipper {
+    let url = es.map(|es| format!("http://{es}"));
+    start_inner(dir, url.as_deref(), extra).await
+}
+
+/// Starts a shipper that sends to `url` (http:// or https://).
+pub async fn start_with_url(dir: &Path, url: &str, extra: &[&str]) -> Shipper {
+    start_inner(dir, Some(url), extra).await
+}
+
+async fn start_inner(dir: &Path, url: Option<&str>, extra: &[&str]) -> Shipper {
     let mut args = vec![
         "livecast-logship".to_string(),
         "--admin-listen=127.0.0.1:0".into(),
@@ -48,8 +58,8 @@ pub async fn start(dir: &Path, es: Option<SocketAddr>, extra: &[&str]) -> Shippe
         "--poll-interval-ms=100".into(),
         "--batch-lines=500".into(),
     ];
-    if let Some(es) = es {
-        args.push(format!("--elasticsearch-url=http://{es}"));
+    if let Some(url) = url {
+        args.push(format!("--elasticsearch-url={url}"));
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::parse_from(args);
