@@ -11,13 +11,15 @@ Systems, one after the other, for N = 10 and N = 50:
 - livecast-ingest with `--container ts --part-ms 0` (the same output as nginx-rtmp);
 - livecast-ingest with its defaults (fMP4, LL-HLS 250 ms parts: four extra files a second).
 
-Prints a table and the ratios against nginx-rtmp measured in the same run.
-Usage: bench/transmux_cpu.py [--seconds 30] [--streams 10,50]
+Each stream count runs --rounds rounds, each measuring nginx-rtmp right before the two livecast
+modes; prints every round's ratio and the median ratio against nginx-rtmp.
+Usage: bench/transmux_cpu.py [--seconds 30] [--streams 10,50] [--rounds 3]
 """
 
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,12 +84,13 @@ def run(name, server_pid, port, clip, streams, seconds):
     return per_stream_second, per_stream_mb
 
 
-def nginx(work, clip, streams, seconds):
+def nginx(work, clip, streams, seconds, round_):
     port = free_port()
-    hls = os.path.join(work, f"nginx-{streams}")
+    name = f"nginx-{streams}-{round_}"
+    hls = os.path.join(work, name)
     os.makedirs(hls)
     os.chmod(hls, 0o777)
-    server = nginx_rtmp(work, f"nginx-{streams}", port, hls)
+    server = nginx_rtmp(work, name, port, hls)
     try:
         wait_port(port)
         return run("nginx-rtmp", server.pid, port, clip, streams, seconds)
@@ -96,9 +99,9 @@ def nginx(work, clip, streams, seconds):
         server.wait()
 
 
-def livecast(work, binaries, clip, streams, seconds, label, flags):
+def livecast(work, binaries, clip, streams, seconds, label, flags, round_):
     port = free_port()
-    hls = os.path.join(work, f"{label}-{streams}")
+    hls = os.path.join(work, f"{label}-{streams}-{round_}")
     server = subprocess.Popen(
         [os.path.join(binaries, "livecast-ingest"), f"--rtmp-listen=127.0.0.1:{port}",
          f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}"] + flags,
@@ -115,6 +118,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--streams", default="10,50")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="anchor and livecast runs, interleaved; the median ratio is reported")
     args = parser.parse_args()
     for tool in ("ffmpeg", "nginx"):
         if not shutil.which(tool):
@@ -127,13 +132,26 @@ def main():
     work = tempfile.mkdtemp(prefix="livecast-cpu-")
     os.chmod(work, 0o777)
     try:
+        modes = (("livecast ts", ["--container=ts", "--part-ms=0"]),
+                 ("livecast fmp4+ll-hls", []))
         for streams in [int(s) for s in args.streams.split(",")]:
-            base_cpu, base_mem = nginx(work, clip, streams, args.seconds)
-            for label, flags in (("livecast ts", ["--container=ts", "--part-ms=0"]),
-                                 ("livecast fmp4+ll-hls", [])):
-                cpu, mem = livecast(work, binaries, clip, streams, args.seconds, label, flags)
-                print(f"  ratio {label}/nginx-rtmp at {streams} streams: cpu {cpu / base_cpu:.3f}  "
-                      f"memory per stream {mem:.2f} MiB (target <= 4)", flush=True)
+            # The machine's speed drifts over minutes: each round measures the anchor right
+            # before the systems it is compared with, and the median round is reported.
+            ratios = {label: [] for label, _ in modes}
+            memory = {label: [] for label, _ in modes}
+            for round_ in range(args.rounds):
+                base_cpu, _ = nginx(work, clip, streams, args.seconds, round_)
+                for label, flags in modes:
+                    cpu, mem = livecast(work, binaries, clip, streams, args.seconds, label, flags, round_)
+                    ratios[label].append(cpu / base_cpu)
+                    memory[label].append(mem)
+                    print(f"  round {round_ + 1}: {label}/nginx-rtmp at {streams} streams: cpu {cpu / base_cpu:.3f}",
+                          flush=True)
+            for label, _ in modes:
+                runs = ", ".join(f"{r:.3f}" for r in ratios[label])
+                print(f"  ratio {label}/nginx-rtmp at {streams} streams: cpu median {statistics.median(ratios[label]):.3f} "
+                      f"(rounds {runs}; target <= 0.7)  memory per stream median "
+                      f"{statistics.median(memory[label]):.2f} MiB (target <= 4)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -126,13 +126,19 @@ struct Answer {
 
 impl Answer {
     fn into_response(self, idle: IdleConns, addr: SocketAddr) -> Response<RawBody> {
-        let mut response = Response::new(RawBody {
+        let mut body = RawBody {
             conn: Some(self.conn),
             framing: self.framing,
             reusable: self.reusable,
             idle,
             addr,
-        });
+        };
+        if body.done() {
+            // No body (HEAD, 204, 304, Content-Length: 0): nobody will poll it, so the
+            // connection goes back now.
+            body.finish();
+        }
+        let mut response = Response::new(body);
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
         *response.headers_mut() = self.headers;
@@ -588,10 +594,25 @@ mod tests {
             get(&idle, addr, Method::GET).await,
             (StatusCode::NO_CONTENT, vec![])
         );
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("x"));
+        let head = send(
+            &idle,
+            addr,
+            Duration::from_secs(1),
+            &Method::HEAD,
+            "/a",
+            &headers,
+        )
+        .await
+        .unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
         assert_eq!(
-            get(&idle, addr, Method::HEAD).await,
-            (StatusCode::OK, vec![])
+            idle.lock().unwrap().len(),
+            1,
+            "a bodiless answer hands its connection back before its body is polled"
         );
+        drop(head);
         assert_eq!(
             get(&idle, addr, Method::GET).await,
             (StatusCode::OK, b"until close".to_vec())
