@@ -60,6 +60,8 @@ pub(crate) struct Pipeline {
     anchor: Option<(i64, SystemTime)>,
     /// Files out of the playlist, with the time after which they may be deleted.
     retired: VecDeque<(Instant, PathBuf)>,
+    /// Which spare file the next playlist update is written to; see [`write_playlist`].
+    spare: usize,
     errors_logged: u32,
     jumps_seen: u64,
 }
@@ -90,6 +92,7 @@ impl Pipeline {
             previous: None,
             anchor: None,
             retired: VecDeque::new(),
+            spare: 0,
             errors_logged: 0,
             jumps_seen: 0,
         }
@@ -282,6 +285,7 @@ impl Pipeline {
         let dir = self.dir.clone();
         let now = Instant::now();
         let expired = self.take_expired(now);
+        let spare = self.next_spare();
         // One hand-off to the blocking pool per cut: new files, the playlist, then the files
         // whose time is up (after the playlist that no longer names them).
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -289,7 +293,7 @@ impl Pipeline {
                 write_atomic(&dir, name, data)?;
             }
             if let Some(text) = text {
-                write_atomic(&dir, PLAYLIST, text.as_bytes())?;
+                write_playlist(&dir, text.as_bytes(), spare)?;
             }
             for path in &expired {
                 remove_quietly(path);
@@ -333,12 +337,18 @@ impl Pipeline {
         playlist.pending_parts.clear();
         let text = playlist.render();
         let dir = self.dir.clone();
+        let spare = self.next_spare();
         let result =
-            tokio::task::spawn_blocking(move || write_atomic(&dir, PLAYLIST, text.as_bytes()))
-                .await;
+            tokio::task::spawn_blocking(move || write_playlist(&dir, text.as_bytes(), spare)).await;
         if !matches!(result, Ok(Ok(()))) {
             tracing::error!("cannot write final playlist");
         }
+    }
+
+    fn next_spare(&mut self) -> usize {
+        let spare = self.spare;
+        self.spare = (spare + 1) % PLAYLIST_SPARES;
+        spare
     }
 
     /// Takes the retired files whose time is up out of the queue.
@@ -459,6 +469,42 @@ fn remove_quietly(path: &Path) {
     }
 }
 
+/// Spare files a playlist update cycles through.
+const PLAYLIST_SPARES: usize = 4;
+
+/// Replaces the playlist atomically without creating a file per update (four a second per
+/// stream with LL-HLS; creating and deleting inodes is the costly part on ext4): the text goes
+/// into hidden spare file number `spare`, which then trades places with the playlist
+/// (`renameat2` with `RENAME_EXCHANGE`). The previous text lives on in that spare, still whole
+/// for a reader that opened it, until [`PLAYLIST_SPARES`] updates later. Where the file system
+/// cannot exchange, or there is no playlist yet, a plain rename does.
+fn write_playlist(dir: &Path, text: &[u8], spare: usize) -> std::io::Result<()> {
+    let spare = dir.join(format!(".{PLAYLIST}.{spare}"));
+    std::fs::write(&spare, text)?;
+    let playlist = dir.join(PLAYLIST);
+    let exchanged = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &spare,
+        rustix::fs::CWD,
+        &playlist,
+        rustix::fs::RenameFlags::EXCHANGE,
+    );
+    match exchanged {
+        Ok(()) => Ok(()),
+        Err(e)
+            if [
+                rustix::io::Errno::NOENT,
+                rustix::io::Errno::INVAL,
+                rustix::io::Errno::NOSYS,
+            ]
+            .contains(&e) =>
+        {
+            std::fs::rename(&spare, &playlist)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Writes `name` in `dir` through a hidden temp file and a rename, so readers see either the old
 /// file or the whole new one.
 fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
@@ -484,6 +530,28 @@ fn base36(mut n: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn playlist_updates_reuse_their_spares() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut inodes = std::collections::HashSet::new();
+        for round in 0..3 * PLAYLIST_SPARES {
+            let text = format!("#EXTM3U\n# {round}\n");
+            write_playlist(dir.path(), text.as_bytes(), round % PLAYLIST_SPARES).unwrap();
+            let playlist = dir.path().join(PLAYLIST);
+            assert_eq!(std::fs::read_to_string(&playlist).unwrap(), text);
+            inodes.insert(std::fs::metadata(&playlist).unwrap().ino());
+        }
+        // The first update has nothing to trade with; after that the same few inodes serve.
+        assert!(
+            inodes.len() <= PLAYLIST_SPARES + 1,
+            "{} inodes",
+            inodes.len()
+        );
+        let hidden = std::fs::read_dir(dir.path()).unwrap().count() - 1;
+        assert!(hidden <= PLAYLIST_SPARES, "{hidden} spare files");
+    }
 
     #[test]
     fn base36_names() {
