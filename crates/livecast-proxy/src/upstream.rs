@@ -114,9 +114,8 @@ pub(crate) async fn send(
         .map_err(|(error, _)| error)
 }
 
-/// A parsed response head with its connection.
-struct Answer {
-    conn: Conn,
+/// A final response head: what the client side gets, and how its body is read.
+struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
@@ -124,12 +123,19 @@ struct Answer {
     reusable: bool,
 }
 
+/// A parsed response head with its connection.
+struct Answer {
+    conn: Conn,
+    head: Head,
+}
+
 impl Answer {
     fn into_response(self, idle: IdleConns, addr: SocketAddr) -> Response<RawBody> {
+        let head = self.head;
         let mut body = RawBody {
             conn: Some(self.conn),
-            framing: self.framing,
-            reusable: self.reusable,
+            framing: head.framing,
+            reusable: head.reusable,
             idle,
             addr,
         };
@@ -139,9 +145,9 @@ impl Answer {
             body.finish();
         }
         let mut response = Response::new(body);
-        *response.status_mut() = self.status;
-        *response.version_mut() = self.version;
-        *response.headers_mut() = self.headers;
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
         response
     }
 }
@@ -167,22 +173,7 @@ async fn exchange(
                     match parsed {
                         // Informational answers (103 Early Hints) precede the real one.
                         Parsed::Informational => continue,
-                        Parsed::Final {
-                            status,
-                            version,
-                            headers,
-                            framing,
-                            reusable,
-                        } => {
-                            return Ok(Answer {
-                                conn,
-                                status,
-                                version,
-                                headers,
-                                framing,
-                                reusable,
-                            })
-                        }
+                        Parsed::Final(head) => return Ok(Answer { conn, head }),
                     }
                 }
                 Ok(None) => {}
@@ -206,13 +197,7 @@ async fn exchange(
 
 enum Parsed {
     Informational,
-    Final {
-        status: StatusCode,
-        version: Version,
-        headers: HeaderMap,
-        framing: Framing,
-        reusable: bool,
-    },
+    Final(Head),
 }
 
 /// Parses a complete response head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -301,13 +286,13 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
     let reusable = !close && !matches!(framing, Framing::UntilClose);
     Ok(Some((
         used,
-        Parsed::Final {
+        Parsed::Final(Head {
             status,
             version,
             headers,
             framing,
             reusable,
-        },
+        }),
     )))
 }
 
