@@ -17,7 +17,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use livecast_telemetry::Cidr;
-use tokio::net::TcpStream;
 
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
@@ -377,12 +376,9 @@ impl Upstreams {
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, UpstreamError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-        Err(_) => return Err(UpstreamError::Connect(std::io::ErrorKind::TimedOut.into())),
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = crate::upstream::tcp(addr, timeout)
+        .await
+        .map_err(UpstreamError::Connect)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {

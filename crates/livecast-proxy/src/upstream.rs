@@ -56,16 +56,19 @@ pub(crate) struct Conn {
     buf: BytesMut,
 }
 
-/// Opens a connection, within `timeout`.
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, RawError> {
+/// Opens a TCP connection to a front-end within `timeout`, without Nagle's delay.
+pub(crate) async fn tcp(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(RawError::Connect(e)),
-        Err(_) => return Err(RawError::Connect(io::ErrorKind::TimedOut.into())),
+        Ok(result) => result?,
+        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
     };
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, RawError> {
     Ok(Conn {
-        stream,
+        stream: tcp(addr, timeout).await.map_err(RawError::Connect)?,
         buf: BytesMut::with_capacity(8192),
     })
 }
