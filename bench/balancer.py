@@ -10,7 +10,7 @@ workers = --workers), keep-alive to the backend, and X-Forwarded-For added. wrk 
   (--latency-connections), where queueing does not hide the balancer's own cost.
 
 Prints the figures and the ratios livecast / HAProxy (targets: req/s >= 1.0x HAProxy,
-added p99 <= HAProxy's).
+added p99 <= HAProxy's), and each balancer's own CPU time per request in its best round.
 
 Needs: haproxy, nginx, wrk (apt-get install haproxy nginx wrk).
 Usage: bench/balancer.py [--seconds 10] [--connections 64] [--workers 2] [--rounds 2]
@@ -27,6 +27,13 @@ from common import build, check_wrk, free_port, wait_http, wrk
 
 PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:95\n" + "".join(
     f"#EXT-X-PROGRAM-DATE-TIME:2026-11-24T00:00:{i * 2:02d}.000Z\n#EXTINF:2.000,\ns-{95 + i}.ts\n" for i in range(6))
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -106,6 +113,10 @@ backend front_ends
          f"--admin-listen=127.0.0.1:{free_port()}", f"--backend=127.0.0.1:{backend_port}",
          f"--workers={args.workers}"], env=env))
     systems = {"direct": backend_port, "haproxy": haproxy_port, "nginx": nginx_port, "livecast": livecast_port}
+    # The balancers' own CPU per request (nginx is left out: one nginx is both the backend and
+    # the nginx balancer).
+    own = {"haproxy": procs[1].pid, "livecast": procs[2].pid}
+    cpu_per_request = {}
     path = "/hls/bench/index.m3u8"
     throughput, latency = {}, {}
     try:
@@ -113,9 +124,13 @@ backend front_ends
             wait_http(port, path)
         for _ in range(args.rounds):
             for name, port in systems.items():
+                cpu0 = cpu_seconds(own[name]) if name in own else 0.0
                 r = wrk(f"http://127.0.0.1:{port}{path}", 2, args.connections, args.seconds)
                 if name not in throughput or r[0] > throughput[name][0]:
                     throughput[name] = r
+                    if name in own:
+                        cpu = cpu_seconds(own[name]) - cpu0
+                        cpu_per_request[name] = cpu / max(r[0] * args.seconds, 1) * 1e6
                 r = wrk(f"http://127.0.0.1:{port}{path}", 2, args.latency_connections, args.seconds)
                 if name not in latency or r[2] < latency[name][2]:
                     latency[name] = r
@@ -135,6 +150,8 @@ backend front_ends
     ratio = throughput["livecast"][0] / throughput["haproxy"][0]
     print(f"  req/s ratio livecast/haproxy: {ratio:.2f} (target >= 1.0); livecast/nginx: "
           f"{throughput['livecast'][0] / throughput['nginx'][0]:.2f}")
+    print(f"  balancer CPU per request (best throughput round): livecast {cpu_per_request['livecast']:.2f} us, "
+          f"haproxy {cpu_per_request['haproxy']:.2f} us, ratio {cpu_per_request['livecast'] / cpu_per_request['haproxy']:.2f}")
     print(f"  added p99: livecast {latency['livecast'][2] - base:.3f} ms, haproxy {latency['haproxy'][2] - base:.3f} ms, "
           f"nginx {latency['nginx'][2] - base:.3f} ms (target: livecast <= haproxy)")
     shutil.rmtree(work, ignore_errors=True)
