@@ -2,9 +2,10 @@
 """Transmux CPU and memory per stream: livecast-ingest against nginx-rtmp, same publishers.
 
 N real ffmpeg publishers (`-re -c copy` of a 2.7 Mb/s 720p30 clip, 2 s GOP) publish at once
-to one server for --seconds. The server's CPU time (user + system, all its processes, from
-/proc) is read before and after; CPU per stream-second = CPU seconds / (N * seconds). Memory
-per stream = (RSS with N live streams - RSS before the first publish) / N.
+to one server. After --warmup seconds (long enough for both servers to start retiring old
+segments, as they do for the rest of a live event) the server's CPU time (user + system, all
+its processes, from /proc) is read, and again --seconds later; CPU per stream-second = CPU
+seconds / (N * seconds). Memory per stream = (RSS at the end - RSS before the first publish) / N.
 
 Systems, one after the other, for N = 10 and N = 50:
 - nginx-rtmp (Debian's nginx + libnginx-mod-rtmp, one worker, hls on, 2 s fragments);
@@ -13,7 +14,7 @@ Systems, one after the other, for N = 10 and N = 50:
 
 Each stream count runs --rounds rounds, each measuring nginx-rtmp right before the two livecast
 modes; prints every round's ratio and the median ratio against nginx-rtmp.
-Usage: bench/transmux_cpu.py [--seconds 30] [--streams 10,50] [--rounds 3]
+Usage: bench/transmux_cpu.py [--seconds 30] [--warmup 30] [--streams 10,50] [--rounds 3]
 """
 
 import argparse
@@ -59,15 +60,17 @@ def cpu_and_rss(pid):
     return cpu, rss
 
 
-def run(name, server_pid, port, clip, streams, seconds):
+def run(name, server_pid, port, clip, streams, seconds, warmup):
     time.sleep(1.0)
-    cpu0, rss0 = cpu_and_rss(server_pid)
+    _, rss0 = cpu_and_rss(server_pid)
     publishers = [
         subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
                           "-i", clip, "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/s{i}"],
                          stdin=subprocess.DEVNULL)
         for i in range(streams)
     ]
+    time.sleep(warmup)
+    cpu0, _ = cpu_and_rss(server_pid)
     time.sleep(seconds)
     cpu1, rss1 = cpu_and_rss(server_pid)
     alive = sum(p.poll() is None for p in publishers)
@@ -84,7 +87,7 @@ def run(name, server_pid, port, clip, streams, seconds):
     return per_stream_second, per_stream_mb
 
 
-def nginx(work, clip, streams, seconds, round_):
+def nginx(work, clip, streams, seconds, warmup, round_):
     port = free_port()
     name = f"nginx-{streams}-{round_}"
     hls = os.path.join(work, name)
@@ -93,13 +96,13 @@ def nginx(work, clip, streams, seconds, round_):
     server = nginx_rtmp(work, name, port, hls)
     try:
         wait_port(port)
-        return run("nginx-rtmp", server.pid, port, clip, streams, seconds)
+        return run("nginx-rtmp", server.pid, port, clip, streams, seconds, warmup)
     finally:
         server.terminate()
         server.wait()
 
 
-def livecast(work, binaries, clip, streams, seconds, label, flags, round_):
+def livecast(work, binaries, clip, streams, seconds, warmup, label, flags, round_):
     port = free_port()
     hls = os.path.join(work, f"{label}-{streams}-{round_}")
     server = subprocess.Popen(
@@ -108,7 +111,7 @@ def livecast(work, binaries, clip, streams, seconds, label, flags, round_):
         stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        return run(label, server.pid, port, clip, streams, seconds)
+        return run(label, server.pid, port, clip, streams, seconds, warmup)
     finally:
         server.terminate()
         server.wait()
@@ -117,6 +120,8 @@ def livecast(work, binaries, clip, streams, seconds, label, flags, round_):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=30,
+                        help="seconds of publishing before the CPU time is measured")
     parser.add_argument("--streams", default="10,50")
     parser.add_argument("--rounds", type=int, default=3,
                         help="anchor and livecast runs, interleaved; the median ratio is reported")
@@ -140,9 +145,10 @@ def main():
             ratios = {label: [] for label, _ in modes}
             memory = {label: [] for label, _ in modes}
             for round_ in range(args.rounds):
-                base_cpu, _ = nginx(work, clip, streams, args.seconds, round_)
+                base_cpu, _ = nginx(work, clip, streams, args.seconds, args.warmup, round_)
                 for label, flags in modes:
-                    cpu, mem = livecast(work, binaries, clip, streams, args.seconds, label, flags, round_)
+                    cpu, mem = livecast(work, binaries, clip, streams, args.seconds, args.warmup, label, flags,
+                                        round_)
                     ratios[label].append(cpu / base_cpu)
                     memory[label].append(mem)
                     print(f"  round {round_ + 1}: {label}/nginx-rtmp at {streams} streams: cpu {cpu / base_cpu:.3f}",

@@ -1,6 +1,6 @@
 //! One publish: segmenter in, HLS files out.
 //!
-//! Files are written to a temp name and renamed, media first and playlist second, so a
+//! Files are written whole and renamed into place (see `files`), media first and playlist second, so a
 //! front-end never reads a partial file nor a playlist naming a file that is not there yet.
 //! File names carry a per-session prefix so a restarted publish never reuses a name that a
 //! cache may still hold: `<session>-init.mp4`, segments `<session>-<msn>.<ext>` and LL-HLS parts
@@ -12,7 +12,7 @@
 //! playlist's duration later.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +24,7 @@ use livecast_media::playlist::{
 use livecast_media::segmenter::{Container, Cut, Segmenter};
 use tokio::sync::mpsc;
 
+use crate::files::{remove_quietly, StreamDir};
 use crate::server::Shared;
 
 /// An FLV tag body with its RTMP timestamp (milliseconds).
@@ -60,8 +61,8 @@ pub(crate) struct Pipeline {
     anchor: Option<(i64, SystemTime)>,
     /// Files out of the playlist, with the time after which they may be deleted.
     retired: VecDeque<(Instant, PathBuf)>,
-    /// Which spare file the next playlist update is written to; see [`write_playlist`].
-    spare: usize,
+    /// The stream directory's files; lent to the blocking pool while a cut is written.
+    files: Option<StreamDir>,
     errors_logged: u32,
     jumps_seen: u64,
 }
@@ -79,6 +80,7 @@ impl Pipeline {
             .as_millis();
         Self {
             stream,
+            files: Some(StreamDir::new(dir.clone())),
             dir,
             session: base36(millis),
             shared,
@@ -92,7 +94,6 @@ impl Pipeline {
             previous: None,
             anchor: None,
             retired: VecDeque::new(),
-            spare: 0,
             errors_logged: 0,
             jumps_seen: 0,
         }
@@ -195,6 +196,7 @@ impl Pipeline {
             }
         }
         self.previous = previous;
+        let _ = self.with_files(StreamDir::adopt_free_files).await;
     }
 
     fn media_error(&mut self, error: &livecast_media::MediaError) {
@@ -282,25 +284,24 @@ impl Pipeline {
             playlist.render()
         });
         let hold = Duration::from_secs_f64(self.playlist.as_ref().map_or(0.0, |p| p.duration()));
-        let dir = self.dir.clone();
         let now = Instant::now();
         let expired = self.take_expired(now);
-        let spare = self.next_spare();
         // One hand-off to the blocking pool per cut: new files, the playlist, then the files
         // whose time is up (after the playlist that no longer names them).
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            for (name, data) in &files {
-                write_atomic(&dir, name, data)?;
-            }
-            if let Some(text) = text {
-                write_playlist(&dir, text.as_bytes(), spare)?;
-            }
-            for path in &expired {
-                remove_quietly(path);
-            }
-            Ok(())
-        })
-        .await;
+        let written = self
+            .with_files(move |dir| {
+                for (name, data) in &files {
+                    dir.write(name, data)?;
+                }
+                if let Some(text) = text {
+                    dir.write_playlist(text.as_bytes())?;
+                }
+                for path in &expired {
+                    dir.retire(path);
+                }
+                Ok::<(), std::io::Error>(())
+            })
+            .await;
         match written {
             Ok(Ok(())) => {
                 if wrote_part {
@@ -336,19 +337,32 @@ impl Pipeline {
         playlist.preload_hint = None;
         playlist.pending_parts.clear();
         let text = playlist.render();
-        let dir = self.dir.clone();
-        let spare = self.next_spare();
-        let result =
-            tokio::task::spawn_blocking(move || write_playlist(&dir, text.as_bytes(), spare)).await;
+        let result = self
+            .with_files(move |dir| dir.write_playlist(text.as_bytes()))
+            .await;
         if !matches!(result, Ok(Ok(()))) {
             tracing::error!("cannot write final playlist");
         }
     }
 
-    fn next_spare(&mut self) -> usize {
-        let spare = self.spare;
-        self.spare = (spare + 1) % PLAYLIST_SPARES;
-        spare
+    /// Runs `write` on the blocking pool with the stream directory's files.
+    async fn with_files<T: Send + 'static>(
+        &mut self,
+        write: impl FnOnce(&mut StreamDir) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let mut files = self
+            .files
+            .take()
+            .unwrap_or_else(|| StreamDir::new(self.dir.clone()));
+        let result = tokio::task::spawn_blocking(move || {
+            let result = write(&mut files);
+            (files, result)
+        })
+        .await;
+        result.map(|(files, result)| {
+            self.files = Some(files);
+            result
+        })
     }
 
     /// Takes the retired files whose time is up out of the queue.
@@ -371,6 +385,9 @@ impl Pipeline {
     /// their time is up rather than at once.
     fn schedule_final_cleanup(&mut self) {
         let mut retired: Vec<_> = std::mem::take(&mut self.retired).into();
+        if let Some(mut files) = self.files.take() {
+            tokio::task::spawn_blocking(move || files.delete_free_files());
+        }
         if retired.is_empty() {
             return;
         }
@@ -461,58 +478,6 @@ fn drop_old_parts(playlist: &mut MediaPlaylist) -> Vec<PlaylistPart> {
     dropped
 }
 
-fn remove_quietly(path: &Path) {
-    if let Err(error) = std::fs::remove_file(path) {
-        if error.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(%error, path = %path.display(), "cannot delete retired segment");
-        }
-    }
-}
-
-/// Spare files a playlist update cycles through.
-const PLAYLIST_SPARES: usize = 4;
-
-/// Replaces the playlist atomically without creating a file per update (four a second per
-/// stream with LL-HLS; creating and deleting inodes is the costly part on ext4): the text goes
-/// into hidden spare file number `spare`, which then trades places with the playlist
-/// (`renameat2` with `RENAME_EXCHANGE`). The previous text lives on in that spare, still whole
-/// for a reader that opened it, until [`PLAYLIST_SPARES`] updates later. Where the file system
-/// cannot exchange, or there is no playlist yet, a plain rename does.
-fn write_playlist(dir: &Path, text: &[u8], spare: usize) -> std::io::Result<()> {
-    let spare = dir.join(format!(".{PLAYLIST}.{spare}"));
-    std::fs::write(&spare, text)?;
-    let playlist = dir.join(PLAYLIST);
-    let exchanged = rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &spare,
-        rustix::fs::CWD,
-        &playlist,
-        rustix::fs::RenameFlags::EXCHANGE,
-    );
-    match exchanged {
-        Ok(()) => Ok(()),
-        Err(e)
-            if [
-                rustix::io::Errno::NOENT,
-                rustix::io::Errno::INVAL,
-                rustix::io::Errno::NOSYS,
-            ]
-            .contains(&e) =>
-        {
-            std::fs::rename(&spare, &playlist)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes `name` in `dir` through a hidden temp file and a rename, so readers see either the old
-/// file or the whole new one.
-fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, dir.join(name))
-}
-
 fn base36(mut n: u128) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
@@ -532,42 +497,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn playlist_updates_reuse_their_spares() {
-        use std::os::unix::fs::MetadataExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut inodes = std::collections::HashSet::new();
-        for round in 0..3 * PLAYLIST_SPARES {
-            let text = format!("#EXTM3U\n# {round}\n");
-            write_playlist(dir.path(), text.as_bytes(), round % PLAYLIST_SPARES).unwrap();
-            let playlist = dir.path().join(PLAYLIST);
-            assert_eq!(std::fs::read_to_string(&playlist).unwrap(), text);
-            inodes.insert(std::fs::metadata(&playlist).unwrap().ino());
-        }
-        // The first update has nothing to trade with; after that the same few inodes serve.
-        assert!(
-            inodes.len() <= PLAYLIST_SPARES + 1,
-            "{} inodes",
-            inodes.len()
-        );
-        let hidden = std::fs::read_dir(dir.path()).unwrap().count() - 1;
-        assert!(hidden <= PLAYLIST_SPARES, "{hidden} spare files");
-    }
-
-    #[test]
     fn base36_names() {
         assert_eq!(base36(0), "0");
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        write_atomic(dir.path(), "index.m3u8", b"#EXTM3U\n").unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names, vec!["index.m3u8"]);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{ffprobe, make_clip, publish, start_ingest, wait_until, Ingest};
+use crate::support::{encode_clip, ffprobe, make_clip, publish, start_ingest, wait_until, Ingest};
 use livecast_media::playlist::MediaPlaylist;
 
 /// Publishes `clip` to live/<name> and waits for the playlist's ENDLIST after ffmpeg exits.
@@ -116,4 +116,91 @@ async fn record_keeps_the_whole_event_as_a_vod_playlist() {
         "all of the event, not the window of 3"
     );
     assert_eq!(video_frames(&path), 8 * 30);
+}
+
+/// A live stream long enough for files to leave the window: the playlist never names a file
+/// that is gone, retired media files are written over by new ones instead of new files being
+/// created (the same inodes come back under new names), what is served decodes whole, and the
+/// hidden free files are gone once the stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_files_are_recycled_and_the_playlist_never_names_a_missing_one() {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hls = dir.path().join("hls");
+    // 1 s GOP and segments: files leave the window early in the stream.
+    let clip = dir.path().join("gop1.flv");
+    let h264 = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "30",
+        "-sc_threshold",
+        "0",
+    ];
+    encode_clip(Path::new("ffmpeg"), &clip, 16, &h264);
+    let ingest = start_ingest(&hls, &["--window=3", "--segment-secs=1"]).await;
+    let stream = hls.join("long");
+    let url = format!("rtmp://{}/live/long", ingest.rtmp);
+    let mut publisher = publish(&clip, &url);
+    // Name -> inode of every media file seen on the volume.
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        if let Ok(text) = std::fs::read_to_string(stream.join("index.m3u8")) {
+            let playlist = MediaPlaylist::parse(&text).expect("parses");
+            let named = playlist.segments.iter().flat_map(|s| {
+                std::iter::once(&s.uri)
+                    .chain(s.map.iter())
+                    .chain(s.parts.iter().map(|p| &p.uri))
+            });
+            for name in named.chain(playlist.pending_parts.iter().map(|p| &p.uri)) {
+                assert!(stream.join(name).exists(), "{name} is listed but missing");
+            }
+            if playlist.ended {
+                break playlist;
+            }
+        }
+        for entry in std::fs::read_dir(&stream).into_iter().flatten().flatten() {
+            let name = entry.file_name().into_string().expect("utf-8");
+            if !name.starts_with('.') && name.ends_with(".m4s") {
+                if let Ok(meta) = entry.metadata() {
+                    seen.insert(name, meta.ino());
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(publisher.wait().await.expect("ffmpeg").success());
+    let inodes: HashSet<u64> = seen.values().copied().collect();
+    assert!(
+        seen.len() > 60 && inodes.len() * 3 < seen.len() * 2,
+        "{} media files used {} inodes",
+        seen.len(),
+        inodes.len()
+    );
+    // What the last playlist names decodes whole: written-over files keep nothing old.
+    let expected: f64 = ended.segments.iter().map(|s| s.duration).sum::<f64>() * 30.0;
+    assert_eq!(
+        video_frames(&stream.join("index.m3u8")),
+        expected.round() as u64
+    );
+    wait_until("free files deleted", Duration::from_secs(5), || {
+        let stream = stream.clone();
+        async move {
+            std::fs::read_dir(&stream)
+                .expect("dir")
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().starts_with(".free."))
+        }
+    })
+    .await;
+    ingest.stop().await;
 }

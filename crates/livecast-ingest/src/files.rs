@@ -1,0 +1,242 @@
+//! The files of one stream directory, written so that a front-end only ever sees whole files
+//! and so that the file system does as little as it can per update.
+//!
+//! - Media files are written under a hidden name and renamed into place.
+//! - Playlist updates go into one of [`PLAYLIST_SPARES`] hidden spare files that then trades
+//!   places with `index.m3u8` (`renameat2` with `RENAME_EXCHANGE`).
+//! - Media files whose time is up are not deleted but renamed to a hidden free name and written
+//!   over by the next new file. With LL-HLS a stream creates and retires four part files a
+//!   second; on ext4 each new inode costs a scan past the recently deleted ones
+//!   (`recently_deleted`, `find_inode_bit`), which profiling showed to be the ingest's largest
+//!   single cost in that mode.
+//!
+//! Every method blocks; the pipeline calls them on the blocking pool.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use livecast_media::playlist::PLAYLIST_NAME as PLAYLIST;
+
+/// Spare files a playlist update cycles through.
+const PLAYLIST_SPARES: usize = 4;
+
+/// Name prefix of a retired media file waiting to be written over.
+const FREE_PREFIX: &str = ".free.";
+
+/// At most this many retired files are kept for reuse; more are deleted.
+const MAX_FREE: usize = 32;
+
+pub(crate) struct StreamDir {
+    dir: PathBuf,
+    /// Which spare the next playlist update is written to.
+    spare: usize,
+    /// Retired files to write over, by path.
+    free: Vec<PathBuf>,
+    /// Number for the next free name.
+    next_free: u64,
+}
+
+impl StreamDir {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            spare: 0,
+            free: Vec::new(),
+            next_free: 0,
+        }
+    }
+
+    /// Takes over the free files an earlier publish of this stream left behind.
+    pub fn adopt_free_files(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(number) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(FREE_PREFIX))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            self.next_free = self.next_free.max(number + 1);
+            if self.free.len() < MAX_FREE {
+                self.free.push(entry.path());
+            } else {
+                remove_quietly(&entry.path());
+            }
+        }
+    }
+
+    /// Writes media file `name`: over a free file if there is one, else into a new hidden
+    /// file; either is renamed into place once whole.
+    pub fn write(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        let target = self.dir.join(name);
+        while let Some(free) = self.free.pop() {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&free)
+            {
+                Ok(mut file) => {
+                    file.write_all(data)?;
+                    drop(file);
+                    return std::fs::rename(&free, &target);
+                }
+                // Deleted behind our back (a previous publish's final clean-up): try the next.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, target)
+    }
+
+    /// Replaces the playlist atomically without creating a file per update: the text goes
+    /// into the next hidden spare, which then trades places with the playlist. The previous
+    /// text lives on in that spare, still whole for a reader that opened it, until
+    /// [`PLAYLIST_SPARES`] updates later. Where the file system cannot exchange, or there is
+    /// no playlist yet, a plain rename does.
+    pub fn write_playlist(&mut self, text: &[u8]) -> std::io::Result<()> {
+        let spare = self.dir.join(format!(".{PLAYLIST}.{}", self.spare));
+        self.spare = (self.spare + 1) % PLAYLIST_SPARES;
+        std::fs::write(&spare, text)?;
+        let playlist = self.dir.join(PLAYLIST);
+        let exchanged = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &spare,
+            rustix::fs::CWD,
+            &playlist,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        match exchanged {
+            Ok(()) => Ok(()),
+            Err(e)
+                if [
+                    rustix::io::Errno::NOENT,
+                    rustix::io::Errno::INVAL,
+                    rustix::io::Errno::NOSYS,
+                ]
+                .contains(&e) =>
+            {
+                std::fs::rename(&spare, &playlist)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A media file whose time is up: kept under a free name to be written over, or deleted
+    /// when enough are kept.
+    pub fn retire(&mut self, path: &Path) {
+        if self.free.len() < MAX_FREE {
+            let free = self.dir.join(format!("{FREE_PREFIX}{}", self.next_free));
+            self.next_free += 1;
+            match std::fs::rename(path, &free) {
+                Ok(()) => return self.free.push(free),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => {}
+            }
+        }
+        remove_quietly(path);
+    }
+
+    /// Deletes the free files (the stream ended).
+    pub fn delete_free_files(&mut self) {
+        for path in self.free.drain(..) {
+            remove_quietly(&path);
+        }
+    }
+}
+
+pub(crate) fn remove_quietly(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(%error, path = %path.display(), "cannot delete retired segment");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn playlist_updates_reuse_their_spares() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = StreamDir::new(dir.path().to_owned());
+        let mut inodes = HashSet::new();
+        for round in 0..3 * PLAYLIST_SPARES {
+            let text = format!("#EXTM3U\n# {round}\n");
+            files.write_playlist(text.as_bytes()).unwrap();
+            let playlist = dir.path().join(PLAYLIST);
+            assert_eq!(std::fs::read_to_string(&playlist).unwrap(), text);
+            inodes.insert(std::fs::metadata(&playlist).unwrap().ino());
+        }
+        // The first update has nothing to trade with; after that the same few inodes serve.
+        assert!(
+            inodes.len() <= PLAYLIST_SPARES + 1,
+            "{} inodes",
+            inodes.len()
+        );
+        let hidden = names(dir.path()).len() - 1;
+        assert!(hidden <= PLAYLIST_SPARES, "{hidden} spare files");
+    }
+
+    #[test]
+    fn a_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = StreamDir::new(dir.path().to_owned());
+        files.write("a-1.m4s", b"media").unwrap();
+        assert_eq!(names(dir.path()), vec!["a-1.m4s"]);
+    }
+
+    #[test]
+    fn retired_files_are_written_over_instead_of_new_ones_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = StreamDir::new(dir.path().to_owned());
+        let mut inodes = HashSet::new();
+        for n in 0..20 {
+            let name = format!("a-{n}.m4s");
+            // Longer first, shorter later: the old content must not show through.
+            let data = vec![b'0' + (n % 10) as u8; 1000 - n * 10];
+            files.write(&name, &data).unwrap();
+            let path = dir.path().join(&name);
+            assert_eq!(std::fs::read(&path).unwrap(), data);
+            inodes.insert(std::fs::metadata(&path).unwrap().ino());
+            if n >= 2 {
+                files.retire(&dir.path().join(format!("a-{}.m4s", n - 2)));
+            }
+        }
+        // Two files live at any time, one more free between a retirement and the next write.
+        assert!(inodes.len() <= 3, "{} inodes for 20 files", inodes.len());
+        let left = names(dir.path());
+        assert_eq!(left.iter().filter(|n| !n.starts_with('.')).count(), 2);
+
+        // A later publish of the stream takes the free files over, and deletes them at its end.
+        let mut again = StreamDir::new(dir.path().to_owned());
+        again.adopt_free_files();
+        assert_eq!(again.free.len(), files.free.len());
+        again.write("b-1.m4s", b"new").unwrap();
+        assert!(inodes.contains(&std::fs::metadata(dir.path().join("b-1.m4s")).unwrap().ino()));
+        again.retire(&dir.path().join("b-1.m4s"));
+        again.delete_free_files();
+        assert_eq!(names(dir.path()), vec!["a-18.m4s", "a-19.m4s"]);
+        // A free file that vanished is skipped: the write creates a new file.
+        files.write("c-1.m4s", b"c").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("c-1.m4s")).unwrap(), b"c");
+    }
+}
