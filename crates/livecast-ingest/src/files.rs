@@ -74,14 +74,9 @@ impl StreamDir {
     pub fn write(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
         let target = self.dir.join(name);
         while let Some(free) = self.free.pop() {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&free)
-            {
-                Ok(mut file) => {
-                    file.write_all(data)?;
-                    drop(file);
+            match std::fs::OpenOptions::new().write(true).open(&free) {
+                Ok(file) => {
+                    overwrite(file, data)?;
                     return std::fs::rename(&free, &target);
                 }
                 // Deleted behind our back (a previous publish's final clean-up): try the next.
@@ -102,7 +97,12 @@ impl StreamDir {
     pub fn write_playlist(&mut self, text: &[u8]) -> std::io::Result<()> {
         let spare = self.dir.join(format!(".{PLAYLIST}.{}", self.spare));
         self.spare = (self.spare + 1) % PLAYLIST_SPARES;
-        std::fs::write(&spare, text)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&spare)?;
+        overwrite(file, text)?;
         let playlist = self.dir.join(PLAYLIST);
         let exchanged = rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -148,6 +148,16 @@ impl StreamDir {
             remove_quietly(&path);
         }
     }
+}
+
+/// Replaces the content of `file` with `data` without first truncating it to nothing: ext4
+/// takes a file emptied and rewritten for a replace-by-truncate and starts writing it back to
+/// disk when it is closed (`auto_da_alloc`), which costs the closing thread an I/O submission
+/// per file; an overwrite then a trim of what is left of the old content does not, and reuses
+/// the blocks the file already has.
+fn overwrite(mut file: std::fs::File, data: &[u8]) -> std::io::Result<()> {
+    file.write_all(data)?;
+    file.set_len(data.len() as u64)
 }
 
 pub(crate) fn remove_quietly(path: &Path) {
