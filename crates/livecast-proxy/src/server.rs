@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use livecast_telemetry::workers::{Accepted, Incoming};
 use livecast_telemetry::{serve_admin_with, CancellationToken, Health, Registry};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -172,8 +173,8 @@ pub async fn run_with_resolver(
         shutdown: shutdown.clone(),
     });
     let workers = livecast_telemetry::worker_count(config.workers);
-    livecast_telemetry::serve_per_core(workers, listeners.http, move |listener, _| {
-        accept_loop(listener, shared.clone())
+    livecast_telemetry::serve_per_core(workers, listeners.http, shutdown, move |incoming, _| {
+        accept_loop(incoming, shared.clone())
     })
     .await?;
     health.set_ready(false);
@@ -183,8 +184,8 @@ pub async fn run_with_resolver(
     Ok(())
 }
 
-/// One worker thread: accepts until shutdown, then lets its connections drain.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// One worker thread: serves the connections it is given until shutdown, then lets them drain.
+async fn accept_loop(mut incoming: Incoming, shared: Arc<Shared>) {
     let forwarder = Arc::new(
         Forwarder::new(
             shared.pool.clone(),
@@ -202,27 +203,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
-                        shared.metrics.denied.with_label_values(&["connection_cap"]).inc();
-                        drop(stream);
-                        continue;
-                    };
-                    let connections = connections.clone();
-                    tracker.spawn(async move {
-                        serve_connection(stream, peer, connections).await;
-                        drop(slot);
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            accepted = incoming.accept() => {
+                let Some(Accepted { stream, peer, load }) = accepted else {
+                    break;
+                };
+                let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+                    shared.metrics.denied.with_label_values(&["connection_cap"]).inc();
+                    drop(stream);
+                    continue;
+                };
+                let connections = connections.clone();
+                tracker.spawn(async move {
+                    serve_connection(stream, peer, connections).await;
+                    drop((slot, load));
+                });
             }
         }
     }
-    drop(listener);
+    drop(incoming);
     tracker.close();
     if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
         .await
