@@ -65,10 +65,16 @@ pub struct Accepted {
     pub load: Load,
 }
 
+/// A connection on its way from the acceptor to a worker.
+type Handoff = (std::net::TcpStream, SocketAddr, Load);
+
+/// The acceptor's side of one worker: where its connections go, and how many it has open.
+type Worker = (mpsc::UnboundedSender<Handoff>, Arc<AtomicUsize>);
+
 /// The connections handed to one worker.
 #[derive(Debug)]
 pub struct Incoming {
-    rx: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr, Load)>,
+    rx: mpsc::UnboundedReceiver<Handoff>,
 }
 
 impl Incoming {
@@ -140,14 +146,7 @@ where
 }
 
 /// Accepts until shutdown; each connection goes to the least loaded worker still running.
-async fn accept_loop(
-    listener: TcpListener,
-    workers: Vec<(
-        mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr, Load)>,
-        Arc<AtomicUsize>,
-    )>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: TcpListener, workers: Vec<Worker>, shutdown: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
