@@ -186,7 +186,11 @@ async fn exchange(
                 return Err((RawError::Protocol("response head too large"), true));
             }
         }
-        conn.buf.reserve(8192);
+        // Keep reading into what is left of the buffer: the body of the last answer may
+        // still share its allocation, and growing it would mean a new one per request.
+        if conn.buf.capacity() - conn.buf.len() < 2048 {
+            conn.buf.reserve(8192);
+        }
         match conn.stream.read_buf(&mut conn.buf).await {
             Ok(0) => {
                 let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering");
@@ -262,15 +266,29 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
             length = Some(n);
         } else if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or_default();
+            let mut names_others = false;
             for token in tokens.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    if version == Version::HTTP_10 {
+                        close = false;
+                    }
+                } else {
+                    names_others = true;
                 }
             }
+            // Hop-by-hop: the proxy drops it. Kept only when it names other headers, which
+            // the proxy then drops with it (`forward::strip_hop_by_hop`).
+            if !names_others {
+                continue;
+            }
+        } else if name.as_str() == "keep-alive" {
+            continue;
         }
-        headers.append(name, value);
+        if name != header::TRANSFER_ENCODING {
+            headers.append(name, value);
+        }
     }
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
