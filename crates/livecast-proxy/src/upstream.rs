@@ -645,4 +645,23 @@ mod tests {
             Ok(None)
         ));
     }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let names = |head: &[u8]| -> Vec<String> {
+            let Ok(Some((_, Parsed::Final(head)))) = parse_head(head, &Method::GET) else {
+                panic!("no final head");
+            };
+            head.headers.keys().map(|k| k.as_str().to_owned()).collect()
+        };
+        let plain = names(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+              Transfer-Encoding: chunked\r\nETag: \"1\"\r\n\r\n",
+        );
+        assert_eq!(plain, ["etag"]);
+        // A Connection header that names other headers stays for the forwarder, which drops
+        // it together with the headers it names.
+        let naming = names(b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\n");
+        assert_eq!(naming, ["connection", "x-secret"]);
+    }
 }
