@@ -1,12 +1,14 @@
 //! Continuity and recording: a publisher that reconnects continues its playlist after a
 //! discontinuity, a restarted ingest resumes from the volume without reusing a name, and
-//! `--record` keeps the whole event as a VOD playlist.
+//! `--record` keeps the whole event as a VOD playlist; a long stream recycles retired files.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{encode_clip, ffprobe, make_clip, publish, start_ingest, wait_until, Ingest};
+use crate::support::{
+    ffprobe, make_clip, make_clip_with_gop, publish, start_ingest, wait_until, Ingest,
+};
 use livecast_media::playlist::MediaPlaylist;
 
 /// Publishes `clip` to live/<name> and waits for the playlist's ENDLIST after ffmpeg exits.
@@ -130,18 +132,7 @@ async fn retired_files_are_recycled_and_the_playlist_never_names_a_missing_one()
     let dir = tempfile::tempdir().expect("tempdir");
     let hls = dir.path().join("hls");
     // 1 s GOP and segments: files leave the window early in the stream.
-    let clip = dir.path().join("gop1.flv");
-    let h264 = [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-g",
-        "30",
-        "-sc_threshold",
-        "0",
-    ];
-    encode_clip(Path::new("ffmpeg"), &clip, 16, &h264);
+    let clip = make_clip_with_gop(dir.path(), 16, 30);
     let ingest = start_ingest(&hls, &["--window=3", "--segment-secs=1"]).await;
     let stream = hls.join("long");
     let url = format!("rtmp://{}/live/long", ingest.rtmp);

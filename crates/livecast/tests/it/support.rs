@@ -95,19 +95,25 @@ pub async fn start_stack_with(replicas: usize, extra: &[&str]) -> Running {
 /// Makes an H.264 + AAC FLV clip (testsrc2 + sine, 30 fps, 2 s GOP) of `seconds` with Debian's
 /// ffmpeg.
 pub fn make_clip(dir: &Path, seconds: u32) -> PathBuf {
+    make_clip_with_gop(dir, seconds, 60)
+}
+
+/// [`make_clip`] with a keyframe every `gop` frames.
+pub fn make_clip_with_gop(dir: &Path, seconds: u32, gop: u32) -> PathBuf {
+    let gop = gop.to_string();
     let h264 = [
         "-c:v",
         "libx264",
         "-preset",
         "veryfast",
         "-g",
-        "60",
+        &gop,
         "-keyint_min",
-        "60",
+        &gop,
         "-sc_threshold",
         "0",
     ];
-    let path = dir.join(format!("clip-{seconds}s.flv"));
+    let path = dir.join(format!("clip-{seconds}s-gop{gop}.flv"));
     encode_clip(Path::new("ffmpeg"), &path, seconds, &h264);
     path
 }
