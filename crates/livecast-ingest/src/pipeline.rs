@@ -1,7 +1,8 @@
 //! One publish: segmenter in, HLS files out.
 //!
-//! Files are written whole and renamed into place (see `files`), media first and playlist second, so a
-//! front-end never reads a partial file nor a playlist naming a file that is not there yet.
+//! Files are written whole and renamed into place (see `files`), media first and playlist
+//! second, so a front-end never reads a partial file nor a playlist naming a file that is not
+//! there yet.
 //! File names carry a per-session prefix so a restarted publish never reuses a name that a
 //! cache may still hold: `<session>-init.mp4`, segments `<session>-<msn>.<ext>` and LL-HLS parts
 //! `<session>-<msn>.<part>.<ext>`. The playlist is first written when the first segment is
