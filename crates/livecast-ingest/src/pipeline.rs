@@ -355,11 +355,10 @@ impl Pipeline {
             .files
             .take()
             .unwrap_or_else(|| StreamDir::new(self.dir.clone()));
-        let result = tokio::task::spawn_blocking(move || {
+        let result: Result<_, tokio::task::JoinError> = Ok({
             let result = write(&mut files);
             (files, result)
-        })
-        .await;
+        });
         result.map(|(files, result)| {
             self.files = Some(files);
             result
