@@ -2,15 +2,17 @@
 //! and so that the file system does as little as it can per update.
 //!
 //! - Media files are written under a hidden name and renamed into place.
+//! - With byte-range parts (LL-HLS) a segment is instead one file that each part is appended
+//!   to under its final name; the playlist names a part only once its bytes are there.
 //! - Playlist updates go into one of [`PLAYLIST_SPARES`] hidden spare files that then trades
 //!   places with `index.m3u8` (`renameat2` with `RENAME_EXCHANGE`).
 //! - Media files whose time is up are not deleted but renamed to a hidden free name and written
 //!   over by the next new file. With LL-HLS a stream creates and retires four part files a
 //!   second; on ext4 each new inode costs a scan past the recently deleted ones
-//!   (`recently_deleted`, `find_inode_bit`), which profiling showed to be the ingest's largest
-//!   single cost in that mode.
+//!   (`recently_deleted`, `find_inode_bit`). Growing segments are new files, and their
+//!   retired ones are deleted: at one a segment, that churn is small.
 //!
-//! Every method blocks; the pipeline calls them on the blocking pool.
+//! Every method blocks on the file system (page-cache writes of a part or a playlist).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,16 +36,61 @@ pub(crate) struct StreamDir {
     free: Vec<PathBuf>,
     /// Number for the next free name.
     next_free: u64,
+    /// Whether retired files are kept to be written over (only `write` uses them).
+    recycle: bool,
+    /// The segment that parts are being appended to.
+    growing: Option<Growing>,
+}
+
+struct Growing {
+    name: String,
+    file: std::fs::File,
+    len: u64,
 }
 
 impl StreamDir {
-    pub fn new(dir: PathBuf) -> Self {
+    /// The files of `dir`; `recycle` keeps retired media files to write new ones over, for
+    /// writers that use [`StreamDir::write`].
+    pub fn new(dir: PathBuf, recycle: bool) -> Self {
         Self {
             dir,
             spare: 0,
             free: Vec::new(),
             next_free: 0,
+            recycle,
+            growing: None,
         }
+    }
+
+    /// Appends a part to segment `name` (created with its first part) and returns the offset
+    /// the part starts at. A failed write leaves the segment's length where it was, so the
+    /// next part goes where this one should have.
+    pub fn append(&mut self, name: &str, data: &[u8]) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt as _;
+        let growing = match &mut self.growing {
+            Some(growing) if growing.name == name => growing,
+            growing => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(self.dir.join(name))?;
+                growing.insert(Growing {
+                    name: name.to_string(),
+                    file,
+                    len: 0,
+                })
+            }
+        };
+        let offset = growing.len;
+        growing.file.write_all_at(data, offset)?;
+        growing.len += data.len() as u64;
+        Ok(offset)
+    }
+
+    /// The segment parts were appended to is complete: its file is closed.
+    pub fn end_segment(&mut self) {
+        self.growing = None;
     }
 
     /// Takes over the free files an earlier publish of this stream left behind.
@@ -130,7 +177,7 @@ impl StreamDir {
     /// A media file whose time is up: kept under a free name to be written over, or deleted
     /// when enough are kept.
     pub fn retire(&mut self, path: &Path) {
-        if self.free.len() < MAX_FREE {
+        if self.recycle && self.free.len() < MAX_FREE {
             let free = self.dir.join(format!("{FREE_PREFIX}{}", self.next_free));
             self.next_free += 1;
             match std::fs::rename(path, &free) {
@@ -187,7 +234,7 @@ mod tests {
     #[test]
     fn playlist_updates_reuse_their_spares() {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = StreamDir::new(dir.path().to_owned());
+        let mut files = StreamDir::new(dir.path().to_owned(), true);
         let mut inodes = HashSet::new();
         for round in 0..3 * PLAYLIST_SPARES {
             let text = format!("#EXTM3U\n# {round}\n");
@@ -209,7 +256,7 @@ mod tests {
     #[test]
     fn a_write_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = StreamDir::new(dir.path().to_owned());
+        let mut files = StreamDir::new(dir.path().to_owned(), true);
         files.write("a-1.m4s", b"media").unwrap();
         assert_eq!(names(dir.path()), vec!["a-1.m4s"]);
     }
@@ -217,7 +264,7 @@ mod tests {
     #[test]
     fn retired_files_are_written_over_instead_of_new_ones_created() {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = StreamDir::new(dir.path().to_owned());
+        let mut files = StreamDir::new(dir.path().to_owned(), true);
         let mut inodes = HashSet::new();
         for n in 0..20 {
             let name = format!("a-{n}.m4s");
@@ -237,7 +284,7 @@ mod tests {
         assert_eq!(left.iter().filter(|n| !n.starts_with('.')).count(), 2);
 
         // A later publish of the stream takes the free files over, and deletes them at its end.
-        let mut again = StreamDir::new(dir.path().to_owned());
+        let mut again = StreamDir::new(dir.path().to_owned(), true);
         again.adopt_free_files();
         assert_eq!(again.free.len(), files.free.len());
         again.write("b-1.m4s", b"new").unwrap();
@@ -248,5 +295,20 @@ mod tests {
         // A free file that vanished is skipped: the write creates a new file.
         files.write("c-1.m4s", b"c").unwrap();
         assert_eq!(std::fs::read(dir.path().join("c-1.m4s")).unwrap(), b"c");
+    }
+
+    #[test]
+    fn parts_are_appended_to_their_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = StreamDir::new(dir.path().to_owned(), false);
+        assert_eq!(files.append("a-1.m4s", b"one").unwrap(), 0);
+        assert_eq!(files.append("a-1.m4s", b"two").unwrap(), 3);
+        files.end_segment();
+        assert_eq!(files.append("a-2.m4s", b"three").unwrap(), 0);
+        assert_eq!(std::fs::read(dir.path().join("a-1.m4s")).unwrap(), b"onetwo");
+        assert_eq!(std::fs::read(dir.path().join("a-2.m4s")).unwrap(), b"three");
+        // Without recycling a retired file is gone.
+        files.retire(&dir.path().join("a-1.m4s"));
+        assert_eq!(names(dir.path()), vec!["a-2.m4s"]);
     }
 }

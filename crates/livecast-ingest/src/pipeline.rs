@@ -1,16 +1,17 @@
 //! One publish: segmenter in, HLS files out.
 //!
-//! Files are written whole and renamed into place (see `files`), media first and playlist
-//! second, so a front-end never reads a partial file nor a playlist naming a file that is not
-//! there yet.
+//! Media is written before the playlist that names it (see `files`), so a front-end never
+//! reads a playlist naming bytes that are not there yet. Without parts, a segment is written
+//! whole and renamed into place. With LL-HLS parts, a segment is one file that each part is
+//! appended to, and the playlist lists a part as a byte range of it (EXT-X-PART BYTERANGE,
+//! with a BYTERANGE-START preload hint for the next one): a part costs one write, not a file.
 //! File names carry a per-session prefix so a restarted publish never reuses a name that a
-//! cache may still hold: `<session>-init.mp4`, segments `<session>-<msn>.<ext>` and LL-HLS parts
-//! `<session>-<msn>.<part>.<ext>`. The playlist is first written when the first segment is
-//! complete (its length fixes the target duration); after that it is rewritten at every part,
-//! with a preload hint naming the next part. A segment that slid out of the playlist is deleted
-//! only once it has been out for its own duration plus the playlist's (RFC 8216 §6.2.2); parts
-//! are dropped from the playlist three target durations behind the live edge and deleted a
-//! playlist's duration later.
+//! cache may still hold: `<session>-init.mp4` and segments `<session>-<msn>.<ext>`. The
+//! playlist is first written when the first segment is complete (its length fixes the target
+//! duration); after that it is rewritten at every part. A segment that slid out of the
+//! playlist is deleted only once it has been out for its own duration plus the playlist's
+//! (RFC 8216 §6.2.2); parts are dropped from the playlist three target durations behind the
+//! live edge.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use livecast_media::playlist::{
-    offset_time, MediaPlaylist, Part as PlaylistPart, PlaylistSegment, ServerControl,
-    PLAYLIST_NAME as PLAYLIST,
+    offset_time, ByteRange, MediaPlaylist, Part as PlaylistPart, PlaylistSegment, PreloadHint,
+    ServerControl, PLAYLIST_NAME as PLAYLIST,
 };
 use livecast_media::segmenter::{Container, Cut, Segmenter};
 use tokio::sync::mpsc;
@@ -62,8 +63,10 @@ pub(crate) struct Pipeline {
     anchor: Option<(i64, SystemTime)>,
     /// Files out of the playlist, with the time after which they may be deleted.
     retired: VecDeque<(Instant, PathBuf)>,
-    /// The stream directory's files; lent to the blocking pool while a cut is written.
-    files: Option<StreamDir>,
+    /// The stream directory's files. They are written on the stream's own task, as nginx
+    /// does: a part or a playlist is a page-cache write of tens of kilobytes, and handing each
+    /// to the blocking pool cost more in thread wake-ups than the write itself.
+    files: StreamDir,
     errors_logged: u32,
     jumps_seen: u64,
 }
@@ -74,6 +77,9 @@ impl Pipeline {
         let target_ms = (shared.config.segment_secs * 1000.0).round() as u32;
         let container = Container::from(shared.config.container);
         let part_ms = shared.config.part_ms;
+        let mut segmenter = Segmenter::new(container, target_ms, part_ms);
+        // A segment's file is its parts appended; its bytes are not needed a second time.
+        segmenter.omit_segment_data();
         // Milliseconds since the epoch, in base 36: short, unique per session, sortable.
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -81,13 +87,13 @@ impl Pipeline {
             .as_millis();
         Self {
             stream,
-            files: Some(StreamDir::new(dir.clone())),
+            files: StreamDir::new(dir.clone(), part_ms == 0),
             dir,
             session: base36(millis),
             shared,
             container,
             part_target: (part_ms > 0).then(|| f64::from(part_ms) / 1000.0),
-            segmenter: Segmenter::new(container, target_ms, part_ms),
+            segmenter,
             playlist: None,
             sequence: FIRST_SEQUENCE,
             parts: Vec::new(),
@@ -122,14 +128,14 @@ impl Pipeline {
                     );
                 }
                 match result {
-                    Ok(Some(cut)) => self.publish(cut, false).await,
+                    Ok(Some(cut)) => self.publish(cut, false),
                     Ok(None) => {}
                     Err(error) => self.media_error(&error),
                 }
             }
             match self.segmenter.finish() {
-                Some(cut) => self.publish(cut, true).await,
-                None => self.end_playlist().await,
+                Some(cut) => self.publish(cut, true),
+                None => self.end_playlist(),
             }
         }
         self.shared.metrics.streams_active.dec();
@@ -197,7 +203,7 @@ impl Pipeline {
             }
         }
         self.previous = previous;
-        let _ = self.with_files(StreamDir::adopt_free_files).await;
+        self.files.adopt_free_files();
     }
 
     fn media_error(&mut self, error: &livecast_media::MediaError) {
@@ -209,40 +215,40 @@ impl Pipeline {
         }
     }
 
-    fn name(&self, sequence: u64, part: Option<usize>) -> String {
-        let ext = self.container.extension();
-        match part {
-            Some(part) => format!("{}-{sequence}.{part}.{ext}", self.session),
-            None => format!("{}-{sequence}.{ext}", self.session),
-        }
+    fn name(&self, sequence: u64) -> String {
+        format!("{}-{sequence}.{}", self.session, self.container.extension())
     }
 
-    /// Writes what a cut produced: the init segment if it is new, the part (LL-HLS), the
-    /// segment when it is complete, then the playlist.
-    async fn publish(&mut self, cut: Cut, last: bool) {
-        let mut files: Vec<(String, Vec<u8>)> = Vec::with_capacity(3);
+    /// Writes what a cut produced: the init segment if it is new, the part (LL-HLS: appended
+    /// to its segment's file), the segment when it is complete (without parts), then the
+    /// playlist, then the files whose time is up.
+    fn publish(&mut self, cut: Cut, last: bool) {
         if self.init.is_none() {
             if let Some(init) = self.segmenter.init_segment() {
                 let name = format!("{}-init.mp4", self.session);
-                files.push((name.clone(), init.to_vec()));
+                let written = self.files.write(&name, init);
+                self.check(written, "init segment");
                 self.init = Some(name);
             }
         }
-        let mut wrote_part = false;
+        let segment_name = self.name(self.sequence);
         if self.part_target.is_some() {
-            let name = self.name(self.sequence, Some(self.parts.len()));
-            self.parts.push(PlaylistPart {
-                uri: name.clone(),
-                duration: cut.part.duration_ms as f64 / 1000.0,
-                independent: cut.part.independent,
-            });
-            files.push((name, cut.part.data));
-            wrote_part = true;
+            let appended = self.files.append(&segment_name, &cut.part.data);
+            if let Some(offset) = self.check(appended, "part") {
+                self.parts.push(PlaylistPart {
+                    uri: segment_name.clone(),
+                    duration: cut.part.duration_ms as f64 / 1000.0,
+                    independent: cut.part.independent,
+                    byterange: Some(ByteRange {
+                        length: cut.part.data.len() as u64,
+                        offset,
+                    }),
+                });
+                self.shared.metrics.parts_written.inc();
+            }
         }
         let mut removed = Vec::new();
-        let mut wrote_segment = false;
         if let Some(segment) = cut.segment {
-            let name = self.name(self.sequence, None);
             let continued = self.previous.is_some();
             if self.playlist.is_none() {
                 let (playlist, dropped) = new_playlist(
@@ -263,106 +269,85 @@ impl Pipeline {
                 .anchor
                 .map(|(first_ms, wall)| offset_time(wall, segment.start_ms - first_ms));
             removed.extend(playlist.push(PlaylistSegment {
-                uri: name.clone(),
+                uri: segment_name.clone(),
                 duration: segment.duration_ms as f64 / 1000.0,
                 program_date_time,
                 parts: std::mem::take(&mut self.parts),
                 discontinuity: continued,
                 ..Default::default()
             }));
-            files.push((name, segment.data));
+            let written = if self.part_target.is_some() {
+                self.files.end_segment();
+                Ok(())
+            } else {
+                self.files.write(&segment_name, &segment.data)
+            };
+            if self.check(written, "segment").is_some() {
+                self.shared.metrics.segments_written.inc();
+            }
             self.sequence += 1;
-            wrote_segment = true;
         }
+        // The next part goes at the end of the segment being built, or starts the next one.
+        let hint = (!last && self.part_target.is_some()).then(|| PreloadHint {
+            uri: self.name(self.sequence),
+            byterange_start: Some(
+                self.parts
+                    .last()
+                    .and_then(|p| p.byterange)
+                    .map_or(0, |r| r.end()),
+            ),
+        });
         let mut old_parts = Vec::new();
-        let hint = (!last && self.part_target.is_some())
-            .then(|| self.name(self.sequence, Some(self.parts.len())));
-        let text = self.playlist.as_mut().map(|playlist| {
+        let mut hold = Duration::ZERO;
+        if let Some(playlist) = self.playlist.as_mut() {
             playlist.pending_parts.clone_from(&self.parts);
             old_parts = drop_old_parts(playlist);
             playlist.ended = last;
             playlist.preload_hint = hint;
-            playlist.render()
-        });
-        let hold = Duration::from_secs_f64(self.playlist.as_ref().map_or(0.0, |p| p.duration()));
+            let written = self.files.write_playlist(playlist.render().as_bytes());
+            hold = Duration::from_secs_f64(playlist.duration());
+            self.check(written, "playlist");
+        }
         let now = Instant::now();
-        let expired = self.take_expired(now);
-        // One hand-off to the blocking pool per cut: new files, the playlist, then the files
-        // whose time is up (after the playlist that no longer names them).
-        let written = self
-            .with_files(move |dir| {
-                for (name, data) in &files {
-                    dir.write(name, data)?;
-                }
-                if let Some(text) = text {
-                    dir.write_playlist(text.as_bytes())?;
-                }
-                for path in &expired {
-                    dir.retire(path);
-                }
-                Ok::<(), std::io::Error>(())
-            })
-            .await;
-        match written {
-            Ok(Ok(())) => {
-                if wrote_part {
-                    self.shared.metrics.parts_written.inc();
-                }
-                if wrote_segment {
-                    self.shared.metrics.segments_written.inc();
-                }
-            }
-            Ok(Err(error)) => tracing::error!(%error, "cannot write segment or playlist"),
-            Err(error) => tracing::error!(%error, "segment writer task failed"),
+        for path in self.take_expired(now) {
+            self.files.retire(&path);
         }
         for old in removed {
             let keep = hold + Duration::from_secs_f64(old.duration);
             self.retired
                 .push_back((now + keep, self.dir.join(&old.uri)));
-            for part in old.parts {
-                self.retired
-                    .push_back((now + keep, self.dir.join(part.uri)));
-            }
+            self.retired.extend(
+                old.parts
+                    .into_iter()
+                    .filter(|part| part.uri != old.uri)
+                    .map(|part| (now + keep, self.dir.join(part.uri))),
+            );
         }
-        for part in old_parts {
-            self.retired
-                .push_back((now + hold, self.dir.join(part.uri)));
-        }
+        // Byte-range parts live on in their segment; only parts of their own are files.
+        self.retired.extend(
+            old_parts
+                .into_iter()
+                .filter(|part| part.byterange.is_none())
+                .map(|part| (now + hold, self.dir.join(part.uri))),
+        );
     }
 
-    async fn end_playlist(&mut self) {
+    /// Logs a failed write (the stream goes on; a viewer may miss what it held).
+    fn check<T>(&self, result: std::io::Result<T>, what: &str) -> Option<T> {
+        result
+            .map_err(|error| tracing::error!(%error, what, "cannot write stream file"))
+            .ok()
+    }
+
+    fn end_playlist(&mut self) {
         let Some(playlist) = self.playlist.as_mut() else {
             return;
         };
         playlist.ended = true;
         playlist.preload_hint = None;
         playlist.pending_parts.clear();
-        let text = playlist.render();
-        let result = self
-            .with_files(move |dir| dir.write_playlist(text.as_bytes()))
-            .await;
-        if !matches!(result, Ok(Ok(()))) {
-            tracing::error!("cannot write final playlist");
-        }
-    }
-
-    /// Runs `write` on the blocking pool with the stream directory's files.
-    async fn with_files<T: Send + 'static>(
-        &mut self,
-        write: impl FnOnce(&mut StreamDir) -> T + Send + 'static,
-    ) -> Result<T, tokio::task::JoinError> {
-        let mut files = self
-            .files
-            .take()
-            .unwrap_or_else(|| StreamDir::new(self.dir.clone()));
-        let result: Result<_, tokio::task::JoinError> = Ok({
-            let result = write(&mut files);
-            (files, result)
-        });
-        result.map(|(files, result)| {
-            self.files = Some(files);
-            result
-        })
+        let written = self.files.write_playlist(playlist.render().as_bytes());
+        self.check(written, "final playlist");
     }
 
     /// Takes the retired files whose time is up out of the queue.
@@ -385,9 +370,7 @@ impl Pipeline {
     /// their time is up rather than at once.
     fn schedule_final_cleanup(&mut self) {
         let mut retired: Vec<_> = std::mem::take(&mut self.retired).into();
-        if let Some(mut files) = self.files.take() {
-            tokio::task::spawn_blocking(move || files.delete_free_files());
-        }
+        self.files.delete_free_files();
         if retired.is_empty() {
             return;
         }

@@ -19,6 +19,35 @@ pub struct Part {
     pub duration: f64,
     /// Whether the part starts with an independent frame.
     pub independent: bool,
+    /// Where the part lies in the resource `uri` names (BYTERANGE), when parts are ranges of
+    /// their segment's file rather than files of their own.
+    pub byterange: Option<ByteRange>,
+}
+
+/// A byte range of a resource: `length@offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// Number of bytes.
+    pub length: u64,
+    /// Offset of the first byte.
+    pub offset: u64,
+}
+
+impl ByteRange {
+    /// The offset just past the range.
+    pub fn end(&self) -> u64 {
+        self.offset + self.length
+    }
+}
+
+/// EXT-X-PRELOAD-HINT:TYPE=PART: the next part, announced before it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreloadHint {
+    /// URI relative to the playlist.
+    pub uri: String,
+    /// BYTERANGE-START: where the part will begin in that resource, for byte-range parts. The
+    /// length is not known in advance, so BYTERANGE-LENGTH is never written.
+    pub byterange_start: Option<u64>,
 }
 
 /// One segment as the playlist lists it.
@@ -72,8 +101,8 @@ pub struct MediaPlaylist {
     pub server_control: Option<ServerControl>,
     /// Parts of the segment being built, listed after the last complete segment.
     pub pending_parts: Vec<Part>,
-    /// EXT-X-PRELOAD-HINT:TYPE=PART URI: the next part, announced before it exists.
-    pub preload_hint: Option<String>,
+    /// EXT-X-PRELOAD-HINT:TYPE=PART: the next part, announced before it exists.
+    pub preload_hint: Option<PreloadHint>,
     /// EXT-X-MAP URI (fMP4 init segment) of new media: the pending parts and the segments
     /// pushed without a map of their own.
     pub map: Option<String>,
@@ -253,7 +282,11 @@ impl MediaPlaylist {
             render_part(&mut out, part);
         }
         if let Some(hint) = &self.preload_hint {
-            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
+            let _ = write!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"", hint.uri);
+            if let Some(start) = hint.byterange_start {
+                let _ = write!(out, ",BYTERANGE-START={start}");
+            }
+            out.push('\n');
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
@@ -328,6 +361,9 @@ impl MediaPlaylist {
                             .and_then(|d| d.parse().ok())
                             .ok_or(ParseError("EXT-X-PART without DURATION"))?,
                         independent: attr(&attrs, "INDEPENDENT") == Some("YES"),
+                        byterange: attr(&attrs, "BYTERANGE")
+                            .map(|v| parse_byterange(v, previous_end(&current.parts, attr(&attrs, "URI"))))
+                            .transpose()?,
                     });
                 }
                 "EXT-X-PART-INF" => {
@@ -347,7 +383,11 @@ impl MediaPlaylist {
                 "EXT-X-PRELOAD-HINT" => {
                     let attrs = attributes(value);
                     if attr(&attrs, "TYPE") == Some("PART") {
-                        pl.preload_hint = attr(&attrs, "URI").map(str::to_string);
+                        pl.preload_hint = attr(&attrs, "URI").map(|uri| PreloadHint {
+                            uri: uri.to_string(),
+                            byterange_start: attr(&attrs, "BYTERANGE-START")
+                                .and_then(|v| v.parse().ok()),
+                        });
                     }
                 }
                 "EXT-X-MAP" => {
@@ -393,7 +433,36 @@ fn render_part(out: &mut String, part: &Part) {
     if part.independent {
         out.push_str(",INDEPENDENT=YES");
     }
+    if let Some(range) = part.byterange {
+        let _ = write!(out, ",BYTERANGE=\"{}@{}\"", range.length, range.offset);
+    }
     out.push('\n');
+}
+
+/// Where a part's byte range without an offset starts: right after the previous part of the
+/// same resource (draft-pantos-hls-rfc8216bis §4.4.4.9), else at 0.
+fn previous_end(parts: &[Part], uri: Option<&str>) -> u64 {
+    parts
+        .last()
+        .filter(|p| Some(p.uri.as_str()) == uri)
+        .and_then(|p| p.byterange)
+        .map_or(0, |r| r.end())
+}
+
+/// `length[@offset]`.
+fn parse_byterange(value: &str, default_offset: u64) -> Result<ByteRange, ParseError> {
+    let bad = || ParseError("bad BYTERANGE");
+    let (length, offset) = match value.split_once('@') {
+        Some((l, o)) => (l, Some(o)),
+        None => (value, None),
+    };
+    Ok(ByteRange {
+        length: length.parse().map_err(|_| bad())?,
+        offset: match offset {
+            Some(o) => o.parse().map_err(|_| bad())?,
+            None => default_offset,
+        },
+    })
 }
 
 /// Formats seconds without trailing zeros (3.000 → 3, 0.500 → 0.5).
@@ -500,6 +569,7 @@ mod tests {
                     uri: format!("s{i}.{p}.m4s"),
                     duration: 0.5,
                     independent: p == 0,
+                    byterange: None,
                 })
                 .collect();
             pl.push(s);
@@ -508,9 +578,41 @@ mod tests {
             uri: "s10.0.m4s".into(),
             duration: 0.5,
             independent: true,
+            byterange: None,
         }];
-        pl.preload_hint = Some("s10.1.m4s".into());
+        pl.preload_hint = Some(PreloadHint {
+            uri: "s10.1.m4s".into(),
+            byterange_start: None,
+        });
         pl
+    }
+
+    #[test]
+    fn byte_range_parts_round_trip() {
+        let mut pl = MediaPlaylist::new(2, 0);
+        pl.part_target = Some(0.5);
+        let part = |offset, length| Part {
+            uri: "s1.m4s".into(),
+            duration: 0.5,
+            independent: offset == 0,
+            byterange: Some(ByteRange { length, offset }),
+        };
+        pl.pending_parts = vec![part(0, 1000), part(1000, 250)];
+        pl.preload_hint = Some(PreloadHint {
+            uri: "s1.m4s".into(),
+            byterange_start: Some(1250),
+        });
+        let text = pl.render();
+        assert!(text.contains(
+            "#EXT-X-PART:DURATION=0.500,URI=\"s1.m4s\",BYTERANGE=\"250@1000\"\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s1.m4s\",BYTERANGE-START=1250\n"
+        ));
+        let parsed = MediaPlaylist::parse(&text).unwrap();
+        assert_eq!(parsed, pl);
+        // An offset left out continues the previous part of the same resource.
+        let short = text.replace("\"250@1000\"", "\"250\"");
+        assert_eq!(MediaPlaylist::parse(&short).unwrap(), pl);
+        assert!(MediaPlaylist::parse(&text.replace("250@1000", "x@1")).is_err());
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Cut {
 #[derive(Debug)]
 struct Building {
     data: Vec<u8>,
+    /// Bytes of the segment so far (with or without `data`).
+    len: usize,
     start_ms: i64,
     independent: bool,
 }
@@ -187,6 +189,8 @@ pub struct Segmenter {
     /// Sizes of the latest part and segment, to reserve buffers that rarely need to grow.
     part_bytes: usize,
     segment_bytes: usize,
+    /// Whether a segment's bytes are gathered into [`Segment::data`] besides its parts'.
+    segment_data: bool,
     held: Option<HeldFrame>,
     /// Decode time of the next audio frame in the audio timescale (fMP4).
     audio_next: Option<u64>,
@@ -225,6 +229,7 @@ impl Segmenter {
             part: None,
             part_bytes: 64 * 1024,
             segment_bytes: 256 * 1024,
+            segment_data: true,
             held: None,
             audio_next: None,
             last_ms: 0,
@@ -241,6 +246,13 @@ impl Segmenter {
     /// if it is not a keyframe.
     pub fn set_max_duration(&mut self, max_ms: u32) {
         self.max_ms = Some(i64::from(max_ms));
+    }
+
+    /// For a caller that keeps a segment as its parts back to back (byte-range parts): with
+    /// parts, [`Segment::data`] stays empty instead of repeating the parts' bytes. Without
+    /// parts this changes nothing.
+    pub fn omit_segment_data(&mut self) {
+        self.segment_data = self.part_ms.is_none();
     }
 
     /// The tracks of the program, once the first frame has fixed them.
@@ -592,13 +604,14 @@ impl Segmenter {
         let starts_segment = self.segment.is_none();
         if starts_segment {
             // Without parts the segment's bytes are the one part's, moved rather than copied.
-            let capacity = if self.part_ms.is_some() {
+            let capacity = if self.part_ms.is_some() && self.segment_data {
                 self.segment_bytes + self.segment_bytes / 8
             } else {
                 0
             };
             self.segment = Some(Building {
                 data: Vec::with_capacity(capacity),
+                len: 0,
                 start_ms: ts,
                 independent,
             });
@@ -637,12 +650,15 @@ impl Segmenter {
         };
         self.part_bytes = data.len().max(4096);
         let building = self.segment.as_mut()?;
+        building.len += data.len();
         let data = if self.part_ms.is_none() && segment && building.data.is_empty() {
             // No parts: the part is the whole segment; its bytes go to the segment only.
             building.data = data;
             Vec::new()
         } else {
-            building.data.extend_from_slice(&data);
+            if self.segment_data {
+                building.data.extend_from_slice(&data);
+            }
             data
         };
         let part = Part {
@@ -652,7 +668,7 @@ impl Segmenter {
             independent: part.independent,
         };
         let segment = if segment {
-            self.segment_bytes = building.data.len().max(4096);
+            self.segment_bytes = building.len.max(4096);
             self.segment.take().map(|seg| Segment {
                 duration_ms: (end_ms - seg.start_ms).max(0),
                 start_ms: seg.start_ms,
@@ -840,6 +856,33 @@ mod tests {
                 .collect();
             assert_eq!(joined, segments[0].data, "{container:?}");
             assert_eq!(seg.init_segment().is_some(), container == Container::Fmp4);
+        }
+    }
+
+    #[test]
+    fn segments_without_data_keep_their_parts_and_timing() {
+        let cuts = |omit: bool| {
+            let mut seg = Segmenter::new(Container::Fmp4, 2000, 500);
+            if omit {
+                seg.omit_segment_data();
+            }
+            seg.push_video(0, &AVC_HEADER_640X360).unwrap();
+            (0..125u32)
+                .filter_map(|i| seg.push_video(i * 33, &frame(i % 62 == 0)).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (full, omitted) = (cuts(false), cuts(true));
+        assert_eq!(full.len(), omitted.len());
+        for (a, b) in full.iter().zip(&omitted) {
+            assert_eq!(a.part, b.part);
+            match (&a.segment, &b.segment) {
+                (Some(a), Some(b)) => {
+                    assert!(!a.data.is_empty() && b.data.is_empty());
+                    assert_eq!((a.start_ms, a.duration_ms), (b.start_ms, b.duration_ms));
+                }
+                (None, None) => {}
+                _ => panic!("segments cut differently"),
+            }
         }
     }
 }

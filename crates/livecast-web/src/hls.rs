@@ -1,6 +1,6 @@
 //! Playlists and segments from the volume: content types, cache policy, validators, ranges,
-//! gzip, and the server side of Low-Latency HLS (blocking playlist reload, delta updates,
-//! preload-hinted parts).
+//! gzip, and the server side of Low-Latency HLS (blocking playlist reload, delta updates, the
+//! segment being built served as far as its byte-range parts are listed, preload-hinted parts).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,12 +74,12 @@ pub(crate) async fn serve(
     if file == PLAYLIST {
         return playlist(&app, &stream, &query, &headers).await;
     }
+    if let Some(response) = growing_segment(&app, &stream, &file, &kind, &headers).await {
+        return response;
+    }
     match app.volume.file(&stream, &file).await {
         Ok(Some(found)) => file_response(&found, &kind, &headers),
-        Ok(None) => match wait_for_hinted_part(&app, &stream, &file).await {
-            Some(found) => file_response(&found, &kind, &headers),
-            None => StatusCode::NOT_FOUND.into_response(),
-        },
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(error) => {
             tracing::warn!(%error, %stream, %file, "cannot read hls file");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -276,27 +276,122 @@ async fn playlist(
     response
 }
 
-/// A request for the part the playlist's preload hint announces waits for it to be written
-/// instead of failing with 404.
-async fn wait_for_hinted_part(app: &App, stream: &str, file: &str) -> Option<Arc<CachedFile>> {
-    let view = app.volume.stream(stream).await;
-    let entry = view.playlist.borrow().clone()?;
-    let model = entry.model.as_ref()?;
-    if model.preload_hint.as_deref() != Some(file) {
+/// How much of `file` the playlist lists while the file is the segment being built: the end
+/// of its last listed part, or 0 when only the preload hint names it. `None` for any other
+/// file (complete segments, and files that are not byte-range parts).
+fn listed_so_far(model: &MediaPlaylist, file: &str) -> Option<u64> {
+    if model.ended {
         return None;
     }
-    let wait = Duration::from_secs(3 * model.target_duration).min(MAX_WAIT);
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut changes = view.changes.subscribe();
+    let parts = model
+        .pending_parts
+        .iter()
+        .filter(|p| p.uri == file)
+        .filter_map(|p| p.byterange)
+        .map(|r| r.end())
+        .max();
+    let hinted = model
+        .preload_hint
+        .as_ref()
+        .filter(|h| h.uri == file && h.byterange_start.is_some())
+        .map(|_| 0);
+    parts.or(hinted)
+}
+
+/// Requests of the segment being built, whose parts are byte ranges of it: a range within the
+/// listed parts is answered at once; a range that starts where the listed parts end (the
+/// preload-hinted part) waits until that part is listed and gets exactly it; a request for
+/// the whole file waits until the segment is complete. Nothing past the listed bytes is ever
+/// sent. `None` when `file` is not in progress: the caller serves it as a complete file.
+async fn growing_segment(
+    app: &App,
+    stream: &str,
+    file: &str,
+    kind: &Kind,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let view = app.volume.stream(stream).await;
+    let mut rx = view.playlist.subscribe();
+    let mut entry = rx.borrow_and_update().clone()?;
+    let range = requested_range(headers);
+    let target = entry.model.as_ref().map_or(1, |m| m.target_duration);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target).min(MAX_WAIT);
     loop {
-        if let Ok(Some(found)) = app.volume.file(stream, file).await {
-            return Some(found);
+        let listed = listed_so_far(entry.model.as_ref()?, file)?;
+        match range {
+            Some((start, _)) if start > listed => {
+                return Some(unsatisfiable("*"));
+            }
+            Some((start, end)) if start < listed => {
+                let last = end.unwrap_or(u64::MAX).min(listed - 1);
+                return Some(match app.volume.file_with(stream, file, listed).await {
+                    Ok(Some(found)) => growing_response(&found.body, start, last, kind),
+                    Ok(None) => StatusCode::NOT_FOUND.into_response(),
+                    Err(error) => {
+                        tracing::warn!(%error, %stream, %file, "cannot read hls file");
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                });
+            }
+            // The hinted part, or the whole segment: wait for the playlist to move on.
+            _ => {}
         }
-        tokio::time::timeout_at(deadline, changes.changed())
-            .await
-            .ok()?
-            .ok()?;
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => entry = rx.borrow_and_update().clone()?,
+            _ => return Some(StatusCode::NOT_FOUND.into_response()),
+        }
     }
+}
+
+/// Bytes `start..=last` of a segment still being built. Its full length is not known yet
+/// (`*`), and its validators would change with every part, so none are sent.
+fn growing_response(body: &Bytes, start: u64, last: u64, kind: &Kind) -> Response {
+    let Some(last) = (body.len() as u64).checked_sub(1).map(|end| last.min(end)) else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    if start > last {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let mut r = Response::new(Body::from(body.slice(start as usize..=last as usize)));
+    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{last}/*")) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.content_type),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(BLOCKING_CACHE));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    cors(h);
+    r
+}
+
+/// A request's single `bytes=first-[last]` range; suffix and multiple ranges give `None`.
+fn requested_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes=")?
+        .trim();
+    let (first, last) = spec.split_once('-')?;
+    let first = first.parse().ok()?;
+    if last.is_empty() {
+        return Some((first, None));
+    }
+    let last = last.parse().ok()?;
+    (first <= last).then_some((first, Some(last)))
+}
+
+fn unsatisfiable(len: &str) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        r.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    r
 }
 
 fn file_response(file: &CachedFile, kind: &Kind, headers: &HeaderMap) -> Response {
@@ -389,14 +484,7 @@ fn ranged(body: &Bytes, headers: &HeaderMap) -> Response {
             }
             r
         }
-        _ => {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            r
-        }
+        _ => unsatisfiable(&len.to_string()),
     }
 }
 
@@ -545,6 +633,7 @@ mod tests {
                 uri: format!("{segment}.{p}.m4s"),
                 duration: 0.5,
                 independent: p == 0,
+                byterange: None,
             })
             .collect()
     }

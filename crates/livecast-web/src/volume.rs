@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -67,6 +68,8 @@ pub(crate) struct Volume {
     root: PathBuf,
     streams: Mutex<HashMap<String, Arc<StreamView>>>,
     files: Mutex<FileCache>,
+    /// Changes applied so far, to tell whether one came while a file was being read.
+    events: AtomicU64,
     cache_cap: usize,
     metrics: Metrics,
 }
@@ -81,6 +84,7 @@ impl Volume {
             root,
             streams: Mutex::new(HashMap::new()),
             files: Mutex::new(FileCache::default()),
+            events: AtomicU64::new(0),
             cache_cap,
             metrics,
         })
@@ -133,6 +137,17 @@ impl Volume {
 
     /// A file of a stream, from the cache or read (and cached) now. `None` when it does not exist.
     pub async fn file(&self, stream: &str, file: &str) -> std::io::Result<Option<Arc<CachedFile>>> {
+        self.file_with(stream, file, 0).await
+    }
+
+    /// Like [`Volume::file`], for a file that grows (the segment byte-range parts are appended
+    /// to): a cached copy shorter than `min_len` bytes is read again.
+    pub async fn file_with(
+        &self,
+        stream: &str,
+        file: &str,
+        min_len: u64,
+    ) -> std::io::Result<Option<Arc<CachedFile>>> {
         let path = self.root.join(stream).join(file);
         if let Some(hit) = self
             .files
@@ -140,11 +155,15 @@ impl Volume {
             .unwrap_or_else(|e| e.into_inner())
             .map
             .get(&path)
+            .filter(|hit| hit.body.len() as u64 >= min_len)
         {
             self.metrics.cache.with_label_values(&["hit"]).inc();
             return Ok(Some(hit.clone()));
         }
         self.metrics.cache.with_label_values(&["miss"]).inc();
+        // A change seen while the file is read may have come after the read: then the copy
+        // is not cached, since the event that would evict it has already gone by.
+        let events = self.events.load(Ordering::Acquire);
         let read_path = path.clone();
         let read = tokio::task::spawn_blocking(move || -> std::io::Result<Option<CachedFile>> {
             let modified = match std::fs::metadata(&read_path) {
@@ -166,7 +185,7 @@ impl Volume {
         .map_err(std::io::Error::other)??;
         let Some(file) = read else { return Ok(None) };
         let file = Arc::new(file);
-        if file.body.len() <= MAX_CACHED_FILE {
+        if file.body.len() <= MAX_CACHED_FILE && self.events.load(Ordering::Acquire) == events {
             self.insert(path, file.clone());
         }
         Ok(Some(file))
@@ -213,6 +232,7 @@ impl Volume {
         if file.starts_with('.') {
             return; // the ingest's temp files
         }
+        self.events.fetch_add(1, Ordering::AcqRel);
         self.forget(path);
         let view = self
             .streams

@@ -2,12 +2,35 @@
 
 use std::time::{Duration, Instant};
 
-use livecast_media::playlist::{MediaPlaylist, Part, PlaylistSegment, ServerControl};
+use livecast_media::playlist::{
+    ByteRange, MediaPlaylist, Part, PlaylistSegment, PreloadHint, ServerControl,
+};
 
 use crate::{raw, start, status};
 
+/// Bytes of every part in the test playlists.
+const PART_LEN: u64 = 10;
+
+/// Part `p` of segment `segment` as a byte range of the segment's file, as the ingest lists it.
+fn part(segment: u64, p: u64) -> Part {
+    Part {
+        uri: format!("s{segment}.m4s"),
+        duration: 0.5,
+        independent: p == 0,
+        byterange: Some(ByteRange {
+            length: PART_LEN,
+            offset: p * PART_LEN,
+        }),
+    }
+}
+
+/// The bytes of part `p` of segment `segment`.
+fn part_bytes(segment: u64, p: u64) -> String {
+    format!("s{segment}p{p}------")
+}
+
 /// A LL-HLS playlist with `segments` complete segments and `parts` parts of the next one.
-fn playlist(segments: u64, parts: usize) -> String {
+fn playlist(segments: u64, parts: u64) -> String {
     let mut pl = MediaPlaylist::new(2, 0);
     pl.part_target = Some(0.5);
     pl.server_control = Some(ServerControl {
@@ -20,24 +43,15 @@ fn playlist(segments: u64, parts: usize) -> String {
         pl.push(PlaylistSegment {
             uri: format!("s{i}.m4s"),
             duration: 2.0,
-            parts: (0..4)
-                .map(|p| Part {
-                    uri: format!("s{i}.{p}.m4s"),
-                    duration: 0.5,
-                    independent: p == 0,
-                })
-                .collect(),
+            parts: (0..4).map(|p| part(i, p)).collect(),
             ..Default::default()
         });
     }
-    pl.pending_parts = (0..parts)
-        .map(|p| Part {
-            uri: format!("s{segments}.{p}.m4s"),
-            duration: 0.5,
-            independent: p == 0,
-        })
-        .collect();
-    pl.preload_hint = Some(format!("s{segments}.{parts}.m4s"));
+    pl.pending_parts = (0..parts).map(|p| part(segments, p)).collect();
+    pl.preload_hint = Some(PreloadHint {
+        uri: format!("s{segments}.m4s"),
+        byterange_start: Some(parts * PART_LEN),
+    });
     pl.render()
 }
 
@@ -63,7 +77,10 @@ async fn blocking_reload_returns_as_soon_as_the_part_is_written() {
     let (answered, response) = waiter.await.expect("join");
     let lag = answered.duration_since(written);
     assert_eq!(status(&response), "200", "{response}");
-    assert!(response.contains("URI=\"s4.1.m4s\""), "{response}");
+    assert!(
+        response.contains("URI=\"s4.m4s\",BYTERANGE=\"10@10\""),
+        "{response}"
+    );
     assert!(crate::header(&response, "cache-control") == Some("no-store"));
     // Woken by the file-system event, not by a poll.
     assert!(
@@ -113,31 +130,74 @@ async fn blocking_reload_is_bounded() {
     web.stop().await;
 }
 
+/// Appends to a segment file in place, as the ingest does.
+fn append(web: &crate::Web, rel: &str, data: &str) {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(web.hls().join(rel))
+        .and_then(|mut f| f.write_all(data.as_bytes()))
+        .expect("append");
+}
+
+fn range(from: &str) -> String {
+    format!("Range: bytes={from}\r\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preload_hinted_part_waits_instead_of_404() {
+async fn the_segment_being_built_is_served_as_far_as_its_parts_are_listed() {
     let web = start().await;
+    append(&web, "cam/s3.m4s", &(part_bytes(3, 0) + &part_bytes(3, 1)));
+    // Half of the next part is on disk already, not yet listed.
+    append(&web, "cam/s3.m4s", &part_bytes(3, 2)[..5]);
     web.publish("cam/index.m3u8", playlist(3, 2).as_bytes());
-    assert_eq!(
-        status(&raw(web.addr, "/hls/cam/index.m3u8", "").await),
-        "200"
-    );
-    // A part nobody announced is a plain 404.
-    assert_eq!(status(&raw(web.addr, "/hls/cam/s9.0.m4s", "").await), "404");
+    let get = |from: Option<&str>| {
+        let headers = from.map(range).unwrap_or_default();
+        async move { raw(web.addr, "/hls/cam/s3.m4s", &headers).await }
+    };
+    let listed = get(Some("0-")).await;
+    assert_eq!(status(&listed), "206", "{listed}");
+    assert_eq!(crate::header(&listed, "content-range"), Some("bytes 0-19/*"));
+    assert!(listed.ends_with(&(part_bytes(3, 0) + &part_bytes(3, 1))));
+    assert_eq!(crate::header(&listed, "content-type"), Some("video/iso.segment"));
+    let second = get(Some("10-19")).await;
+    assert!(second.ends_with(&format!("\r\n\r\n{}", part_bytes(3, 1))), "{second}");
+    // Past the preload hint is not satisfiable; another stream's segment is not found.
+    assert_eq!(status(&get(Some("30-")).await), "416");
+    assert_eq!(status(&raw(web.addr, "/hls/cam/s9.m4s", &range("0-")).await), "404");
+
+    // The hinted part waits and then gets exactly that part; the whole segment waits for
+    // the segment to be complete.
     let addr = web.addr;
-    let waiter = tokio::spawn(async move { raw(addr, "/hls/cam/s3.2.m4s", "").await });
+    let hinted = tokio::spawn(async move { raw(addr, "/hls/cam/s3.m4s", &range("20-")).await });
+    let whole = tokio::spawn(async move { raw(addr, "/hls/cam/s3.m4s", "").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished());
-    web.publish("cam/s3.2.m4s", b"part-bytes");
-    let response = tokio::time::timeout(Duration::from_secs(2), waiter)
+    assert!(!hinted.is_finished() && !whole.is_finished());
+    append(&web, "cam/s3.m4s", &part_bytes(3, 2)[5..]);
+    append(&web, "cam/s3.m4s", &part_bytes(3, 3)[..3]);
+    web.publish("cam/index.m3u8", playlist(3, 3).as_bytes());
+    let hinted = tokio::time::timeout(Duration::from_secs(2), hinted)
         .await
         .expect("served")
         .expect("join");
-    assert_eq!(status(&response), "200");
-    assert!(response.ends_with("part-bytes"));
-    assert_eq!(
-        crate::header(&response, "content-type"),
-        Some("video/iso.segment")
-    );
+    assert_eq!(status(&hinted), "206", "{hinted}");
+    assert_eq!(crate::header(&hinted, "content-range"), Some("bytes 20-29/*"));
+    assert!(hinted.ends_with(&format!("\r\n\r\n{}", part_bytes(3, 2))), "{hinted}");
+    assert!(!whole.is_finished());
+    append(&web, "cam/s3.m4s", &part_bytes(3, 3)[3..]);
+    web.publish("cam/index.m3u8", playlist(4, 0).as_bytes());
+    let whole = tokio::time::timeout(Duration::from_secs(2), whole)
+        .await
+        .expect("served")
+        .expect("join");
+    assert_eq!(status(&whole), "200", "{whole}");
+    let all: String = (0..4).map(|p| part_bytes(3, p)).collect();
+    assert!(whole.ends_with(&format!("\r\n\r\n{all}")), "{whole}");
+    // Complete now: ranges are ordinary ones of a file of known length, and cacheable.
+    let tail = get(Some("30-")).await;
+    assert_eq!(crate::header(&tail, "content-range"), Some("bytes 30-39/40"));
+    assert!(crate::header(&tail, "cache-control").is_some_and(|c| c.contains("immutable")));
     web.stop().await;
 }
 

@@ -4,7 +4,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::support::{ffprobe, get, make_clip, parse_playlist, publish, start_stack_with, Fetched};
+use crate::support::{
+    ffprobe, get, get_with, make_clip, parse_playlist, publish, start_stack_with, Fetched,
+};
 
 const CLIP_SECS: u32 = 8;
 
@@ -33,6 +35,10 @@ struct Seen {
 /// Checks a fetched segment, part or init segment by its container.
 fn check_media(key: &str, fetched: &Fetched) {
     assert_eq!(fetched.status, 200, "{key}");
+    check_body(key, fetched);
+}
+
+fn check_body(key: &str, fetched: &Fetched) {
     let body = &fetched.body;
     if key.ends_with(".ts") {
         assert_eq!(fetched.content_type, "video/mp2t", "{key}");
@@ -91,10 +97,25 @@ async fn publish_and_check(streams: &[&'static str], flags: &[&str]) -> Seen {
                 seen.hints += usize::from(playlist.preload_hint.is_some());
             }
             let uris = playlist.segments.iter().map(|(_, uri)| uri);
-            for uri in uris.chain(&playlist.parts).chain(&playlist.map) {
+            for uri in uris.chain(&playlist.map) {
                 let key = format!("{name}/{uri}");
                 if fetched.insert(key.clone()) {
                     check_media(&key, &get(&stack.url(&format!("/hls/{key}"))).await);
+                }
+            }
+            // Parts are byte ranges of their segment, fetched as a player does: each is a
+            // whole fragment (moof or TS packets) of exactly the listed length, also while
+            // its segment is still being written.
+            for (uri, range) in &playlist.parts {
+                let (length, offset) = range.expect("parts are byte ranges");
+                let key = format!("{name}/{uri}@{offset}");
+                if fetched.insert(key.clone()) {
+                    let range = format!("{offset}-{}", offset + length - 1);
+                    let url = stack.url(&format!("/hls/{name}/{uri}"));
+                    let part = get_with(&url, Some(&range)).await;
+                    assert_eq!(part.status, 206, "{key}");
+                    assert_eq!(part.body.len() as u64, length, "{key}");
+                    check_body(uri, &part);
                 }
             }
             if playlist.ended {

@@ -171,9 +171,18 @@ pub struct Fetched {
 }
 
 pub async fn get(url: &str) -> Fetched {
+    get_with(url, None).await
+}
+
+/// GET with `Range: bytes=<range>` when given.
+pub async fn get_with(url: &str, range: Option<&str>) -> Fetched {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let uri: hyper::Uri = url.parse().expect("url");
-    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+    let mut request = hyper::Request::get(url);
+    if let Some(range) = range {
+        request = request.header("range", format!("bytes={range}"));
+    }
+    let request = request.body(Empty::new()).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
         .await
         .expect("response within 10 s")
         .expect("request succeeds");
@@ -203,17 +212,21 @@ pub struct Playlist {
     pub target_duration: Option<u64>,
     pub segments: Vec<(f64, String)>,
     pub ended: bool,
-    /// URIs of EXT-X-PART tags, EXT-X-MAP and EXT-X-PRELOAD-HINT.
-    pub parts: Vec<String>,
+    /// EXT-X-PART tags: URI and BYTERANGE (length, offset).
+    pub parts: Vec<(String, Option<(u64, u64)>)>,
     pub map: Option<String>,
     pub preload_hint: Option<String>,
     pub part_target: Option<f64>,
 }
 
-fn uri_attribute(attrs: &str) -> Option<String> {
-    let start = attrs.find("URI=\"")? + 5;
+fn quoted_attribute(attrs: &str, name: &str) -> Option<String> {
+    let start = attrs.find(&format!("{name}=\""))? + name.len() + 2;
     let len = attrs[start..].find('"')?;
     Some(attrs[start..start + len].to_string())
+}
+
+fn uri_attribute(attrs: &str) -> Option<String> {
+    quoted_attribute(attrs, "URI")
 }
 
 pub fn parse_playlist(text: &str) -> Playlist {
@@ -229,7 +242,14 @@ pub fn parse_playlist(text: &str) -> Playlist {
                 .next()
                 .and_then(|d| d.parse().ok());
         } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
-            pl.parts.extend(uri_attribute(v));
+            let range = quoted_attribute(v, "BYTERANGE").map(|r| {
+                let (length, offset) = r.split_once('@').expect("BYTERANGE with an offset");
+                (
+                    length.parse().expect("length"),
+                    offset.parse().expect("offset"),
+                )
+            });
+            pl.parts.push((uri_attribute(v).expect("part URI"), range));
         } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
             pl.map = uri_attribute(v);
         } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
