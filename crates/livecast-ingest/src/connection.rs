@@ -12,19 +12,15 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::chunk::{self, single_chunk, ChunkReader, Message};
 use crate::error::ConnectionError;
-use crate::pipeline::{self, MediaMessage};
+use crate::pipeline::{MediaMessage, Pipeline};
 use crate::server::Shared;
 
 /// The only RTMP application; publishers use rtmp://HOST/live/<stream>.
 pub(crate) const APP: &str = "live";
-/// Bound of the channel from a connection to its pipeline; a full channel slows the reader,
-/// which pushes back on the publisher through TCP rather than buffering without limit.
-const MEDIA_QUEUE: usize = 512;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Protocol control message types handled here rather than by the session.
 const ACKNOWLEDGEMENT: u8 = 3;
@@ -36,7 +32,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let span = tracing::info_span!("rtmp", %peer);
+    let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty);
     async move {
         tracing::debug!("connection accepted");
         match Connection::new(socket, peer, shared.clone())
@@ -62,9 +58,21 @@ pub(crate) async fn serve(
     .await
 }
 
+/// A publish in progress. Its pipeline runs on the connection's task: media read from the
+/// socket is packaged and written before the next read, so a slow disk pushes back on the
+/// publisher through TCP instead of queueing, and no message costs a hand-off to another task.
 struct Publish {
     stream: String,
-    media: mpsc::Sender<MediaMessage>,
+    pipeline: Option<Pipeline>,
+}
+
+impl Drop for Publish {
+    /// However the publish ends (unpublish, disconnect, error, shutdown), its playlist ends.
+    fn drop(&mut self) {
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.close();
+        }
+    }
 }
 
 struct Connection {
@@ -143,7 +151,7 @@ impl Connection {
             self.process(&mut reader, &mut session).await?;
             self.acknowledge().await?;
         }
-        // Dropping the publish closes the pipeline's channel; it then writes ENDLIST.
+        // Dropping the publish closes its pipeline, which writes ENDLIST.
         self.publish = None;
         Ok(())
     }
@@ -160,11 +168,11 @@ impl Connection {
             match message.type_id {
                 chunk::AUDIO => {
                     let media = MediaMessage::Audio(message.timestamp, message.payload.into());
-                    self.forward(media).await;
+                    self.forward(media);
                 }
                 chunk::VIDEO => {
                     let media = MediaMessage::Video(message.timestamp, message.payload.into());
-                    self.forward(media).await;
+                    self.forward(media);
                 }
                 WINDOW_ACK_SIZE => {
                     if let Some(size) = message.payload.get(..4) {
@@ -360,18 +368,14 @@ impl Connection {
                 .await;
         }
         let results = session.accept_request(request_id)?;
-        let (tx, rx) = mpsc::channel(MEDIA_QUEUE);
-        let pipeline = pipeline::Pipeline::new(name.to_string(), self.shared.clone());
-        self.shared.tasks.spawn(
-            pipeline
-                .run(rx)
-                .instrument(tracing::info_span!("stream", stream = %name)),
-        );
-        tracing::info!(stream = %name, "publish started");
+        tracing::Span::current().record("stream", name);
+        let mut pipeline = Pipeline::new(name.to_string(), self.shared.clone());
+        pipeline.open().await;
+        tracing::info!("publish started");
         self.activity = Instant::now();
         self.publish = Some(Publish {
             stream: name.to_string(),
-            media: tx,
+            pipeline: Some(pipeline),
         });
         Ok(results)
     }
@@ -399,13 +403,10 @@ impl Connection {
         Ok(())
     }
 
-    async fn forward(&mut self, message: MediaMessage) {
-        if let Some(publish) = &self.publish {
+    fn forward(&mut self, message: MediaMessage) {
+        if let Some(pipeline) = self.publish.as_mut().and_then(|p| p.pipeline.as_mut()) {
             self.activity = Instant::now();
-            if publish.media.send(message).await.is_err() {
-                // The pipeline stopped (it logs why); further media has nowhere to go.
-                self.publish = None;
-            }
+            pipeline.push(message);
         }
     }
 }

@@ -7,10 +7,11 @@
 //! - Playlist updates go into one of [`PLAYLIST_SPARES`] hidden spare files that then trades
 //!   places with `index.m3u8` (`renameat2` with `RENAME_EXCHANGE`).
 //! - Media files whose time is up are not deleted but renamed to a hidden free name and written
-//!   over by the next new file. With LL-HLS a stream creates and retires four part files a
-//!   second; on ext4 each new inode costs a scan past the recently deleted ones
-//!   (`recently_deleted`, `find_inode_bit`). Growing segments are new files, and their
-//!   retired ones are deleted: at one a segment, that churn is small.
+//!   over by the next new file or segment: on ext4 each new inode costs a scan past the
+//!   recently deleted ones (`recently_deleted`, `find_inode_bit`), and writing over blocks a
+//!   file already has skips their allocation. A segment grown over a free file holds old bytes
+//!   past its parts until it is complete and trimmed; a reader goes only as far as the
+//!   playlist lists its parts.
 //!
 //! Every method blocks on the file system (page-cache writes of a part or a playlist).
 
@@ -36,8 +37,6 @@ pub(crate) struct StreamDir {
     free: Vec<PathBuf>,
     /// Number for the next free name.
     next_free: u64,
-    /// Whether retired files are kept to be written over (only `write` uses them).
-    recycle: bool,
     /// The segment that parts are being appended to.
     growing: Option<Growing>,
 }
@@ -49,38 +48,46 @@ struct Growing {
 }
 
 impl StreamDir {
-    /// The files of `dir`; `recycle` keeps retired media files to write new ones over, for
-    /// writers that use [`StreamDir::write`].
-    pub fn new(dir: PathBuf, recycle: bool) -> Self {
+    pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
             spare: 0,
             free: Vec::new(),
             next_free: 0,
-            recycle,
             growing: None,
         }
     }
 
-    /// Appends a part to segment `name` (created with its first part) and returns the offset
-    /// the part starts at. A failed write leaves the segment's length where it was, so the
-    /// next part goes where this one should have.
+    /// Appends a part to segment `name` and returns the offset the part starts at. The
+    /// segment's first part opens its file: a free file renamed to the name if there is one
+    /// (its old bytes past what is written so far are trimmed off by
+    /// [`StreamDir::end_segment`]; until then only the listed parts are meant to be read), else
+    /// a new file. A failed write leaves the segment's length where it was, so the next part
+    /// goes where this one should have.
     pub fn append(&mut self, name: &str, data: &[u8]) -> std::io::Result<u64> {
         use std::os::unix::fs::FileExt as _;
-        let growing = match &mut self.growing {
-            Some(growing) if growing.name == name => growing,
-            growing => {
-                let file = std::fs::OpenOptions::new()
+        if self.growing.as_ref().is_none_or(|g| g.name != name) {
+            self.end_segment()?;
+            let target = self.dir.join(name);
+            let file = match self.open_free()? {
+                Some((free, file)) => {
+                    std::fs::rename(&free, &target)?;
+                    file
+                }
+                None => std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(self.dir.join(name))?;
-                growing.insert(Growing {
-                    name: name.to_string(),
-                    file,
-                    len: 0,
-                })
-            }
+                    .open(&target)?,
+            };
+            self.growing = Some(Growing {
+                name: name.to_string(),
+                file,
+                len: 0,
+            });
+        }
+        let Some(growing) = self.growing.as_mut() else {
+            return Err(std::io::Error::other("no segment file"));
         };
         let offset = growing.len;
         growing.file.write_all_at(data, offset)?;
@@ -88,9 +95,26 @@ impl StreamDir {
         Ok(offset)
     }
 
-    /// The segment parts were appended to is complete: its file is closed.
-    pub fn end_segment(&mut self) {
-        self.growing = None;
+    /// The segment parts were appended to is complete: what is left of a free file's old
+    /// content is cut off and the file closed.
+    pub fn end_segment(&mut self) -> std::io::Result<()> {
+        match self.growing.take() {
+            Some(growing) => growing.file.set_len(growing.len),
+            None => Ok(()),
+        }
+    }
+
+    /// The next free file, opened for writing (without truncation), with its path.
+    fn open_free(&mut self) -> std::io::Result<Option<(PathBuf, std::fs::File)>> {
+        while let Some(free) = self.free.pop() {
+            match std::fs::OpenOptions::new().write(true).open(&free) {
+                Ok(file) => return Ok(Some((free, file))),
+                // Deleted behind our back (a previous publish's final clean-up): try the next.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(None)
     }
 
     /// Takes over the free files an earlier publish of this stream left behind.
@@ -120,16 +144,9 @@ impl StreamDir {
     /// file; either is renamed into place once whole.
     pub fn write(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
         let target = self.dir.join(name);
-        while let Some(free) = self.free.pop() {
-            match std::fs::OpenOptions::new().write(true).open(&free) {
-                Ok(file) => {
-                    overwrite(file, data)?;
-                    return std::fs::rename(&free, &target);
-                }
-                // Deleted behind our back (a previous publish's final clean-up): try the next.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
+        if let Some((free, file)) = self.open_free()? {
+            overwrite(file, data)?;
+            return std::fs::rename(&free, &target);
         }
         let tmp = self.dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, data)?;
@@ -177,7 +194,7 @@ impl StreamDir {
     /// A media file whose time is up: kept under a free name to be written over, or deleted
     /// when enough are kept.
     pub fn retire(&mut self, path: &Path) {
-        if self.recycle && self.free.len() < MAX_FREE {
+        if self.free.len() < MAX_FREE {
             let free = self.dir.join(format!("{FREE_PREFIX}{}", self.next_free));
             self.next_free += 1;
             match std::fs::rename(path, &free) {
@@ -234,7 +251,7 @@ mod tests {
     #[test]
     fn playlist_updates_reuse_their_spares() {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = StreamDir::new(dir.path().to_owned(), true);
+        let mut files = StreamDir::new(dir.path().to_owned());
         let mut inodes = HashSet::new();
         for round in 0..3 * PLAYLIST_SPARES {
             let text = format!("#EXTM3U\n# {round}\n");
@@ -256,7 +273,7 @@ mod tests {
     #[test]
     fn a_write_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = StreamDir::new(dir.path().to_owned(), true);
+        let mut files = StreamDir::new(dir.path().to_owned());
         files.write("a-1.m4s", b"media").unwrap();
         assert_eq!(names(dir.path()), vec!["a-1.m4s"]);
     }
@@ -264,7 +281,7 @@ mod tests {
     #[test]
     fn retired_files_are_written_over_instead_of_new_ones_created() {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = StreamDir::new(dir.path().to_owned(), true);
+        let mut files = StreamDir::new(dir.path().to_owned());
         let mut inodes = HashSet::new();
         for n in 0..20 {
             let name = format!("a-{n}.m4s");
@@ -284,7 +301,7 @@ mod tests {
         assert_eq!(left.iter().filter(|n| !n.starts_with('.')).count(), 2);
 
         // A later publish of the stream takes the free files over, and deletes them at its end.
-        let mut again = StreamDir::new(dir.path().to_owned(), true);
+        let mut again = StreamDir::new(dir.path().to_owned());
         again.adopt_free_files();
         assert_eq!(again.free.len(), files.free.len());
         again.write("b-1.m4s", b"new").unwrap();
@@ -298,17 +315,27 @@ mod tests {
     }
 
     #[test]
-    fn parts_are_appended_to_their_segment() {
+    fn parts_are_appended_to_their_segment_over_a_free_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut files = StreamDir::new(dir.path().to_owned(), false);
+        let mut files = StreamDir::new(dir.path().to_owned());
         assert_eq!(files.append("a-1.m4s", b"one").unwrap(), 0);
         assert_eq!(files.append("a-1.m4s", b"two").unwrap(), 3);
-        files.end_segment();
+        files.end_segment().unwrap();
         assert_eq!(files.append("a-2.m4s", b"three").unwrap(), 0);
-        assert_eq!(std::fs::read(dir.path().join("a-1.m4s")).unwrap(), b"onetwo");
-        assert_eq!(std::fs::read(dir.path().join("a-2.m4s")).unwrap(), b"three");
-        // Without recycling a retired file is gone.
+        assert_eq!(
+            std::fs::read(dir.path().join("a-1.m4s")).unwrap(),
+            b"onetwo"
+        );
+        let first = std::fs::metadata(dir.path().join("a-1.m4s")).unwrap().ino();
+        // The next segment after a-2 grows over a-1's inode; its old tail is gone at the end.
         files.retire(&dir.path().join("a-1.m4s"));
-        assert_eq!(names(dir.path()), vec!["a-2.m4s"]);
+        assert_eq!(files.append("a-3.m4s", b"4").unwrap(), 0);
+        let third = dir.path().join("a-3.m4s");
+        assert_eq!(std::fs::metadata(&third).unwrap().ino(), first);
+        assert_eq!(std::fs::read(&third).unwrap()[..1], *b"4");
+        files.end_segment().unwrap();
+        assert_eq!(std::fs::read(&third).unwrap(), b"4");
+        assert_eq!(std::fs::read(dir.path().join("a-2.m4s")).unwrap(), b"three");
+        assert_eq!(names(dir.path()), vec!["a-2.m4s", "a-3.m4s"]);
     }
 }

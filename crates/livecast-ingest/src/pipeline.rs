@@ -24,7 +24,6 @@ use livecast_media::playlist::{
     ServerControl, PLAYLIST_NAME as PLAYLIST,
 };
 use livecast_media::segmenter::{Container, Cut, Segmenter};
-use tokio::sync::mpsc;
 
 use crate::files::{remove_quietly, StreamDir};
 use crate::server::Shared;
@@ -67,6 +66,8 @@ pub(crate) struct Pipeline {
     /// does: a part or a playlist is a page-cache write of tens of kilobytes, and handing each
     /// to the blocking pool cost more in thread wake-ups than the write itself.
     files: StreamDir,
+    /// Whether the directory is there and media is taken.
+    open: bool,
     errors_logged: u32,
     jumps_seen: u64,
 }
@@ -87,7 +88,7 @@ impl Pipeline {
             .as_millis();
         Self {
             stream,
-            files: StreamDir::new(dir.clone(), part_ms == 0),
+            files: StreamDir::new(dir.clone()),
             dir,
             session: base36(millis),
             shared,
@@ -101,38 +102,57 @@ impl Pipeline {
             previous: None,
             anchor: None,
             retired: VecDeque::new(),
+            open: false,
             errors_logged: 0,
             jumps_seen: 0,
         }
     }
 
-    pub async fn run(mut self, mut media: mpsc::Receiver<MediaMessage>) {
+    /// Creates the stream's directory and picks up what an earlier publish of the name left
+    /// there. Without a directory the publish goes on, and its media is dropped.
+    pub async fn open(&mut self) {
         self.shared.metrics.streams_active.inc();
-        if let Err(error) = tokio::fs::create_dir_all(&self.dir).await {
-            tracing::error!(%error, dir = %self.dir.display(), "cannot create stream directory");
-        } else {
-            self.resume().await;
-            while let Some(message) = media.recv().await {
-                let (ts, result) = match &message {
-                    MediaMessage::Video(ts, body) => (*ts, self.segmenter.push_video(*ts, body)),
-                    MediaMessage::Audio(ts, body) => (*ts, self.segmenter.push_audio(*ts, body)),
-                };
-                if self.anchor.is_none() {
-                    self.anchor = Some((i64::from(ts), SystemTime::now()));
-                }
-                if self.segmenter.jumps() > self.jumps_seen {
-                    self.jumps_seen = self.segmenter.jumps();
-                    tracing::warn!(
-                        rtmp_timestamp = ts,
-                        "publisher timestamps jumped; the stream continues one frame later"
-                    );
-                }
-                match result {
-                    Ok(Some(cut)) => self.publish(cut, false),
-                    Ok(None) => {}
-                    Err(error) => self.media_error(&error),
-                }
+        match tokio::fs::create_dir_all(&self.dir).await {
+            Ok(()) => {
+                self.resume().await;
+                self.open = true;
             }
+            Err(error) => {
+                tracing::error!(%error, dir = %self.dir.display(), "cannot create stream directory");
+            }
+        }
+    }
+
+    /// Takes one media message: whatever it completes is written before this returns.
+    pub fn push(&mut self, message: MediaMessage) {
+        if !self.open {
+            return;
+        }
+        let (ts, result) = match &message {
+            MediaMessage::Video(ts, body) => (*ts, self.segmenter.push_video(*ts, body)),
+            MediaMessage::Audio(ts, body) => (*ts, self.segmenter.push_audio(*ts, body)),
+        };
+        if self.anchor.is_none() {
+            self.anchor = Some((i64::from(ts), SystemTime::now()));
+        }
+        if self.segmenter.jumps() > self.jumps_seen {
+            self.jumps_seen = self.segmenter.jumps();
+            tracing::warn!(
+                rtmp_timestamp = ts,
+                "publisher timestamps jumped; the stream continues one frame later"
+            );
+        }
+        match result {
+            Ok(Some(cut)) => self.publish(cut, false),
+            Ok(None) => {}
+            Err(error) => self.media_error(&error),
+        }
+    }
+
+    /// The publish is over: the last segment and ENDLIST are written, the name is free again
+    /// and retired files are deleted when their time is up.
+    pub fn close(mut self) {
+        if self.open {
             match self.segmenter.finish() {
                 Some(cut) => self.publish(cut, true),
                 None => self.end_playlist(),
@@ -277,8 +297,7 @@ impl Pipeline {
                 ..Default::default()
             }));
             let written = if self.part_target.is_some() {
-                self.files.end_segment();
-                Ok(())
+                self.files.end_segment()
             } else {
                 self.files.write(&segment_name, &segment.data)
             };

@@ -362,7 +362,12 @@ impl MediaPlaylist {
                             .ok_or(ParseError("EXT-X-PART without DURATION"))?,
                         independent: attr(&attrs, "INDEPENDENT") == Some("YES"),
                         byterange: attr(&attrs, "BYTERANGE")
-                            .map(|v| parse_byterange(v, previous_end(&current.parts, attr(&attrs, "URI"))))
+                            .map(|v| {
+                                parse_byterange(
+                                    v,
+                                    previous_end(&current.parts, attr(&attrs, "URI")),
+                                )
+                            })
                             .transpose()?,
                     });
                 }

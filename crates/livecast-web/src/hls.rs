@@ -324,7 +324,7 @@ async fn growing_segment(
             }
             Some((start, end)) if start < listed => {
                 let last = end.unwrap_or(u64::MAX).min(listed - 1);
-                return Some(match app.volume.file_with(stream, file, listed).await {
+                return Some(match app.volume.prefix(stream, file, listed).await {
                     Ok(Some(found)) => growing_response(&found.body, start, last, kind),
                     Ok(None) => StatusCode::NOT_FOUND.into_response(),
                     Err(error) => {
@@ -362,7 +362,10 @@ fn growing_response(body: &Bytes, start: u64, last: u64, kind: &Kind) -> Respons
         header::CONTENT_TYPE,
         HeaderValue::from_static(kind.content_type),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(BLOCKING_CACHE));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(BLOCKING_CACHE),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     cors(h);
     r

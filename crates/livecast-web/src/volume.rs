@@ -45,6 +45,8 @@ pub(crate) struct CachedFile {
     pub body: Bytes,
     pub etag: String,
     pub modified: SystemTime,
+    /// Only the start of a file still being written.
+    pub partial: bool,
 }
 
 /// Per-stream state that requests wait on.
@@ -137,16 +139,27 @@ impl Volume {
 
     /// A file of a stream, from the cache or read (and cached) now. `None` when it does not exist.
     pub async fn file(&self, stream: &str, file: &str) -> std::io::Result<Option<Arc<CachedFile>>> {
-        self.file_with(stream, file, 0).await
+        self.read(stream, file, None).await
     }
 
-    /// Like [`Volume::file`], for a file that grows (the segment byte-range parts are appended
-    /// to): a cached copy shorter than `min_len` bytes is read again.
-    pub async fn file_with(
+    /// The first `len` bytes of a file that is still being written (the segment byte-range
+    /// parts are appended to): what is past them may be anything, so only they are read and
+    /// cached. A cached prefix serves any shorter one; a longer one is read again. The result
+    /// is shorter than `len` only if the file is.
+    pub async fn prefix(
         &self,
         stream: &str,
         file: &str,
-        min_len: u64,
+        len: u64,
+    ) -> std::io::Result<Option<Arc<CachedFile>>> {
+        self.read(stream, file, Some(len)).await
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        file: &str,
+        prefix: Option<u64>,
     ) -> std::io::Result<Option<Arc<CachedFile>>> {
         let path = self.root.join(stream).join(file);
         if let Some(hit) = self
@@ -155,7 +168,10 @@ impl Volume {
             .unwrap_or_else(|e| e.into_inner())
             .map
             .get(&path)
-            .filter(|hit| hit.body.len() as u64 >= min_len)
+            .filter(|hit| match prefix {
+                None => !hit.partial,
+                Some(len) => hit.body.len() as u64 >= len,
+            })
         {
             self.metrics.cache.with_label_values(&["hit"]).inc();
             return Ok(Some(hit.clone()));
@@ -171,11 +187,16 @@ impl Volume {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
             };
-            match std::fs::read(&read_path) {
+            let body = match prefix {
+                None => std::fs::read(&read_path),
+                Some(len) => read_prefix(&read_path, len),
+            };
+            match body {
                 Ok(body) => Ok(Some(CachedFile {
                     etag: file_etag(body.len(), modified),
                     body: Bytes::from(body),
                     modified,
+                    partial: prefix.is_some(),
                 })),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
@@ -345,6 +366,16 @@ fn start_watcher(
             Ok(Box::new(poll))
         }
     }
+}
+
+/// Up to `len` bytes from the start of the file at `path`.
+fn read_prefix(path: &Path, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut body = Vec::with_capacity(len.min(MAX_CACHED_FILE as u64) as usize);
+    std::fs::File::open(path)?
+        .take(len)
+        .read_to_end(&mut body)?;
+    Ok(body)
 }
 
 fn load_playlist(path: &Path) -> Option<PlaylistEntry> {

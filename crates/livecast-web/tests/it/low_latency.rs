@@ -158,14 +158,26 @@ async fn the_segment_being_built_is_served_as_far_as_its_parts_are_listed() {
     };
     let listed = get(Some("0-")).await;
     assert_eq!(status(&listed), "206", "{listed}");
-    assert_eq!(crate::header(&listed, "content-range"), Some("bytes 0-19/*"));
+    assert_eq!(
+        crate::header(&listed, "content-range"),
+        Some("bytes 0-19/*")
+    );
     assert!(listed.ends_with(&(part_bytes(3, 0) + &part_bytes(3, 1))));
-    assert_eq!(crate::header(&listed, "content-type"), Some("video/iso.segment"));
+    assert_eq!(
+        crate::header(&listed, "content-type"),
+        Some("video/iso.segment")
+    );
     let second = get(Some("10-19")).await;
-    assert!(second.ends_with(&format!("\r\n\r\n{}", part_bytes(3, 1))), "{second}");
+    assert!(
+        second.ends_with(&format!("\r\n\r\n{}", part_bytes(3, 1))),
+        "{second}"
+    );
     // Past the preload hint is not satisfiable; another stream's segment is not found.
     assert_eq!(status(&get(Some("30-")).await), "416");
-    assert_eq!(status(&raw(web.addr, "/hls/cam/s9.m4s", &range("0-")).await), "404");
+    assert_eq!(
+        status(&raw(web.addr, "/hls/cam/s9.m4s", &range("0-")).await),
+        "404"
+    );
 
     // The hinted part waits and then gets exactly that part; the whole segment waits for
     // the segment to be complete.
@@ -182,8 +194,14 @@ async fn the_segment_being_built_is_served_as_far_as_its_parts_are_listed() {
         .expect("served")
         .expect("join");
     assert_eq!(status(&hinted), "206", "{hinted}");
-    assert_eq!(crate::header(&hinted, "content-range"), Some("bytes 20-29/*"));
-    assert!(hinted.ends_with(&format!("\r\n\r\n{}", part_bytes(3, 2))), "{hinted}");
+    assert_eq!(
+        crate::header(&hinted, "content-range"),
+        Some("bytes 20-29/*")
+    );
+    assert!(
+        hinted.ends_with(&format!("\r\n\r\n{}", part_bytes(3, 2))),
+        "{hinted}"
+    );
     assert!(!whole.is_finished());
     append(&web, "cam/s3.m4s", &part_bytes(3, 3)[3..]);
     web.publish("cam/index.m3u8", playlist(4, 0).as_bytes());
@@ -196,7 +214,10 @@ async fn the_segment_being_built_is_served_as_far_as_its_parts_are_listed() {
     assert!(whole.ends_with(&format!("\r\n\r\n{all}")), "{whole}");
     // Complete now: ranges are ordinary ones of a file of known length, and cacheable.
     let tail = get(Some("30-")).await;
-    assert_eq!(crate::header(&tail, "content-range"), Some("bytes 30-39/40"));
+    assert_eq!(
+        crate::header(&tail, "content-range"),
+        Some("bytes 30-39/40")
+    );
     assert!(crate::header(&tail, "cache-control").is_some_and(|c| c.contains("immutable")));
     web.stop().await;
 }
