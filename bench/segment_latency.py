@@ -177,7 +177,7 @@ class PlaylistWatcher:
         self.first_seen = {}  # uri -> monotonic time
         self.durations = {}  # uri -> EXTINF seconds
         self.order = []
-        self.parts = []  # (uri, duration, first seen)
+        self.parts = []  # (uri and byte range, duration, first seen)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -198,7 +198,8 @@ class PlaylistWatcher:
                     for line in text.splitlines():
                         if line.startswith("#EXT-X-PART:"):
                             attrs = dict(a.split("=", 1) for a in line[12:].split(",") if "=" in a)
-                            uri = attrs["URI"].strip('"')
+                            # Byte-range parts share their segment's URI.
+                            uri = attrs["URI"].strip('"') + "@" + attrs.get("BYTERANGE", "").strip('"')
                             if uri not in seen_parts:
                                 self.parts.append((uri, float(attrs["DURATION"]), now))
                                 seen_parts.add(uri)

@@ -65,6 +65,10 @@ pub struct Config {
     /// Seconds without any data from a publisher before its connection is closed.
     #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
     pub idle_timeout_secs: u64,
+    /// Worker threads, each serving its own publishers from accept to ENDLIST (0: one per
+    /// CPU).
+    #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -130,14 +130,22 @@ impl Connection {
         reader.push(&leftover);
         self.process(&mut reader, &mut session).await?;
         let idle = Duration::from_secs(self.shared.config.idle_timeout_secs);
+        // Silence is checked eight times per idle period: a timer armed for every read would
+        // cost more than the read's own bookkeeping.
+        let mut check = tokio::time::interval(idle / 8);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Before a publish any data keeps the connection; once publishing, only media does.
-            let deadline = tokio::time::Instant::from_std(self.activity) + idle;
             let n = tokio::select! {
                 () = shutdown.cancelled() => break,
-                read = tokio::time::timeout_at(deadline, self.socket.read(&mut self.buf)) => {
-                    read.map_err(|_| ConnectionError::Idle(idle.as_secs()))??
+                _ = check.tick() => {
+                    // Before a publish any data keeps the connection; once publishing, only
+                    // media does.
+                    if self.activity.elapsed() >= idle {
+                        return Err(ConnectionError::Idle(idle.as_secs()));
+                    }
+                    continue;
                 }
+                read = self.socket.read(&mut self.buf) => read?,
             };
             if n == 0 {
                 break;

@@ -1,9 +1,10 @@
-//! The accept loop and the service entry point.
+//! The service entry point and its worker threads.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use livecast_telemetry::workers::{Accepted, Incoming};
 use livecast_telemetry::{serve_admin, CancellationToken, Health, Registry};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -33,6 +34,27 @@ impl Listeners {
     }
 }
 
+/// One worker thread: serves the connections it is given until shutdown, then lets every
+/// publish finish its playlist (ENDLIST) within a deadline.
+async fn serve_worker(mut incoming: Incoming, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let tasks = TaskTracker::new();
+    while let Some(Accepted { stream, peer, load }) = incoming.accept().await {
+        shared.metrics.connections.inc();
+        let connection = connection::serve(stream, peer, shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            connection.await;
+            drop(load);
+        });
+    }
+    tasks.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("publishes did not finish within the shutdown deadline");
+    }
+}
+
 /// State shared by every connection and pipeline.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -41,7 +63,6 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// Names being published now; a second publisher of the same name is refused.
     pub live: Mutex<HashSet<String>>,
-    pub tasks: TaskTracker,
 }
 
 /// Runs the ingest service until `shutdown` is cancelled, then lets every publish finish its
@@ -75,34 +96,17 @@ pub async fn run(
         config,
         metrics,
         live: Mutex::new(HashSet::new()),
-        tasks: TaskTracker::new(),
     });
     health.set_ready(true);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listeners.rtmp.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    shared.metrics.connections.inc();
-                    shared.tasks.spawn(connection::serve(socket, peer, shared.clone(), shutdown.clone()));
-                }
-                Err(error) => {
-                    // Running out of file descriptors is transient; do not spin on it.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
+    // Each connection lives on one worker thread with a runtime of its own, its publish's
+    // pipeline included: reading, packaging and writing a stream never wakes another thread.
+    let workers = livecast_telemetry::worker_count(shared.config.workers);
+    let stop = shutdown.clone();
+    livecast_telemetry::serve_per_core(workers, listeners.rtmp, shutdown, move |incoming, _| {
+        serve_worker(incoming, shared.clone(), stop.clone())
+    })
+    .await?;
     health.set_ready(false);
-    drop(listeners.rtmp);
-    shared.tasks.close();
-    if tokio::time::timeout(DRAIN_DEADLINE, shared.tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("publishes did not finish within the shutdown deadline");
-    }
     admin
         .await
         .map_err(|e| IngestError::Io(std::io::Error::other(e)))??;
