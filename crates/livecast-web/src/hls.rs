@@ -462,21 +462,14 @@ fn ranged(body: &Bytes, headers: &HeaderMap) -> Response {
         // Multipart ranges are rare for media; RFC 9110 lets a server answer with the whole body.
         return Response::new(Body::from(body.clone()));
     }
-    let range = match spec.trim().split_once('-') {
-        Some(("", suffix)) => suffix
+    let last = len.saturating_sub(1);
+    let range = match spec.trim().strip_prefix('-') {
+        Some(suffix) => suffix
             .parse::<u64>()
             .ok()
             .filter(|n| *n > 0)
-            .map(|n| (len.saturating_sub(n), len - 1)),
-        Some((start, "")) => start
-            .parse::<u64>()
-            .ok()
-            .map(|s| (s, len.saturating_sub(1))),
-        Some((start, end)) => match (start.parse::<u64>(), end.parse::<u64>()) {
-            (Ok(s), Ok(e)) if s <= e => Some((s, e.min(len.saturating_sub(1)))),
-            _ => None,
-        },
-        None => None,
+            .map(|n| (len.saturating_sub(n), last)),
+        None => requested_range(headers).map(|(s, e)| (s, e.map_or(last, |e| e.min(last)))),
     };
     match range {
         Some((start, end)) if start < len && start <= end => {
