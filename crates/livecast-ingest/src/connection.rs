@@ -155,14 +155,6 @@ impl Connection {
                 self.activity = Instant::now();
             }
             self.received = self.received.wrapping_add(n as u32);
-            if self.publish.is_some() {
-                // A publisher's connection carries data one way. Left in quick-ACK mode, Linux
-                // answers every read of a frame with an ACK of its own; delayed ACKs (one for
-                // every two full segments, or after the delayed-ACK timer) are plain TCP and
-                // cost the publisher nothing. The kernel leaves the mode again whenever the
-                // delayed-ACK timer fires, so it is asked for after every read.
-                let _ = rustix::net::sockopt::set_tcp_quickack(&self.socket, false);
-            }
             reader.push(&self.buf[..n]);
             self.process(&mut reader, &mut session).await?;
             self.acknowledge().await?;
