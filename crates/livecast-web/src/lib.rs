@@ -12,6 +12,8 @@
 //! - `volume`: the in-memory view of the volume, kept coherent by file-system events.
 //! - `hls`: playlists and segments: content types, cache policy, validators, ranges, gzip,
 //!   LL-HLS blocking reload, delta updates and preload-hinted parts.
+//! - `zerocopy`: large cached files kept with a read-only twin file and sent from it with
+//!   `sendfile` on a corked socket.
 //! - `streams`: `/api/streams`, the live streams found on the volume with bitrate and age.
 //! - `player`: the player page and the embedded hls.js.
 //! - `access_log`: the JSON access log (ECS names, session cookie, rotation) and its middleware.
@@ -27,6 +29,7 @@ mod player;
 pub mod server;
 mod streams;
 mod volume;
+mod zerocopy;
 
 pub use config::Config;
 pub use error::WebError;

@@ -14,6 +14,7 @@ pub(crate) struct Metrics {
     pub cache: IntCounterVec,
     pub cache_bytes: IntGauge,
     pub blocking: IntCounterVec,
+    pub sendfile_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -62,7 +63,12 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            sendfile_bytes: IntCounter::new(
+                "livecast_web_sendfile_bytes_total",
+                "Response bytes the kernel sent from a cached file's twin, without a copy",
+            )?,
         };
+        registry.register(Box::new(m.sendfile_bytes.clone()))?;
         registry.register(Box::new(m.cache.clone()))?;
         registry.register(Box::new(m.cache_bytes.clone()))?;
         registry.register(Box::new(m.blocking.clone()))?;

@@ -15,6 +15,7 @@ use crate::access_log::{self, AccessLog};
 use crate::metrics::Metrics;
 use crate::streams::StreamList;
 use crate::volume::Volume;
+use crate::zerocopy::ZeroCopyStream;
 use crate::{hls, player, streams, Config, WebError};
 
 /// Socket send buffer for viewers: a 2 s segment at a few Mb/s fits in one write.
@@ -38,6 +39,37 @@ impl Listeners {
             http: TcpListener::bind(config.listen).await?,
             admin: TcpListener::bind(config.admin_listen).await?,
         })
+    }
+}
+
+/// Viewers' connections, each able to send large cached files with `sendfile`.
+struct ViewerListener {
+    tcp: TcpListener,
+    sendfile_bytes: prometheus::IntCounter,
+}
+
+impl axum::serve::Listener for ViewerListener {
+    type Io = ZeroCopyStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.tcp.accept().await {
+                Ok((tcp, peer)) => {
+                    let sent = self.sendfile_bytes.clone();
+                    return (ZeroCopyStream::new(tcp, sent), peer);
+                }
+                Err(error) => {
+                    // Running out of file descriptors is transient; do not spin on it.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -111,6 +143,7 @@ pub async fn run(
     let (watching, watch_started) = tokio::sync::oneshot::channel();
     tokio::spawn(volume.clone().watch(watch_stop.clone(), watching));
     let _ = watch_started.await;
+    let sendfile_bytes = metrics.sendfile_bytes.clone();
     let app = Arc::new(App {
         volume,
         instance: instance.clone(),
@@ -139,13 +172,18 @@ pub async fn run(
     let delay = Duration::from_millis(config.shutdown_delay_ms);
     let stop_accepting = shutdown.clone();
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    let listener =
-        axum::serve::ListenerExt::tap_io(listeners.http, |tcp: &mut tokio::net::TcpStream| {
+    let listener = axum::serve::ListenerExt::tap_io(
+        ViewerListener {
+            tcp: listeners.http,
+            sendfile_bytes: sendfile_bytes.clone(),
+        },
+        |viewer: &mut ZeroCopyStream| {
             // Without TCP_NODELAY the tail of a large segment waits for the viewer's delayed ACK;
             // a send buffer that holds a whole segment lets one write hand it to the kernel.
-            let _ = tcp.set_nodelay(true);
-            let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
-        });
+            let _ = viewer.tcp.set_nodelay(true);
+            let _ = socket2::SockRef::from(&viewer.tcp).set_send_buffer_size(SEND_BUFFER);
+        },
+    );
     // Large segment writes gain from the work-stealing runtime (measured: thread-per-core was
     // about 10 % slower on 700 KB segments), unlike the balancer's many small requests.
     let server = tokio::spawn(async move {

@@ -21,6 +21,7 @@ use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
+use crate::zerocopy;
 
 pub(crate) use livecast_media::playlist::PLAYLIST_NAME as PLAYLIST;
 /// Files larger than this are served from disk without caching.
@@ -47,6 +48,15 @@ pub(crate) struct CachedFile {
     pub modified: SystemTime,
     /// Only the start of a file still being written.
     pub partial: bool,
+    /// Kept a second time in a twin file for `sendfile` (see `zerocopy`).
+    pub twinned: bool,
+}
+
+impl CachedFile {
+    /// Memory the cache spends on this file.
+    fn memory(&self) -> usize {
+        self.body.len() * if self.twinned { 2 } else { 1 }
+    }
 }
 
 /// Per-stream state that requests wait on.
@@ -192,12 +202,22 @@ impl Volume {
                 Some(len) => read_prefix(&read_path, len),
             };
             match body {
-                Ok(body) => Ok(Some(CachedFile {
-                    etag: file_etag(body.len(), modified),
-                    body: Bytes::from(body),
-                    modified,
-                    partial: prefix.is_some(),
-                })),
+                Ok(body) => {
+                    // A whole large file gets a twin file to be sent from without a copy.
+                    let twinned = prefix.is_none()
+                        && (zerocopy::MIN_LEN..=MAX_CACHED_FILE).contains(&body.len());
+                    Ok(Some(CachedFile {
+                        etag: file_etag(body.len(), modified),
+                        body: if twinned {
+                            zerocopy::twinned(body)
+                        } else {
+                            Bytes::from(body)
+                        },
+                        modified,
+                        partial: prefix.is_some(),
+                        twinned,
+                    }))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             }
@@ -215,18 +235,18 @@ impl Volume {
     fn insert(&self, path: PathBuf, file: Arc<CachedFile>) {
         let mut cache = self.files.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = cache.map.insert(path.clone(), file.clone()) {
-            cache.bytes -= old.body.len();
+            cache.bytes -= old.memory();
         } else {
             cache.order.push_back(path);
         }
-        cache.bytes += file.body.len();
+        cache.bytes += file.memory();
         // Live traffic reads the newest files; evict the oldest inserted first.
         while cache.bytes > self.cache_cap {
             let Some(oldest) = cache.order.pop_front() else {
                 break;
             };
             if let Some(old) = cache.map.remove(&oldest) {
-                cache.bytes -= old.body.len();
+                cache.bytes -= old.memory();
             }
         }
         self.metrics.cache_bytes.set(cache.bytes as i64);
@@ -235,7 +255,7 @@ impl Volume {
     fn forget(&self, path: &Path) {
         let mut cache = self.files.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = cache.map.remove(path) {
-            cache.bytes -= old.body.len();
+            cache.bytes -= old.memory();
             cache.order.retain(|p| p != path);
             self.metrics.cache_bytes.set(cache.bytes as i64);
         }

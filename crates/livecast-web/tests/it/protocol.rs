@@ -273,3 +273,92 @@ async fn a_relative_volume_path_follows_new_streams() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Reads one response with a Content-Length body from a kept-alive connection.
+async fn read_response(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = socket.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len: usize = header(&head, "content-length")
+        .expect("content-length")
+        .parse()
+        .expect("length");
+    let mut body = buf.split_off(head_end);
+    let mut rest = vec![0u8; len - body.len()];
+    socket.read_exact(&mut rest).await.expect("body");
+    body.extend_from_slice(&rest);
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_segments_go_out_whole_from_their_twin_file() {
+    use tokio::io::AsyncWriteExt as _;
+    let web = start().await;
+    // Larger than the socket's send buffer: sendfile has to be resumed after short writes.
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    std::fs::write(web.hls().join("cam/big.ts"), &data).expect("write");
+    let mut socket = tokio::net::TcpStream::connect(web.addr)
+        .await
+        .expect("connect");
+    let requests = [
+        ("", 0..data.len()),
+        ("", 0..data.len()),
+        ("Range: bytes=1000000-1999999\r\n", 1_000_000..2_000_000),
+    ];
+    // One kept-alive connection: the first answer (a cache miss), the second (a hit), a range.
+    for (extra, expected) in requests.iter().cloned() {
+        let request = format!("GET /hls/cam/big.ts HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+        socket.write_all(request.as_bytes()).await.expect("write");
+        let (head, body) = read_response(&mut socket).await;
+        assert!(status(&head) == "200" || status(&head) == "206", "{head}");
+        assert!(body == data[expected], "{extra}: body differs");
+    }
+    let metrics = raw(web.admin, "/metrics", "").await;
+    let sent: usize = requests.iter().map(|(_, r)| r.len()).sum();
+    assert!(
+        metrics.contains(&format!("livecast_web_sendfile_bytes_total {sent}\n")),
+        "every body byte went out through sendfile: {metrics}"
+    );
+    web.stop().await;
+}
+
+/// The socket is corked while a large response is written; the tail must still go out at
+/// once, not after the kernel's 200 ms cork ceiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_of_a_large_response_is_not_held_back() {
+    use tokio::io::AsyncWriteExt as _;
+    let web = start().await;
+    // Not a multiple of any packet size, so every response ends with a partial packet.
+    let data: Vec<u8> = (0..100_003u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(web.hls().join("cam/tail.ts"), &data).expect("write");
+    let mut socket = tokio::net::TcpStream::connect(web.addr)
+        .await
+        .expect("connect");
+    let rounds = 20;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        let request = "GET /hls/cam/tail.ts HTTP/1.1\r\nHost: x\r\n\r\n";
+        socket.write_all(request.as_bytes()).await.expect("write");
+        let (head, body) = read_response(&mut socket).await;
+        assert_eq!(status(&head), "200", "{head}");
+        assert!(body == data, "body differs");
+    }
+    // A held tail costs 200 ms a response: 4 s for all of them.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "{rounds} responses took {took:?}"
+    );
+    web.stop().await;
+}
