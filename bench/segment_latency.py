@@ -54,8 +54,10 @@ class RtmpRelay:
     def _serve(self):
         client, _ = self.listener.accept()
         server = socket.create_connection(("127.0.0.1", self.upstream_port))
-        for s in (client, server):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Toward the server the relay keeps Nagle's algorithm on, as ffmpeg's RTMP output does:
+        # a message's header and body go out as separate writes, so a server that is slow to
+        # acknowledge the header holds the body back, and the lag measured here includes that.
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         back = threading.Thread(target=self._pump_back, args=(server, client), daemon=True)
         back.start()
         buf = bytearray()
