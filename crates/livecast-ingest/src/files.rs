@@ -5,7 +5,9 @@
 //! - With byte-range parts (LL-HLS) a segment is instead one file that each part is appended
 //!   to under its final name; the playlist names a part only once its bytes are there.
 //! - Playlist updates go into one of [`PLAYLIST_SPARES`] hidden spare files that then trades
-//!   places with `index.m3u8` (`renameat2` with `RENAME_EXCHANGE`).
+//!   places with `index.m3u8` (`renameat2` with `RENAME_EXCHANGE`). The spares and the
+//!   playlist stay open, so an update opens nothing, and is trimmed only when it is shorter
+//!   than what the file held.
 //! - Media files whose time is up are not deleted but renamed to a hidden free name and written
 //!   over by the next new file or segment: on ext4 each new inode costs a scan past the
 //!   recently deleted ones (`recently_deleted`, `find_inode_bit`), and writing over blocks a
@@ -33,12 +35,36 @@ pub(crate) struct StreamDir {
     dir: PathBuf,
     /// Which spare the next playlist update is written to.
     spare: usize,
+    /// The spares' files as far as they are open, by spare number.
+    spares: [Option<Written>; PLAYLIST_SPARES],
+    /// The playlist's file, if it is open.
+    playlist: Option<Written>,
     /// Retired files to write over, by path.
     free: Vec<PathBuf>,
     /// Number for the next free name.
     next_free: u64,
     /// The segment that parts are being appended to.
     growing: Option<Growing>,
+}
+
+/// An open file and how long its content is.
+struct Written {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Written {
+    /// Replaces the content with `data`, trimming only when it is shorter than before.
+    fn replace(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        self.file.write_all_at(data, 0)?;
+        let len = data.len() as u64;
+        if len < self.len {
+            self.file.set_len(len)?;
+        }
+        self.len = len;
+        Ok(())
+    }
 }
 
 struct Growing {
@@ -52,6 +78,8 @@ impl StreamDir {
         Self {
             dir,
             spare: 0,
+            spares: Default::default(),
+            playlist: None,
             free: Vec::new(),
             next_free: 0,
             growing: None,
@@ -159,14 +187,23 @@ impl StreamDir {
     /// [`PLAYLIST_SPARES`] updates later. Where the file system cannot exchange, or there is
     /// no playlist yet, a plain rename does.
     pub fn write_playlist(&mut self, text: &[u8]) -> std::io::Result<()> {
-        let spare = self.dir.join(format!(".{PLAYLIST}.{}", self.spare));
+        let slot = self.spare;
         self.spare = (self.spare + 1) % PLAYLIST_SPARES;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&spare)?;
-        overwrite(file, text)?;
+        let spare = self.dir.join(format!(".{PLAYLIST}.{slot}"));
+        let mut written = match self.spares[slot].take() {
+            Some(written) => written,
+            None => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&spare)?;
+                // Left by an earlier run: trimmed where the update is shorter.
+                let len = file.metadata()?.len();
+                Written { file, len }
+            }
+        };
+        written.replace(text)?;
         let playlist = self.dir.join(PLAYLIST);
         let exchanged = rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -176,7 +213,11 @@ impl StreamDir {
             rustix::fs::RenameFlags::EXCHANGE,
         );
         match exchanged {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The spare's name now holds the previous playlist, open or not.
+                self.spares[slot] = self.playlist.replace(written);
+                Ok(())
+            }
             Err(e)
                 if [
                     rustix::io::Errno::NOENT,
@@ -185,7 +226,9 @@ impl StreamDir {
                 ]
                 .contains(&e) =>
             {
-                std::fs::rename(&spare, &playlist)
+                std::fs::rename(&spare, &playlist)?;
+                self.playlist = Some(written);
+                Ok(())
             }
             Err(e) => Err(e.into()),
         }
@@ -253,12 +296,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut files = StreamDir::new(dir.path().to_owned());
         let mut inodes = HashSet::new();
+        // Updates longer and shorter than what each reused file held before.
+        let text = |round: usize| format!("#EXTM3U\n#{}{round}\n", "x".repeat(round * 7 % 23));
         for round in 0..3 * PLAYLIST_SPARES {
-            let text = format!("#EXTM3U\n# {round}\n");
-            files.write_playlist(text.as_bytes()).unwrap();
+            files.write_playlist(text(round).as_bytes()).unwrap();
             let playlist = dir.path().join(PLAYLIST);
-            assert_eq!(std::fs::read_to_string(&playlist).unwrap(), text);
+            assert_eq!(std::fs::read_to_string(&playlist).unwrap(), text(round));
+            if round > 0 {
+                // The previous text lives on, whole, in the spare just traded.
+                let spare = dir
+                    .path()
+                    .join(format!(".{PLAYLIST}.{}", round % PLAYLIST_SPARES));
+                assert_eq!(std::fs::read_to_string(spare).unwrap(), text(round - 1));
+            }
             inodes.insert(std::fs::metadata(&playlist).unwrap().ino());
+        }
+        // A later run over the same directory finds the files as they were left.
+        let mut again = StreamDir::new(dir.path().to_owned());
+        for round in 0..2 * PLAYLIST_SPARES {
+            again.write_playlist(text(round).as_bytes()).unwrap();
+            let playlist = dir.path().join(PLAYLIST);
+            assert_eq!(std::fs::read_to_string(&playlist).unwrap(), text(round));
         }
         // The first update has nothing to trade with; after that the same few inodes serve.
         assert!(
