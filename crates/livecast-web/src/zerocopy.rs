@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 /// `sendfile` call and a second copy in memory.
 pub(crate) const MIN_LEN: usize = 64 * 1024;
 
-/// Heap regions with a memfd twin, by start address: (length, the memfd).
+/// Heap regions with a twin file, by start address: (length, the twin).
 type Regions = BTreeMap<usize, (usize, Arc<OwnedFd>)>;
 
 static REGIONS: Mutex<Regions> = Mutex::new(BTreeMap::new());
@@ -37,7 +37,7 @@ fn regions() -> std::sync::MutexGuard<'static, Regions> {
     REGIONS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Heap bytes with a memfd twin; the twin is forgotten when the last [`Bytes`] is dropped.
+/// Heap bytes with a twin file; the twin is closed when the last [`Bytes`] is dropped.
 struct Twinned {
     data: Vec<u8>,
     addr: usize,
@@ -77,7 +77,10 @@ pub(crate) fn twinned(data: Vec<u8>) -> Bytes {
 fn write_all(fd: &OwnedFd, data: &[u8]) -> std::io::Result<()> {
     let mut written = 0;
     while written < data.len() {
-        written += rustix::io::write(fd, &data[written..])?;
+        match rustix::io::write(fd, &data[written..])? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => written += n,
+        }
     }
     Ok(())
 }
@@ -205,7 +208,7 @@ impl AsyncWrite for ZeroCopyStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         // Slices before the first twinned one go out as they are; the twinned one is sent from
-        // its memfd on the next call (hyper takes a short write and goes on).
+        // its twin on the next call (hyper takes a short write and goes on).
         self.cork(bufs.iter().map(|b| b.len()).sum());
         let mapped = bufs
             .iter()
@@ -255,5 +258,17 @@ mod tests {
         let addr = bytes.as_ptr() as usize;
         drop((bytes, tail));
         assert!(!regions().contains_key(&addr));
+    }
+
+    #[test]
+    fn both_kinds_of_twin_hold_the_bytes_and_refuse_writes() {
+        let data: Vec<u8> = (0..MIN_LEN + 7).map(|i| (i % 251) as u8).collect();
+        for twin in [unlinked_file_with(&data), memfd_with(&data)] {
+            let twin = twin.expect("twin");
+            let mut back = vec![0; data.len()];
+            assert_eq!(rustix::io::pread(&twin, &mut back, 0).unwrap(), data.len());
+            assert_eq!(back, data);
+            assert!(rustix::io::pwrite(&twin, b"x", 0).is_err());
+        }
     }
 }
