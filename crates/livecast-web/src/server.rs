@@ -175,7 +175,7 @@ pub async fn run(
     let listener = axum::serve::ListenerExt::tap_io(
         ViewerListener {
             tcp: listeners.http,
-            sendfile_bytes: sendfile_bytes.clone(),
+            sendfile_bytes,
         },
         |viewer: &mut ZeroCopyStream| {
             // Without TCP_NODELAY the tail of a large segment waits for the viewer's delayed ACK;

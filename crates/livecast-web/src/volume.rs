@@ -203,16 +203,18 @@ impl Volume {
             };
             match body {
                 Ok(body) => {
+                    let etag = file_etag(body.len(), modified);
                     // A whole large file gets a twin file to be sent from without a copy.
-                    let twinned = prefix.is_none()
-                        && (zerocopy::MIN_LEN..=MAX_CACHED_FILE).contains(&body.len());
+                    let (body, twinned) = if prefix.is_none()
+                        && (zerocopy::MIN_LEN..=MAX_CACHED_FILE).contains(&body.len())
+                    {
+                        zerocopy::twinned(body)
+                    } else {
+                        (Bytes::from(body), false)
+                    };
                     Ok(Some(CachedFile {
-                        etag: file_etag(body.len(), modified),
-                        body: if twinned {
-                            zerocopy::twinned(body)
-                        } else {
-                            Bytes::from(body)
-                        },
+                        etag,
+                        body,
                         modified,
                         partial: prefix.is_some(),
                         twinned,

@@ -55,21 +55,21 @@ impl Drop for Twinned {
     }
 }
 
-/// `data` as bytes that [`ZeroCopyStream`] sends from a twin file, or as plain bytes where
-/// no twin can be made (they are then copied into the socket like small files).
-pub(crate) fn twinned(data: Vec<u8>) -> Bytes {
+/// `data` as bytes that [`ZeroCopyStream`] sends from a twin file, and whether it got one:
+/// where no twin can be made they are plain bytes, copied into the socket like small files.
+pub(crate) fn twinned(data: Vec<u8>) -> (Bytes, bool) {
     if data.is_empty() {
-        return Bytes::new();
+        return (Bytes::new(), false);
     }
     match unlinked_file_with(&data).or_else(|_| memfd_with(&data)) {
         Ok(fd) => {
             let addr = data.as_ptr() as usize;
             regions().insert(addr, (data.len(), Arc::new(fd)));
-            Bytes::from_owner(Twinned { data, addr })
+            (Bytes::from_owner(Twinned { data, addr }), true)
         }
         Err(error) => {
             tracing::debug!(%error, "no twin file; this file is copied into the socket");
-            Bytes::from(data)
+            (Bytes::from(data), false)
         }
     }
 }
@@ -244,7 +244,8 @@ mod tests {
     #[test]
     fn twinned_bytes_are_found_and_forgotten_with_their_owner() {
         let data: Vec<u8> = (0..MIN_LEN * 2).map(|i| i as u8).collect();
-        let bytes = twinned(data.clone());
+        let (bytes, twin) = twinned(data.clone());
+        assert!(twin);
         assert_eq!(&bytes[..], &data[..]);
         let tail = bytes.slice(100..);
         let (fd, offset) = backing(&tail).expect("inside twinned bytes");
