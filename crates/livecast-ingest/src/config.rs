@@ -66,7 +66,8 @@ pub struct Config {
     #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
     pub idle_timeout_secs: u64,
     /// Worker threads, each serving its own publishers from accept to ENDLIST (0: one per
-    /// CPU). One thread carries hundreds of publishers; more cost more CPU per stream.
+    /// CPU). One thread serves dozens of publishers on a fraction of a core; more threads
+    /// cost more CPU per stream.
     #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 1)]
     pub workers: usize,
     #[command(flatten)]
