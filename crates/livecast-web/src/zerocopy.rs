@@ -210,12 +210,15 @@ impl AsyncWrite for ZeroCopyStream {
         // Slices before the first twinned one go out as they are; the twinned one is sent from
         // its twin on the next call (hyper takes a short write and goes on).
         self.cork(bufs.iter().map(|b| b.len()).sum());
-        let mapped = bufs
-            .iter()
-            .position(|b| b.len() >= MIN_LEN && backing(b).is_some());
+        let mapped = bufs.iter().enumerate().find_map(|(i, b)| {
+            (b.len() >= MIN_LEN)
+                .then(|| backing(b))
+                .flatten()
+                .map(|twin| (i, twin))
+        });
         match mapped {
-            Some(0) => self.poll_write(cx, &bufs[0]),
-            Some(i) => Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..i]),
+            Some((0, (fd, offset))) => self.poll_sendfile(cx, &fd, offset, bufs[0].len()),
+            Some((i, _)) => Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..i]),
             None => Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs),
         }
     }
