@@ -120,6 +120,9 @@ fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
 
 /// The twin of `slice` and the offset in it, if `slice` lies in twinned bytes.
 fn backing(slice: &[u8]) -> Option<(Arc<OwnedFd>, u64)> {
+    if slice.is_empty() {
+        return None;
+    }
     let start = slice.as_ptr() as usize;
     let regions = regions();
     let (&base, (len, fd)) = regions.range(..=start).next_back()?;
@@ -194,10 +197,8 @@ impl AsyncWrite for ZeroCopyStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         self.cork(buf.len());
-        if buf.len() >= MIN_LEN {
-            if let Some((fd, offset)) = backing(buf) {
-                return self.poll_sendfile(cx, &fd, offset, buf.len());
-            }
+        if let Some((fd, offset)) = backing(buf) {
+            return self.poll_sendfile(cx, &fd, offset, buf.len());
         }
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
@@ -210,12 +211,12 @@ impl AsyncWrite for ZeroCopyStream {
         // Slices before the first twinned one go out as they are; the twinned one is sent from
         // its twin on the next call (hyper takes a short write and goes on).
         self.cork(bufs.iter().map(|b| b.len()).sum());
-        let mapped = bufs.iter().enumerate().find_map(|(i, b)| {
-            (b.len() >= MIN_LEN)
-                .then(|| backing(b))
-                .flatten()
-                .map(|twin| (i, twin))
-        });
+        // Any slice of twinned bytes, however short: after a short write the rest of a large
+        // body may be a few bytes, and it still goes from the twin.
+        let mapped = bufs
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| backing(b).map(|twin| (i, twin)));
         match mapped {
             Some((0, (fd, offset))) => self.poll_sendfile(cx, &fd, offset, bufs[0].len()),
             Some((i, _)) => Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..i]),
