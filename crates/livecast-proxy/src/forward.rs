@@ -20,7 +20,7 @@ use livecast_telemetry::Cidr;
 
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
-use crate::pool::{Lease, Pool};
+use crate::pool::{Backend, Lease, Pool};
 
 /// Error type of bodies on both sides of the proxy.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,11 +87,12 @@ impl Forwarder {
         self
     }
 
-    fn next_request_id(&self) -> HeaderValue {
+    /// A new request id: 16 hex digits of the worker's prefix and 8 of a counter, without a
+    /// formatter on the hot path.
+    pub fn request_id(&self) -> [u8; 24] {
         let n = self
             .id_counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // 16 hex digits of prefix and 8 of counter, without a formatter on the hot path.
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut id = [0u8; 24];
         for (i, digit) in id.iter_mut().enumerate() {
@@ -102,7 +103,155 @@ impl Forwarder {
             };
             *digit = HEX[(nibble & 0xf) as usize];
         }
-        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
+        id
+    }
+
+    /// Whether `peer` is a proxy whose forwarding headers are believed.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        livecast_telemetry::any_contains(&self.admission.trusted_proxies, peer)
+    }
+
+    /// Admission of a viewer at `client`: the allow list, then the rate limit. A refusal is
+    /// counted and comes with the answer to give.
+    pub fn admit(&self, client: IpAddr) -> Result<(), (StatusCode, &'static str)> {
+        if !livecast_telemetry::any_contains(&self.admission.allow, client) {
+            self.metrics
+                .denied
+                .with_label_values(&["not_allowed"])
+                .inc();
+            return Err((
+                StatusCode::FORBIDDEN,
+                "this stream is only available inside the company network\n",
+            ));
+        }
+        if let Some(limiter) = &self.admission.rate {
+            if !limiter.allow(client) {
+                self.metrics
+                    .denied
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                return Err((StatusCode::TOO_MANY_REQUESTS, "too many requests\n"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The balancer's own answer for `path`, if it has one: `Some(Ok(json))` for the viewer
+    /// count, `Some(Err(..))` while the count is unavailable.
+    pub fn own_answer(&self, path: &str) -> Option<Result<Bytes, (StatusCode, &'static str)>> {
+        let feed = self.viewers.as_ref().filter(|_| path == "/api/viewers")?;
+        Some(feed.latest().ok_or((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "viewer count unavailable\n",
+        )))
+    }
+
+    /// Sends a GET or HEAD request `head` to a healthy backend and reads its answer's head,
+    /// retrying once on another backend when the first cannot be reached or answers 502/503.
+    /// Without an answer to pass on, says what to answer instead.
+    pub async fn fetch(
+        &self,
+        upstreams: &Upstreams,
+        method: &Method,
+        head: &[u8],
+    ) -> Result<(crate::upstream::Answer, Lease), (StatusCode, &'static str)> {
+        let mut exclude = None;
+        for attempt in 0..2 {
+            let Some(lease) = self.pool.pick(exclude) else {
+                break;
+            };
+            let backend = lease.backend.clone();
+            exclude = Some(backend.addr);
+            let sent = Instant::now();
+            let last_try = attempt == 1;
+            match crate::upstream::send(
+                &upstreams.raw,
+                backend.addr,
+                self.connect_timeout,
+                head,
+                method,
+            )
+            .await
+            {
+                Ok(answer) => {
+                    if self.answered(&backend, sent, answer.status(), !last_try) {
+                        continue;
+                    }
+                    return Ok((answer, lease));
+                }
+                Err(error) => {
+                    let connect = matches!(error, crate::upstream::RawError::Connect(_));
+                    self.failed(&backend, sent, connect, &error);
+                    // No byte has reached the viewer yet. A GET or HEAD may go to another
+                    // front-end whatever failed (a front-end dying resets the connections it
+                    // had queued).
+                    if last_try {
+                        break;
+                    }
+                    self.metrics.retries.inc();
+                }
+            }
+        }
+        Err(self.unanswered(exclude.is_some()))
+    }
+
+    /// Records an answer from `backend`; says whether to try another backend instead (a
+    /// 502/503 when `may_retry`: nothing of it has reached the viewer yet).
+    fn answered(
+        &self,
+        backend: &Backend,
+        sent: Instant,
+        status: StatusCode,
+        may_retry: bool,
+    ) -> bool {
+        let latency = sent.elapsed();
+        let handles = backend.metrics(&self.metrics);
+        handles.duration.observe(latency.as_secs_f64());
+        self.pool
+            .observe(backend, latency, !status.is_server_error());
+        if may_retry
+            && (status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[backend.label(), "unavailable"])
+                .inc();
+            self.metrics.retries.inc();
+            return true;
+        }
+        let class = usize::from((status.as_u16() / 100).clamp(1, 5)) - 1;
+        handles.by_class[class].inc();
+        false
+    }
+
+    /// Records a request to `backend` that got no answer.
+    fn failed(
+        &self,
+        backend: &Backend,
+        sent: Instant,
+        connect: bool,
+        error: &dyn std::fmt::Display,
+    ) {
+        let kind = if connect { "connect" } else { "request" };
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[backend.label(), kind])
+            .inc();
+        self.pool.observe(backend, sent.elapsed(), false);
+        tracing::warn!(backend = %backend.addr, %error, "upstream request failed");
+    }
+
+    /// What to answer when no backend answered: 503 when none was in service, else 502.
+    fn unanswered(&self, tried: bool) -> (StatusCode, &'static str) {
+        if !tried {
+            self.metrics.no_backend.inc();
+            return (StatusCode::SERVICE_UNAVAILABLE, "no front-end available\n");
+        }
+        self.metrics
+            .requests
+            .with_label_values(&["none", "5xx"])
+            .inc();
+        (StatusCode::BAD_GATEWAY, "front-end unavailable\n")
     }
 
     pub async fn handle(
@@ -112,50 +261,29 @@ impl Forwarder {
         tls: bool,
         upstreams: &Upstreams,
     ) -> Response<Body> {
-        let trusted_peer =
-            livecast_telemetry::any_contains(&self.admission.trusted_proxies, peer.ip());
+        let trusted_peer = self.trusts(peer.ip());
         let client_ip = if trusted_peer {
             last_forwarded(request.headers()).unwrap_or(peer.ip())
         } else {
             peer.ip()
         };
-        if !livecast_telemetry::any_contains(&self.admission.allow, client_ip) {
-            self.metrics
-                .denied
-                .with_label_values(&["not_allowed"])
-                .inc();
-            return plain(
-                StatusCode::FORBIDDEN,
-                "this stream is only available inside the company network\n",
-            );
+        if let Err((status, text)) = self.admit(client_ip) {
+            return plain(status, text);
         }
-        if let Some(limiter) = &self.admission.rate {
-            if !limiter.allow(client_ip) {
-                self.metrics
-                    .denied
-                    .with_label_values(&["rate_limited"])
-                    .inc();
-                return plain(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+        match self.own_answer(request.uri().path()) {
+            Some(Ok(report)) => {
+                let mut r =
+                    Response::new(Full::new(report).map_err(|never| match never {}).boxed());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                return r;
             }
-        }
-        if let (Some(feed), "/api/viewers") = (&self.viewers, request.uri().path()) {
-            return match feed.latest() {
-                Some(report) => {
-                    let mut r =
-                        Response::new(Full::new(report).map_err(|never| match never {}).boxed());
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
-                    r.headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                    r
-                }
-                None => plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "viewer count unavailable\n",
-                ),
-            };
+            Some(Err((status, text))) => return plain(status, text),
+            None => {}
         }
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;
@@ -173,7 +301,8 @@ impl Forwarder {
         let request_id = match headers.get(X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
-                let id = self.next_request_id();
+                let id = HeaderValue::from_bytes(&self.request_id())
+                    .unwrap_or(HeaderValue::from_static("0"));
                 headers.insert(X_REQUEST_ID, id.clone());
                 id
             }
@@ -189,140 +318,73 @@ impl Forwarder {
             }
         }
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        // A GET or HEAD carries no body worth keeping and is safe to send twice; anything else
-        // gets exactly one attempt with its body streamed through.
-        let replayable = parts.method == Method::GET || parts.method == Method::HEAD;
-        let mut body = if replayable {
+        // A GET or HEAD carries no body worth keeping and is safe to send twice (`fetch`);
+        // anything else gets exactly one attempt with its body streamed through.
+        let (mut response, lease) = if parts.method == Method::GET || parts.method == Method::HEAD {
             // Whatever body a GET announced is not sent on.
             headers.remove(header::CONTENT_LENGTH);
-            None
+            let head = crate::upstream::request_head(&parts.method, target, &headers);
+            match self.fetch(upstreams, &parts.method, &head).await {
+                Ok((answer, lease)) => {
+                    let addr = lease.backend.addr;
+                    let response = answer.into_response(upstreams.raw.clone(), addr);
+                    (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
+                }
+                Err((status, text)) => return plain(status, text),
+            }
         } else {
-            Some(body.map_err(BoxError::from).boxed())
-        };
-        let attempts = if replayable { 2 } else { 1 };
-        let mut exclude = None;
-        for attempt in 0..attempts {
-            let Some(lease) = self.pool.pick(exclude) else {
-                break;
+            let Some(lease) = self.pool.pick(None) else {
+                let (status, text) = self.unanswered(false);
+                return plain(status, text);
             };
             let backend = lease.backend.clone();
-            exclude = Some(backend.addr);
+            let mut upstream = Request::new(body.map_err(BoxError::from).boxed());
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.headers_mut() = headers;
+            *upstream.uri_mut() =
+                http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
             let sent = Instant::now();
-            let last_try = attempt + 1 == attempts;
-            let result = match body.take() {
-                // GET and HEAD: the inline client, no copy of the headers.
-                None => crate::upstream::send(
-                    &upstreams.raw,
-                    backend.addr,
-                    self.connect_timeout,
-                    &parts.method,
-                    target,
-                    &headers,
-                )
+            match upstreams
+                .send(backend.addr, self.connect_timeout, upstream)
                 .await
-                .map(|r| r.map(|b| b.map_err(BoxError::from).boxed()))
-                .map_err(UpstreamError::from),
-                Some(upstream_body) => {
-                    let mut upstream = Request::new(upstream_body);
-                    *upstream.method_mut() = parts.method.clone();
-                    *upstream.version_mut() = Version::HTTP_11;
-                    *upstream.headers_mut() = std::mem::take(&mut headers);
-                    *upstream.uri_mut() =
-                        http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
-                    upstreams
-                        .send(backend.addr, self.connect_timeout, upstream)
-                        .await
-                        .map(|r| r.map(|b| b.map_err(BoxError::from).boxed()))
-                }
-            };
-            match result {
+            {
                 Ok(response) => {
-                    let latency = sent.elapsed();
-                    let status = response.status();
-                    let handles = backend.metrics(&self.metrics);
-                    handles.duration.observe(latency.as_secs_f64());
-                    let failed = status.is_server_error();
-                    self.pool.observe(&backend, latency, !failed);
-                    // Nothing of a 502/503 has reached the client yet: another backend may do better.
-                    if replayable
-                        && !last_try
-                        && (status == StatusCode::BAD_GATEWAY
-                            || status == StatusCode::SERVICE_UNAVAILABLE)
-                    {
-                        self.metrics
-                            .upstream_errors
-                            .with_label_values(&[backend.label(), "unavailable"])
-                            .inc();
-                        self.metrics.retries.inc();
-                        continue;
-                    }
-                    let class = usize::from((status.as_u16() / 100).clamp(1, 5)) - 1;
-                    handles.by_class[class].inc();
-                    let (mut parts, body) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    parts.headers.insert(X_REQUEST_ID, request_id);
-                    // The lease travels with the body: a draining backend stays until it is sent.
-                    return Response::from_parts(
-                        parts,
-                        LeasedBody {
-                            inner: body,
-                            _lease: lease,
-                        }
-                        .boxed(),
-                    );
+                    self.answered(&backend, sent, response.status(), false);
+                    (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
                 }
                 Err(error) => {
-                    let kind = if error.is_connect() {
-                        "connect"
-                    } else {
-                        "request"
-                    };
-                    self.metrics
-                        .upstream_errors
-                        .with_label_values(&[backend.label(), kind])
-                        .inc();
-                    self.pool.observe(&backend, sent.elapsed(), false);
-                    tracing::warn!(backend = %backend.addr, %error, "upstream request failed");
-                    // No byte has reached the viewer yet. A GET or HEAD may go to another front-end
-                    // whatever failed (a front-end dying resets the connections it had queued);
-                    // any other method has had exactly one attempt.
-                    if last_try {
-                        break;
-                    }
-                    self.metrics.retries.inc();
+                    self.failed(
+                        &backend,
+                        sent,
+                        matches!(error, UpstreamError::Connect(_)),
+                        &error,
+                    );
+                    let (status, text) = self.unanswered(true);
+                    return plain(status, text);
                 }
             }
-        }
-        if exclude.is_none() {
-            self.metrics.no_backend.inc();
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "no front-end available\n");
-        }
-        self.metrics
-            .requests
-            .with_label_values(&["none", "5xx"])
-            .inc();
-        plain(StatusCode::BAD_GATEWAY, "front-end unavailable\n")
+        };
+        strip_hop_by_hop(response.headers_mut());
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        // The lease travels with the body: a draining backend stays until it is sent.
+        response.map(|inner| {
+            LeasedBody {
+                inner,
+                _lease: lease,
+            }
+            .boxed()
+        })
     }
 }
 
-/// Why an upstream call failed.
+/// Why a call through hyper's client failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
     #[error("connect: {0}")]
     Connect(std::io::Error),
     #[error("http: {0}")]
     Http(#[from] hyper::Error),
-    #[error("{0}")]
-    Raw(#[from] crate::upstream::RawError),
-}
-
-impl UpstreamError {
-    fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_) | UpstreamError::Raw(crate::upstream::RawError::Connect(_))
-        )
-    }
 }
 
 /// The upstream connections of one client connection, one per backend it has used.
@@ -333,14 +395,14 @@ impl UpstreamError {
 /// inline client's connections (`raw`), other methods hyper's.
 #[derive(Debug, Default)]
 pub(crate) struct Upstreams {
-    raw: crate::upstream::IdleConns,
+    pub raw: crate::upstream::IdleConns,
     idle: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
     /// The client's address as an `X-Forwarded-For` value, formatted once per connection.
     peer: std::sync::OnceLock<HeaderValue>,
 }
 
 impl Upstreams {
-    fn peer_header(&self, ip: IpAddr) -> &HeaderValue {
+    pub fn peer_header(&self, ip: IpAddr) -> &HeaderValue {
         self.peer.get_or_init(|| {
             HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
         })
@@ -425,6 +487,9 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 

@@ -15,6 +15,7 @@
 //! - [`discovery`]: the resolver seam and the re-resolution loop.
 //! - `pool`: backends, lifecycle, balancing policies ([`Policy`], [`State`]).
 //! - `health`: active health checks.
+//! - `h1`: plain HTTP/1.1 viewers' GET and HEAD, served without hyper.
 //! - `forward`: one request: admission, headers, upstream call, retry.
 //! - `upstream`: the inline HTTP/1.1 client for GET and HEAD.
 //! - `limits`: per-client rate limiting.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 mod forward;
+mod h1;
 mod health;
 mod limits;
 mod metrics;

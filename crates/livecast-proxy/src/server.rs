@@ -10,7 +10,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use livecast_telemetry::workers::{Accepted, Incoming};
 use livecast_telemetry::{serve_admin_with, CancellationToken, Health, Registry};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -23,7 +26,7 @@ use crate::health::HealthChecker;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, Thresholds};
-use crate::{status, tls, Config, ProxyError};
+use crate::{h1, status, tls, Config, ProxyError};
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -246,7 +249,21 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
     let _ = stream.set_nodelay(true);
     let shutdown = connections.shared.shutdown.clone();
     match &connections.shared.tls {
-        None => serve_http1(TokioIo::new(stream), peer, &connections, false, shutdown).await,
+        None => {
+            let upstreams = Arc::new(Upstreams::default());
+            let limits = h1::Limits {
+                header_timeout: connections.shared.header_timeout,
+                max_header_bytes: connections.shared.max_header_bytes,
+            };
+            let forwarder = &connections.forwarder;
+            match h1::serve(stream, peer, forwarder, &upstreams, limits, &shutdown).await {
+                h1::Outcome::Done => {}
+                h1::Outcome::Handoff(stream, read) => {
+                    let io = TokioIo::new(Prefixed { read, stream });
+                    serve_http1(io, peer, &connections, upstreams, false, shutdown).await;
+                }
+            }
+        }
         Some(acceptor) => {
             let accepted =
                 tokio::time::timeout(connections.shared.header_timeout, acceptor.accept(stream))
@@ -260,10 +277,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
                 Err(_) => return,
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            let io = TokioIo::new(tls_stream);
+            let upstreams = Arc::new(Upstreams::default());
             if h2 {
-                serve_http2(TokioIo::new(tls_stream), peer, &connections, shutdown).await;
+                serve_http2(io, peer, &connections, upstreams, shutdown).await;
             } else {
-                serve_http1(TokioIo::new(tls_stream), peer, &connections, true, shutdown).await;
+                serve_http1(io, peer, &connections, upstreams, true, shutdown).await;
             }
         }
     }
@@ -273,13 +292,13 @@ async fn serve_http1<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     connections: &Connections,
+    upstreams: Arc<Upstreams>,
     tls: bool,
     shutdown: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let forwarder = connections.forwarder.clone();
-    let upstreams = Arc::new(Upstreams::default());
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
         let upstreams = upstreams.clone();
@@ -307,12 +326,12 @@ async fn serve_http2<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     connections: &Connections,
+    upstreams: Arc<Upstreams>,
     shutdown: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let forwarder = connections.forwarder.clone();
-    let upstreams = Arc::new(Upstreams::default());
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
         let upstreams = upstreams.clone();
@@ -332,5 +351,56 @@ async fn serve_http2<I>(
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+}
+
+/// A viewer connection handed to hyper: the bytes the plain loop already read come first.
+struct Prefixed {
+    read: bytes::BytesMut,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -14,13 +14,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,17 +74,8 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, RawError> 
     })
 }
 
-/// Sends a GET or HEAD on an idle connection of `idle` if there is one (falling back to a new
-/// connection when a reused one turns out closed before any byte of an answer), else on a new
-/// connection.
-pub(crate) async fn send(
-    idle: &IdleConns,
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-) -> Result<Response<RawBody>, RawError> {
+/// The request head of a GET or HEAD for a front-end, from a header map (the hyper side).
+pub(crate) fn request_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
@@ -96,6 +88,19 @@ pub(crate) async fn send(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Sends a GET or HEAD request `head` on an idle connection of `idle` if there is one (falling
+/// back to a new connection when a reused one turns out closed before any byte of an answer),
+/// else on a new connection, and reads the answer's head.
+pub(crate) async fn send(
+    idle: &IdleConns,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    head: &[u8],
+    method: &Method,
+) -> Result<Answer, RawError> {
     let reused = {
         let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.iter()
@@ -103,42 +108,77 @@ pub(crate) async fn send(
             .map(|i| idle.swap_remove(i).1)
     };
     if let Some(conn) = reused {
-        match exchange(conn, &head, method).await {
-            Ok(answer) => return Ok(answer.into_response(idle.clone(), addr)),
+        match exchange(conn, head, method).await {
+            Ok(answer) => return Ok(answer),
             // The front-end closed this idle connection meanwhile; nothing was answered.
             Err((RawError::Io(_), false)) => {}
             Err((error, _)) => return Err(error),
         }
     }
     let conn = connect(addr, connect_timeout).await?;
-    exchange(conn, &head, method)
+    exchange(conn, head, method)
         .await
-        .map(|answer| answer.into_response(idle.clone(), addr))
         .map_err(|(error, _)| error)
 }
 
-/// A final response head: what the client side gets, and how its body is read.
+/// A final response head: its status, how its body is read, and the header lines the
+/// viewer gets, as ranges of the connection's buffer (hop-by-hop and `X-Request-Id` lines
+/// left out).
+#[derive(Debug)]
 struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    /// Length of the head in the connection's buffer.
+    len: usize,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    has_date: bool,
     framing: Framing,
     reusable: bool,
 }
 
-/// A parsed response head with its connection.
-struct Answer {
+/// A front-end's answer: its parsed head, still in its connection's buffer, and the
+/// connection its body is read from.
+#[derive(Debug)]
+pub(crate) struct Answer {
     conn: Conn,
     head: Head,
 }
 
 impl Answer {
-    fn into_response(self, idle: IdleConns, addr: SocketAddr) -> Response<RawBody> {
-        let head = self.head;
+    pub fn status(&self) -> StatusCode {
+        self.head.status
+    }
+
+    /// Whether the front-end sent a `Date`.
+    pub fn has_date(&self) -> bool {
+        self.head.has_date
+    }
+
+    /// Whether the body is framed by the front-end's own `Content-Length` (or absent), so
+    /// the viewer's copy needs no framing of its own.
+    pub fn length_framed(&self) -> bool {
+        matches!(self.head.framing, Framing::Length(_))
+    }
+
+    /// Appends the header lines the viewer gets, each ending in CRLF.
+    pub fn write_fields(&self, out: &mut Vec<u8>) {
+        let buf = &self.conn.buf;
+        for (name, value) in &self.head.fields {
+            out.extend_from_slice(&buf[name.clone()]);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&buf[value.clone()]);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The body, read from the connection, which goes back to `idle` once the body is read
+    /// to its end.
+    pub fn into_body(mut self, idle: IdleConns, addr: SocketAddr) -> RawBody {
+        self.conn.buf.advance(self.head.len);
         let mut body = RawBody {
             conn: Some(self.conn),
-            framing: head.framing,
-            reusable: head.reusable,
+            framing: self.head.framing,
+            reusable: self.head.reusable,
             idle,
             addr,
         };
@@ -147,10 +187,27 @@ impl Answer {
             // connection goes back now.
             body.finish();
         }
-        let mut response = Response::new(body);
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
-        *response.headers_mut() = head.headers;
+        body
+    }
+
+    /// The answer as a response for hyper.
+    pub fn into_response(self, idle: IdleConns, addr: SocketAddr) -> Response<RawBody> {
+        let buf = &self.conn.buf;
+        let mut headers = HeaderMap::with_capacity(self.head.fields.len());
+        for (name, value) in &self.head.fields {
+            // httparse has checked both against the grammar already.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&buf[name.clone()]),
+                HeaderValue::from_bytes(&buf[value.clone()]),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        let (status, version) = (self.head.status, self.head.version);
+        let mut response = Response::new(self.into_body(idle, addr));
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
         response
     }
 }
@@ -171,14 +228,13 @@ async fn exchange(
         if !conn.buf.is_empty() {
             answered = true;
             match parse_head(&conn.buf, method) {
-                Ok(Some((used, parsed))) => {
+                // Informational answers (103 Early Hints) precede the real one.
+                Ok(Some((used, Parsed::Informational))) => {
                     conn.buf.advance(used);
-                    match parsed {
-                        // Informational answers (103 Early Hints) precede the real one.
-                        Parsed::Informational => continue,
-                        Parsed::Final(head) => return Ok(Answer { conn, head }),
-                    }
+                    continue;
                 }
+                // The final head stays in the buffer until it has been passed on.
+                Ok(Some((_, Parsed::Final(head)))) => return Ok(Answer { conn, head }),
                 Ok(None) => {}
                 Err(error) => return Err((error, true)),
             }
@@ -236,59 +292,69 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    let offset = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + part.len()
+    };
+    let mut fields = Vec::with_capacity(response.headers.len());
     let mut chunked = false;
     let mut encoded = false;
+    let mut has_date = false;
     let mut length: Option<u64> = None;
     let mut close = version == Version::HTTP_10;
+    // Header names a `Connection` header lists: hop-by-hop as well, dropped below.
+    let mut named: Vec<&str> = Vec::new();
     for h in response.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| RawError::Protocol("bad header name"))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| RawError::Protocol("bad header value"))?;
-        if name == header::TRANSFER_ENCODING {
+        let name = h.name;
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        let value = std::str::from_utf8(h.value).ok();
+        if is("transfer-encoding") {
             encoded = true;
             // Chunked must be the last coding (RFC 9112 §6.1).
             chunked = value
-                .to_str()
-                .ok()
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name == header::CONTENT_LENGTH {
+            continue;
+        } else if is("content-length") {
             let n = value
-                .to_str()
-                .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or(RawError::Protocol("bad content-length"))?;
             if length.is_some_and(|m| m != n) {
                 return Err(RawError::Protocol("conflicting content-length"));
             }
             length = Some(n);
-        } else if name == header::CONNECTION {
-            let tokens = value.to_str().unwrap_or_default();
-            let mut names_others = false;
-            for token in tokens.split(',').map(str::trim) {
+        } else if is("connection") {
+            for token in value.unwrap_or_default().split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") {
                     if version == Version::HTTP_10 {
                         close = false;
                     }
-                } else {
-                    names_others = true;
+                } else if !token.is_empty() {
+                    named.push(token);
                 }
             }
-            // Hop-by-hop: the proxy drops it. Kept only when it names other headers, which
-            // the proxy then drops with it (`forward::strip_hop_by_hop`).
-            if !names_others {
-                continue;
-            }
-        } else if name.as_str() == "keep-alive" {
             continue;
+        } else if is("keep-alive") || is("x-request-id") {
+            // The proxy sets its own request id.
+            continue;
+        } else if is("date") {
+            has_date = true;
         }
-        if name != header::TRANSFER_ENCODING {
-            headers.append(name, value);
-        }
+        fields.push((offset(name.as_bytes()), offset(h.value)));
+    }
+    if !named.is_empty() {
+        fields.retain(|(name, _)| {
+            let name = &buf[name.clone()];
+            !named
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        });
+    }
+    if encoded {
+        // A transfer coding overrides any length (RFC 9112 §6.3); the length is not passed on.
+        fields.retain(|(name, _)| !buf[name.clone()].eq_ignore_ascii_case(b"content-length"));
     }
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -310,7 +376,9 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
         Parsed::Final(Head {
             status,
             version,
-            headers,
+            len: used,
+            fields,
+            has_date,
             framing,
             reusable,
         }),
@@ -565,12 +633,18 @@ mod tests {
         (addr, task)
     }
 
-    async fn get(idle: &IdleConns, addr: SocketAddr, method: Method) -> (StatusCode, Vec<u8>) {
+    async fn fetch(idle: &IdleConns, addr: SocketAddr, method: &Method) -> Response<RawBody> {
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("x"));
-        let response = send(idle, addr, Duration::from_secs(1), &method, "/a", &headers)
+        headers.insert(http::header::HOST, HeaderValue::from_static("x"));
+        let head = request_head(method, "/a", &headers);
+        send(idle, addr, Duration::from_secs(1), &head, method)
             .await
-            .unwrap();
+            .unwrap()
+            .into_response(idle.clone(), addr)
+    }
+
+    async fn get(idle: &IdleConns, addr: SocketAddr, method: Method) -> (StatusCode, Vec<u8>) {
+        let response = fetch(idle, addr, &method).await;
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, body.to_vec())
@@ -600,18 +674,7 @@ mod tests {
             get(&idle, addr, Method::GET).await,
             (StatusCode::NO_CONTENT, vec![])
         );
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("x"));
-        let head = send(
-            &idle,
-            addr,
-            Duration::from_secs(1),
-            &Method::HEAD,
-            "/a",
-            &headers,
-        )
-        .await
-        .unwrap();
+        let head = fetch(&idle, addr, &Method::HEAD).await;
         assert_eq!(head.status(), StatusCode::OK);
         assert_eq!(
             idle.lock().unwrap().len(),
@@ -648,20 +711,27 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_stay_behind() {
-        let names = |head: &[u8]| -> Vec<String> {
-            let Ok(Some((_, Parsed::Final(head)))) = parse_head(head, &Method::GET) else {
+        let names = |text: &[u8]| -> Vec<String> {
+            let Ok(Some((_, Parsed::Final(head)))) = parse_head(text, &Method::GET) else {
                 panic!("no final head");
             };
-            head.headers.keys().map(|k| k.as_str().to_owned()).collect()
+            let names = head.fields.iter().map(|(name, _)| &text[name.clone()]);
+            names.map(|n| String::from_utf8_lossy(n).into_owned()).collect()
         };
         let plain = names(
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
-              Transfer-Encoding: chunked\r\nETag: \"1\"\r\n\r\n",
+              Transfer-Encoding: chunked\r\nETag: \"1\"\r\nX-Request-Id: theirs\r\n\r\n",
         );
-        assert_eq!(plain, ["etag"]);
-        // A Connection header that names other headers stays for the forwarder, which drops
-        // it together with the headers it names.
-        let naming = names(b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\n");
-        assert_eq!(naming, ["connection", "x-secret"]);
+        assert_eq!(plain, ["ETag"], "the proxy sets its own request id");
+        // A Connection header goes, and so do the headers it names.
+        let naming = names(
+            b"HTTP/1.1 200 OK\r\nConnection: X-Secret, close\r\nx-secret: 1\r\nDate: x\r\n\r\n",
+        );
+        assert_eq!(naming, ["Date"]);
+        // A transfer coding overrides a length, which is not passed on (RFC 9112 §6.3).
+        let coded = names(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(coded.is_empty(), "{coded:?}");
     }
 }

@@ -1,0 +1,483 @@
+//! The viewer side of a plain HTTP/1.1 connection, served without hyper.
+//!
+//! Nearly every request a balancer of live HLS sees is a keep-alive GET for a playlist, a part
+//! or a segment. For those, this loop reads the request head, checks it with httparse, writes
+//! the front-end's request straight from the viewer's header lines, and writes the front-end's
+//! answer head back from its lines: no header maps, no boxed bodies, no dispatcher between the
+//! two sockets. The balancer's cost per request is then mostly the kernel's.
+//!
+//! Whatever it does not serve itself (another method, a request body, HTTP/1.0, an absolute
+//! target, `Expect`, `Upgrade`) hands the connection, with the bytes already read, to hyper
+//! for the rest of its life ([`Outcome::Handoff`]).
+//!
+//! Limits are those hyper kept: a request head must arrive within the header timeout,
+//! counted from the connection's start or the end of the previous answer (so an idle
+//! keep-alive connection is closed after it too); a head larger than the limit gets 431 and
+//! the connection is closed; an unparsable one gets 400. On shutdown, idle connections close
+//! and an answer being sent is finished with `Connection: close`.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, StatusCode};
+use http_body::Body as _;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::forward::{Forwarder, Upstreams};
+use crate::upstream::{Answer, RawBody};
+
+/// Most header lines in a request head (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Body bytes gathered behind a response head before they are written.
+const COALESCE: usize = 64 * 1024;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
+/// forwarding headers the balancer sets itself.
+const NOT_FORWARDED: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "x-forwarded-proto",
+];
+
+/// How a connection's time with this loop ended.
+pub(crate) enum Outcome {
+    /// The connection is finished (closed by either side, a limit, or shutdown).
+    Done,
+    /// A request this loop does not serve: hyper takes the connection, starting with the
+    /// bytes already read.
+    Handoff(TcpStream, BytesMut),
+}
+
+/// The limits on viewers' request heads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// What the balancer makes of one request head.
+struct Plan {
+    /// Length of the head in the read buffer.
+    len: usize,
+    method: Method,
+    close: bool,
+    client: IpAddr,
+    /// The balancer's own answer, for the paths it answers itself.
+    own: Option<Result<Bytes, (StatusCode, &'static str)>>,
+    request_id: RequestId,
+}
+
+/// The request id sent to the front-end and echoed to the viewer.
+enum RequestId {
+    New([u8; 24]),
+    /// A trusted proxy's.
+    Given(Vec<u8>),
+}
+
+impl RequestId {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::New(id) => id,
+            RequestId::Given(id) => id,
+        }
+    }
+}
+
+/// Serves `stream` until it is done or a request needs hyper.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    forwarder: &Forwarder,
+    upstreams: &Upstreams,
+    limits: Limits,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let trusted = forwarder.trusts(peer.ip());
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut head = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        // Read until `buf` starts with a complete request head.
+        let mut waiting_since = None;
+        let plan = loop {
+            if !buf.is_empty() {
+                head.clear();
+                match plan(&buf, peer.ip(), trusted, forwarder, upstreams, &mut head) {
+                    Ok(Some(Some(plan))) => break plan,
+                    Ok(Some(None)) => return Outcome::Handoff(stream, buf),
+                    Ok(None) if buf.len() >= limits.max_header_bytes => {
+                        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                        let _ = answer_locally(&mut stream, &mut out, status, "", true).await;
+                        return Outcome::Done;
+                    }
+                    Ok(None) => {}
+                    Err(()) => {
+                        let status = StatusCode::BAD_REQUEST;
+                        let _ = answer_locally(&mut stream, &mut out, status, "", true).await;
+                        return Outcome::Done;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return Outcome::Done,
+                Ok(_) => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Outcome::Done,
+            }
+            if buf.is_empty() && shutdown.is_cancelled() {
+                return Outcome::Done;
+            }
+            let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+            tokio::select! {
+                ready = stream.readable() => {
+                    if ready.is_err() {
+                        return Outcome::Done;
+                    }
+                }
+                () = tokio::time::sleep_until(since + limits.header_timeout) => {
+                    return Outcome::Done;
+                }
+                () = shutdown.cancelled(), if buf.is_empty() => return Outcome::Done,
+            }
+        };
+
+        buf.advance(plan.len);
+        let close = plan.close || shutdown.is_cancelled();
+        let sent = if let Err((status, text)) = forwarder.admit(plan.client) {
+            answer_locally(&mut stream, &mut out, status, text, close).await
+        } else if let Some(own) = plan.own {
+            match own {
+                Ok(json) => {
+                    let json = if plan.method == Method::HEAD {
+                        &[][..]
+                    } else {
+                        &json[..]
+                    };
+                    write_answer(&mut stream, &mut out, StatusCode::OK, JSON, json, close).await
+                }
+                Err((status, text)) => {
+                    answer_locally(&mut stream, &mut out, status, text, close).await
+                }
+            }
+        } else {
+            match forwarder.fetch(upstreams, &plan.method, &head).await {
+                Ok((answer, lease)) => {
+                    out.clear();
+                    let chunked = answer_head(&mut out, &answer, plan.request_id.as_bytes(), close);
+                    let body = answer.into_body(upstreams.raw.clone(), lease.backend.addr);
+                    let sent = pass_on(&mut stream, &mut out, body, chunked).await;
+                    // A draining backend stays until its answer is sent.
+                    drop(lease);
+                    sent
+                }
+                Err((status, text)) => {
+                    answer_locally(&mut stream, &mut out, status, text, close).await
+                }
+            }
+        };
+        if sent.is_err() || close {
+            let _ = stream.shutdown().await;
+            return Outcome::Done;
+        }
+    }
+}
+
+/// Parses the request head at the start of `buf` and, for a request this loop serves, writes
+/// the front-end's request head into `head`. `Ok(None)`: the head is incomplete;
+/// `Ok(Some(None))`: hyper serves it; `Err`: unparsable.
+fn plan(
+    buf: &[u8],
+    peer: IpAddr,
+    trusted: bool,
+    forwarder: &Forwarder,
+    upstreams: &Upstreams,
+    head: &mut Vec<u8>,
+) -> Result<Option<Option<Plan>>, ()> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut request,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let method = match request.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Ok(Some(None)),
+    };
+    let target = request.path.unwrap_or_default();
+    if request.version != Some(1) || !target.starts_with('/') {
+        return Ok(Some(None));
+    }
+    let mut close = false;
+    let mut named: Vec<&str> = Vec::new();
+    let mut forwarded: Option<&str> = None;
+    let mut forwarded_count = 0;
+    for h in request.headers.iter() {
+        let is = |known: &str| h.name.eq_ignore_ascii_case(known);
+        if is("transfer-encoding") || is("expect") || is("upgrade") {
+            return Ok(Some(None));
+        }
+        if is("content-length") && h.value.trim_ascii() != b"0" {
+            return Ok(Some(None));
+        }
+        if is("connection") {
+            for token in std::str::from_utf8(h.value).unwrap_or_default().split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                    named.push(token);
+                }
+            }
+        } else if trusted && is("x-forwarded-for") {
+            forwarded = std::str::from_utf8(h.value).ok().or(forwarded);
+            forwarded_count += 1;
+        }
+    }
+    let client = if trusted {
+        forwarded
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok())
+            .unwrap_or(peer)
+    } else {
+        peer
+    };
+
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut request_id: Option<&[u8]> = None;
+    for h in request.headers.iter() {
+        let is = |known: &str| h.name.eq_ignore_ascii_case(known);
+        if NOT_FORWARDED.iter().any(|n| is(n))
+            || is("x-forwarded-for")
+            || named.iter().any(|n| is(n))
+        {
+            continue;
+        }
+        if is("x-request-id") {
+            // Only a trusted proxy's request id is kept, and only its first.
+            if trusted && request_id.is_none() {
+                request_id = Some(h.value);
+            }
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"x-forwarded-for: ");
+    if forwarded_count > 0 {
+        for h in request.headers.iter() {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                head.extend_from_slice(h.value);
+                head.extend_from_slice(b", ");
+            }
+        }
+    }
+    head.extend_from_slice(upstreams.peer_header(peer).as_bytes());
+    head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-request-id: ");
+    let request_id = match request_id {
+        Some(id) => RequestId::Given(id.to_vec()),
+        None => RequestId::New(forwarder.request_id()),
+    };
+    head.extend_from_slice(request_id.as_bytes());
+    head.extend_from_slice(b"\r\n\r\n");
+    let path = target.split('?').next().unwrap_or_default();
+    Ok(Some(Some(Plan {
+        len,
+        method,
+        close,
+        client,
+        own: forwarder.own_answer(path),
+        request_id,
+    })))
+}
+
+/// Content type of the balancer's JSON answers.
+const JSON: &str = "application/json";
+/// Content type of its text answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Writes the head of the front-end's answer into `out`: its status, its header lines, the
+/// request id, a `Date` if it had none (RFC 9110 §6.6.1) and the viewer's framing. Says
+/// whether the body goes out chunked (the front-end's was chunked or ran until close).
+fn answer_head(out: &mut Vec<u8>, answer: &Answer, request_id: &[u8], close: bool) -> bool {
+    status_line(out, answer.status());
+    answer.write_fields(out);
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(request_id);
+    out.extend_from_slice(b"\r\n");
+    if !answer.has_date() {
+        date_line(out);
+    }
+    let chunked = !answer.length_framed();
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    chunked
+}
+
+/// Streams `body` after the head in `out`. Bytes that are already there go out with the head
+/// in one write; the loop waits for the front-end only after writing what it has.
+async fn pass_on(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    mut body: RawBody,
+    chunked: bool,
+) -> io::Result<()> {
+    loop {
+        let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    stream.write_all(out).await?;
+                    out.clear();
+                }
+                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => {
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                stream.write_all(out).await?;
+                out.clear();
+                return Ok(());
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            Some(Err(error)) => {
+                // The front-end broke off: the viewer sees the body end short (a missing last
+                // chunk, or fewer bytes than announced) when the connection closes.
+                stream.write_all(out).await?;
+                out.clear();
+                return Err(io::Error::other(error));
+            }
+        };
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if out.len() + data.len() <= COALESCE {
+            out.extend_from_slice(&data);
+        } else {
+            write_both(stream, out, &data).await?;
+            out.clear();
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Writes `first` then `second` with as few system calls as the socket allows.
+async fn write_both(stream: &mut TcpStream, first: &[u8], second: &[u8]) -> io::Result<()> {
+    let (mut first, mut second) = (first, second);
+    while !first.is_empty() {
+        let n = stream
+            .write_vectored(&[IoSlice::new(first), IoSlice::new(second)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_first = n.min(first.len());
+        first = &first[from_first..];
+        second = &second[n - from_first..];
+    }
+    stream.write_all(second).await
+}
+
+/// A text answer of the balancer's own.
+async fn answer_locally(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    text: &str,
+    close: bool,
+) -> io::Result<()> {
+    write_answer(stream, out, status, TEXT, text.as_bytes(), close).await
+}
+
+async fn write_answer(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    content_type: &str,
+    body: &[u8],
+    close: bool,
+) -> io::Result<()> {
+    out.clear();
+    status_line(out, status);
+    out.extend_from_slice(b"content-type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\ncache-control: no-cache\r\ncontent-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    date_line(out);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    stream.write_all(out).await
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` line of the current second, made once a second per worker.
+    static DATE: std::cell::RefCell<(u64, Vec<u8>)> = const { std::cell::RefCell::new((0, Vec::new())) };
+}
+
+fn date_line(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, line)| {
+        if *at != second || line.is_empty() {
+            *at = second;
+            *line = format!("date: {}\r\n", httpdate::fmt_http_date(now)).into_bytes();
+        }
+        out.extend_from_slice(line);
+    });
+}
