@@ -117,20 +117,22 @@ pub(crate) async fn serve(
         let plan = loop {
             if !buf.is_empty() {
                 head.clear();
-                match plan(&buf, peer.ip(), trusted, forwarder, upstreams, &mut head) {
+                let parsed = plan(&buf, peer.ip(), trusted, forwarder, upstreams, &mut head);
+                let too_large = match &parsed {
+                    Ok(Some(Some(plan))) => plan.len > limits.max_header_bytes,
+                    Ok(None) => buf.len() >= limits.max_header_bytes,
+                    _ => false,
+                };
+                let refusal = match parsed {
+                    _ if too_large => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
                     Ok(Some(Some(plan))) => break plan,
                     Ok(Some(None)) => return Outcome::Handoff(stream, buf),
-                    Ok(None) if buf.len() >= limits.max_header_bytes => {
-                        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                        let _ = answer_locally(&mut stream, &mut out, status, "", true).await;
-                        return Outcome::Done;
-                    }
-                    Ok(None) => {}
-                    Err(()) => {
-                        let status = StatusCode::BAD_REQUEST;
-                        let _ = answer_locally(&mut stream, &mut out, status, "", true).await;
-                        return Outcome::Done;
-                    }
+                    Ok(None) => None,
+                    Err(()) => Some(StatusCode::BAD_REQUEST),
+                };
+                if let Some(refusal) = refusal {
+                    let _ = answer_locally(&mut stream, &mut out, refusal, "", false, true).await;
+                    return Outcome::Done;
                 }
             }
             if buf.capacity() - buf.len() < 1024 {
@@ -161,20 +163,22 @@ pub(crate) async fn serve(
 
         buf.advance(plan.len);
         let close = plan.close || shutdown.is_cancelled();
+        let head_only = plan.method == Method::HEAD;
         let sent = if let Err((status, text)) = forwarder.admit(plan.client) {
-            answer_locally(&mut stream, &mut out, status, text, close).await
+            answer_locally(&mut stream, &mut out, status, text, head_only, close).await
         } else if let Some(own) = plan.own {
             match own {
                 Ok(json) => {
-                    let json = if plan.method == Method::HEAD {
-                        &[][..]
-                    } else {
-                        &json[..]
+                    let answer = Local {
+                        status: StatusCode::OK,
+                        content_type: JSON,
+                        body: &json,
+                        head_only,
                     };
-                    write_answer(&mut stream, &mut out, StatusCode::OK, JSON, json, close).await
+                    write_local(&mut stream, &mut out, answer, close).await
                 }
                 Err((status, text)) => {
-                    answer_locally(&mut stream, &mut out, status, text, close).await
+                    answer_locally(&mut stream, &mut out, status, text, head_only, close).await
                 }
             }
         } else {
@@ -189,7 +193,7 @@ pub(crate) async fn serve(
                     sent
                 }
                 Err((status, text)) => {
-                    answer_locally(&mut stream, &mut out, status, text, close).await
+                    answer_locally(&mut stream, &mut out, status, text, head_only, close).await
                 }
             }
         };
@@ -420,38 +424,54 @@ async fn write_both(stream: &mut TcpStream, first: &[u8], second: &[u8]) -> io::
     stream.write_all(second).await
 }
 
+/// An answer of the balancer's own.
+struct Local<'a> {
+    status: StatusCode,
+    content_type: &'static str,
+    body: &'a [u8],
+    /// An answer to HEAD: the body's length, not the body.
+    head_only: bool,
+}
+
 /// A text answer of the balancer's own.
 async fn answer_locally(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     status: StatusCode,
     text: &str,
+    head_only: bool,
     close: bool,
 ) -> io::Result<()> {
-    write_answer(stream, out, status, TEXT, text.as_bytes(), close).await
+    let answer = Local {
+        status,
+        content_type: TEXT,
+        body: text.as_bytes(),
+        head_only,
+    };
+    write_local(stream, out, answer, close).await
 }
 
-async fn write_answer(
+async fn write_local(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
-    status: StatusCode,
-    content_type: &str,
-    body: &[u8],
+    answer: Local<'_>,
     close: bool,
 ) -> io::Result<()> {
     out.clear();
-    status_line(out, status);
+    status_line(out, answer.status);
     out.extend_from_slice(b"content-type: ");
-    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(answer.content_type.as_bytes());
     out.extend_from_slice(b"\r\ncache-control: no-cache\r\ncontent-length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(answer.body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
     date_line(out);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    if !answer.head_only {
+        out.extend_from_slice(answer.body);
+    }
     stream.write_all(out).await
 }
 

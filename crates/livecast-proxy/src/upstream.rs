@@ -716,7 +716,9 @@ mod tests {
                 panic!("no final head");
             };
             let names = head.fields.iter().map(|(name, _)| &text[name.clone()]);
-            names.map(|n| String::from_utf8_lossy(n).into_owned()).collect()
+            names
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect()
         };
         let plain = names(
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
@@ -729,9 +731,8 @@ mod tests {
         );
         assert_eq!(naming, ["Date"]);
         // A transfer coding overrides a length, which is not passed on (RFC 9112 §6.3).
-        let coded = names(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-        );
+        let coded =
+            names(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(coded.is_empty(), "{coded:?}");
     }
 }

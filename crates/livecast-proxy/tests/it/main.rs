@@ -15,6 +15,7 @@ use livecast_telemetry::CancellationToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod http1;
 mod lifecycle;
 mod limits;
 
@@ -65,6 +66,10 @@ pub async fn backend(name: &'static str) -> TestBackend {
                 let stream = futures_stream(chunks, Duration::from_millis(100));
                 axum::body::Body::from_stream(stream)
             }),
+        )
+        .route(
+            "/echo",
+            axum::routing::post(|body: bytes::Bytes| async move { body }),
         )
         .route(
             "/fail",

@@ -1,0 +1,216 @@
+//! The plain HTTP/1.1 viewer loop: keep-alive, framing of the answers it passes on, and the
+//! hand-off to hyper for what it does not serve itself.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{backend, raw, start, status, FakeDns};
+
+/// One answer read off a kept-alive connection: its head (lower-cased) and decoded body.
+async fn answer(reader: &mut BufReader<TcpStream>, head_only: bool) -> (String, Vec<u8>) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).await.expect("read") > 0,
+            "closed: {head}"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    let mut body = Vec::new();
+    if head_only {
+        return (head, body);
+    }
+    if field("transfer-encoding:").as_deref() == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).await.expect("chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).await.expect("chunk");
+            assert!(chunk.ends_with(b"\r\n"), "chunk without its CRLF");
+            body.extend_from_slice(&chunk[..size]);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        let n: usize = field("content-length:")
+            .expect("a length")
+            .parse()
+            .expect("number");
+        body.resize(n, 0);
+        reader.read_exact(&mut body).await.expect("body");
+    }
+    (head, body)
+}
+
+#[tokio::test]
+async fn one_connection_carries_gets_heads_chunks_and_a_handed_off_post() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &[]).await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut reader = BufReader::new(stream);
+    // Two requests in one write (pipelined), then one at a time.
+    reader
+        .get_mut()
+        .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nHEAD /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(
+        body.starts_with(b"a xff=127.0.0.1 proto=http rid="),
+        "{:?}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        head.contains("\r\ndate: "),
+        "the front-end's date is passed on: {head}"
+    );
+    let (head, body) = answer(&mut reader, true).await;
+    assert!(
+        head.starts_with("http/1.1 200 ok") && head.contains("content-length: "),
+        "{head}"
+    );
+    assert!(body.is_empty());
+
+    // A chunked answer is passed on chunked, whole.
+    reader
+        .get_mut()
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert_eq!(body, vec![b'x'; 10_000]);
+
+    // A request with a body goes to hyper, which serves the rest of the connection.
+    reader
+        .get_mut()
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .expect("write");
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(
+        head.starts_with("http/1.1 200 ok") && head.contains("x-request-id: "),
+        "{head}"
+    );
+    assert_eq!(body, b"hello");
+    reader
+        .get_mut()
+        .write_all(b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(body.starts_with(b"a xff=127.0.0.1 "));
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.expect("read");
+    assert!(
+        rest.is_empty(),
+        "closed after the answer to Connection: close"
+    );
+
+    // HTTP/1.0 goes to hyper too.
+    let r = raw(proxy.addr, "GET /old HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status(&r), "200", "{r}");
+}
+
+/// A front-end of the old school: no `Date`, and a body that runs until it closes.
+async fn bare_front_end() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Request-Id: theirs\r\n\r\nuntil close")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn answers_without_date_or_length_are_completed() {
+    let dns = FakeDns::default();
+    dns.set("web", &[bare_front_end().await]);
+    let proxy = start(&dns, &[]).await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut reader = BufReader::new(stream);
+    for _ in 0..2 {
+        reader
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let (head, body) = answer(&mut reader, false).await;
+        assert!(head.contains("\r\ndate: "), "a date is added: {head}");
+        assert!(
+            head.contains("transfer-encoding: chunked"),
+            "framed for keep-alive: {head}"
+        );
+        assert!(
+            !head.contains("theirs") && head.contains("x-request-id: "),
+            "{head}"
+        );
+        assert!(
+            !head.contains("connection: close"),
+            "the front-end's close is its own: {head}"
+        );
+        assert_eq!(body, b"until close");
+    }
+}
+
+#[tokio::test]
+async fn bad_request_heads_get_400() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &[]).await;
+    let r = raw(proxy.addr, "GET / HTTP/1.1\r\nHo st: x\r\n\r\n").await;
+    assert_eq!(status(&r), "400", "{r}");
+}
+
+#[tokio::test]
+async fn own_answers_to_head_carry_no_body() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &["--allow-cidr=10.0.0.0/8"]).await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut reader = BufReader::new(stream);
+    reader
+        .get_mut()
+        .write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = answer(&mut reader, true).await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    // Had the HEAD answer carried its text, this would read it as a status line.
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("company network"));
+}
