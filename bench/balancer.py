@@ -9,16 +9,19 @@ workers = --workers), keep-alive to the backend, and X-Forwarded-For added. wrk 
 - added latency: p99 through the balancer minus p99 straight to the backend, at a light load
   (--latency-connections), where queueing does not hide the balancer's own cost.
 
-Prints the figures and the ratios livecast / HAProxy (targets: req/s >= 1.0x HAProxy,
-added p99 <= HAProxy's), and each balancer's own CPU time per request in its best round.
+Runs the throughput rounds, then the latency rounds; in each round HAProxy and livecast run
+back to back, in alternating order. Prints each system's median over the rounds, the ratio
+livecast / HAProxy round by round and its median (targets: req/s >= 1.0x HAProxy, added p99
+<= HAProxy's), and each balancer's own CPU time per request (median).
 
 Needs: haproxy, nginx, wrk (apt-get install haproxy nginx wrk).
-Usage: bench/balancer.py [--seconds 10] [--connections 64] [--workers 2] [--rounds 2]
+Usage: bench/balancer.py [--seconds 5] [--connections 64] [--workers 2] [--rounds 6]
 """
 
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,11 +41,11 @@ def cpu_seconds(pid):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--latency-connections", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=6)
     args = p.parse_args()
     check_wrk()
     for tool in ("nginx", "haproxy"):
@@ -112,48 +115,58 @@ backend front_ends
         [os.path.join(bin_dir, "livecast-proxy"), f"--listen=127.0.0.1:{livecast_port}",
          f"--admin-listen=127.0.0.1:{free_port()}", f"--backend=127.0.0.1:{backend_port}",
          f"--workers={args.workers}"], env=env))
-    systems = {"direct": backend_port, "haproxy": haproxy_port, "nginx": nginx_port, "livecast": livecast_port}
+    # The two balancers compared run next to each other in every round, in alternating order,
+    # so the machine's drift (large on shared VMs) hits both alike.
+    systems = {"haproxy": haproxy_port, "livecast": livecast_port, "nginx": nginx_port, "direct": backend_port}
     # The balancers' own CPU per request (nginx is left out: one nginx is both the backend and
     # the nginx balancer).
     own = {"haproxy": procs[1].pid, "livecast": procs[2].pid}
-    cpu_per_request = {}
     path = "/hls/bench/index.m3u8"
-    throughput, latency = {}, {}
+    # Per system, every round's wrk figures and own CPU per request.
+    throughput = {name: [] for name in systems}
+    latency = {name: [] for name in systems}
+    cpu_per_request = {name: [] for name in own}
     try:
         for port in systems.values():
             wait_http(port, path)
-        for _ in range(args.rounds):
-            for name, port in systems.items():
-                cpu0 = cpu_seconds(own[name]) if name in own else 0.0
-                r = wrk(f"http://127.0.0.1:{port}{path}", 2, args.connections, args.seconds)
-                if name not in throughput or r[0] > throughput[name][0]:
-                    throughput[name] = r
-                    if name in own:
+        for phase, connections, figures in (("throughput", args.connections, throughput),
+                                            ("latency", args.latency_connections, latency)):
+            for i in range(args.rounds):
+                order = list(systems) if i % 2 == 0 else list(reversed(systems))
+                for name in order:
+                    cpu0 = cpu_seconds(own[name]) if name in own else 0.0
+                    r = wrk(f"http://127.0.0.1:{systems[name]}{path}", 2, connections, args.seconds)
+                    figures[name].append(r)
+                    if phase == "throughput" and name in own:
                         cpu = cpu_seconds(own[name]) - cpu0
-                        cpu_per_request[name] = cpu / max(r[0] * args.seconds, 1) * 1e6
-                r = wrk(f"http://127.0.0.1:{port}{path}", 2, args.latency_connections, args.seconds)
-                if name not in latency or r[2] < latency[name][2]:
-                    latency[name] = r
+                        cpu_per_request[name].append(cpu / max(r[0] * args.seconds, 1) * 1e6)
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait()
-    print(f"balancer: wrk -t2 -d{args.seconds}s, {args.workers} threads each, best of {args.rounds}")
+    median = statistics.median
+    print(f"balancer: wrk -t2 -d{args.seconds}s, {args.workers} threads each, {args.rounds} rounds, medians")
     print(f"  {'system':<9} {'req/s @c' + str(args.connections):>14} {'errors':>7} {'p50 @c' + str(args.latency_connections):>10} "
           f"{'p99 @c' + str(args.latency_connections):>10} {'added p99':>10}")
-    base = latency["direct"][2]
-    for name in systems:
-        rps, _, _, errors = throughput[name]
-        _, p50, p99, _ = latency[name]
+    base = median(r[2] for r in latency["direct"])
+    for name in ("direct", "haproxy", "nginx", "livecast"):
+        rps = median(r[0] for r in throughput[name])
+        errors = sum(r[3] for r in throughput[name] + latency[name])
+        p50 = median(r[1] for r in latency[name])
+        p99 = median(r[2] for r in latency[name])
         added = "" if name == "direct" else f"{p99 - base:8.3f}ms"
         print(f"  {name:<9} {rps:>14.0f} {errors:>7} {p50:>8.3f}ms {p99:>8.3f}ms {added:>10}")
-    ratio = throughput["livecast"][0] / throughput["haproxy"][0]
-    print(f"  req/s ratio livecast/haproxy: {ratio:.2f} (target >= 1.0); livecast/nginx: "
-          f"{throughput['livecast'][0] / throughput['nginx'][0]:.2f}")
-    print(f"  balancer CPU per request (best throughput round): livecast {cpu_per_request['livecast']:.2f} us, "
-          f"haproxy {cpu_per_request['haproxy']:.2f} us, ratio {cpu_per_request['livecast'] / cpu_per_request['haproxy']:.2f}")
-    print(f"  added p99: livecast {latency['livecast'][2] - base:.3f} ms, haproxy {latency['haproxy'][2] - base:.3f} ms, "
-          f"nginx {latency['nginx'][2] - base:.3f} ms (target: livecast <= haproxy)")
+    ratios = sorted(lc[0] / hp[0] for lc, hp in zip(throughput["livecast"], throughput["haproxy"]))
+    print(f"  req/s livecast/haproxy round by round: {', '.join(f'{x:.2f}' for x in ratios)}; "
+          f"median {median(ratios):.2f} (target >= 1.0); livecast/nginx median "
+          f"{median(lc[0] / ng[0] for lc, ng in zip(throughput['livecast'], throughput['nginx'])):.2f}")
+    lc_cpu, hp_cpu = median(cpu_per_request["livecast"]), median(cpu_per_request["haproxy"])
+    print(f"  balancer CPU per request: livecast {lc_cpu:.2f} us, haproxy {hp_cpu:.2f} us, ratio {lc_cpu / hp_cpu:.2f}")
+    added = {name: median(r[2] for r in latency[name]) - base for name in ("livecast", "haproxy", "nginx")}
+    p99_ratios = sorted(lc[2] / hp[2] for lc, hp in zip(latency["livecast"], latency["haproxy"]))
+    print(f"  added p99: livecast {added['livecast']:.3f} ms, haproxy {added['haproxy']:.3f} ms, nginx "
+          f"{added['nginx']:.3f} ms (target: livecast <= haproxy); p99 livecast/haproxy round by round: "
+          f"{', '.join(f'{x:.2f}' for x in p99_ratios)}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -66,7 +66,8 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<Cidr>,
-    /// Seconds a client has to send its request headers (slowloris protection).
+    /// Seconds a client has to send its request headers, counted from the connection's start
+    /// or the end of the previous answer (slowloris protection; also the keep-alive idle time).
     #[arg(long, env = "LIVECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
     /// Largest request head accepted, in bytes; larger ones are refused.

@@ -36,8 +36,9 @@ use crate::upstream::{Answer, RawBody};
 
 /// Most header lines in a request head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
-/// Body bytes gathered behind a response head before they are written.
-const COALESCE: usize = 64 * 1024;
+/// Body bytes copied behind a response head to go out in one write; a larger piece goes out
+/// from where it was read, in a vectored write with what is gathered.
+const COALESCE: usize = 16 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
 /// forwarding headers the balancer sets itself.
@@ -381,8 +382,9 @@ async fn pass_on(
                 return Ok(());
             }
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue,
+                // An empty piece would read as the last chunk.
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
             },
             Some(Err(error)) => {
                 // The front-end broke off: the viewer sees the body end short (a missing last
