@@ -11,8 +11,9 @@ workers = --workers), keep-alive to the backend, and X-Forwarded-For added. wrk 
 
 Runs the throughput rounds, then the latency rounds; in each round HAProxy and livecast run
 back to back, in alternating order. Prints each system's median over the rounds, the ratio
-livecast / HAProxy round by round and its median (targets: req/s >= 1.0x HAProxy, added p99
-<= HAProxy's), and each balancer's own CPU time per request (median).
+livecast / HAProxy round by round and its median (targets: req/s >= 1.0x HAProxy; added p99
+<= HAProxy's, which is p99 livecast / HAProxy <= 1.0 since both add to the same backend), and
+each balancer's own CPU time per request (median).
 
 Needs: haproxy, nginx, wrk (apt-get install haproxy nginx wrk).
 Usage: bench/balancer.py [--seconds 5] [--connections 64] [--workers 2] [--rounds 6]
@@ -164,9 +165,12 @@ backend front_ends
     print(f"  balancer CPU per request: livecast {lc_cpu:.2f} us, haproxy {hp_cpu:.2f} us, ratio {lc_cpu / hp_cpu:.2f}")
     added = {name: median(r[2] for r in latency[name]) - base for name in ("livecast", "haproxy", "nginx")}
     p99_ratios = sorted(lc[2] / hp[2] for lc, hp in zip(latency["livecast"], latency["haproxy"]))
-    print(f"  added p99: livecast {added['livecast']:.3f} ms, haproxy {added['haproxy']:.3f} ms, nginx "
-          f"{added['nginx']:.3f} ms (target: livecast <= haproxy); p99 livecast/haproxy round by round: "
-          f"{', '.join(f'{x:.2f}' for x in p99_ratios)}")
+    # Both balancers add to the same backend's latency, so livecast adds no more than HAProxy
+    # exactly when its p99 is no higher; the ratio within a round is the figure drift spares.
+    print(f"  added p99 (medians): livecast {added['livecast']:.3f} ms, haproxy {added['haproxy']:.3f} ms, "
+          f"nginx {added['nginx']:.3f} ms")
+    print(f"  p99 livecast/haproxy round by round: {', '.join(f'{x:.2f}' for x in p99_ratios)}; "
+          f"median {median(p99_ratios):.2f} (target <= 1.0: added p99 no more than HAProxy's)")
     shutil.rmtree(work, ignore_errors=True)
 
 
