@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{Forwarder, Upstreams};
+use crate::forward::{Forwarder, Upstreams, HOP_BY_HOP};
 use crate::upstream::{Answer, RawBody};
 
 /// Most header lines in a request head (hyper's limit too).
@@ -39,21 +39,6 @@ const MAX_HEADERS: usize = 100;
 /// Body bytes copied behind a response head to go out in one write; a larger piece goes out
 /// from where it was read, in a vectored write with what is gathered.
 const COALESCE: usize = 16 * 1024;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
-/// forwarding headers the balancer sets itself.
-const NOT_FORWARDED: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "x-forwarded-proto",
-];
 
 /// How a connection's time with this loop ended.
 pub(crate) enum Outcome {
@@ -278,7 +263,11 @@ fn plan(
     let mut request_id: Option<&[u8]> = None;
     for h in request.headers.iter() {
         let is = |known: &str| h.name.eq_ignore_ascii_case(known);
-        if NOT_FORWARDED.iter().any(|n| is(n))
+        // Hop-by-hop headers, the length of a body that is not sent on, and the forwarding
+        // headers the balancer sets itself.
+        if HOP_BY_HOP.iter().any(|n| is(n))
+            || is("content-length")
+            || is("x-forwarded-proto")
             || is("x-forwarded-for")
             || named.iter().any(|n| is(n))
         {

@@ -336,8 +336,8 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
                 }
             }
             continue;
-        } else if is("keep-alive") || is("x-request-id") {
-            // The proxy sets its own request id.
+        } else if crate::forward::HOP_BY_HOP.iter().any(|n| is(n)) || is("x-request-id") {
+            // Hop-by-hop, or the request id the proxy sets itself.
             continue;
         } else if is("date") {
             has_date = true;
@@ -722,7 +722,8 @@ mod tests {
         };
         let plain = names(
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
-              Transfer-Encoding: chunked\r\nETag: \"1\"\r\nX-Request-Id: theirs\r\n\r\n",
+              Transfer-Encoding: chunked\r\nETag: \"1\"\r\nX-Request-Id: theirs\r\n\
+              Trailer: X-Sum\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\r\n",
         );
         assert_eq!(plain, ["ETag"], "the proxy sets its own request id");
         // A Connection header goes, and so do the headers it names.
