@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, StatusCode};
 use http_body::Body as _;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -124,26 +124,35 @@ pub(crate) async fn serve(
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
             }
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => return Outcome::Done,
-                Ok(_) => continue,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Outcome::Done,
-            }
-            if buf.is_empty() && shutdown.is_cancelled() {
-                return Outcome::Done;
-            }
-            let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
-            tokio::select! {
-                ready = stream.readable() => {
-                    if ready.is_err() {
+            // Polled once without a timer: a request already there costs no timer, and a short
+            // read leaves the socket marked not ready, so no read is tried in vain afterwards.
+            let polled = poll_fn(|cx| {
+                Poll::Ready(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut stream),
+                    cx,
+                    &mut buf,
+                ))
+            })
+            .await;
+            let read = match polled {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    if buf.is_empty() && shutdown.is_cancelled() {
                         return Outcome::Done;
                     }
+                    let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+                    tokio::select! {
+                        read = stream.read_buf(&mut buf) => read,
+                        () = tokio::time::sleep_until(since + limits.header_timeout) => {
+                            return Outcome::Done;
+                        }
+                        () = shutdown.cancelled(), if buf.is_empty() => return Outcome::Done,
+                    }
                 }
-                () = tokio::time::sleep_until(since + limits.header_timeout) => {
-                    return Outcome::Done;
-                }
-                () = shutdown.cancelled(), if buf.is_empty() => return Outcome::Done,
+            };
+            match read {
+                Ok(0) | Err(_) => return Outcome::Done,
+                Ok(_) => {}
             }
         };
 
