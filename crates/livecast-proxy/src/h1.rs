@@ -97,6 +97,9 @@ pub(crate) async fn serve(
     let mut buf = BytesMut::with_capacity(4096);
     let mut head = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
+    // One wait for shutdown for the connection's whole life, not one per request.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         // Read until `buf` starts with a complete request head.
         let mut waiting_since = None;
@@ -146,7 +149,7 @@ pub(crate) async fn serve(
                         () = tokio::time::sleep_until(since + limits.header_timeout) => {
                             return Outcome::Done;
                         }
-                        () = shutdown.cancelled(), if buf.is_empty() => return Outcome::Done,
+                        () = &mut cancelled, if buf.is_empty() => return Outcome::Done,
                     }
                 }
             };

@@ -307,16 +307,17 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
     for h in response.headers.iter() {
         let name = h.name;
         let is = |known: &str| name.eq_ignore_ascii_case(known);
-        let value = std::str::from_utf8(h.value).ok();
+        // Only the values the proxy reads itself are looked at as text.
+        let value = || std::str::from_utf8(h.value).ok();
         if is("transfer-encoding") {
             encoded = true;
             // Chunked must be the last coding (RFC 9112 §6.1).
-            chunked = value
+            chunked = value()
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
             continue;
         } else if is("content-length") {
-            let n = value
+            let n = value()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or(RawError::Protocol("bad content-length"))?;
             if length.is_some_and(|m| m != n) {
@@ -324,7 +325,7 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
             }
             length = Some(n);
         } else if is("connection") {
-            for token in value.unwrap_or_default().split(',').map(str::trim) {
+            for token in value().unwrap_or_default().split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") {
