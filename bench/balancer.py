@@ -17,6 +17,7 @@ each balancer's own CPU time per request (median).
 
 Needs: haproxy, nginx, wrk (apt-get install haproxy nginx wrk).
 Usage: bench/balancer.py [--seconds 5] [--connections 64] [--workers 2] [--rounds 6]
+                        [--object playlist|segment]
 """
 
 import argparse
@@ -47,6 +48,8 @@ def main():
     p.add_argument("--latency-connections", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--object", choices=("playlist", "segment"), default="playlist",
+                   help="what the viewers fetch: the live playlist, or a 700 KB MPEG-TS segment")
     args = p.parse_args()
     check_wrk()
     for tool in ("nginx", "haproxy"):
@@ -59,6 +62,10 @@ def main():
     os.makedirs(os.path.join(root, "hls", "bench"))
     with open(os.path.join(root, "hls", "bench", "index.m3u8"), "w") as f:
         f.write(PLAYLIST)
+    segment = bytearray(os.urandom(700 * 1024))
+    segment[::188] = b"\x47" * len(segment[::188])
+    with open(os.path.join(root, "hls", "bench", "s-100.ts"), "wb") as f:
+        f.write(segment)
     subprocess.run(["chmod", "-R", "a+rX", root], check=True)
 
     backend_port, nginx_port, haproxy_port, livecast_port = (free_port() for _ in range(4))
@@ -72,7 +79,7 @@ events {{ worker_connections 8192; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
-  types {{ application/vnd.apple.mpegurl m3u8; }}
+  types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}
   server {{
     listen 127.0.0.1:{backend_port};
     root {root};
@@ -122,7 +129,7 @@ backend front_ends
     # The balancers' own CPU per request (nginx is left out: one nginx is both the backend and
     # the nginx balancer).
     own = {"haproxy": procs[1].pid, "livecast": procs[2].pid}
-    path = "/hls/bench/index.m3u8"
+    path = "/hls/bench/index.m3u8" if args.object == "playlist" else "/hls/bench/s-100.ts"
     # Per system, every round's wrk figures and own CPU per request.
     throughput = {name: [] for name in systems}
     latency = {name: [] for name in systems}
@@ -146,7 +153,7 @@ backend front_ends
             proc.terminate()
             proc.wait()
     median = statistics.median
-    print(f"balancer: wrk -t2 -d{args.seconds}s, {args.workers} threads each, {args.rounds} rounds, medians")
+    print(f"balancer: {path}, wrk -t2 -d{args.seconds}s, {args.workers} threads each, {args.rounds} rounds, medians")
     print(f"  {'system':<9} {'req/s @c' + str(args.connections):>14} {'errors':>7} {'p50 @c' + str(args.latency_connections):>10} "
           f"{'p99 @c' + str(args.latency_connections):>10} {'added p99':>10}")
     base = median(r[2] for r in latency["direct"])

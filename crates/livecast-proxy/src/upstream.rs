@@ -33,8 +33,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Longest chunk-size or trailer line.
 const MAX_LINE: usize = 4096;
-/// Bytes asked of the socket per read while streaming a body.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the socket per read while streaming a body. Chosen by measurement: 700 KB
+/// segments through the balancer, 16 viewers, HAProxy in alternating rounds: 64 KB gave 0.85x
+/// HAProxy's req/s, 32 KB 1.30x, 16 KB 1.08x, 8 KB 0.95x.
+const READ_CHUNK: usize = 32 * 1024;
 
 /// Idle keep-alive connections of one viewer connection, by front-end address.
 pub(crate) type IdleConns = Arc<Mutex<Vec<(SocketAddr, Conn)>>>;
