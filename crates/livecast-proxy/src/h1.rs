@@ -10,7 +10,7 @@
 //! target, `Expect`, `Upgrade`) hands the connection, with the bytes already read, to hyper
 //! for the rest of its life ([`Outcome::Handoff`]).
 //!
-//! Limits are those hyper kept: a request head must arrive within the header timeout,
+//! Limits: a request head must arrive within the header timeout,
 //! counted from the connection's start or the end of the previous answer (so an idle
 //! keep-alive connection is closed after it too); a head larger than the limit gets 431 and
 //! the connection is closed; an unparsable one gets 400. On shutdown, idle connections close

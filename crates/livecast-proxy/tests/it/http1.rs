@@ -2,6 +2,7 @@
 //! hand-off to hyper for what it does not serve itself.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -213,4 +214,35 @@ async fn own_answers_to_head_carry_no_body() {
     let (head, body) = answer(&mut reader, false).await;
     assert!(head.starts_with("http/1.1 403"), "{head}");
     assert!(String::from_utf8_lossy(&body).contains("company network"));
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_answer_in_flight_then_closes() {
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let proxy = start(&dns, &[]).await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let mut reader = BufReader::new(stream);
+    reader
+        .get_mut()
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The status line is here: the answer is in flight (its body takes a second).
+    let mut line = String::new();
+    reader.read_line(&mut line).await.expect("status line");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    proxy.shutdown.cancel();
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert_eq!(body, vec![b'x'; 10_000], "the answer in flight is finished");
+    // Closed at once, not when the drain deadline (10 s) ends the worker.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), reader.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection stayed open after its answer"
+    );
+    assert!(rest.is_empty(), "then the connection is closed");
 }
