@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{backend, raw, start, status, FakeDns};
+use crate::{backend, raw, start, status, FakeDns, Proxy, TestBackend};
 
 /// One answer read off a kept-alive connection: its head (lower-cased) and decoded body.
 async fn answer(reader: &mut BufReader<TcpStream>, head_only: bool) -> (String, Vec<u8>) {
@@ -56,14 +56,19 @@ async fn answer(reader: &mut BufReader<TcpStream>, head_only: bool) -> (String, 
     (head, body)
 }
 
-#[tokio::test]
-async fn one_connection_carries_gets_heads_chunks_and_a_handed_off_post() {
+/// The balancer with `extra` flags in front of backend "a", and a connection to it.
+async fn connected(extra: &[&str]) -> (TestBackend, Proxy, BufReader<TcpStream>) {
     let a = backend("a").await;
     let dns = FakeDns::default();
     dns.set("web", &[a.addr]);
-    let proxy = start(&dns, &[]).await;
+    let proxy = start(&dns, extra).await;
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    let mut reader = BufReader::new(stream);
+    (a, proxy, BufReader::new(stream))
+}
+
+#[tokio::test]
+async fn one_connection_carries_gets_heads_chunks_and_a_handed_off_post() {
+    let (_a, proxy, mut reader) = connected(&[]).await;
     // Two requests in one write (pipelined), then one at a time.
     reader
         .get_mut()
@@ -197,12 +202,7 @@ async fn bad_request_heads_get_400() {
 
 #[tokio::test]
 async fn own_answers_to_head_carry_no_body() {
-    let a = backend("a").await;
-    let dns = FakeDns::default();
-    dns.set("web", &[a.addr]);
-    let proxy = start(&dns, &["--allow-cidr=10.0.0.0/8"]).await;
-    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    let mut reader = BufReader::new(stream);
+    let (_a, _proxy, mut reader) = connected(&["--allow-cidr=10.0.0.0/8"]).await;
     reader
         .get_mut()
         .write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -218,12 +218,7 @@ async fn own_answers_to_head_carry_no_body() {
 
 #[tokio::test]
 async fn shutdown_finishes_the_answer_in_flight_then_closes() {
-    let a = backend("a").await;
-    let dns = FakeDns::default();
-    dns.set("web", &[a.addr]);
-    let proxy = start(&dns, &[]).await;
-    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    let mut reader = BufReader::new(stream);
+    let (_a, proxy, mut reader) = connected(&[]).await;
     reader
         .get_mut()
         .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
