@@ -349,8 +349,11 @@ impl Forwarder {
                 .send(backend.addr, self.connect_timeout, upstream)
                 .await
             {
-                Ok(response) => {
+                Ok(mut response) => {
                     self.answered(&backend, sent, response.status(), false);
+                    // The inline client leaves hop-by-hop lines behind while parsing; hyper's
+                    // keeps them.
+                    strip_hop_by_hop(response.headers_mut());
                     (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
                 }
                 Err(error) => {
@@ -365,7 +368,6 @@ impl Forwarder {
                 }
             }
         };
-        strip_hop_by_hop(response.headers_mut());
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         // The lease travels with the body: a draining backend stays until it is sent.
         response.map(|inner| {
