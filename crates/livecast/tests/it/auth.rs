@@ -4,10 +4,11 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{get, make_clip, publish, start_ingest, Ingest};
+use crate::support::{get, make_clip, publish, start_ingest, wait_until, Ingest};
 
 /// Publishes the clip to `live/<name_and_query>`; returns whether ffmpeg succeeded.
 async fn try_publish(ingest: &Ingest, clip: &Path, name_and_query: &str) -> bool {
@@ -57,7 +58,18 @@ async fn stream_keys_allow_only_the_right_secret_and_follow_file_changes() {
         files_under(&hls)
     );
     assert!(try_publish(&ingest, &clip, "cam?key=Sup3r-secret").await);
-    assert!(hls.join("cam/index.m3u8").exists());
+    // A one-GOP clip is cut when the ingest sees the publisher leave, a moment after ffmpeg
+    // has exited.
+    let playlist = hls.join("cam/index.m3u8");
+    wait_until(
+        "the accepted publish's playlist",
+        Duration::from_secs(10),
+        || {
+            let exists = playlist.exists();
+            async move { exists }
+        },
+    )
+    .await;
 
     // The file changes: the new secret works at once, the old one no longer does.
     std::fs::write(&keys, "cam N3w-secret-longer\n").expect("keys");
@@ -150,7 +162,18 @@ async fn the_on_publish_callback_decides() {
         "a refused publish writes nothing"
     );
     assert!(try_publish(&ingest, &clip, "show?key=good&user=ann").await);
-    assert!(hls.join("show/index.m3u8").exists());
+    // A one-GOP clip is cut when the ingest sees the publisher leave, a moment after ffmpeg
+    // has exited.
+    let playlist = hls.join("show/index.m3u8");
+    wait_until(
+        "the accepted publish's playlist",
+        Duration::from_secs(10),
+        || {
+            let exists = playlist.exists();
+            async move { exists }
+        },
+    )
+    .await;
     ingest.stop().await;
 
     let forms = forms.lock().expect("lock").clone();
