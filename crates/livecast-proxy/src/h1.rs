@@ -12,8 +12,9 @@
 //!
 //! Limits: a request head must arrive within the header timeout,
 //! counted from the connection's start or the end of the previous answer (so an idle
-//! keep-alive connection is closed after it too); a head larger than the limit gets 431 and
-//! the connection is closed; an unparsable one gets 400. On shutdown, idle connections close
+//! keep-alive connection is closed after it too); a head larger than the limit, or of more
+//! than [`MAX_HEADERS`] lines, gets 431 and an unparsable one 400, and the connection is then
+//! closed the lingering way (see [`linger`]). On shutdown, idle connections close
 //! and an answer being sent is finished with `Connection: close`.
 
 use std::future::poll_fn;
@@ -68,6 +69,36 @@ struct Plan {
     request_id: RequestId,
 }
 
+/// Why a request head was refused before it was understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unparsable {
+    /// More header lines than [`MAX_HEADERS`]: 431, like a head over the byte limit.
+    TooManyHeaders,
+    Malformed,
+}
+
+/// How long a refused connection is read and discarded after its answer, at most.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a connection whose viewer may still be sending (a refused head): the write side
+/// is shut first, then what arrives is read and discarded until the viewer closes or
+/// [`LINGER`] is up. Closing a socket with unread bytes makes the kernel send a reset, which
+/// can destroy the answer before the viewer has read it (nginx's `lingering_close`).
+async fn linger(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// The request id sent to the front-end and echoed to the viewer.
 enum RequestId {
     New([u8; 24]),
@@ -117,10 +148,18 @@ pub(crate) async fn serve(
                     Ok(Some(Some(plan))) => break plan,
                     Ok(Some(None)) => return Outcome::Handoff(stream, buf),
                     Ok(None) => None,
-                    Err(()) => Some(StatusCode::BAD_REQUEST),
+                    Err(Unparsable::TooManyHeaders) => {
+                        Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                    }
+                    Err(Unparsable::Malformed) => Some(StatusCode::BAD_REQUEST),
                 };
                 if let Some(refusal) = refusal {
-                    let _ = answer_locally(&mut stream, &mut out, refusal, "", false, true).await;
+                    if answer_locally(&mut stream, &mut out, refusal, "", false, true)
+                        .await
+                        .is_ok()
+                    {
+                        linger(&mut stream).await;
+                    }
                     return Outcome::Done;
                 }
             }
@@ -212,7 +251,7 @@ fn plan(
     forwarder: &Forwarder,
     upstreams: &Upstreams,
     head: &mut Vec<u8>,
-) -> Result<Option<Option<Plan>>, ()> {
+) -> Result<Option<Option<Plan>>, Unparsable> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -222,7 +261,8 @@ fn plan(
     ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
+        Err(httparse::Error::TooManyHeaders) => return Err(Unparsable::TooManyHeaders),
+        Err(_) => return Err(Unparsable::Malformed),
     };
     let method = match request.method {
         Some("GET") => Method::GET,

@@ -47,6 +47,13 @@ pub struct Config {
     /// After the delay, how long in-flight requests may take to finish.
     #[arg(long, env = "LIVECAST_DRAIN_SECS", default_value_t = 10)]
     pub drain_secs: u64,
+    /// Time a viewer has to send a request's headers, counted from the connection's start or
+    /// the end of the previous answer (so also how long a kept-alive connection may idle).
+    #[arg(long, env = "LIVECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Viewer connections at once; beyond it, new ones wait in the listen queue.
+    #[arg(long, env = "LIVECAST_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -66,6 +73,11 @@ impl Config {
                     "--instance-name must be 1-64 characters of [A-Za-z0-9._-], got {name:?}"
                 )));
             }
+        }
+        if self.header_timeout_secs == 0 || self.max_connections == 0 {
+            return Err(WebError::Config(
+                "--header-timeout-secs and --max-connections must be positive".into(),
+            ));
         }
         if self.cache_mb == 0 || self.access_log_max_mb == 0 {
             return Err(WebError::Config(

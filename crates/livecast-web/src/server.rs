@@ -1,15 +1,23 @@
 //! The router and the service entry point.
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
 use axum::middleware;
 use axum::routing::get;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use livecast_telemetry::{serve_admin, CancellationToken, Cidr, Health, Registry};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tower_service::Service as _;
 
 use crate::access_log::{self, AccessLog};
 use crate::metrics::Metrics;
@@ -39,37 +47,6 @@ impl Listeners {
             http: TcpListener::bind(config.listen).await?,
             admin: TcpListener::bind(config.admin_listen).await?,
         })
-    }
-}
-
-/// Viewers' connections, each able to send large cached files with `sendfile`.
-struct ViewerListener {
-    tcp: TcpListener,
-    sendfile_bytes: prometheus::IntCounter,
-}
-
-impl axum::serve::Listener for ViewerListener {
-    type Io = ZeroCopyStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.tcp.accept().await {
-                Ok((tcp, peer)) => {
-                    let sent = self.sendfile_bytes.clone();
-                    return (ZeroCopyStream::new(tcp, sent), peer);
-                }
-                Err(error) => {
-                    // Running out of file descriptors is transient; do not spin on it.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
     }
 }
 
@@ -171,28 +148,22 @@ pub async fn run(
 
     let delay = Duration::from_millis(config.shutdown_delay_ms);
     let stop_accepting = shutdown.clone();
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = axum::serve::ListenerExt::tap_io(
-        ViewerListener {
-            tcp: listeners.http,
-            sendfile_bytes,
-        },
-        |viewer: &mut ZeroCopyStream| {
-            // Without TCP_NODELAY the tail of a large segment waits for the viewer's delayed ACK;
-            // a send buffer that holds a whole segment lets one write hand it to the kernel.
-            let _ = viewer.tcp.set_nodelay(true);
-            let _ = socket2::SockRef::from(&viewer.tcp).set_send_buffer_size(SEND_BUFFER);
-        },
-    );
+    let viewers = Viewers {
+        router: router(app),
+        header_timeout: Duration::from_secs(config.header_timeout_secs),
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        sendfile_bytes,
+    };
     // Large segment writes gain from the work-stealing runtime (measured: thread-per-core was
     // about 10 % slower on 700 KB segments), unlike the balancer's many small requests.
     let server = tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
+        viewers
+            .serve(listeners.http, async move {
                 stop_accepting.cancelled().await;
                 tokio::time::sleep(delay).await;
             })
-            .await
+            .await;
+        Ok::<(), WebError>(())
     });
     shutdown.cancelled().await;
     health.set_ready(false);
@@ -215,6 +186,81 @@ pub async fn run(
         .await
         .map_err(|e| WebError::Io(std::io::Error::other(e)))??;
     Ok(())
+}
+
+/// The viewer side: accepts connections up to the cap and serves each with hyper, with a
+/// deadline for every request head.
+struct Viewers {
+    router: Router,
+    header_timeout: Duration,
+    /// One permit per open connection (`--max-connections`).
+    slots: Arc<Semaphore>,
+    sendfile_bytes: prometheus::IntCounter,
+}
+
+impl Viewers {
+    /// Accepts until `stop` completes, then asks every connection to finish its request in
+    /// flight and close, and returns when all have.
+    async fn serve(self, listener: TcpListener, stop: impl Future<Output = ()>) {
+        let connections = TaskTracker::new();
+        let closing = CancellationToken::new();
+        tokio::pin!(stop);
+        loop {
+            // At the cap, new connections wait in the kernel's listen queue (a balancer's
+            // connect then times out and it tries another front-end) instead of taking a
+            // descriptor each.
+            let slot = tokio::select! {
+                () = &mut stop => break,
+                slot = self.slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let (tcp, peer) = tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Running out of file descriptors is transient; do not spin on it.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            // Without TCP_NODELAY the tail of a large segment waits for the viewer's delayed
+            // ACK; a send buffer that holds a whole segment lets one write hand it to the kernel.
+            let _ = tcp.set_nodelay(true);
+            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER);
+            let io = TokioIo::new(ZeroCopyStream::new(tcp, self.sendfile_bytes.clone()));
+            let router = self.router.clone();
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().call(request.map(Body::new))
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.header_timeout);
+            let closing = closing.clone();
+            connections.spawn(async move {
+                let connection = builder.serve_connection(io, service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    () = closing.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+                drop(slot);
+            });
+        }
+        drop(listener);
+        closing.cancel();
+        connections.close();
+        connections.wait().await;
+    }
 }
 
 /// Ready while the volume is mounted and readable and the version is the expected one; not

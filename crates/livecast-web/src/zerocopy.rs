@@ -12,16 +12,24 @@
 //! While a large response is being written the socket is corked, so the kernel sends full
 //! packets rather than a short one whenever a write ends (nginx's `tcp_nopush`); the flush
 //! after the response uncorks it, which sends the tail at once.
+//!
+//! When hyper drops a connection whose viewer is still sending (a refused, oversized request
+//! head), closing it at once would make the kernel answer with a reset that can destroy the
+//! refusal before the viewer reads it; such a connection is closed as nginx's
+//! `lingering_close` does: its write side shut, then what arrives read and discarded for a
+//! moment.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use rustix::net::RecvFlags;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Files smaller than this are only kept on the heap: copying them costs less than a
@@ -177,6 +185,52 @@ impl ZeroCopyStream {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+/// How long a connection dropped with unread bytes is read and discarded, at most.
+const LINGER: Duration = Duration::from_secs(2);
+
+impl Drop for ZeroCopyStream {
+    fn drop(&mut self) {
+        let mut probe = [0u8; 1];
+        // Whatever the viewer sent that was never read; almost always nothing (one system call).
+        let unread = matches!(
+            rustix::net::recv(&self.tcp, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+            Ok((n, _)) if n > 0
+        );
+        if !unread {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // A second descriptor keeps the socket open after this one closes.
+        let Ok(std) = self
+            .tcp
+            .as_fd()
+            .try_clone_to_owned()
+            .map(std::net::TcpStream::from)
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            let Ok(mut tcp) = TcpStream::from_std(std) else {
+                return;
+            };
+            if tcp.shutdown().await.is_err() {
+                return;
+            }
+            let mut sink = [0u8; 16 * 1024];
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(n) = tcp.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
     }
 }
 

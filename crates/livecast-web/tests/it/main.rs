@@ -1,5 +1,6 @@
 //! The front-end in-process on port 0 against a volume the test writes itself.
 
+mod limits;
 mod low_latency;
 mod protocol;
 
