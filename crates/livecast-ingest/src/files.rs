@@ -132,6 +132,14 @@ impl StreamDir {
         }
     }
 
+    /// The segment parts were appended to will not be listed: its file is emptied, which
+    /// gives its blocks back (it is retired with the playlist entry that names it).
+    pub fn abandon_segment(&mut self) {
+        if let Some(growing) = self.growing.take() {
+            let _ = growing.file.set_len(0);
+        }
+    }
+
     /// The next free file, opened for writing (without truncation), with its path.
     fn open_free(&mut self) -> std::io::Result<Option<(PathBuf, std::fs::File)>> {
         while let Some(free) = self.free.pop() {

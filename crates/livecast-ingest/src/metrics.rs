@@ -12,6 +12,9 @@ pub(crate) struct Metrics {
     pub parts_written: IntCounter,
     pub media_errors: IntCounter,
     pub rejected: IntCounterVec,
+    pub write_errors: IntCounterVec,
+    pub volume_full: IntGauge,
+    pub gap_segments: IntCounter,
 }
 
 impl Metrics {
@@ -37,6 +40,21 @@ impl Metrics {
                 "livecast_ingest_parts_written_total",
                 "LL-HLS parts written to the volume",
             )?,
+            write_errors: IntCounterVec::new(
+                Opts::new(
+                    "livecast_ingest_write_errors_total",
+                    "Failed writes of stream files, by kind (no_space, other)",
+                ),
+                &["kind"],
+            )?,
+            volume_full: IntGauge::new(
+                "livecast_ingest_volume_full",
+                "1 while the last write of a stream file failed for lack of space",
+            )?,
+            gap_segments: IntCounter::new(
+                "livecast_ingest_gap_segments_total",
+                "Segments listed as EXT-X-GAP because their media could not be written whole",
+            )?,
             media_errors: IntCounter::new(
                 "livecast_ingest_media_errors_total",
                 "Audio or video messages that could not be packaged and were dropped",
@@ -56,6 +74,9 @@ impl Metrics {
         registry.register(Box::new(m.parts_written.clone()))?;
         registry.register(Box::new(m.media_errors.clone()))?;
         registry.register(Box::new(m.rejected.clone()))?;
+        registry.register(Box::new(m.write_errors.clone()))?;
+        registry.register(Box::new(m.volume_full.clone()))?;
+        registry.register(Box::new(m.gap_segments.clone()))?;
         Ok(m)
     }
 }

@@ -68,6 +68,9 @@ pub(crate) struct Pipeline {
     files: StreamDir,
     /// Whether the directory is there and media is taken.
     open: bool,
+    /// A write for the segment being built failed: it is listed as a gap, without parts.
+    segment_broken: bool,
+    writes: WriteErrors,
     errors_logged: u32,
     jumps_seen: u64,
 }
@@ -86,6 +89,11 @@ impl Pipeline {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
+        let writes = WriteErrors {
+            stream: stream.clone(),
+            metrics: shared.metrics.clone(),
+            failing: false,
+        };
         Self {
             stream,
             files: StreamDir::new(dir.clone()),
@@ -103,6 +111,8 @@ impl Pipeline {
             anchor: None,
             retired: VecDeque::new(),
             open: false,
+            segment_broken: false,
+            writes,
             errors_logged: 0,
             jumps_seen: 0,
         }
@@ -247,24 +257,35 @@ impl Pipeline {
             if let Some(init) = self.segmenter.init_segment() {
                 let name = format!("{}-init.mp4", self.session);
                 let written = self.files.write(&name, init);
-                self.check(written, "init segment");
-                self.init = Some(name);
+                if self.writes.check(written, "init segment").is_some() {
+                    if let Some(playlist) = self.playlist.as_mut() {
+                        playlist.map = Some(name.clone());
+                    }
+                    self.init = Some(name);
+                }
+            }
+            // Media without its init segment cannot be decoded.
+            if self.container == Container::Fmp4 && self.init.is_none() {
+                self.break_segment();
             }
         }
         let segment_name = self.name(self.sequence);
-        if self.part_target.is_some() {
+        if self.part_target.is_some() && !self.segment_broken {
             let appended = self.files.append(&segment_name, &cut.part.data);
-            if let Some(offset) = self.check(appended, "part") {
-                self.parts.push(PlaylistPart {
-                    uri: segment_name.clone(),
-                    duration: cut.part.duration_ms as f64 / 1000.0,
-                    independent: cut.part.independent,
-                    byterange: Some(ByteRange {
-                        length: cut.part.data.len() as u64,
-                        offset,
-                    }),
-                });
-                self.shared.metrics.parts_written.inc();
+            match self.writes.check(appended, "part") {
+                Some(offset) => {
+                    self.parts.push(PlaylistPart {
+                        uri: segment_name.clone(),
+                        duration: cut.part.duration_ms as f64 / 1000.0,
+                        independent: cut.part.independent,
+                        byterange: Some(ByteRange {
+                            length: cut.part.data.len() as u64,
+                            offset,
+                        }),
+                    });
+                    self.shared.metrics.parts_written.inc();
+                }
+                None => self.break_segment(),
             }
         }
         let mut removed = Vec::new();
@@ -288,44 +309,61 @@ impl Pipeline {
             let program_date_time = self
                 .anchor
                 .map(|(first_ms, wall)| offset_time(wall, segment.start_ms - first_ms));
+            // Written before it is listed: the playlist that names it is written below.
+            let written = if self.segment_broken {
+                // Not a byte more of it, and not its parts' leftovers, is worth keeping.
+                self.files.abandon_segment();
+                None
+            } else if self.part_target.is_some() {
+                self.writes.check(self.files.end_segment(), "segment")
+            } else {
+                self.writes
+                    .check(self.files.write(&segment_name, &segment.data), "segment")
+            };
+            let gap = written.is_none();
+            if gap {
+                self.shared.metrics.gap_segments.inc();
+                self.parts.clear();
+            } else {
+                self.shared.metrics.segments_written.inc();
+            }
             removed.extend(playlist.push(PlaylistSegment {
                 uri: segment_name.clone(),
                 duration: segment.duration_ms as f64 / 1000.0,
                 program_date_time,
                 parts: std::mem::take(&mut self.parts),
                 discontinuity: continued,
+                gap,
                 ..Default::default()
             }));
-            let written = if self.part_target.is_some() {
-                self.files.end_segment()
-            } else {
-                self.files.write(&segment_name, &segment.data)
-            };
-            if self.check(written, "segment").is_some() {
-                self.shared.metrics.segments_written.inc();
-            }
+            self.segment_broken = false;
             self.sequence += 1;
         }
         // The next part goes at the end of the segment being built, or starts the next one.
-        let hint = (!last && self.part_target.is_some()).then(|| PreloadHint {
-            uri: self.name(self.sequence),
-            byterange_start: Some(
-                self.parts
-                    .last()
-                    .and_then(|p| p.byterange)
-                    .map_or(0, |r| r.end()),
-            ),
-        });
+        // None while the segment is broken: its next part will not be listed.
+        let hint =
+            (!last && self.part_target.is_some() && !self.segment_broken).then(|| PreloadHint {
+                uri: self.name(self.sequence),
+                byterange_start: Some(
+                    self.parts
+                        .last()
+                        .and_then(|p| p.byterange)
+                        .map_or(0, |r| r.end()),
+                ),
+            });
         let mut old_parts = Vec::new();
         let mut hold = Duration::ZERO;
+        let mut written = None;
         if let Some(playlist) = self.playlist.as_mut() {
             playlist.pending_parts.clone_from(&self.parts);
             old_parts = drop_old_parts(playlist);
             playlist.ended = last;
             playlist.preload_hint = hint;
-            let written = self.files.write_playlist(playlist.render().as_bytes());
+            written = Some(self.files.write_playlist(playlist.render().as_bytes()));
             hold = Duration::from_secs_f64(playlist.duration());
-            self.check(written, "playlist");
+        }
+        if let Some(written) = written {
+            self.writes.check_playlist(written, "playlist");
         }
         let now = Instant::now();
         for path in self.take_expired(now) {
@@ -351,11 +389,11 @@ impl Pipeline {
         );
     }
 
-    /// Logs a failed write (the stream goes on; a viewer may miss what it held).
-    fn check<T>(&self, result: std::io::Result<T>, what: &str) -> Option<T> {
-        result
-            .map_err(|error| tracing::error!(%error, what, "cannot write stream file"))
-            .ok()
+    /// The segment being built lost media: it will be listed as a gap, and the parts of it
+    /// listed so far are taken back (a player that fetched them already has their media).
+    fn break_segment(&mut self) {
+        self.segment_broken = true;
+        self.parts.clear();
     }
 
     fn end_playlist(&mut self) {
@@ -366,7 +404,7 @@ impl Pipeline {
         playlist.preload_hint = None;
         playlist.pending_parts.clear();
         let written = self.files.write_playlist(playlist.render().as_bytes());
-        self.check(written, "final playlist");
+        self.writes.check_playlist(written, "final playlist");
     }
 
     /// Takes the retired files whose time is up out of the queue.
@@ -478,6 +516,62 @@ fn drop_old_parts(playlist: &mut MediaPlaylist) -> Vec<PlaylistPart> {
         age += segment.duration;
     }
     dropped
+}
+
+/// Failed writes of one stream's files: counted, and logged once per run of them.
+struct WriteErrors {
+    stream: String,
+    metrics: crate::metrics::Metrics,
+    /// Writes are failing (logged once until one succeeds again).
+    failing: bool,
+}
+
+impl WriteErrors {
+    /// Counts a failed write and logs the first of a run of them, and the end of the run (the
+    /// stream goes on; what the write held is listed as a gap, never as media). Only a media
+    /// write ends a run: a playlist update can succeed on a full volume, in blocks its file
+    /// already has.
+    fn check<T>(&mut self, result: std::io::Result<T>, what: &str) -> Option<T> {
+        self.count(result, what, true)
+    }
+
+    /// [`WriteErrors::check`] for a playlist update, which does not end a run of failures.
+    fn check_playlist<T>(&mut self, result: std::io::Result<T>, what: &str) -> Option<T> {
+        self.count(result, what, false)
+    }
+
+    fn count<T>(&mut self, result: std::io::Result<T>, what: &str, media: bool) -> Option<T> {
+        let metrics = &self.metrics;
+        match result {
+            Ok(value) => {
+                if self.failing && media {
+                    self.failing = false;
+                    metrics.volume_full.set(0);
+                    tracing::info!(stream = %self.stream, "stream files are written again");
+                }
+                Some(value)
+            }
+            Err(error) => {
+                let no_space = error.raw_os_error()
+                    == Some(rustix::io::Errno::NOSPC.raw_os_error())
+                    || error.kind() == std::io::ErrorKind::StorageFull;
+                let kind = if no_space { "no_space" } else { "other" };
+                metrics.write_errors.with_label_values(&[kind]).inc();
+                if no_space {
+                    metrics.volume_full.set(1);
+                }
+                if !self.failing {
+                    self.failing = true;
+                    if no_space {
+                        tracing::error!(%error, what, stream = %self.stream, "the HLS volume is full: segments are listed as gaps until space returns");
+                    } else {
+                        tracing::error!(%error, what, stream = %self.stream, "cannot write stream file: segments are listed as gaps until writes succeed");
+                    }
+                }
+                None
+            }
+        }
+    }
 }
 
 fn base36(mut n: u128) -> String {

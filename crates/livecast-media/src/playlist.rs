@@ -65,6 +65,9 @@ pub struct PlaylistSegment {
     pub parts: Vec<Part>,
     /// The init segment (EXT-X-MAP) this segment needs; the tag is written where it changes.
     pub map: Option<String>,
+    /// EXT-X-GAP: the segment holds no media and players skip its time (its media could not
+    /// be written whole). Its parts are not listed.
+    pub gap: bool,
 }
 
 /// EXT-X-SERVER-CONTROL.
@@ -273,6 +276,9 @@ impl MediaPlaylist {
             for part in &seg.parts {
                 render_part(&mut out, part);
             }
+            if seg.gap {
+                out.push_str("#EXT-X-GAP\n");
+            }
             let _ = writeln!(out, "#EXTINF:{:.3},\n{}", seg.duration, seg.uri);
         }
         if !self.pending_parts.is_empty() || self.segments.is_empty() {
@@ -340,6 +346,7 @@ impl MediaPlaylist {
                         .map_err(|_| ParseError("bad DISCONTINUITY-SEQUENCE"))?
                 }
                 "EXT-X-DISCONTINUITY" => current.discontinuity = true,
+                "EXT-X-GAP" => current.gap = true,
                 "EXT-X-PROGRAM-DATE-TIME" => {
                     current.program_date_time = Some(
                         humantime::parse_rfc3339(value)
@@ -530,6 +537,26 @@ mod tests {
             ),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn gap_segments_round_trip() {
+        let mut pl = MediaPlaylist::new(2, 0);
+        pl.push(seg(0));
+        pl.push(PlaylistSegment {
+            gap: true,
+            ..seg(1)
+        });
+        pl.push(seg(2));
+        let text = pl.render();
+        assert!(
+            text.contains("#EXT-X-GAP\n#EXTINF:2.002,\ns1.ts\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("#EXT-X-GAP").count(), 1, "{text}");
+        let parsed = MediaPlaylist::parse(&text).expect("parse");
+        let gaps: Vec<bool> = parsed.segments.iter().map(|s| s.gap).collect();
+        assert_eq!(gaps, [false, true, false]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod browser;
 mod continuity;
+mod disk_full;
 mod e2e;
 mod enhanced_rtmp;
 mod rtmp_chunks;
