@@ -65,6 +65,12 @@ pub struct Config {
     /// Seconds without any data from a publisher before its connection is closed.
     #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
     pub idle_timeout_secs: u64,
+    /// Seconds a stream waits for its publisher to come back after a publish ends (a dropped
+    /// connection, an encoder restart, an ingest restart) before its playlist gets ENDLIST.
+    /// Meanwhile players keep reloading it, and a new publish of the name continues it after
+    /// a discontinuity. 0 ends it at once.
+    #[arg(long, env = "LIVECAST_RECONNECT_GRACE_SECS", default_value_t = 60)]
+    pub reconnect_grace_secs: u64,
     /// Worker threads, each serving its own publishers from accept to ENDLIST (0: one per
     /// CPU). One thread serves dozens of publishers on a fraction of a core; more threads
     /// cost more CPU per stream.
@@ -99,6 +105,12 @@ impl Config {
                 self.part_ms
             )));
         }
+        if self.reconnect_grace_secs > 86_400 {
+            return Err(IngestError::Config(format!(
+                "--reconnect-grace-secs must be at most 86400 (a day), got {}",
+                self.reconnect_grace_secs
+            )));
+        }
         if self.idle_timeout_secs == 0 {
             return Err(IngestError::Config(
                 "--idle-timeout-secs must be at least 1".into(),
@@ -120,6 +132,7 @@ mod tests {
         assert_eq!(cfg.admin_listen.port(), 9101);
         assert_eq!(cfg.segment_secs, 2.0);
         assert_eq!(cfg.window, 6);
+        assert_eq!(cfg.reconnect_grace_secs, 60);
         cfg.validate().unwrap();
         let bad = Config::parse_from(["livecast-ingest", "--window", "1"]);
         assert!(bad.validate().unwrap_err().to_string().contains("--window"));

@@ -11,6 +11,7 @@
 //! - [`server`]: the accept loop, the admin server and [`run`].
 //! - `connection`: one RTMP connection: handshake, session, publish admission.
 //! - `pipeline`: one publish: segmenter, HLS writer, segment retirement.
+//! - `ending`: when a stream whose publisher left ends (the reconnect grace).
 //! - `files`: a stream directory's files: atomic writes, playlist spares, recycled media files.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
@@ -19,6 +20,7 @@ mod auth;
 pub mod chunk;
 pub mod config;
 mod connection;
+mod ending;
 pub mod error;
 mod files;
 mod metrics;

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +43,8 @@ const FIRST_SEQUENCE: u64 = 1;
 
 pub(crate) struct Pipeline {
     stream: String,
+    /// This publish's number (see `Shared::latest`).
+    publish: u64,
     dir: PathBuf,
     session: String,
     shared: Arc<Shared>,
@@ -94,8 +97,13 @@ impl Pipeline {
             metrics: shared.metrics.clone(),
             failing: false,
         };
+        let publish = shared.next_publish.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut latest) = shared.latest.lock() {
+            latest.insert(stream.clone(), publish);
+        }
         Self {
             stream,
+            publish,
             files: StreamDir::new(dir.clone()),
             dir,
             session: base36(millis),
@@ -159,8 +167,9 @@ impl Pipeline {
         }
     }
 
-    /// The publish is over: the last segment and ENDLIST are written, the name is free again
-    /// and retired files are deleted when their time is up.
+    /// The publish is over: the last segment is written, the name is free again and retired
+    /// files are deleted when their time is up. The playlist waits for a publisher to come
+    /// back and gets ENDLIST only if none does within the grace (see `ending`).
     pub fn close(mut self) {
         if self.open {
             match self.segmenter.finish() {
@@ -171,6 +180,23 @@ impl Pipeline {
         self.shared.metrics.streams_active.dec();
         if let Ok(mut live) = self.shared.live.lock() {
             live.remove(&self.stream);
+        }
+        let grace = Duration::from_secs(self.shared.config.reconnect_grace_secs);
+        // Also when this publish wrote no playlist of its own: one it meant to continue may be
+        // waiting on the volume.
+        if self.open {
+            if !grace.is_zero() {
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    "publish stopped; the stream waits for its publisher"
+                );
+            }
+            crate::ending::schedule(
+                self.shared.clone(),
+                self.stream.clone(),
+                self.publish,
+                grace,
+            );
         }
         self.schedule_final_cleanup();
     }
@@ -357,8 +383,11 @@ impl Pipeline {
         if let Some(playlist) = self.playlist.as_mut() {
             playlist.pending_parts.clone_from(&self.parts);
             old_parts = drop_old_parts(playlist);
-            playlist.ended = last;
             playlist.preload_hint = hint;
+            if last {
+                playlist.ended = self.shared.config.reconnect_grace_secs == 0;
+                crate::ending::wait_for_publisher(playlist);
+            }
             written = Some(self.files.write_playlist(playlist.render().as_bytes()));
             hold = Duration::from_secs_f64(playlist.duration());
         }
@@ -400,9 +429,8 @@ impl Pipeline {
         let Some(playlist) = self.playlist.as_mut() else {
             return;
         };
-        playlist.ended = true;
-        playlist.preload_hint = None;
-        playlist.pending_parts.clear();
+        playlist.ended = self.shared.config.reconnect_grace_secs == 0;
+        crate::ending::wait_for_publisher(playlist);
         let written = self.files.write_playlist(playlist.render().as_bytes());
         self.writes.check_playlist(written, "final playlist");
     }

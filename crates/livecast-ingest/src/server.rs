@@ -1,6 +1,7 @@
 //! The service entry point and its worker threads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ impl Listeners {
 }
 
 /// One worker thread: serves the connections it is given until shutdown, then lets every
-/// publish finish its playlist (ENDLIST) within a deadline.
+/// publish write its last segment within a deadline.
 async fn serve_worker(mut incoming: Incoming, shared: Arc<Shared>, shutdown: CancellationToken) {
     let tasks = TaskTracker::new();
     while let Some(Accepted { stream, peer, load }) = incoming.accept().await {
@@ -63,10 +64,15 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     /// Names being published now; a second publisher of the same name is refused.
     pub live: Mutex<HashSet<String>>,
+    /// The latest publish of each name, by number: a stream whose publisher left is ended
+    /// only if no publish of its name came after (see `ending`).
+    pub latest: Mutex<HashMap<String, u64>>,
+    /// Number of the next publish (0 stands for one of an earlier run of the ingest).
+    pub next_publish: AtomicU64,
 }
 
-/// Runs the ingest service until `shutdown` is cancelled, then lets every publish finish its
-/// playlist (ENDLIST) within a deadline.
+/// Runs the ingest service until `shutdown` is cancelled, then lets every publish write its
+/// last segment within a deadline. The playlists are not ended: a restart continues them.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -96,7 +102,12 @@ pub async fn run(
         config,
         metrics,
         live: Mutex::new(HashSet::new()),
+        latest: Mutex::new(HashMap::new()),
+        next_publish: AtomicU64::new(1),
     });
+    // Streams an earlier run left waiting for their publishers (a restart is not an end)
+    // are ended when their grace runs out, unless a publisher comes back first.
+    crate::ending::resume_waiting(&shared);
     health.set_ready(true);
     // Each connection lives on one worker thread with a runtime of its own, its publish's
     // pipeline included: reading, packaging and writing a stream never wakes another thread.

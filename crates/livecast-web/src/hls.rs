@@ -195,9 +195,18 @@ async fn playlist(
         let deadline =
             tokio::time::Instant::now() + (Duration::from_secs(3 * target)).min(MAX_WAIT);
         loop {
+            // A playlist that ended, or stopped offering blocking reloads (its publisher left
+            // and the ingest waits for it), answers at once: the player then reloads it on
+            // its own schedule instead of being answered 503 again and again.
             let state = entry
                 .model
                 .as_ref()
+                .filter(|m| {
+                    !m.ended
+                        && m.server_control
+                            .as_ref()
+                            .is_some_and(|c| c.can_block_reload)
+                })
                 .map_or(Wait::Ready, |m| evaluate(m, msn, directives.part));
             match state {
                 Wait::Ready => break,

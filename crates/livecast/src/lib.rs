@@ -64,6 +64,9 @@ pub struct UpArgs {
     /// LL-HLS part length in milliseconds; 0 writes plain HLS without parts.
     #[arg(long, env = "LIVECAST_PART_MS", default_value_t = 250)]
     pub part_ms: u32,
+    /// Seconds a stream waits for its publisher to come back before its playlist ends.
+    #[arg(long, env = "LIVECAST_RECONNECT_GRACE_SECS", default_value_t = 60)]
+    pub reconnect_grace_secs: u64,
     /// Keep every segment of a publish (EVENT playlist, VOD after the end).
     #[arg(long, env = "LIVECAST_RECORD")]
     pub record: bool,
@@ -145,6 +148,7 @@ impl Stack {
                     .unwrap_or_default()
             ),
             format!("--part-ms={}", args.part_ms),
+            format!("--reconnect-grace-secs={}", args.reconnect_grace_secs),
         ];
         if args.record {
             ingest_args.push("--record".into());

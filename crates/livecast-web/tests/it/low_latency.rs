@@ -238,3 +238,39 @@ async fn delta_updates_skip_old_segments() {
     assert!(delta.contains("#EXT-X-VERSION:9"));
     web.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_blocking_reload_is_answered_when_the_publisher_leaves() {
+    let web = start().await;
+    web.publish("cam/index.m3u8", playlist(4, 1).as_bytes());
+    assert_eq!(
+        status(&raw(web.addr, "/hls/cam/index.m3u8", "").await),
+        "200"
+    );
+    let addr = web.addr;
+    let waiter = tokio::spawn(async move {
+        let response = raw(addr, "/hls/cam/index.m3u8?_HLS_msn=5&_HLS_part=0", "").await;
+        (Instant::now(), response)
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!waiter.is_finished(), "the request must wait for the part");
+    // The ingest's playlist while it waits for the publisher: the last segment complete, no
+    // hint, no blocking reloads offered.
+    let mut waiting = MediaPlaylist::parse(&playlist(5, 0)).expect("parse");
+    waiting.preload_hint = None;
+    if let Some(control) = waiting.server_control.as_mut() {
+        control.can_block_reload = false;
+    }
+    let written = Instant::now();
+    web.publish("cam/index.m3u8", waiting.render().as_bytes());
+    let (answered, response) = waiter.await.expect("join");
+    assert_eq!(status(&response), "200", "{response}");
+    assert!(!response.contains("CAN-BLOCK-RELOAD"), "{response}");
+    // At once, not after three target durations with a 503.
+    assert!(answered.duration_since(written) < Duration::from_secs(2));
+    // Later reloads with directives are not held either.
+    let started = Instant::now();
+    let again = raw(web.addr, "/hls/cam/index.m3u8?_HLS_msn=5&_HLS_part=0", "").await;
+    assert_eq!(status(&again), "200", "{again}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

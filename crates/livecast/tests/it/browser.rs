@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::support::{
-    get, make_clip, parse_playlist, publish, start_stack, wait_until, workspace_dir,
+    get, make_clip, parse_playlist, publish, start_stack, start_stack_with, wait_until,
+    workspace_dir,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -76,5 +77,171 @@ async fn hls_js_in_chromium_plays_through_the_proxy() {
             > 1000
     );
     publisher.kill().await.expect("stop ffmpeg");
+    stack.stop().await;
+}
+
+/// One sample of `e2e/recover.mjs`: each viewer's playback position and fatal error.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    page_time: f64,
+    page_fatal: Option<String>,
+    page_restarts: u64,
+    plain_time: f64,
+    plain_fatal: Option<String>,
+}
+
+/// Starts `e2e/recover.mjs` on `stream` for `seconds` and returns its samples as they come.
+fn watch(
+    stack: &crate::support::Running,
+    stream: &str,
+    seconds: u32,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<Seen>,
+) {
+    use tokio::io::AsyncBufReadExt as _;
+    assert!(
+        workspace_dir()
+            .join("e2e/node_modules/playwright-core")
+            .exists(),
+        "run `npm ci --prefix e2e` first (scripts/test.sh does)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(workspace_dir().join("e2e/recover.mjs"))
+        .arg(stack.url(""))
+        .arg(stream)
+        .arg(seconds.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            let seen = Seen {
+                page_time: v["page"]["time"].as_f64().unwrap_or(0.0),
+                page_fatal: text(&v["page"]["fatal"]),
+                page_restarts: v["page"]["restarts"].as_u64().unwrap_or(0),
+                plain_time: v["plain"]["time"].as_f64().unwrap_or(0.0),
+                plain_fatal: text(&v["plain"]["fatal"]),
+            };
+            if tx.send(seen).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads samples until `done` holds for one, within `limit`; returns it.
+async fn until(
+    samples: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Seen) -> bool,
+) -> Seen {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = Seen::default();
+    loop {
+        match tokio::time::timeout_at(deadline, samples.recv()).await {
+            Ok(Some(seen)) if done(&seen) => return seen,
+            Ok(Some(seen)) => last = seen,
+            _ => panic!("timed out waiting for {what}; last seen {last:?}"),
+        }
+    }
+}
+
+async fn wait_for_segments(stack: &crate::support::Running, stream: &str, n: usize) {
+    let url = stack.url(&format!("/hls/{stream}/index.m3u8"));
+    wait_until("segments", Duration::from_secs(15), || {
+        let url = url.clone();
+        async move {
+            let r = get(&url).await;
+            r.status == 200
+                && parse_playlist(&String::from_utf8_lossy(&r.body))
+                    .segments
+                    .len()
+                    >= n
+        }
+    })
+    .await;
+}
+
+/// Drops the publisher after playback is under way and brings it back after `away`; returns
+/// the seconds each viewer took from the publisher's return to play two seconds of new media,
+/// and the sample at that point.
+async fn drop_and_return(
+    stack: &crate::support::Running,
+    stream: &str,
+    away: Duration,
+    both: bool,
+) -> (f64, Seen) {
+    let clip = make_clip(stack.dir.path(), 40);
+    let url = stack.rtmp_url(&format!("live/{stream}"));
+    let mut publisher = publish(&clip, &url);
+    wait_for_segments(stack, stream, 2).await;
+    let (mut node, mut samples) = watch(stack, stream, 90);
+    let samples = &mut samples;
+    until(samples, "playback", Duration::from_secs(30), |s| {
+        s.page_time > 2.0 && (!both || s.plain_time > 2.0)
+    })
+    .await;
+    // Gone without a word, as a crashed encoder or a lost network goes.
+    publisher.kill().await.expect("kill ffmpeg");
+    tokio::time::sleep(away).await;
+    let stalled = until(samples, "a sample", Duration::from_secs(5), |_| true).await;
+    let mut publisher = publish(&clip, &url);
+    let back = tokio::time::Instant::now();
+    let resumed = until(
+        samples,
+        "playback to resume",
+        Duration::from_secs(30),
+        |s| {
+            s.page_time > stalled.page_time + 2.0
+                && (!both || s.plain_time > stalled.plain_time + 2.0)
+        },
+    )
+    .await;
+    let seconds = back.elapsed().as_secs_f64();
+    publisher.kill().await.expect("stop ffmpeg");
+    let _ = node.kill().await;
+    (seconds, resumed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn players_resume_by_themselves_when_the_publisher_returns() {
+    let stack = start_stack_with(2, &["--reconnect-grace-secs=60"]).await;
+    let (seconds, seen) = drop_and_return(&stack, "comeback", Duration::from_secs(3), true).await;
+    eprintln!(
+        "publisher away 3 s: both viewers played 2 s of new media {seconds:.1} s after its return"
+    );
+    // The playlist never ended, so neither page had to start again, and nothing was fatal.
+    assert_eq!(seen.page_fatal, None, "{seen:?}");
+    assert_eq!(seen.plain_fatal, None, "{seen:?}");
+    assert_eq!(seen.page_restarts, 0, "{seen:?}");
+    // Two seconds of media take two seconds to play; the rest is the wait for the stream.
+    assert!(
+        seconds < 10.0,
+        "resumed {seconds:.1} s after the publisher's return"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_player_page_starts_again_when_an_ended_stream_returns() {
+    let stack = start_stack_with(2, &["--reconnect-grace-secs=1"]).await;
+    // Away for longer than the grace: the playlist ends, and the page waits for the stream.
+    let (seconds, seen) = drop_and_return(&stack, "again", Duration::from_secs(6), false).await;
+    eprintln!("stream ended and started again: the player page played 2 s of it {seconds:.1} s after the publisher's return");
+    assert!(seen.page_restarts >= 1, "{seen:?}");
+    assert!(
+        seconds < 12.0,
+        "resumed {seconds:.1} s after the publisher's return"
+    );
     stack.stop().await;
 }

@@ -8,5 +8,6 @@ mod continuity;
 mod disk_full;
 mod e2e;
 mod enhanced_rtmp;
+mod reconnect;
 mod rtmp_chunks;
 mod support;

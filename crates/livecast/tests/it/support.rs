@@ -78,6 +78,13 @@ pub async fn start_stack_with(replicas: usize, extra: &[&str]) -> Running {
         format!("--access-log-dir={}", dir.path().join("logs").display()),
         format!("--state-dir={}", dir.path().join("logship").display()),
     ];
+    // Streams end a second after their publisher leaves unless a test says otherwise.
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--reconnect-grace-secs"))
+    {
+        args.push("--reconnect-grace-secs=1".into());
+    }
     args.extend(extra.iter().map(|a| a.to_string()));
     let args = Wrapper::parse_from(args).up;
     let stack = Stack::bind(&args).await.expect("stack binds");
@@ -342,6 +349,13 @@ pub async fn start_ingest(hls: &Path, extra: &[&str]) -> Ingest {
         "--admin-listen=127.0.0.1:0".into(),
         format!("--hls-dir={}", hls.display()),
     ];
+    // Streams end a second after their publisher leaves unless a test says otherwise.
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--reconnect-grace-secs"))
+    {
+        args.push("--reconnect-grace-secs=1".into());
+    }
     args.extend(extra.iter().map(|a| a.to_string()));
     let config = livecast_ingest::Config::parse_from(args);
     let listeners = livecast_ingest::Listeners::bind(&config)

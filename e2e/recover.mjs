@@ -1,0 +1,66 @@
+// Watches two viewers of one live stream in headless Chromium for a while and reports what
+// they saw, one JSON line every 250 ms, so that the test driving the publisher can drop it and
+// bring it back and see whether playback resumes by itself:
+//   - "page": the livecast player page (/?stream=NAME);
+//   - "plain": a bare page that plays the stream with hls.js and its default settings
+//     (served at the same origin, loading the front-end's self-hosted hls.js).
+// Usage: node recover.mjs <origin> <stream> <seconds>
+// Each line: {"t": ms since start, "page": {time, fatal, restarts, status}, "plain": {time, fatal}}.
+import { chromium } from "playwright-core";
+
+const [origin, stream, seconds] = process.argv.slice(2);
+if (!origin || !stream || !seconds) {
+  console.error("usage: node recover.mjs <origin> <stream> <seconds>");
+  process.exit(2);
+}
+const playlist = `/hls/${stream}/index.m3u8`;
+const plainPage = `<!doctype html><html><body><video id="video" muted playsinline></video>
+<script src="/assets/hls.min.js"></script>
+<script>
+  window.state = { fatal: null, errors: [] };
+  const video = document.getElementById("video");
+  const hls = new Hls();
+  hls.on(Hls.Events.ERROR, (_e, data) => {
+    window.state.errors.push(data.details);
+    if (data.fatal) window.state.fatal = data.details + (data.error ? ": " + data.error.message : "");
+  });
+  hls.loadSource(${JSON.stringify(playlist)});
+  hls.attachMedia(video);
+  video.play().catch(() => {});
+</script></body></html>`;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+try {
+  const page = await browser.newPage();
+  await page.goto(`${origin}/?stream=${encodeURIComponent(stream)}`);
+  const plain = await browser.newPage();
+  await plain.route(`${origin}/plain-hls-js.html`, (route) =>
+    route.fulfill({ status: 200, contentType: "text/html", body: plainPage }));
+  await plain.goto(`${origin}/plain-hls-js.html`);
+  const started = Date.now();
+  while (Date.now() - started < Number(seconds) * 1000) {
+    const [p, q] = await Promise.all([
+      page.evaluate(() => ({
+        time: document.getElementById("video").currentTime,
+        fatal: window.livecast.fatal,
+        restarts: window.livecast.restarts,
+        status: document.getElementById("status").textContent,
+      })),
+      plain.evaluate(() => ({
+        time: document.getElementById("video").currentTime,
+        fatal: window.state.fatal,
+      })),
+    ]);
+    console.log(JSON.stringify({ t: Date.now() - started, page: p, plain: q }));
+    await new Promise((r) => setTimeout(r, 250));
+  }
+} finally {
+  await browser.close();
+}
