@@ -14,9 +14,27 @@ pub struct Config {
     /// Address of the admin server (/metrics, /livez, /readyz, /api/viewers).
     #[arg(long, env = "LIVECAST_ADMIN_LISTEN", default_value = "0.0.0.0:9104")]
     pub admin_listen: SocketAddr,
-    /// Directory holding the front-ends' access logs (every *.log file, rotated ones included).
+    /// Directory holding the front-ends' access logs (see --include and --exclude).
     #[arg(long, env = "LIVECAST_LOG_DIR", default_value = "./data/logs")]
     pub log_dir: PathBuf,
+    /// File names in the log directory to ship (`*` and `?` wildcards, comma-separated). The
+    /// default covers the front-ends' own names and logrotate's (`.1`, `-YYYYMMDD`). A file
+    /// being shipped is followed to its end whatever it is renamed to.
+    #[arg(
+        long,
+        env = "LIVECAST_INCLUDE",
+        value_delimiter = ',',
+        default_value = "*.log,*.log.*,*.log-*"
+    )]
+    pub include: Vec<String>,
+    /// File names never shipped, even when --include matches: compressed rotations are not text.
+    #[arg(
+        long,
+        env = "LIVECAST_EXCLUDE",
+        value_delimiter = ',',
+        default_value = "*.gz,*.bz2,*.xz,*.zst,*.lz4,*.zip,*.Z"
+    )]
+    pub exclude: Vec<String>,
     /// Directory for checkpoints and the dead-letter file.
     #[arg(long, env = "LIVECAST_STATE_DIR", default_value = "./data/logship")]
     pub state_dir: PathBuf,

@@ -117,7 +117,11 @@ pub async fn run(
     .map_err(LogshipError::Config)?;
     // The front-ends may start later; watching needs the directory to exist.
     std::fs::create_dir_all(&config.log_dir)?;
-    let source = Source::open(config.log_dir.clone(), &config.state_dir)?;
+    let names = crate::source::Names {
+        include: config.include.clone(),
+        exclude: config.exclude.clone(),
+    };
+    let source = Source::open(config.log_dir.clone(), names, &config.state_dir)?;
     // Without a sink nothing waits, so nothing spills.
     let spill = match (&sink, config.spill_max_mb) {
         (Some(_), mb) if mb > 0 => Some(Spill::open(

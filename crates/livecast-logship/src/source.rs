@@ -1,5 +1,11 @@
-//! The source: every `*.log` file in the log directory, known by its device and inode plus the
-//! fingerprint of its first line, read from its checkpoint in whole lines.
+//! The source: the log directory's files that `--include` names and `--exclude` does not,
+//! known by their device and inode plus the fingerprint of their first line, read from their
+//! checkpoint in whole lines.
+//!
+//! A file is followed by identity, not by name: once followed (or known from a checkpoint of an
+//! earlier run), it is read to its end whatever it is renamed to, so a rotation to a name the
+//! globs do not cover loses nothing. Compressed rotations (`.gz`...) are new files, excluded by
+//! name: they are never read as text.
 //!
 //! The device and inode say which physical file an entry is: a file whose inode, size and
 //! modification time are unchanged since the last scan keeps its fingerprint without being
@@ -61,10 +67,52 @@ struct Checkpoints {
     offsets: HashMap<String, u64>,
 }
 
+/// Which file names are shipped: `*` and `?` wildcards over the whole name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Names {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Names {
+    fn included(&self, name: &str) -> bool {
+        !name.starts_with('.') && self.include.iter().any(|g| glob(g, name))
+    }
+
+    fn excluded(&self, name: &str) -> bool {
+        self.exclude.iter().any(|g| glob(g, name))
+    }
+}
+
+/// Whether `name` matches `pattern` (`*`: any run of characters, `?`: one character).
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Greedy matching with a retry point at the last star: linear for these short names.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Source {
     dir: PathBuf,
+    names: Names,
     checkpoint_path: PathBuf,
     /// Held for the life of the source: one shipper per state directory.
     _lock: std::fs::File,
@@ -81,7 +129,7 @@ pub(crate) struct Source {
 
 impl Source {
     /// Loads the checkpoints of an earlier run.
-    pub fn open(dir: PathBuf, state_dir: &Path) -> std::io::Result<Self> {
+    pub fn open(dir: PathBuf, names: Names, state_dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(state_dir)?;
         // Two shippers on one state directory would overwrite each other's checkpoints.
         let lock = std::fs::OpenOptions::new()
@@ -108,6 +156,7 @@ impl Source {
             .collect();
         Ok(Self {
             dir,
+            names,
             checkpoint_path,
             _lock: lock,
             read_to: HashMap::new(),
@@ -125,6 +174,9 @@ impl Source {
         use std::os::unix::fs::MetadataExt as _;
         let mut found = HashMap::new();
         let mut seen = HashMap::new();
+        // A file renamed between the listing and its look-up is under neither name in this
+        // scan; forgetting it would drop its checkpoint and count its rest as lost.
+        let mut raced = false;
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -136,15 +188,26 @@ impl Source {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') || !name.ends_with(".log") {
-                continue;
-            }
+            let included = self.names.included(name) && !self.names.excluded(name);
             let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
+            let Ok(meta) = entry.metadata() else {
+                // Renamed or removed since the listing: this scan cannot tell which.
+                raced = true;
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
             let id = (meta.dev(), meta.ino());
+            // Under another name, only a file followed already (by inode) is read on; one
+            // that is neither excluded nor known yet is looked at for a checkpoint of its own.
+            let known = self
+                .seen
+                .get(&id)
+                .is_some_and(|s| self.files.contains_key(&s.fingerprint));
+            if !included && !known && self.names.excluded(name) {
+                continue;
+            }
             let size = meta.len();
             let modified = meta.modified().ok();
             let unchanged = self
@@ -157,6 +220,7 @@ impl Source {
                     self.fingerprints_read += 1;
                     // A file whose first line is still being written has no identity yet.
                     let Some(fingerprint) = fingerprint(&path)? else {
+                        raced |= !path.exists();
                         continue;
                     };
                     fingerprint
@@ -170,6 +234,11 @@ impl Source {
                     modified,
                 },
             );
+            let resumed =
+                self.files.contains_key(&fingerprint) || self.offsets.contains_key(&fingerprint);
+            if !included && !known && !resumed {
+                continue;
+            }
             // Two files with one fingerprint (a copytruncate copy and its original for a moment)
             // hold the same bytes up to the shorter one; follow the longer.
             match found.get(&fingerprint) {
@@ -177,6 +246,14 @@ impl Source {
                 _ => {
                     found.insert(fingerprint, Followed { path, size });
                 }
+            }
+        }
+        if raced {
+            for (fp, followed) in self.files.drain() {
+                found.entry(fp).or_insert(followed);
+            }
+            for (id, was) in self.seen.drain() {
+                seen.entry(id).or_insert(was);
             }
         }
         let lost = self
@@ -388,6 +465,42 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// The default globs.
+    fn names() -> Names {
+        Names {
+            include: vec!["*.log".into(), "*.log.*".into(), "*.log-*".into()],
+            exclude: vec!["*.gz".into(), "*.zst".into()],
+        }
+    }
+
+    #[test]
+    fn globs_cover_the_usual_rotated_names_and_not_compressed_ones() {
+        let names = names();
+        let shipped = |n: &str| names.included(n) && !names.excluded(n);
+        for n in [
+            "web-1.log",
+            "web-1.1700000000000.log",
+            "access.log.1",
+            "access.log-20261202",
+            "access.log.2.1",
+        ] {
+            assert!(shipped(n), "{n}");
+        }
+        for n in [
+            "access.log.2.gz",
+            "access.log-20261202.gz",
+            ".web.log",
+            "notes.txt",
+            "web.logger",
+        ] {
+            assert!(!shipped(n), "{n}");
+        }
+        assert!(glob("a*b?c", "axxbyc"));
+        assert!(glob("*", ""));
+        assert!(!glob("a*b", "a"));
+        assert!(glob("*.log.*", "a.log.b.log.c"));
+    }
+
     #[test]
     fn partial_lines_wait_and_rotation_keeps_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -395,7 +508,7 @@ mod tests {
         std::fs::create_dir(&logs).unwrap();
         let mut f = std::fs::File::create(logs.join("web.log")).unwrap();
         f.write_all(b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
-        let mut src = Source::open(logs.clone(), &dir.path().join("state")).unwrap();
+        let mut src = Source::open(logs.clone(), names(), &dir.path().join("state")).unwrap();
         src.scan().unwrap();
         let lines = src.read(100).unwrap();
         assert_eq!(lines.len(), 2, "the partial third line waits");
@@ -411,11 +524,11 @@ mod tests {
         // Rename rotation: the same content under a new name continues at the checkpoint.
         std::fs::rename(logs.join("web.log"), logs.join("web.1.log")).unwrap();
         assert!(
-            Source::open(logs.clone(), &dir.path().join("state")).is_err(),
+            Source::open(logs.clone(), names(), &dir.path().join("state")).is_err(),
             "one shipper per state dir"
         );
         drop(src);
-        let mut again = Source::open(logs.clone(), &dir.path().join("state")).unwrap();
+        let mut again = Source::open(logs.clone(), names(), &dir.path().join("state")).unwrap();
         again.scan().unwrap();
         let rest = again.read(100).unwrap();
         assert_eq!(rest.len(), 1);
@@ -430,7 +543,7 @@ mod tests {
         std::fs::create_dir(&logs).unwrap();
         std::fs::write(logs.join("a.1.log"), "{\"a\":1}\n").unwrap();
         std::fs::write(logs.join("b.log"), "{\"b\":1}\n{\"b\":2}\n").unwrap();
-        let mut src = Source::open(logs.clone(), &dir.path().join("state")).unwrap();
+        let mut src = Source::open(logs.clone(), names(), &dir.path().join("state")).unwrap();
         src.scan().unwrap();
         assert_eq!(src.fingerprints_read, 2);
         let lines = src.read(100).unwrap();

@@ -529,3 +529,86 @@ async fn https_to_elasticsearch_trusts_the_given_ca_and_only_it() {
     shipper.shutdown.cancel();
     shipper.task.await.expect("join").expect("clean exit");
 }
+
+/// logrotate's own schemes, one after the other on one log while lines are still unshipped
+/// (the sink answers slowly): rename to `.1`, copytruncate to a `-YYYYMMDD` name (dateext),
+/// a `delaycompress` cycle (the older rotation gzipped to `.2.gz`, the live log renamed to
+/// `.1`) and a rename to a name no glob covers. Every line arrives once; the gzipped file is
+/// never read as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logrotate_schemes_deliver_every_line_exactly_once() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let (es_addr, stand) = es::start().await;
+    stand.delay_ms.store(100, Ordering::SeqCst);
+    let shipper = start(dir.path(), Some(es_addr), &[]).await;
+    const N: usize = 4000;
+    let log = logs.join("access.log");
+    let rotated = logs.join("access.log.1");
+    for seq in 0..N {
+        append(&log, &log_line(seq, "s1"));
+        match seq {
+            // The default: rename, then the writer opens a fresh file.
+            800 => std::fs::rename(&log, &rotated).expect("rename"),
+            // copytruncate with dateext.
+            1600 => {
+                std::fs::copy(&log, logs.join("access.log-20261202")).expect("copy");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&log)
+                    .expect("open")
+                    .set_len(0)
+                    .expect("truncate");
+            }
+            // compress with delaycompress, a period later (the older rotation is shipped by
+            // then): `.1` becomes `.2.gz`, the live log becomes `.1`.
+            2400 => {
+                eventually(
+                    "the first rotation shipped",
+                    Duration::from_secs(20),
+                    || stand.count() >= 801,
+                )
+                .await;
+                let plain = std::fs::read(&rotated).expect("read .1");
+                let mut gz = flate2::write::GzEncoder::new(
+                    std::fs::File::create(logs.join("access.log.2.gz")).expect("create .gz"),
+                    flate2::Compression::fast(),
+                );
+                gz.write_all(&plain).expect("gzip");
+                gz.finish().expect("gzip");
+                std::fs::remove_file(&rotated).expect("remove .1");
+                std::fs::rename(&log, &rotated).expect("rename");
+            }
+            // Renamed to a name no glob covers, while it is still being shipped.
+            3200 => std::fs::rename(&log, logs.join("access.old")).expect("rename"),
+            _ => {}
+        }
+        if seq % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eventually("every line delivered", Duration::from_secs(40), || {
+        stand.count() >= N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stand.count(), N, "exactly N documents");
+    assert_eq!(
+        seqs(&stand),
+        (0..N).collect::<HashSet<_>>(),
+        "every line once"
+    );
+    assert_eq!(
+        metric(shipper.admin, "livecast_logship_lost_bytes_total").await,
+        0.0
+    );
+    assert_eq!(
+        metric(shipper.admin, "livecast_logship_malformed_lines_total").await,
+        0.0,
+        "the gzipped rotation must not be read"
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}
