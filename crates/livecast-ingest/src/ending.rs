@@ -10,7 +10,9 @@
 //! Only when the grace runs out with no publisher does the playlist get `#EXT-X-ENDLIST`.
 //!
 //! The grace is counted from the playlist's last change, so a waiting stream left by an
-//! earlier run of the ingest (a restart, a crash) is ended by the next run on time too.
+//! earlier run of the ingest (a restart, a crash) is ended by the next run on time too; a
+//! playlist a killed ingest left mid-publish is put into the waiting state when the next run
+//! starts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,12 +61,25 @@ pub(crate) fn resume_waiting(shared: &Arc<Shared>) {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        if MediaPlaylist::parse(&text).is_ok_and(|p| !p.ended) {
+        let Ok(mut playlist) = MediaPlaylist::parse(&text) else {
+            continue;
+        };
+        if !playlist.ended {
             let age = std::fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|m| SystemTime::now().duration_since(m).ok())
                 .unwrap_or_default();
+            // An ingest that was killed left the playlist as it was mid-publish, offering
+            // blocking reloads and a preload hint that no one will answer.
+            wait_for_publisher(&mut playlist);
+            let rendered = playlist.render();
+            if rendered != text {
+                if let Err(error) = StreamDir::new(entry.path()).write_playlist(rendered.as_bytes())
+                {
+                    tracing::warn!(%error, stream, "cannot mark the stream as waiting");
+                }
+            }
             tracing::info!(
                 stream,
                 grace_left_secs = grace.saturating_sub(age).as_secs(),

@@ -94,6 +94,13 @@ async fn a_stream_waits_for_its_publisher_and_ends_only_after_the_grace() {
     .await;
     let playlist = read(&hls);
     assert!(playlist.segments[2].discontinuity, "{playlist:?}");
+    // What a killed ingest leaves: a playlist mid-publish, with blocking reloads and a hint.
+    std::fs::create_dir_all(hls.join("crashed")).expect("mkdir");
+    std::fs::write(
+        hls.join("crashed/index.m3u8"),
+        std::fs::read(hls.join("back/index.m3u8")).expect("read"),
+    )
+    .expect("write");
     assert!(!playlist.ended);
     assert!(back.wait().await.expect("ffmpeg runs").success());
 
@@ -110,6 +117,11 @@ async fn a_stream_waits_for_its_publisher_and_ends_only_after_the_grace() {
     let stopped = Instant::now();
     assert_waiting(&read(&hls));
     let ingest = start_ingest(&hls, &["--reconnect-grace-secs=5", "--window=20"]).await;
+    let crashed = MediaPlaylist::parse(
+        &std::fs::read_to_string(hls.join("crashed/index.m3u8")).expect("playlist"),
+    )
+    .expect("parses");
+    assert_waiting(&crashed);
     wait_for_endlist(&hls, stopped, grace).await;
     let ended = read(&hls);
     assert_eq!(ended.segments.len(), 6, "{ended:?}");
