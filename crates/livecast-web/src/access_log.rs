@@ -81,6 +81,15 @@ impl AccessLog {
         true
     }
 
+    /// Puts lines the writer could not write back in front of those queued since.
+    fn put_back(&self, lines: &[u8]) {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = Vec::with_capacity(lines.len() + buffer.len());
+        kept.extend_from_slice(lines);
+        kept.extend_from_slice(&buffer);
+        *buffer = kept;
+    }
+
     fn take(&self) -> Vec<u8> {
         let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *buffer, Vec::with_capacity(FLUSH_AT))
@@ -118,6 +127,7 @@ impl Writer {
     }
 
     async fn run(mut self, log: Arc<AccessLog>, stop: CancellationToken) {
+        let mut failing = false;
         loop {
             let stopping = tokio::select! {
                 () = stop.cancelled() => true,
@@ -125,8 +135,25 @@ impl Writer {
                 () = tokio::time::sleep(FLUSH_EVERY) => false,
             };
             let batch = log.take();
-            if let Err(error) = self.write_batch(&batch).await {
-                tracing::error!(%error, "cannot write access log");
+            match self.write_batch(&batch).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the access log is written again");
+                }
+                Ok(()) => {}
+                Err((error, done)) => {
+                    // A full disk, say: the lines wait in memory (up to the buffer's cap,
+                    // beyond which new lines are dropped and counted) and are tried again.
+                    if !failing {
+                        failing = true;
+                        tracing::error!(%error, "cannot write the access log; lines are kept in memory until it can be");
+                    }
+                    if stopping {
+                        tracing::error!(lines = bytecount_lines(&batch[done..]), "access-log lines lost at shutdown");
+                    } else {
+                        log.put_back(&batch[done..]);
+                    }
+                }
             }
             if stopping {
                 break;
@@ -157,8 +184,16 @@ impl Writer {
         self.dir.join(format!("{}.{millis}.log", self.instance))
     }
 
-    /// Writes whole lines, rotating before a line that would cross the size limit.
-    async fn write_batch(&mut self, mut batch: &[u8]) -> std::io::Result<()> {
+    /// Writes whole lines, rotating before a line that would cross the size limit. On an
+    /// error, returns how many bytes of `batch` were written whole; a line written in part is
+    /// cut off the file again, so no broken line is left for the shipper.
+    async fn write_batch(&mut self, batch: &[u8]) -> Result<(), (std::io::Error, usize)> {
+        let mut rest = batch;
+        let result = self.write_lines(&mut rest).await;
+        result.map_err(|error| (error, batch.len() - rest.len()))
+    }
+
+    async fn write_lines(&mut self, batch: &mut &[u8]) -> std::io::Result<()> {
         while !batch.is_empty() {
             let room = self.max_bytes.saturating_sub(self.written) as usize;
             // The longest prefix of whole lines that fits; at least one line.
@@ -176,9 +211,18 @@ impl Writer {
                     continue;
                 }
             };
-            self.out.write_all(&batch[..cut]).await?;
+            // Flushed at once: tokio's file reports a failed write at the flush.
+            let wrote = async {
+                self.out.write_all(&batch[..cut]).await?;
+                self.out.flush().await
+            }
+            .await;
+            if let Err(error) = wrote {
+                let _ = self.out.set_len(self.written).await;
+                return Err(error);
+            }
             self.written += cut as u64;
-            batch = &batch[cut..];
+            *batch = &batch[cut..];
             if !batch.is_empty() {
                 self.rotate().await?;
             }
@@ -218,6 +262,10 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+fn bytecount_lines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| **b == b'\n').count()
 }
 
 #[cfg(unix)]

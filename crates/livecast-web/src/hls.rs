@@ -720,3 +720,34 @@ mod tests {
         assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }
+
+/// Entry points for the `cargo fuzz` targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Feeds a viewer's query string, `Range` header and a playlist through the front-end's
+    /// parsing: LL-HLS delivery directives, the range answer over the playlist's bytes, and
+    /// the blocking-reload decision and delta update for the playlist.
+    pub fn request(query: &str, range: &str, playlist: &str) {
+        let pairs: HashMap<String, String> = query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let directives = Directives::parse(&pairs);
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(range) {
+            headers.insert(header::RANGE, value);
+        }
+        let body = Bytes::copy_from_slice(playlist.as_bytes());
+        let answer = ranged(&body, &headers);
+        assert!(answer.status() != StatusCode::INTERNAL_SERVER_ERROR);
+        if let (Ok(model), Ok(d)) = (MediaPlaylist::parse(playlist), directives) {
+            if let Some(msn) = d.msn {
+                let _ = evaluate(&model, msn, d.part);
+            }
+            let _ = model.delta().render();
+        }
+    }
+}

@@ -31,6 +31,9 @@ mod streams;
 mod volume;
 mod zerocopy;
 
+#[doc(hidden)]
+pub use hls::fuzzing;
+
 pub use config::Config;
 pub use error::WebError;
 pub use server::{run, Listeners};

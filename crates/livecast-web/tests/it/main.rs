@@ -41,9 +41,11 @@ pub(crate) async fn start_with(extra: &[&str]) -> Web {
         "livecast-web".to_string(),
         "--listen=127.0.0.1:0".into(),
         "--admin-listen=127.0.0.1:0".into(),
-        format!("--access-log-dir={}", dir.path().join("logs").display()),
         "--instance-name=test-web".into(),
     ];
+    if !extra.iter().any(|a| a.starts_with("--access-log-dir")) {
+        args.push(format!("--access-log-dir={}", dir.path().join("logs").display()));
+    }
     if !extra.iter().any(|a| a.starts_with("--hls-dir")) {
         args.push(format!("--hls-dir={}", hls.display()));
     }

@@ -362,3 +362,47 @@ async fn the_tail_of_a_large_response_is_not_held_back() {
     );
     web.stop().await;
 }
+
+/// A full log disk: viewers are served all along, the lines wait in memory, and once there is
+/// room every request is in the log exactly once, with no broken line. The log directory is a
+/// real size-limited tmpfs (root, as the test command runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_disk_keeps_lines_until_there_is_room() {
+    let mount = tempfile::tempdir().expect("tempdir");
+    let logs = mount.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&logs)
+        .status()
+        .expect("mount runs");
+    assert!(mounted.success(), "mounting a tmpfs needs root (scripts/test.sh runs as root)");
+    let web = start_with(&[&format!("--access-log-dir={}", logs.display())]).await;
+    let filler = logs.join("filler");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        while file.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let agent = format!("User-Agent: {}\r\n", "a".repeat(2000));
+    for _ in 0..100 {
+        let r = raw(web.addr, "/hls/cam/index.m3u8", &agent).await;
+        assert_eq!(status(&r), "200", "viewers are served while the log disk is full");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::remove_file(&filler).expect("free");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = web.stop().await;
+    let mut lines = 0;
+    for entry in std::fs::read_dir(&logs).expect("dir") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for line in text.lines() {
+            let doc: serde_json::Value = serde_json::from_str(line).expect("whole JSON lines");
+            assert_eq!(doc["url.path"], "/hls/cam/index.m3u8");
+            lines += 1;
+        }
+    }
+    drop(dir);
+    let _ = std::process::Command::new("umount").arg("-l").arg(&logs).status();
+    assert_eq!(lines, 100, "every request logged exactly once");
+}
