@@ -40,6 +40,9 @@ mod tls;
 mod upstream;
 mod viewers;
 
+#[doc(hidden)]
+pub use upstream::fuzzing;
+
 pub use config::Config;
 pub use discovery::Resolve;
 pub use error::ProxyError;

@@ -740,3 +740,19 @@ mod tests {
         assert!(coded.is_empty(), "{coded:?}");
     }
 }
+
+/// Entry point for the `cargo fuzz` target in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Parses `buf` as a front-end's answer head to a GET and to a HEAD; whatever it holds,
+    /// a parsed head's length lies within it.
+    pub fn answer_head(buf: &[u8]) {
+        for method in [Method::GET, Method::HEAD] {
+            if let Ok(Some((len, _))) = parse_head(buf, &method) {
+                assert!(len <= buf.len());
+            }
+        }
+    }
+}

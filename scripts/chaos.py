@@ -1,0 +1,893 @@
+#!/usr/bin/env python3
+"""The fault suite: faults and hostile input against a whole stack on loopback, under load.
+
+Starts the real services as separate processes (ingest, three front-ends, the balancer, the
+shipper), a real ffmpeg publisher, and a crowd of viewers that behave like players (each with
+its own session cookie: reload the playlist, fetch every new segment, keep a playback clock
+and count stalls). Then it breaks things one case at a time and prints, for each case, what
+viewers saw: failed requests of total, stalls, seconds until playback resumed; for the
+shipper, lines delivered of lines written and duplicates; and the RSS of every process before,
+at the peak and after.
+
+    scripts/chaos.py            # the long version (publisher away up to 30 s, sink down 60 s)
+    scripts/chaos.py --short    # every case briefly (what CI runs)
+
+Needs root for the full-disk cases (they mount size-limited tmpfs volumes), ffmpeg, and the
+workspace built (`cargo build --bins`; the script runs it). Only loopback is used. Exits
+non-zero when a case misses its target, after printing the whole table.
+"""
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from common import ROOT, free_port, make_clip, wait_http, wait_port  # noqa: E402
+
+STREAM = "chaos"
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Service:
+    """One service process, with its output in the work directory."""
+
+    def __init__(self, work, name, argv):
+        self.work, self.name, self.argv = work, name, argv
+        self.proc = None
+        self.peak_kb = 0
+        self.start()
+
+    def start(self):
+        log = open(os.path.join(self.work, f"{self.name}.out"), "ab")
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, env=env)
+
+    def rss_kb(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        kb = int(line.split()[1])
+                        self.peak_kb = max(self.peak_kb, kb)
+                        return kb
+        except OSError:
+            pass
+        return 0
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+class Relay:
+    """A TCP relay in front of one front-end that can stop forwarding (a network cut: packets
+    vanish, connections neither answer nor close)."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.port = free_port()
+        self.cut = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(512)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        if self.cut.is_set():
+            return  # accepted and never answered, never closed: a black hole
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+        except OSError:
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self.cut.is_set():
+                    time.sleep(0.05)  # held, as a cut link holds it
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class Bulk(ThreadingHTTPServer):
+    """An Elasticsearch `_bulk` stand-in (no Elasticsearch server can be installed here):
+    NDJSON `create` actions, per-item 201, 409 for an `_id` already there, 503 while down."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), BulkHandler)
+        self.docs = {}
+        self.lock = threading.Lock()
+        self.down = False
+        self.conflicts = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    def seqs(self):
+        """How often each written sequence number arrived under a distinct id."""
+        counts = {}
+        with self.lock:
+            for doc in self.docs.values():
+                m = re.search(r"/seq-(\d+)\.", doc.get("url.path", ""))
+                if m:
+                    counts[int(m.group(1))] = counts.get(int(m.group(1)), 0) + 1
+        return counts
+
+
+class BulkHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        server = self.server
+        if server.down:
+            return self._answer(503, {"error": "unavailable"})
+        lines = body.decode().splitlines()
+        items = []
+        with server.lock:
+            for action, source in zip(lines[0::2], lines[1::2]):
+                doc_id = json.loads(action)["create"]["_id"]
+                if doc_id in server.docs:
+                    server.conflicts += 1
+                    items.append({"create": {"_id": doc_id, "status": 409}})
+                else:
+                    server.docs[doc_id] = json.loads(source)
+                    items.append({"create": {"_id": doc_id, "status": 201}})
+        self._answer(200, {"took": 1, "errors": any(i["create"]["status"] != 201 for i in items),
+                           "items": items})
+
+    def _answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class Tmpfs:
+    """A size-limited tmpfs (needs root), so a full disk is a real full disk."""
+
+    def __init__(self, path, mb):
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m,mode=0777", "tmpfs", path], check=True)
+        self.path = path
+
+    def fill(self):
+        filler = os.path.join(self.path, ".filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        return filler
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.path], check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Viewers
+
+
+class Viewer(threading.Thread):
+    """One viewer through the balancer, as a player behaves: reloads the live playlist every
+    half target duration, starts three segments behind the live edge, fetches every new
+    segment whole (skipping EXT-X-GAP ones), keeps a playback clock (buffer = media fetched -
+    media played) and counts stalls. Sends its own session cookie, as the player page does."""
+
+    def __init__(self, port, stop):
+        super().__init__(daemon=True)
+        self.port, self.stop = port, stop
+        self.session = "%032x" % random.getrandbits(128)
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with getattr(self, "lock", threading.Lock()):
+            self.requests = 0
+            self.failures = {}
+            self.stalls = 0
+            self.stalled_s = 0.0
+            self.sessions_seen = {}  # segment-name session -> first time fetched
+
+    def fail(self, kind):
+        with self.lock:
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def get(self, conn, path):
+        with self.lock:
+            self.requests += 1
+        try:
+            conn.request("GET", path, headers={"Cookie": f"livecast_session={self.session}"})
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            self.fail(type(error).__name__)
+            conn.close()
+            return None
+        if response.status != 200:
+            self.fail(str(response.status))
+            return None
+        return body
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        fetched = set()
+        buffer_s, playing, last_tick = 0.0, False, time.monotonic()
+        stall_started = None
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if playing and stall_started is None:
+                buffer_s -= now - last_tick
+                if buffer_s <= 0:
+                    stall_started, buffer_s = now, 0.0
+                    with self.lock:
+                        self.stalls += 1
+            last_tick = now
+            text = self.get(conn, f"/hls/{STREAM}/index.m3u8")
+            segments = parse_segments(text.decode()) if text else []
+            if not fetched and len(segments) > 3:
+                fetched.update(uri for uri, _, _ in segments[:-3])
+            for uri, duration, gap in segments:
+                if uri in fetched:
+                    continue
+                fetched.add(uri)
+                if gap:
+                    buffer_s += duration  # a player skips the gap's time
+                    continue
+                if self.get(conn, f"/hls/{STREAM}/{uri}") is None:
+                    continue
+                buffer_s += duration
+                playing = True
+                session = uri.split("-")[0]
+                with self.lock:
+                    self.sessions_seen.setdefault(session, time.monotonic())
+                # After a stall a player rebuffers: it plays on once it holds 1.5 segments.
+                if stall_started is not None and buffer_s >= 1.5 * duration:
+                    with self.lock:
+                        self.stalled_s += time.monotonic() - stall_started
+                    stall_started = None
+                    last_tick = time.monotonic()
+            time.sleep(0.5)
+
+
+def parse_segments(text):
+    """(uri, duration, gap) of every segment of a media playlist."""
+    out, duration, gap = [], 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#EXTINF:"):
+            duration = float(line[8:].split(",")[0])
+        elif line == "#EXT-X-GAP":
+            gap = True
+        elif line and not line.startswith("#"):
+            out.append((line, duration, gap))
+            gap = False
+    return out
+
+
+class Crowd:
+    def __init__(self, port, n):
+        self.stop = threading.Event()
+        self.viewers = [Viewer(port, self.stop) for _ in range(n)]
+        for v in self.viewers:
+            v.start()
+
+    def reset(self):
+        for v in self.viewers:
+            v.reset()
+
+    def totals(self):
+        requests = sum(v.requests for v in self.viewers)
+        failures = {}
+        for v in self.viewers:
+            for k, n in v.failures.items():
+                failures[k] = failures.get(k, 0) + n
+        return requests, failures, sum(v.stalls for v in self.viewers), sum(v.stalled_s for v in self.viewers)
+
+    def resumed_after(self, since, old_sessions):
+        """Seconds from `since` until each viewer fetched a segment of a new session."""
+        times = []
+        for v in self.viewers:
+            new = [t for s, t in v.sessions_seen.items() if s not in old_sessions]
+            times.append(min(new) - since if new else None)
+        return times
+
+    def sessions(self):
+        seen = set()
+        for v in self.viewers:
+            seen.update(v.sessions_seen)
+        return seen
+
+    def close(self):
+        self.stop.set()
+
+
+class Browsers(threading.Thread):
+    """Two real players in headless Chromium for the whole run (e2e/recover.mjs): the player
+    page and a bare hls.js page with default settings. Keeps their samples, so each case can
+    be judged by what hls.js did: fatal errors, and the longest time the picture stood still."""
+
+    def __init__(self, port, seconds):
+        super().__init__(daemon=True)
+        driver = os.path.join(ROOT, "e2e", "recover.mjs")
+        if not os.path.isdir(os.path.join(ROOT, "e2e", "node_modules", "playwright-core")):
+            raise SystemExit("run `npm ci --prefix e2e` first (scripts/test.sh does)")
+        self.proc = subprocess.Popen(["node", driver, f"http://127.0.0.1:{port}", STREAM, str(seconds)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.samples = []
+        self.start()
+
+    def run(self):
+        for line in self.proc.stdout:
+            try:
+                v = json.loads(line)
+            except ValueError:
+                continue
+            self.samples.append((time.monotonic(), v["page"], v["plain"]))
+
+    def judge(self, since, until):
+        """(fatal errors seen, longest freeze in seconds) per page over [since, until]."""
+        out = {}
+        for key in ("page", "plain"):
+            window = [(t, page if key == "page" else plain)
+                      for t, page, plain in self.samples if since <= t <= until]
+            fatal = sum(1 for _, x in window if x.get("fatal"))
+            longest, still_since, last_time = 0.0, None, None
+            for t, x in window:
+                if last_time is not None and x["time"] <= last_time + 0.01:
+                    still_since = still_since or t
+                    longest = max(longest, t - still_since)
+                else:
+                    still_since = None
+                last_time = x["time"]
+            out[key] = (fatal, round(longest, 1))
+        return out
+
+    def close(self):
+        self.proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# The stack
+
+
+class Stack:
+    def __init__(self, work, bins, hls_dir, log_dir, webs=3):
+        self.work, self.bins = work, bins
+        self.hls_dir, self.log_dir = hls_dir, log_dir
+        self.rtmp, self.proxy_port = free_port(), free_port()
+        self.admin = {}
+        self.services = {}
+        self.bulk = Bulk()
+        self.ingest_argv = [
+            f"{bins}/livecast-ingest", f"--rtmp-listen=127.0.0.1:{self.rtmp}",
+            f"--admin-listen=127.0.0.1:{self._admin('ingest')}", f"--hls-dir={hls_dir}",
+            "--reconnect-grace-secs=60", "--window=10"]
+        self.services["ingest"] = Service(work, "ingest", self.ingest_argv)
+        self.web_ports = []
+        for i in range(webs):
+            port = free_port()
+            self.web_ports.append(port)
+            self.services[f"web-{i}"] = Service(work, f"web-{i}", [
+                f"{bins}/livecast-web", f"--listen=127.0.0.1:{port}",
+                f"--admin-listen=127.0.0.1:{self._admin(f'web-{i}')}", f"--hls-dir={hls_dir}",
+                f"--access-log-dir={log_dir}", f"--instance-name=web-{i}"])
+        # Front-end 0 is reached through a relay that can cut the link.
+        self.relay = Relay(self.web_ports[0])
+        backends = [f"127.0.0.1:{self.relay.port}"] + [f"127.0.0.1:{p}" for p in self.web_ports[1:]]
+        self.services["proxy"] = Service(work, "proxy", [
+            f"{bins}/livecast-proxy", f"--listen=127.0.0.1:{self.proxy_port}",
+            f"--admin-listen=127.0.0.1:{self._admin('proxy')}", f"--backend={','.join(backends)}"])
+        self.services["logship"] = Service(work, "logship", [
+            f"{bins}/livecast-logship", f"--admin-listen=127.0.0.1:{self._admin('logship')}",
+            f"--log-dir={log_dir}", f"--state-dir={work}/logship-state",
+            f"--elasticsearch-url=http://127.0.0.1:{self.bulk.port}", "--poll-interval-ms=200"])
+        for port in self.web_ports:
+            wait_http(port, "/readyz")
+        wait_port(self.rtmp)
+        wait_port(self.proxy_port)
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        """Keeps every process's peak RSS."""
+        while True:
+            self.rss()
+            time.sleep(0.5)
+
+    def _admin(self, name):
+        self.admin[name] = free_port()
+        return self.admin[name]
+
+    def metric(self, service, name):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin[service], timeout=2)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def rss(self):
+        return {name: s.rss_kb() for name, s in self.services.items()}
+
+    def close(self):
+        for s in self.services.values():
+            s.stop(5)
+        self.bulk.shutdown()
+
+
+class Publisher:
+    def __init__(self, clip, rtmp):
+        self.clip, self.rtmp = clip, rtmp
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+             "-i", self.clip, "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{self.rtmp}/live/{STREAM}"],
+            stdin=subprocess.DEVNULL)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_until(what, timeout, check):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases. Each returns a row: viewers' view of the case, and whether it met its target.
+
+
+class Row(dict):
+    pass
+
+
+def viewers_row(case, crowd, target_failures=0, recover=None, note=""):
+    requests, failures, stalls, stalled = crowd.totals()
+    failed = sum(failures.values())
+    row = Row(case=case, requests=requests, failed=failed, kinds=failures, stalls=stalls,
+              stalled_s=round(stalled, 1), recover_s=recover, note=note)
+    row["ok"] = failed <= target_failures
+    return row
+
+
+def case_web_kill9(stack, crowd, a):
+    crowd.reset()
+    time.sleep(a.settle)
+    stack.services["web-1"].kill9()
+    time.sleep(a.hold)
+    stack.services["web-1"].start()
+    wait_http(stack.web_ports[1], "/readyz")
+    time.sleep(a.settle)
+    return viewers_row("front-end kill -9", crowd)
+
+
+def case_web_cold_restart(stack, crowd, a):
+    crowd.reset()
+    stack.services["web-2"].restart()
+    wait_http(stack.web_ports[2], "/readyz")
+    # A burst of new viewers arrives at once, some on the cold front-end.
+    burst = Crowd(stack.proxy_port, a.burst)
+    time.sleep(a.hold)
+    row = viewers_row("front-end restart, cold cache, burst", crowd)
+    r2, f2, _, _ = burst.totals()
+    burst.close()
+    row["requests"] += r2
+    row["failed"] += sum(f2.values())
+    row["ok"] = row["failed"] == 0
+    row["note"] = f"{a.burst} viewers joined at once"
+    return row
+
+
+def case_publisher_drop(stack, crowd, a, publisher, away):
+    crowd.reset()
+    time.sleep(a.settle)
+    before = crowd.sessions()
+    publisher.kill()
+    time.sleep(away)
+    back = time.monotonic()
+    publisher.start()
+    wait_until("new media", a.hold + 15, lambda: all(t is not None for t in crowd.resumed_after(back, before)))
+    times = [t for t in crowd.resumed_after(back, before) if t is not None]
+    worst = round(max(times), 1) if len(times) == len(crowd.viewers) else None
+    row = viewers_row(f"publisher away {away} s", crowd, recover=worst)
+    row["ok"] = row["ok"] and worst is not None and worst <= 5.0
+    return row
+
+
+def case_ingest_restart(stack, crowd, a, publisher, how):
+    crowd.reset()
+    time.sleep(a.settle)
+    before = crowd.sessions()
+    publisher.kill()
+    ingest = stack.services["ingest"]
+    if how == "kill -9":
+        ingest.kill9()
+    else:
+        ingest.stop()
+    ingest.start()
+    wait_port(stack.rtmp)
+    back = time.monotonic()
+    publisher.start()
+    wait_until("new media", a.hold + 15, lambda: all(t is not None for t in crowd.resumed_after(back, before)))
+    times = [t for t in crowd.resumed_after(back, before) if t is not None]
+    worst = round(max(times), 1) if len(times) == len(crowd.viewers) else None
+    row = viewers_row(f"ingest {how} + restart", crowd, recover=worst)
+    row["ok"] = row["ok"] and worst is not None and worst <= 5.0
+    return row
+
+
+def case_net_cut(stack, crowd, a):
+    crowd.reset()
+    time.sleep(a.settle)
+    stack.relay.cut.set()
+    time.sleep(a.hold)
+    stack.relay.cut.clear()
+    time.sleep(a.settle)
+    return viewers_row("network cut balancer -> one front-end", crowd)
+
+
+def slowloris(port, n, seconds):
+    socks = []
+    for _ in range(n):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        except OSError:
+            break
+    deadline = time.monotonic() + seconds
+    open_at_end = 0
+    while time.monotonic() < deadline:
+        for s in socks:
+            try:
+                s.sendall(b"X")
+            except OSError:
+                pass
+        time.sleep(1)
+    for s in socks:
+        try:
+            s.setblocking(False)
+            if s.recv(1) == b"":
+                continue
+        except BlockingIOError:
+            open_at_end += 1
+        except OSError:
+            continue
+        finally:
+            s.close()
+    return len(socks), open_at_end
+
+
+def case_slow_clients(stack, crowd, a):
+    crowd.reset()
+    results = {}
+    threads = [
+        threading.Thread(target=lambda k=k, p=p: results.__setitem__(k, slowloris(p, a.slow, a.slow_secs)))
+        for k, p in (("balancer", stack.proxy_port), ("front-end", stack.web_ports[1]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    note = ", ".join(f"{k}: {o} of {n} still open after {a.slow_secs} s" for k, (n, o) in results.items())
+    row = viewers_row("slow clients on both HTTP services", crowd, note=note)
+    row["ok"] = row["ok"] and all(o == 0 for _, o in results.values())
+    return row
+
+
+def case_rtmp_abuse(stack, crowd, a):
+    crowd.reset()
+    segments = stack.metric("ingest", "livecast_ingest_segments_written_total")
+    for i in range(50):
+        try:
+            with socket.create_connection(("127.0.0.1", stack.rtmp), timeout=2) as s:
+                s.sendall(bytes([3 if i % 2 else 0x47]) + os.urandom(4096))
+        except OSError:
+            pass
+    idle = [socket.create_connection(("127.0.0.1", stack.rtmp)) for _ in range(100)]
+    time.sleep(a.hold)
+    for s in idle:
+        s.close()
+    cut = stack.metric("ingest", "livecast_ingest_segments_written_total") - segments
+    row = viewers_row("RTMP garbage + 100 idle handshakes beside a publisher", crowd,
+                      note=f"{cut:.0f} segments cut meanwhile")
+    row["ok"] = row["ok"] and cut >= max(1, a.hold // 3)
+    return row
+
+
+def case_hls_disk_full(stack, crowd, a, volume):
+    crowd.reset()
+    time.sleep(a.settle)
+    filler = volume.fill()
+    wait_until("volume full", 10, lambda: stack.metric("ingest", "livecast_ingest_volume_full") == 1)
+    time.sleep(a.hold)
+    os.remove(filler)
+    freed = time.monotonic()
+    gaps = stack.metric("ingest", "livecast_ingest_gap_segments_total")
+    recovered = wait_until("writes again", 20, lambda: stack.metric("ingest", "livecast_ingest_volume_full") == 0)
+    recover = round(time.monotonic() - freed, 1) if recovered else None
+    time.sleep(a.settle)
+    row = viewers_row("HLS disk full, then freed", crowd, recover=recover,
+                      note=f"{gaps:.0f} segments listed as gaps")
+    row["ok"] = row["ok"] and recovered
+    return row
+
+
+def case_log_disk_full(stack, crowd, a, volume):
+    crowd.reset()
+    dropped = sum(stack.metric(f"web-{i}", "livecast_web_access_log_dropped_total") or 0 for i in range(3))
+    filler = volume.fill()
+    time.sleep(a.hold)
+    os.remove(filler)
+    time.sleep(a.settle)
+    lost = sum(stack.metric(f"web-{i}", "livecast_web_access_log_dropped_total") or 0 for i in range(3)) - dropped
+    return viewers_row("log disk full, then freed", crowd,
+                       note=f"{lost:.0f} access-log lines dropped (the rest waited in memory)")
+
+
+# The shipper's cases run a shipper of their own on a directory a writer here appends to, so
+# every line written is known.
+
+
+def log_line(seq):
+    return json.dumps({
+        "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "client.ip": "10.0.0.1",
+        "http.request.method": "GET", "url.path": f"/hls/{STREAM}/seq-{seq}.m4s",
+        "http.response.status_code": 200, "http.response.body.bytes": 1000, "event.duration": 1000,
+        "user_agent.original": "chaos", "host.name": "writer", "livecast.stream": STREAM,
+        "livecast.session": "s"}) + "\n"
+
+
+def rotate(scheme, d):
+    log = os.path.join(d, "access.log")
+    if scheme == "rename":
+        os.rename(log, os.path.join(d, "access.log.1"))
+    elif scheme == "copytruncate":
+        shutil.copy(log, os.path.join(d, "access.log.1"))
+        os.truncate(log, 0)
+    elif scheme == "dateext":
+        os.rename(log, os.path.join(d, time.strftime("access.log-%Y%m%d%H%M%S")))
+    elif scheme == "delaycompress":
+        one = os.path.join(d, "access.log.1")
+        if os.path.exists(one):
+            with open(one, "rb") as src, gzip.open(os.path.join(d, "access.log.2.gz"), "wb") as dst:
+                dst.write(src.read())
+            os.remove(one)
+        os.rename(log, one)
+
+
+def case_shipper(work, bins, a, scheme):
+    d = tempfile.mkdtemp(dir=work, prefix=f"ship-{scheme}-")
+    logs, state = os.path.join(d, "logs"), os.path.join(d, "state")
+    os.makedirs(logs)
+    bulk = Bulk()
+    argv = [f"{bins}/livecast-logship", f"--admin-listen=127.0.0.1:{free_port()}", f"--log-dir={logs}",
+            f"--state-dir={state}", f"--elasticsearch-url=http://127.0.0.1:{bulk.port}",
+            "--poll-interval-ms=100", "--batch-lines=200"]
+    shipper = Service(d, "logship", argv)
+    written = 0
+    rotations = 0
+    rotated_upto = 0
+    deadline = time.monotonic() + a.ship_secs
+    killed = False
+    while time.monotonic() < deadline:
+        with open(os.path.join(logs, "access.log"), "a") as f:
+            for _ in range(25):
+                f.write(log_line(written))
+                written += 1
+        if written % 2000 == 0:
+            if scheme == "sink down" and not killed:
+                bulk.down = True
+                time.sleep(a.sink_down)
+                bulk.down = False
+                killed = True
+            elif scheme != "sink down":
+                if scheme == "delaycompress":
+                    # logrotate compresses `.1` a period later; by then it is shipped.
+                    wait_until("the older rotation shipped", 30, lambda: len(bulk.docs) >= rotated_upto)
+                rotated_upto = written
+                rotate(scheme, logs)
+                rotations += 1
+                # kill -9 right after the rotation, while lines are still in flight
+                shipper.kill9()
+                shipper.start()
+        time.sleep(0.02)
+    wait_until("everything shipped", 60, lambda: len(bulk.docs) >= written)
+    time.sleep(1)
+    counts = bulk.seqs()
+    delivered = len(counts)
+    dupes = sum(n - 1 for n in counts.values() if n > 1)
+    peak = shipper.peak_kb
+    shipper.stop()
+    bulk.shutdown()
+    what = "sink down %d s" % a.sink_down if scheme == "sink down" else f"shipper kill -9 after {scheme} rotation"
+    return Row(case=what, requests=None, failed=None, kinds={}, stalls=None, stalled_s=None, recover_s=None,
+               note=f"{rotations} rotations; {bulk.conflicts} re-sent lines answered 409",
+               delivered=delivered, written=written, dupes=dupes,
+               ok=delivered == written and dupes == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--short", action="store_true", help="every case briefly (CI)")
+    p.add_argument("--viewers", type=int, default=None)
+    p.add_argument("--out", default=None, help="also write the table as JSON here")
+    a = p.parse_args()
+    a.viewers = a.viewers or (10 if a.short else 40)
+    a.settle, a.hold = (2, 4) if a.short else (4, 10)
+    a.burst = 20 if a.short else 100
+    a.slow, a.slow_secs = (200, 14) if a.short else (500, 32)
+    a.aways = [1, 5] if a.short else [1, 5, 30]
+    a.sink_down = 8 if a.short else 60
+    a.ship_secs = 6 if a.short else 20
+    if os.geteuid() != 0:
+        raise SystemExit("the suite mounts tmpfs volumes for its full-disk cases: run it as root")
+
+    subprocess.run(["cargo", "build", "--bins", "-q"], cwd=ROOT, check=True)
+    bins = os.path.join(ROOT, "target", "debug")
+    work = tempfile.mkdtemp(prefix="livecast-chaos-")
+    clip = os.path.join(ROOT, "target", "chaos-clip.flv")
+    make_clip(clip, 10)
+    hls = Tmpfs(os.path.join(work, "hls"), 64)
+    logs = Tmpfs(os.path.join(work, "logs"), 16)
+    rows, rss = [], {}
+    stack = crowd = publisher = browsers = None
+    try:
+        stack = Stack(work, bins, hls.path, logs.path)
+        publisher = Publisher(clip, stack.rtmp)
+        publisher.start()
+        if not wait_until("a playlist", 20, lambda: os.path.exists(os.path.join(hls.path, STREAM, "index.m3u8"))):
+            raise SystemExit("the publisher's stream never appeared")
+        time.sleep(4)
+        rss["before"] = stack.rss()
+        crowd = Crowd(stack.proxy_port, a.viewers)
+        browsers = Browsers(stack.proxy_port, 3600)
+        time.sleep(a.settle + 6)
+        cases = [
+            lambda: case_web_kill9(stack, crowd, a),
+            lambda: case_web_cold_restart(stack, crowd, a),
+            *[(lambda w=w: case_publisher_drop(stack, crowd, a, publisher, w)) for w in a.aways],
+            lambda: case_ingest_restart(stack, crowd, a, publisher, "SIGTERM"),
+            lambda: case_ingest_restart(stack, crowd, a, publisher, "kill -9"),
+            lambda: case_net_cut(stack, crowd, a),
+            lambda: case_slow_clients(stack, crowd, a),
+            lambda: case_rtmp_abuse(stack, crowd, a),
+            lambda: case_hls_disk_full(stack, crowd, a, hls),
+            lambda: case_log_disk_full(stack, crowd, a, logs),
+        ]
+        for case in cases:
+            since = time.monotonic()
+            row = case()
+            judged = browsers.judge(since, time.monotonic())
+            row["hlsjs"] = judged
+            if any(fatal for fatal, _ in judged.values()):
+                row["ok"] = False
+            stack.rss()
+            rows.append(row)
+            print(f"  {row['case']}: {'ok' if row['ok'] else 'MISSED'}", flush=True)
+        rss["peak"] = {name: s.peak_kb for name, s in stack.services.items()}
+        browsers.close()
+        crowd.close()
+        time.sleep(2)
+        rss["after"] = stack.rss()
+    finally:
+        if browsers:
+            browsers.close()
+        if crowd:
+            crowd.close()
+        if publisher:
+            publisher.kill()
+        if stack:
+            stack.close()
+        hls.close()
+        logs.close()
+    for scheme in ["rename", "copytruncate", "dateext", "delaycompress", "sink down"]:
+        row = case_shipper(work, bins, a, scheme)
+        rows.append(row)
+        print(f"  {row['case']}: {'ok' if row['ok'] else 'MISSED'}", flush=True)
+
+    print()
+    print(f"{'case':<58} {'failed/requests':>16} {'stalls':>7} {'recover s':>9} {'hls.js fatal':>12} "
+          f"{'frozen s':>9}  {'lines':>13} {'dupes':>5}  result")
+    for r in rows:
+        req = f"{r['failed']}/{r['requests']}" if r["requests"] is not None else "-"
+        stalls = "-" if r["stalls"] is None else f"{r['stalls']}"
+        rec = "-" if r["recover_s"] is None else f"{r['recover_s']}"
+        lines = f"{r['delivered']}/{r['written']}" if "written" in r else "-"
+        dupes = f"{r['dupes']}" if "dupes" in r else "-"
+        judged = r.get("hlsjs")
+        fatal = f"{judged['page'][0]}/{judged['plain'][0]}" if judged else "-"
+        frozen = f"{judged['page'][1]}/{judged['plain'][1]}" if judged else "-"
+        print(f"{r['case']:<58} {req:>16} {stalls:>7} {rec:>9} {fatal:>12} {frozen:>9}  {lines:>13} {dupes:>5}  "
+              f"{'ok' if r['ok'] else 'MISSED'}  {r['note']} {r['kinds'] or ''}")
+    print("hls.js columns: the player page / a bare hls.js page with default settings, in Chromium")
+    print()
+    print("RSS (MB)      " + "  ".join(f"{n:>8}" for n in rss.get("before", {})))
+    for when in ("before", "peak", "after"):
+        if when in rss:
+            print(f"{when:<13} " + "  ".join(f"{kb / 1024:>8.1f}" for kb in rss[when].values()))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"rows": rows, "rss_kb": rss}, f, indent=1)
+    shutil.rmtree(work, ignore_errors=True)
+    missed = [r["case"] for r in rows if not r["ok"]]
+    if missed:
+        print("missed:", "; ".join(missed))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
