@@ -149,7 +149,10 @@ impl Writer {
                         tracing::error!(%error, "cannot write the access log; lines are kept in memory until it can be");
                     }
                     if stopping {
-                        tracing::error!(lines = bytecount_lines(&batch[done..]), "access-log lines lost at shutdown");
+                        tracing::error!(
+                            lines = bytecount_lines(&batch[done..]),
+                            "access-log lines lost at shutdown"
+                        );
                     } else {
                         log.put_back(&batch[done..]);
                     }

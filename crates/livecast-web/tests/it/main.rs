@@ -44,7 +44,10 @@ pub(crate) async fn start_with(extra: &[&str]) -> Web {
         "--instance-name=test-web".into(),
     ];
     if !extra.iter().any(|a| a.starts_with("--access-log-dir")) {
-        args.push(format!("--access-log-dir={}", dir.path().join("logs").display()));
+        args.push(format!(
+            "--access-log-dir={}",
+            dir.path().join("logs").display()
+        ));
     }
     if !extra.iter().any(|a| a.starts_with("--hls-dir")) {
         args.push(format!("--hls-dir={}", hls.display()));

@@ -376,7 +376,10 @@ async fn a_full_log_disk_keeps_lines_until_there_is_room() {
         .arg(&logs)
         .status()
         .expect("mount runs");
-    assert!(mounted.success(), "mounting a tmpfs needs root (scripts/test.sh runs as root)");
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (scripts/test.sh runs as root)"
+    );
     let web = start_with(&[&format!("--access-log-dir={}", logs.display())]).await;
     let filler = logs.join("filler");
     {
@@ -387,7 +390,11 @@ async fn a_full_log_disk_keeps_lines_until_there_is_room() {
     let agent = format!("User-Agent: {}\r\n", "a".repeat(2000));
     for _ in 0..100 {
         let r = raw(web.addr, "/hls/cam/index.m3u8", &agent).await;
-        assert_eq!(status(&r), "200", "viewers are served while the log disk is full");
+        assert_eq!(
+            status(&r),
+            "200",
+            "viewers are served while the log disk is full"
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::remove_file(&filler).expect("free");
@@ -403,6 +410,9 @@ async fn a_full_log_disk_keeps_lines_until_there_is_room() {
         }
     }
     drop(dir);
-    let _ = std::process::Command::new("umount").arg("-l").arg(&logs).status();
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&logs)
+        .status();
     assert_eq!(lines, 100, "every request logged exactly once");
 }
