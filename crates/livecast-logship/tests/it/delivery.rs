@@ -23,6 +23,19 @@ fn seqs(stand: &es::Stand) -> HashSet<usize> {
         .collect()
 }
 
+/// Waits until the stand holds `n` documents, then checks that a moment later it still holds
+/// exactly `n`, one for each line written.
+async fn delivered_exactly_once(stand: &es::Stand, n: usize, within: Duration) {
+    eventually("every line delivered", within, || stand.count() >= n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stand.count(), n, "exactly N documents");
+    assert_eq!(
+        seqs(stand),
+        (0..n).collect::<HashSet<_>>(),
+        "every line once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_by_rename_and_copytruncate_under_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -52,17 +65,7 @@ async fn rotation_by_rename_and_copytruncate_under_load_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    eventually("every line delivered", Duration::from_secs(20), || {
-        stand.count() >= N
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stand.count(), N, "exactly N documents");
-    assert_eq!(
-        seqs(&stand),
-        (0..N).collect::<HashSet<_>>(),
-        "every line once"
-    );
+    delivered_exactly_once(&stand, N, Duration::from_secs(20)).await;
     shipper.shutdown.cancel();
     shipper.task.await.expect("join").expect("clean exit");
 }
@@ -589,17 +592,7 @@ async fn logrotate_schemes_deliver_every_line_exactly_once() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    eventually("every line delivered", Duration::from_secs(40), || {
-        stand.count() >= N
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stand.count(), N, "exactly N documents");
-    assert_eq!(
-        seqs(&stand),
-        (0..N).collect::<HashSet<_>>(),
-        "every line once"
-    );
+    delivered_exactly_once(&stand, N, Duration::from_secs(40)).await;
     assert_eq!(
         metric(shipper.admin, "livecast_logship_lost_bytes_total").await,
         0.0

@@ -20,19 +20,7 @@ async fn hls_js_in_chromium_plays_through_the_proxy() {
     let stack = start_stack(2).await;
     let clip = make_clip(stack.dir.path(), 30);
     let mut publisher = publish(&clip, &stack.rtmp_url("live/browser"));
-    let playlist_url = stack.url("/hls/browser/index.m3u8");
-    wait_until("two segments", Duration::from_secs(15), || {
-        let url = playlist_url.clone();
-        async move {
-            let r = get(&url).await;
-            r.status == 200
-                && parse_playlist(&String::from_utf8_lossy(&r.body))
-                    .segments
-                    .len()
-                    >= 2
-        }
-    })
-    .await;
+    wait_for_segments(&stack, "browser", 2).await;
 
     let artifacts = workspace_dir().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
