@@ -13,7 +13,10 @@ for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   start=$(date +%s)
   log=$(mktemp)
-  if ! cargo +nightly fuzz run -O "$target" "corpus/$target" -- -runs="$runs" -max_len=65536 \
+  # Hand-written seeds (fuzz/seeds/<target>, committed) start the search where parsers accept.
+  seeds=()
+  [ -d "seeds/$target" ] && seeds=("seeds/$target")
+  if ! cargo +nightly fuzz run -O "$target" "corpus/$target" "${seeds[@]}" -- -runs="$runs" -max_len=65536 \
       -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"
     echo "$target: FAILED (see fuzz/artifacts/$target)"

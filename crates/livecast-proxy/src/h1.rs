@@ -544,3 +544,74 @@ fn date_line(out: &mut Vec<u8>) {
         out.extend_from_slice(line);
     });
 }
+
+/// Entry point for the `cargo fuzz` target in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::forward::Admission;
+    use crate::pool::{Policy, Pool, Thresholds};
+
+    /// The request-head step of the plain HTTP/1.1 loop, with a balancer of its own.
+    pub struct RequestHeads {
+        forwarder: Forwarder,
+        upstreams: Upstreams,
+    }
+
+    impl std::fmt::Debug for RequestHeads {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("RequestHeads")
+        }
+    }
+
+    impl Default for RequestHeads {
+        fn default() -> Self {
+            let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new())
+                .expect("metrics register in a fresh registry");
+            let thresholds = Thresholds {
+                healthy_after: 2,
+                unhealthy_after: 2,
+                eject_after_errors: 3,
+            };
+            let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
+            let admission = Arc::new(Admission {
+                allow: Vec::new(),
+                trusted_proxies: Vec::new(),
+                rate: None,
+            });
+            Self {
+                forwarder: Forwarder::new(pool, metrics, admission, Duration::from_secs(1)),
+                upstreams: Upstreams::default(),
+            }
+        }
+    }
+
+    impl RequestHeads {
+        /// Plans `buf` as a viewer's request head, from a trusted proxy and from anyone. A
+        /// head the loop serves itself lies within `buf`, and the head it would send the
+        /// front-end is one whole, valid request (nothing a viewer sends can split it).
+        pub fn plan(&self, buf: &[u8]) {
+            let peer = IpAddr::from([10, 0, 0, 1]);
+            for trusted in [false, true] {
+                let mut head = Vec::new();
+                let planned = plan(
+                    buf,
+                    peer,
+                    trusted,
+                    &self.forwarder,
+                    &self.upstreams,
+                    &mut head,
+                );
+                if let Ok(Some(Some(planned))) = planned {
+                    assert!(planned.len <= buf.len());
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+                    let mut request = httparse::Request::new(&mut headers);
+                    let parsed = request.parse(&head).expect("the forwarded head parses");
+                    assert_eq!(parsed, httparse::Status::Complete(head.len()));
+                }
+            }
+        }
+    }
+}

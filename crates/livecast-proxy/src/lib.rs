@@ -40,8 +40,12 @@ mod tls;
 mod upstream;
 mod viewers;
 
+/// Entry points for the `cargo fuzz` targets in `fuzz/`; not an API.
 #[doc(hidden)]
-pub use upstream::fuzzing;
+pub mod fuzzing {
+    pub use crate::h1::fuzzing::RequestHeads;
+    pub use crate::upstream::fuzzing::answer_head;
+}
 
 pub use config::Config;
 pub use discovery::Resolve;
