@@ -14,8 +14,8 @@
 //! counted from the connection's start or the end of the previous answer (so an idle
 //! keep-alive connection is closed after it too); a head larger than the limit, or of more
 //! than [`MAX_HEADERS`] lines, gets 431 and an unparsable one 400, and the connection is then
-//! closed the lingering way (see [`linger`]). On shutdown, idle connections close
-//! and an answer being sent is finished with `Connection: close`.
+//! closed the lingering way (`livecast_telemetry::lingering_close`). On shutdown, idle
+//! connections close and an answer being sent is finished with `Connection: close`.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -77,28 +77,6 @@ enum Unparsable {
     Malformed,
 }
 
-/// How long a refused connection is read and discarded after its answer, at most.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// Closes a connection whose viewer may still be sending (a refused head): the write side
-/// is shut first, then what arrives is read and discarded until the viewer closes or
-/// [`LINGER`] is up. Closing a socket with unread bytes makes the kernel send a reset, which
-/// can destroy the answer before the viewer has read it (nginx's `lingering_close`).
-async fn linger(stream: &mut TcpStream) {
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let mut sink = [0u8; 16 * 1024];
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
 /// The request id sent to the front-end and echoed to the viewer.
 enum RequestId {
     New([u8; 24]),
@@ -158,7 +136,9 @@ pub(crate) async fn serve(
                         .await
                         .is_ok()
                     {
-                        linger(&mut stream).await;
+                        // The viewer may still be sending: a plain close would reset the
+                        // connection and could destroy the refusal before it is read.
+                        livecast_telemetry::lingering_close(&mut stream).await;
                     }
                     return Outcome::Done;
                 }

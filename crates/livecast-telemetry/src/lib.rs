@@ -6,12 +6,14 @@
 //! - [`admin`]: the admin router (`/metrics`, `/livez`, `/readyz`) and its server.
 //! - [`cidr`]: address ranges for trust and allow lists.
 //! - [`ids`]: random identifiers (sessions, request ids) without a dependency.
+//! - [`linger`]: closing a connection without a reset that would destroy the last answer.
 //! - [`shutdown`]: a cancellation token cancelled on SIGTERM or SIGINT.
 //! - [`workers`]: thread-per-core serving for the HTTP services.
 
 pub mod admin;
 pub mod cidr;
 pub mod ids;
+pub mod linger;
 pub mod logging;
 pub mod shutdown;
 pub mod workers;
@@ -19,6 +21,7 @@ pub mod workers;
 pub use admin::{serve_admin, serve_admin_with, Health};
 pub use cidr::{any_contains, Cidr, PRIVATE_RANGES};
 pub use ids::RandomIds;
+pub use linger::lingering_close;
 pub use logging::{init_logging, LogArgs, LogFormat};
 pub use prometheus::Registry;
 pub use shutdown::shutdown_on_signals;

@@ -24,12 +24,11 @@ use std::os::fd::{AsFd as _, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus::IntCounter;
 use rustix::net::RecvFlags;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Files smaller than this are only kept on the heap: copying them costs less than a
@@ -188,9 +187,6 @@ impl ZeroCopyStream {
     }
 }
 
-/// How long a connection dropped with unread bytes is read and discarded, at most.
-const LINGER: Duration = Duration::from_secs(2);
-
 impl Drop for ZeroCopyStream {
     fn drop(&mut self) {
         let mut probe = [0u8; 1];
@@ -215,21 +211,9 @@ impl Drop for ZeroCopyStream {
             return;
         };
         runtime.spawn(async move {
-            let Ok(mut tcp) = TcpStream::from_std(std) else {
-                return;
-            };
-            if tcp.shutdown().await.is_err() {
-                return;
+            if let Ok(mut tcp) = TcpStream::from_std(std) {
+                livecast_telemetry::lingering_close(&mut tcp).await;
             }
-            let mut sink = [0u8; 16 * 1024];
-            let _ = tokio::time::timeout(LINGER, async {
-                while let Ok(n) = tcp.read(&mut sink).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            })
-            .await;
         });
     }
 }
