@@ -1,0 +1,31 @@
+//! Closing a connection whose peer may still be sending, without destroying the last answer.
+//!
+//! A socket closed with unread bytes in its receive queue makes the kernel send a reset, and a
+//! reset can destroy an answer the peer has not read yet (an HTTP server's 431 to an
+//! oversized head, say). nginx's `lingering_close` is the usual cure, and this is it: shut the
+//! write side (the answer is followed by a FIN), then read and discard until the peer closes
+//! or a short time is up.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// How long a closing connection is read and discarded, at most.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Shuts the write side of `stream`, then discards what arrives for up to [`LINGER`].
+pub async fn lingering_close(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
