@@ -17,7 +17,7 @@
 //! first line: a new fingerprint, read from 0). A reused inode number brings a new first line
 //! too; first lines carry a millisecond timestamp and a session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -123,6 +123,8 @@ pub(crate) struct Source {
     files: HashMap<u64, Followed>,
     /// Fingerprints by device and inode, from the last scan.
     seen: HashMap<FileId, Seen>,
+    /// Followed files the last scan did not find (kept for one more scan).
+    missing: HashSet<u64>,
     /// First lines read so far (files new or changed since the scan before).
     pub fingerprints_read: u64,
 }
@@ -163,6 +165,7 @@ impl Source {
             offsets,
             files: HashMap::new(),
             seen: HashMap::new(),
+            missing: HashSet::new(),
             fingerprints_read: 0,
         })
     }
@@ -175,7 +178,7 @@ impl Source {
         let mut found = HashMap::new();
         let mut seen = HashMap::new();
         // A file renamed between the listing and its look-up is under neither name in this
-        // scan; forgetting it would drop its checkpoint and count its rest as lost.
+        // scan (see below).
         let mut raced = false;
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -248,23 +251,32 @@ impl Source {
                 }
             }
         }
-        if raced {
-            for (fp, followed) in self.files.drain() {
-                found.entry(fp).or_insert(followed);
+        // A followed file missing from this listing may be in the middle of a rename (a
+        // directory listing can show a file renamed meanwhile under neither name): it is kept
+        // for one more scan with its checkpoint, and only a file missing twice in a row, in
+        // scans that raced nothing, is gone and its unshipped rest lost.
+        let mut lost = 0;
+        let mut missing = HashSet::new();
+        for (fp, followed) in std::mem::take(&mut self.files) {
+            if found.contains_key(&fp) {
+                continue;
             }
+            if raced || !self.missing.contains(&fp) {
+                missing.insert(fp);
+                found.insert(fp, followed);
+            } else {
+                lost += followed
+                    .size
+                    .saturating_sub(self.offsets.get(&fp).copied().unwrap_or(0));
+            }
+        }
+        if !missing.is_empty() {
+            // Under its new name the file is then recognised by its inode.
             for (id, was) in self.seen.drain() {
                 seen.entry(id).or_insert(was);
             }
         }
-        let lost = self
-            .files
-            .iter()
-            .filter(|(fp, _)| !found.contains_key(*fp))
-            .map(|(fp, f)| {
-                f.size
-                    .saturating_sub(self.offsets.get(fp).copied().unwrap_or(0))
-            })
-            .sum();
+        self.missing = missing;
         self.files = found;
         self.seen = seen;
         Ok(lost)

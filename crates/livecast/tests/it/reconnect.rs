@@ -117,11 +117,24 @@ async fn a_stream_waits_for_its_publisher_and_ends_only_after_the_grace() {
     let stopped = Instant::now();
     assert_waiting(&read(&hls));
     let ingest = start_ingest(&hls, &["--reconnect-grace-secs=5", "--window=20"]).await;
-    let crashed = MediaPlaylist::parse(
-        &std::fs::read_to_string(hls.join("crashed/index.m3u8")).expect("playlist"),
+    let crashed = || {
+        MediaPlaylist::parse(
+            &std::fs::read_to_string(hls.join("crashed/index.m3u8")).expect("playlist"),
+        )
+        .expect("parses")
+    };
+    // The ingest looks at the volume as it starts, a moment after its listeners are bound.
+    wait_until(
+        "the crashed stream waiting",
+        Duration::from_secs(5),
+        || async {
+            crashed()
+                .server_control
+                .is_some_and(|c| !c.can_block_reload)
+        },
     )
-    .expect("parses");
-    assert_waiting(&crashed);
+    .await;
+    assert_waiting(&crashed());
     wait_for_endlist(&hls, stopped, grace).await;
     let ended = read(&hls);
     assert_eq!(ended.segments.len(), 6, "{ended:?}");
