@@ -2,7 +2,7 @@
 // video.currentTime must advance by at least MIN_ADVANCE seconds with no fatal hls.js error.
 // Usage: node play.mjs <player-url> <screenshot.png>
 // Prints one JSON line with what it saw; exits 0 on success, 1 on failure.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
 const MIN_ADVANCE = Number(process.env.MIN_ADVANCE || 3);
@@ -12,14 +12,7 @@ if (!url || !screenshot) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launchChromium();
 let result = { ok: false };
 try {
   const page = await browser.newPage();

@@ -6,7 +6,7 @@
 //     (served at the same origin, loading the front-end's self-hosted hls.js).
 // Usage: node recover.mjs <origin> <stream> <seconds>
 // Each line: {"t": ms since start, "page": {time, fatal, restarts, status}, "plain": {time, fatal}}.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [origin, stream, seconds] = process.argv.slice(2);
 if (!origin || !stream || !seconds) {
@@ -29,14 +29,7 @@ const plainPage = `<!doctype html><html><body><video id="video" muted playsinlin
   video.play().catch(() => {});
 </script></body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   await page.goto(`${origin}/?stream=${encodeURIComponent(stream)}`);
