@@ -94,13 +94,9 @@ async fn a_stream_waits_for_its_publisher_and_ends_only_after_the_grace() {
     .await;
     let playlist = read(&hls);
     assert!(playlist.segments[2].discontinuity, "{playlist:?}");
-    // What a killed ingest leaves: a playlist mid-publish, with blocking reloads and a hint.
-    std::fs::create_dir_all(hls.join("crashed")).expect("mkdir");
-    std::fs::write(
-        hls.join("crashed/index.m3u8"),
-        std::fs::read(hls.join("back/index.m3u8")).expect("read"),
-    )
-    .expect("write");
+    // What a killed ingest leaves: a playlist mid-publish, with blocking reloads and a hint
+    // (written to the volume just before the restart below, so its grace is not over yet).
+    let mid_publish = std::fs::read(hls.join("back/index.m3u8")).expect("read");
     assert!(!playlist.ended);
     assert!(back.wait().await.expect("ffmpeg runs").success());
 
@@ -116,6 +112,8 @@ async fn a_stream_waits_for_its_publisher_and_ends_only_after_the_grace() {
     ingest.stop().await;
     let stopped = Instant::now();
     assert_waiting(&read(&hls));
+    std::fs::create_dir_all(hls.join("crashed")).expect("mkdir");
+    std::fs::write(hls.join("crashed/index.m3u8"), mid_publish).expect("write");
     let ingest = start_ingest(&hls, &["--reconnect-grace-secs=5", "--window=20"]).await;
     let crashed = || {
         MediaPlaylist::parse(
