@@ -11,10 +11,11 @@ use hyper_util::rt::TokioExecutor;
 use livecast_telemetry::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::pool::{Pool, State};
+use crate::pool::{Check, Pool, State};
 
 /// Checks `GET http://<backend><path>` for every backend not draining; 2xx within `timeout`
-/// passes.
+/// passes, an answer with `livecast_telemetry::LEAVING_HEADER` (a front-end shutting down)
+/// takes the backend out at once.
 #[derive(Debug)]
 pub(crate) struct HealthChecker {
     pub pool: Arc<Pool>,
@@ -34,18 +35,24 @@ impl HealthChecker {
             .map(|b| {
                 let uri = format!("http://{}{}", b.addr, self.path);
                 async move {
-                    let ok = match uri.parse::<hyper::Uri>() {
-                        Ok(uri) => matches!(
-                            tokio::time::timeout(self.timeout, client.get(uri)).await,
-                            Ok(Ok(response)) if response.status().is_success()
-                        ),
-                        Err(_) => false,
+                    let check = match uri.parse::<hyper::Uri>() {
+                        Ok(uri) => match tokio::time::timeout(self.timeout, client.get(uri)).await
+                        {
+                            Ok(Ok(response))
+                                if response
+                                    .headers()
+                                    .contains_key(livecast_telemetry::LEAVING_HEADER) =>
+                            {
+                                Check::Leaving
+                            }
+                            Ok(Ok(response)) if response.status().is_success() => Check::Pass,
+                            _ => Check::Fail,
+                        },
+                        Err(_) => Check::Fail,
                     };
-                    self.metrics
-                        .health_checks
-                        .with_label_values(&[if ok { "pass" } else { "fail" }])
-                        .inc();
-                    self.pool.health_result(b, ok);
+                    let result = if check == Check::Pass { "pass" } else { "fail" };
+                    self.metrics.health_checks.with_label_values(&[result]).inc();
+                    self.pool.health_result(b, check);
                 }
             });
         futures_join_all(checks).await;
@@ -59,12 +66,16 @@ impl HealthChecker {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
+        // Rounds start on a fixed cadence (not an interval after the previous round ended), so
+        // a front-end that starts leaving is seen within one interval unless a round runs long.
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.check_all(&client).await;
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.interval) => {}
+                _ = ticks.tick() => {}
             }
+            self.check_all(&client).await;
         }
     }
 }

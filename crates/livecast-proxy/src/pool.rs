@@ -4,8 +4,12 @@
 //! Lifecycle: a new address is *pending* until its health check passes `healthy_after` times in
 //! a row, then *healthy*. A healthy backend that fails `unhealthy_after` active checks, or
 //! `eject_after_errors` requests in a row (connect errors and 5xx), is *ejected*; checks continue
-//! and bring it back after `healthy_after` passes. An address that disappears from DNS is
-//! *draining*: it gets no new requests and leaves the pool once its in-flight requests are done.
+//! and bring it back after `healthy_after` passes. A backend whose check answers that it is
+//! shutting down (`livecast_telemetry::LEAVING_HEADER`) is *leaving* at once: it gets no new
+//! request, not even when nothing else is healthy, so neither a first try nor a retry goes to
+//! a replica that is on its way out; a later pass makes it pending again. An address that
+//! disappears from DNS is *draining*: it gets no new requests and leaves the pool once its
+//! in-flight requests are done.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -32,15 +36,27 @@ pub enum State {
     Ejected,
     /// Gone from discovery; finishing its in-flight requests.
     Draining,
+    /// Said it is shutting down; finishing its in-flight requests, never chosen.
+    Leaving,
+}
+
+/// What one active health check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Pass,
+    Fail,
+    /// The backend answered that it is shutting down.
+    Leaving,
 }
 
 impl State {
     /// Every state, for the per-state gauge.
-    pub const ALL: [State; 4] = [
+    pub const ALL: [State; 5] = [
         State::Pending,
         State::Healthy,
         State::Ejected,
         State::Draining,
+        State::Leaving,
     ];
 
     /// The label value of this state.
@@ -50,6 +66,7 @@ impl State {
             State::Healthy => "healthy",
             State::Ejected => "ejected",
             State::Draining => "draining",
+            State::Leaving => "leaving",
         }
     }
 
@@ -58,6 +75,7 @@ impl State {
             1 => State::Healthy,
             2 => State::Ejected,
             3 => State::Draining,
+            4 => State::Leaving,
             _ => State::Pending,
         }
     }
@@ -382,16 +400,24 @@ impl Pool {
     }
 
     /// Result of an active health check.
-    pub fn health_result(&self, backend: &Backend, ok: bool) {
+    pub fn health_result(&self, backend: &Backend, check: Check) {
         let state = backend.state();
         if state == State::Draining {
             return;
         }
-        if ok {
+        if check == Check::Leaving {
+            backend.successes.store(0, Ordering::Relaxed);
+            if backend.set_state(State::Leaving) && state == State::Healthy {
+                self.metrics.ejections.with_label_values(&["leaving"]).inc();
+            }
+        } else if check == Check::Pass {
             backend.failures.store(0, Ordering::Relaxed);
             let passes = backend.successes.fetch_add(1, Ordering::AcqRel) + 1;
             if state != State::Healthy && passes >= self.thresholds.healthy_after {
                 backend.set_state(State::Healthy);
+            } else if state == State::Leaving {
+                // Back (a restart on the same address): proven again like a new one.
+                backend.set_state(State::Pending);
             }
         } else {
             backend.successes.store(0, Ordering::Relaxed);
@@ -458,9 +484,9 @@ mod tests {
         p.set_members(&[addr(1), addr(2)].into());
         let b1 = p.snapshot()[0].clone();
         assert_eq!(b1.state(), State::Pending);
-        p.health_result(&b1, true);
+        p.health_result(&b1, Check::Pass);
         assert_eq!(b1.state(), State::Pending, "one pass is not enough");
-        p.health_result(&b1, true);
+        p.health_result(&b1, Check::Pass);
         assert_eq!(b1.state(), State::Healthy);
         // Only the healthy one is picked while another is pending.
         for _ in 0..4 {
@@ -471,8 +497,8 @@ mod tests {
             p.observe(&b1, Duration::ZERO, false);
         }
         assert_eq!(b1.state(), State::Ejected);
-        p.health_result(&b1, true);
-        p.health_result(&b1, true);
+        p.health_result(&b1, Check::Pass);
+        p.health_result(&b1, Check::Pass);
         assert_eq!(b1.state(), State::Healthy);
         // Vanishing drains; the lease keeps it until released.
         let lease = p.pick(None).unwrap();
@@ -489,13 +515,43 @@ mod tests {
     }
 
     #[test]
+    fn a_leaving_backend_is_never_chosen_even_to_fail_open() {
+        let p = pool(Policy::RoundRobin);
+        p.set_members(&[addr(1), addr(2)].into());
+        let (b1, b2) = (p.snapshot()[0].clone(), p.snapshot()[1].clone());
+        for b in [&b1, &b2] {
+            p.health_result(b, Check::Pass);
+            p.health_result(b, Check::Pass);
+        }
+        // One answer is enough: no waiting for `unhealthy_after` failures.
+        p.health_result(&b1, Check::Leaving);
+        assert_eq!(b1.state(), State::Leaving);
+        for _ in 0..4 {
+            assert_eq!(p.pick(None).unwrap().backend.addr, addr(2));
+        }
+        // A retry away from the other one does not land on the leaving one either.
+        assert!(p.pick(Some(addr(2))).is_none());
+        p.health_result(&b2, Check::Leaving);
+        assert!(p.pick(None).is_none(), "no fail-open onto leaving replicas");
+        // A leaving one that comes back (restarted on its address) is proven again.
+        p.health_result(&b1, Check::Pass);
+        assert_eq!(b1.state(), State::Pending);
+        p.health_result(&b1, Check::Pass);
+        p.health_result(&b1, Check::Pass);
+        assert_eq!(b1.state(), State::Healthy);
+        // Gone from discovery: draining, as any other.
+        p.set_members(&[addr(1)].into());
+        assert_eq!(b2.state(), State::Draining);
+    }
+
+    #[test]
     fn least_outstanding_and_p2c_avoid_the_busy_backend() {
         for policy in [Policy::LeastOutstanding, Policy::P2c] {
             let p = pool(policy);
             p.set_members(&[addr(1), addr(2)].into());
             for b in p.snapshot().iter() {
-                p.health_result(b, true);
-                p.health_result(b, true);
+                p.health_result(b, Check::Pass);
+                p.health_result(b, Check::Pass);
             }
             let busy: Vec<_> = (0..5).map(|_| p.pick(None).unwrap()).collect();
             // Whatever the first picks were, the loads must stay balanced within one.

@@ -14,16 +14,30 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The header a service that is shutting down puts on its `/readyz` answer, so that a balancer
+/// takes it out of rotation at the first check instead of after several failed ones (as Envoy's
+/// `x-envoy-immediate-health-check-fail`): a plain failure may be a blip, this is a goodbye.
+pub const LEAVING_HEADER: &str = "livecast-leaving";
+
 /// Readiness shared between a service and its admin router.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    leaving: Arc<AtomicBool>,
 }
 
 impl Health {
     /// Marks the service ready (or not) for traffic.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        let leaving = self.leaving.load(Ordering::SeqCst);
+        self.ready.store(ready && !leaving, Ordering::SeqCst);
+    }
+
+    /// Marks the service as shutting down: unready for good, and `/readyz` says why
+    /// (`LEAVING_HEADER`).
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
     }
 
     /// Whether `/readyz` answers 200.
@@ -103,10 +117,17 @@ pub fn readiness_route<S: Clone + Send + Sync + 'static>(health: Health) -> Rout
         .with_state(health)
 }
 
-fn readiness(health: &Health) -> (StatusCode, &'static str) {
-    if health.is_ready() {
-        (StatusCode::OK, "ready\n")
+fn readiness(health: &Health) -> axum::response::Response {
+    if health.leaving.load(Ordering::SeqCst) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(LEAVING_HEADER, "shutting down")],
+            "shutting down\n",
+        )
+            .into_response()
+    } else if health.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
 }

@@ -18,7 +18,7 @@ pub mod logging;
 pub mod shutdown;
 pub mod workers;
 
-pub use admin::{serve_admin, serve_admin_with, Health};
+pub use admin::{serve_admin, serve_admin_with, Health, LEAVING_HEADER};
 pub use cidr::{any_contains, Cidr, PRIVATE_RANGES};
 pub use ids::RandomIds;
 pub use linger::lingering_close;

@@ -40,9 +40,11 @@ pub struct Config {
     /// Stay unready unless this front-end's version equals this (a rollout guard).
     #[arg(long, env = "LIVECAST_EXPECT_VERSION")]
     pub expect_version: Option<String>,
-    /// On SIGTERM, report unready for this long before closing the listener, so balancers
-    /// stop sending new requests first.
-    #[arg(long, env = "LIVECAST_SHUTDOWN_DELAY_MS", default_value_t = 1000)]
+    /// On SIGTERM, report unready ("leaving") for this long before closing the listener, so
+    /// balancers stop sending new requests first. The default covers a livecast balancer's
+    /// worst case with its defaults: a check round every second that may wait up to a second
+    /// on a hung backend, plus a second of margin.
+    #[arg(long, env = "LIVECAST_SHUTDOWN_DELAY_MS", default_value_t = 3000)]
     pub shutdown_delay_ms: u64,
     /// After the delay, how long in-flight requests may take to finish.
     #[arg(long, env = "LIVECAST_DRAIN_SECS", default_value_t = 10)]

@@ -71,16 +71,18 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/assets/hls.min.js", get(player::hls_js))
         .route("/api/streams", get(streams::list).options(preflight))
         .route("/hls/{stream}/{file}", get(hls::serve).options(preflight))
-        // Readiness on the viewer port too, so a balancer checks the very port it sends to.
-        .merge(livecast_telemetry::admin::readiness_route(
-            app.health.clone(),
-        ))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(
             app.clone(),
             access_log::record,
         ))
-        .with_state(app)
+        .with_state(app.clone())
+        // Readiness on the viewer port too, so a balancer checks the very port it sends to.
+        // Added after the access log: the balancer's checks (one a second from each balancer)
+        // are not viewers, and would be shipped and counted as traffic.
+        .merge(livecast_telemetry::admin::readiness_route(
+            app.health.clone(),
+        ))
 }
 
 /// Runs the front-end until `shutdown` is cancelled. Shutdown goes: readiness fails, the
@@ -166,7 +168,9 @@ pub async fn run(
         Ok::<(), WebError>(())
     });
     shutdown.cancelled().await;
-    health.set_ready(false);
+    // Readiness now answers "leaving", which takes this front-end out of a livecast balancer's
+    // rotation at its next check; the listener stays open meanwhile.
+    health.set_leaving();
     let deadline = delay + Duration::from_secs(config.drain_secs);
     let abort = server.abort_handle();
     match tokio::time::timeout(deadline, server).await {

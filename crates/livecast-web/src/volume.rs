@@ -65,6 +65,26 @@ pub(crate) struct StreamView {
     pub playlist: watch::Sender<Option<Arc<PlaylistEntry>>>,
     /// Bumped on every file event in the stream's directory (new parts and segments).
     pub changes: watch::Sender<u64>,
+    /// Set once the first load of the playlist is over: requests that come while it runs wait
+    /// for it instead of finding no playlist yet.
+    loaded: tokio::sync::OnceCell<()>,
+}
+
+/// A read of one file (or of one prefix of it) in progress, shared by every request that
+/// misses the cache meanwhile, so a burst of first requests reads the file once.
+type Flight = Arc<tokio::sync::OnceCell<Result<Option<Arc<CachedFile>>, ReadError>>>;
+
+/// A failed read, kept so that every request sharing it gets the same error.
+#[derive(Debug, Clone)]
+struct ReadError {
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl From<ReadError> for std::io::Error {
+    fn from(e: ReadError) -> Self {
+        std::io::Error::new(e.kind, e.message)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +100,8 @@ pub(crate) struct Volume {
     root: PathBuf,
     streams: Mutex<HashMap<String, Arc<StreamView>>>,
     files: Mutex<FileCache>,
+    /// Reads in progress, by path and prefix length (`None`: the whole file).
+    flights: Mutex<HashMap<(PathBuf, Option<u64>), Flight>>,
     /// Changes applied so far, to tell whether one came while a file was being read.
     events: AtomicU64,
     cache_cap: usize,
@@ -96,6 +118,7 @@ impl Volume {
             root,
             streams: Mutex::new(HashMap::new()),
             files: Mutex::new(FileCache::default()),
+            flights: Mutex::new(HashMap::new()),
             events: AtomicU64::new(0),
             cache_cap,
             metrics,
@@ -106,25 +129,26 @@ impl Volume {
         &self.root
     }
 
-    /// The view of `stream`, created (and its playlist loaded) on first use.
+    /// The view of `stream`, created (and its playlist loaded) on first use. Requests that
+    /// come while the first load runs wait for it: on a front-end that has just started, a
+    /// burst of viewers of one stream must all find its playlist, not only the first.
     pub async fn stream(&self, stream: &str) -> Arc<StreamView> {
-        let (view, created) = {
-            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            match streams.get(stream) {
-                Some(view) => (view.clone(), false),
-                None => {
-                    let view = Arc::new(StreamView {
-                        playlist: watch::channel(None).0,
-                        changes: watch::channel(0).0,
-                    });
-                    streams.insert(stream.to_string(), view.clone());
-                    (view, true)
-                }
-            }
-        };
-        if created {
-            self.reload_playlist(stream, &view).await;
-        }
+        let view = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(stream.to_string())
+            .or_insert_with(|| {
+                Arc::new(StreamView {
+                    playlist: watch::channel(None).0,
+                    changes: watch::channel(0).0,
+                    loaded: tokio::sync::OnceCell::new(),
+                })
+            })
+            .clone();
+        view.loaded
+            .get_or_init(|| self.reload_playlist(stream, &view))
+            .await;
         view
     }
 
@@ -186,6 +210,41 @@ impl Volume {
             self.metrics.cache.with_label_values(&["hit"]).inc();
             return Ok(Some(hit.clone()));
         }
+        let key = (path.clone(), prefix);
+        let flight = self
+            .flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let mut joined = true;
+        let result = flight
+            .get_or_init(|| {
+                joined = false;
+                self.load(path, prefix)
+            })
+            .await
+            .clone();
+        // The read is over: later misses (the copy was not cacheable, or was evicted) read anew.
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
+            }
+        }
+        if joined {
+            self.metrics.cache.with_label_values(&["hit"]).inc();
+        }
+        Ok(result?)
+    }
+
+    /// Reads a file (or its first `prefix` bytes) from the volume and caches it.
+    async fn load(
+        &self,
+        path: PathBuf,
+        prefix: Option<u64>,
+    ) -> Result<Option<Arc<CachedFile>>, ReadError> {
         self.metrics.cache.with_label_values(&["miss"]).inc();
         // A change seen while the file is read may have come after the read: then the copy
         // is not cached, since the event that would evict it has already gone by.
@@ -225,7 +284,12 @@ impl Volume {
             }
         })
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| ReadError {
+            kind: e.kind(),
+            message: e.to_string(),
+        })?;
         let Some(file) = read else { return Ok(None) };
         let file = Arc::new(file);
         if file.body.len() <= MAX_CACHED_FILE && self.events.load(Ordering::Acquire) == events {

@@ -179,6 +179,8 @@ impl Stack {
                 format!("--hls-dir={}", args.hls_dir.display()),
                 format!("--access-log-dir={}", args.access_log_dir.display()),
                 format!("--instance-name=web-{}", i + 1),
+                // The balancer stops with them: there is nobody to tell to go elsewhere.
+                "--shutdown-delay-ms=0".to_string(),
             ]);
             let listeners = livecast_web::Listeners::bind(&web)
                 .await

@@ -179,6 +179,8 @@ async fn access_log_line_per_request_flushed_on_shutdown() {
     )
     .await;
     raw(web.addr, "/nope", "").await;
+    // A balancer's readiness check on the viewer port is not a viewer: not logged.
+    assert_eq!(status(&raw(web.addr, "/readyz", "").await), "200");
     let metrics = raw(web.admin, "/metrics", "").await;
     assert!(
         metrics.contains(r#"livecast_web_requests_total{route="playlist",status_class="2xx"} 1"#),
@@ -263,4 +265,37 @@ impl Web {
         self.task.await.expect("join").expect("clean exit");
         self.dir
     }
+}
+
+/// The binary as a container runs it: stdout is a pipe, so log lines go there as plain text,
+/// without the ANSI colour codes that `docker compose logs` would show as garbage.
+#[tokio::test]
+async fn the_binary_logs_plain_text_to_stdout_when_it_is_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_livecast-web"))
+        .args(["--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0"])
+        .arg(format!("--hls-dir={}", dir.path().display()))
+        .arg(format!("--access-log-dir={}", dir.path().join("logs").display()))
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn livecast-web");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("web listening") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stdout.read(&mut chunk))
+            .await
+            .expect("a start-up line on stdout within 10 s")
+            .expect("read");
+        assert!(n > 0, "stdout closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let _ = child.kill().await;
+    let text = String::from_utf8_lossy(&seen);
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in {text:?}");
+    assert!(text.contains(" INFO "), "{text}");
 }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::{header, raw, start, start_with, status};
 
 #[tokio::test]
@@ -222,8 +224,11 @@ async fn shutdown_fails_readiness_first_then_drains() {
     }
     web.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // Still serving during the delay, but telling balancers to go elsewhere.
-    assert_eq!(status(&raw(web.addr, "/readyz", "").await), "503");
+    // Still serving during the delay, but telling balancers to go elsewhere, and that this is
+    // a goodbye (one check is enough) rather than a blip.
+    let ready = raw(web.addr, "/readyz", "").await;
+    assert_eq!(status(&ready), "503");
+    assert_eq!(header(&ready, "livecast-leaving"), Some("shutting down"), "{ready}");
     assert_eq!(
         status(&raw(web.addr, "/hls/cam/index.m3u8", "").await),
         "200"
@@ -415,4 +420,50 @@ async fn a_full_log_disk_keeps_lines_until_there_is_room() {
         .arg(&logs)
         .status();
     assert_eq!(lines, 100, "every request logged exactly once");
+}
+
+/// A front-end that joins under load gets a burst of first requests at once: every one of
+/// them finds the playlist (none answered 404 while the first load runs), and a large segment
+/// that none of them has cached yet is read from the volume once, not once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_first_requests_finds_the_playlist_and_reads_a_segment_once() {
+    const BURST: usize = 32;
+    const SEGMENT: usize = 2 << 20;
+    let web = start().await;
+    std::fs::write(web.hls().join("cam/big.m4s"), vec![7u8; SEGMENT]).expect("write");
+    // Let the write's own file events pass before the burst.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for path in ["/hls/cam/index.m3u8", "/hls/cam/big.m4s"] {
+        // Every connection open and waiting first, then all the requests at once (as wrk's
+        // connections do), so they all arrive while the first one is being answered.
+        let mut sockets = Vec::new();
+        for _ in 0..BURST {
+            sockets.push(tokio::net::TcpStream::connect(web.addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        for socket in &mut sockets {
+            socket.write_all(request.as_bytes()).await.expect("write");
+        }
+        for mut socket in sockets {
+            let mut answer = Vec::new();
+            socket.read_to_end(&mut answer).await.expect("read");
+            let answer = String::from_utf8_lossy(&answer);
+            assert_eq!(status(&answer), "200", "{path}: {}", &answer[..answer.len().min(200)]);
+            if path.ends_with(".m4s") {
+                assert_eq!(header(&answer, "content-length"), Some("2097152"));
+            }
+        }
+    }
+    let metrics = raw(web.admin, "/metrics", "").await;
+    assert!(
+        metrics.contains(r#"livecast_web_cache_lookups_total{result="miss"} 1"#),
+        "one read for the burst: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("cache_lookups"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    web.stop().await;
 }
