@@ -22,8 +22,6 @@ import gzip
 import http.client
 import json
 import os
-import random
-import re
 import shutil
 import signal
 import socket
@@ -32,10 +30,12 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
 from common import ROOT, free_port, make_clip, wait_http, wait_port  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Bulk, Crowd  # noqa: E402
 
 STREAM = "chaos"
 
@@ -138,69 +138,6 @@ class Relay:
                 pass
 
 
-class Bulk(ThreadingHTTPServer):
-    """An Elasticsearch `_bulk` stand-in (no Elasticsearch server can be installed here):
-    NDJSON `create` actions, per-item 201, 409 for an `_id` already there, 503 while down."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), BulkHandler)
-        self.docs = {}
-        self.lock = threading.Lock()
-        self.down = False
-        self.conflicts = 0
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def port(self):
-        return self.server_address[1]
-
-    def seqs(self):
-        """How often each written sequence number arrived under a distinct id."""
-        counts = {}
-        with self.lock:
-            for doc in self.docs.values():
-                m = re.search(r"/seq-(\d+)\.", doc.get("url.path", ""))
-                if m:
-                    counts[int(m.group(1))] = counts.get(int(m.group(1)), 0) + 1
-        return counts
-
-
-class BulkHandler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        server = self.server
-        if server.down:
-            return self._answer(503, {"error": "unavailable"})
-        lines = body.decode().splitlines()
-        items = []
-        with server.lock:
-            for action, source in zip(lines[0::2], lines[1::2]):
-                doc_id = json.loads(action)["create"]["_id"]
-                if doc_id in server.docs:
-                    server.conflicts += 1
-                    items.append({"create": {"_id": doc_id, "status": 409}})
-                else:
-                    server.docs[doc_id] = json.loads(source)
-                    items.append({"create": {"_id": doc_id, "status": 201}})
-        self._answer(200, {"took": 1, "errors": any(i["create"]["status"] != 201 for i in items),
-                           "items": items})
-
-    def _answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 class Tmpfs:
     """A size-limited tmpfs (needs root), so a full disk is a real full disk."""
 
@@ -226,139 +163,6 @@ class Tmpfs:
 
 # ---------------------------------------------------------------------------------------------
 # Viewers
-
-
-class Viewer(threading.Thread):
-    """One viewer through the balancer, as a player behaves: reloads the live playlist every
-    half target duration, starts three segments behind the live edge, fetches every new
-    segment whole (skipping EXT-X-GAP ones), keeps a playback clock (buffer = media fetched -
-    media played) and counts stalls. Sends its own session cookie, as the player page does."""
-
-    def __init__(self, port, stop):
-        super().__init__(daemon=True)
-        self.port, self.stop = port, stop
-        self.session = "%032x" % random.getrandbits(128)
-        self.lock = threading.Lock()
-        self.reset()
-
-    def reset(self):
-        with getattr(self, "lock", threading.Lock()):
-            self.requests = 0
-            self.failures = {}
-            self.stalls = 0
-            self.stalled_s = 0.0
-            self.sessions_seen = {}  # segment-name session -> first time fetched
-
-    def fail(self, kind):
-        with self.lock:
-            self.failures[kind] = self.failures.get(kind, 0) + 1
-
-    def get(self, conn, path):
-        with self.lock:
-            self.requests += 1
-        try:
-            conn.request("GET", path, headers={"Cookie": f"livecast_session={self.session}"})
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            self.fail(type(error).__name__)
-            conn.close()
-            return None
-        if response.status != 200:
-            self.fail(str(response.status))
-            return None
-        return body
-
-    def run(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        fetched = set()
-        buffer_s, playing, last_tick = 0.0, False, time.monotonic()
-        stall_started = None
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if playing and stall_started is None:
-                buffer_s -= now - last_tick
-                if buffer_s <= 0:
-                    stall_started, buffer_s = now, 0.0
-                    with self.lock:
-                        self.stalls += 1
-            last_tick = now
-            text = self.get(conn, f"/hls/{STREAM}/index.m3u8")
-            segments = parse_segments(text.decode()) if text else []
-            if not fetched and len(segments) > 3:
-                fetched.update(uri for uri, _, _ in segments[:-3])
-            for uri, duration, gap in segments:
-                if uri in fetched:
-                    continue
-                fetched.add(uri)
-                if gap:
-                    buffer_s += duration  # a player skips the gap's time
-                    continue
-                if self.get(conn, f"/hls/{STREAM}/{uri}") is None:
-                    continue
-                buffer_s += duration
-                playing = True
-                session = uri.split("-")[0]
-                with self.lock:
-                    self.sessions_seen.setdefault(session, time.monotonic())
-                # After a stall a player rebuffers: it plays on once it holds 1.5 segments.
-                if stall_started is not None and buffer_s >= 1.5 * duration:
-                    with self.lock:
-                        self.stalled_s += time.monotonic() - stall_started
-                    stall_started = None
-                    last_tick = time.monotonic()
-            time.sleep(0.5)
-
-
-def parse_segments(text):
-    """(uri, duration, gap) of every segment of a media playlist."""
-    out, duration, gap = [], 0.0, False
-    for line in text.splitlines():
-        if line.startswith("#EXTINF:"):
-            duration = float(line[8:].split(",")[0])
-        elif line == "#EXT-X-GAP":
-            gap = True
-        elif line and not line.startswith("#"):
-            out.append((line, duration, gap))
-            gap = False
-    return out
-
-
-class Crowd:
-    def __init__(self, port, n):
-        self.stop = threading.Event()
-        self.viewers = [Viewer(port, self.stop) for _ in range(n)]
-        for v in self.viewers:
-            v.start()
-
-    def reset(self):
-        for v in self.viewers:
-            v.reset()
-
-    def totals(self):
-        requests = sum(v.requests for v in self.viewers)
-        failures = {}
-        for v in self.viewers:
-            for k, n in v.failures.items():
-                failures[k] = failures.get(k, 0) + n
-        return requests, failures, sum(v.stalls for v in self.viewers), sum(v.stalled_s for v in self.viewers)
-
-    def resumed_after(self, since, old_sessions):
-        """Seconds from `since` until each viewer fetched a segment of a new session."""
-        times = []
-        for v in self.viewers:
-            new = [t for s, t in v.sessions_seen.items() if s not in old_sessions]
-            times.append(min(new) - since if new else None)
-        return times
-
-    def sessions(self):
-        seen = set()
-        for v in self.viewers:
-            seen.update(v.sessions_seen)
-        return seen
-
-    def close(self):
-        self.stop.set()
 
 
 class Browsers(threading.Thread):
@@ -540,7 +344,7 @@ def case_web_cold_restart(stack, crowd, a):
     stack.services["web-2"].restart()
     wait_http(stack.web_ports[2], "/readyz")
     # A burst of new viewers arrives at once, some on the cold front-end.
-    burst = Crowd(stack.proxy_port, a.burst)
+    burst = Crowd(stack.proxy_port, a.burst, STREAM)
     time.sleep(a.hold)
     row = viewers_row("front-end restart, cold cache, burst", crowd)
     r2, f2, _, _ = burst.totals()
@@ -820,7 +624,7 @@ def main():
             raise SystemExit("the publisher's stream never appeared")
         time.sleep(4)
         rss["before"] = stack.rss()
-        crowd = Crowd(stack.proxy_port, a.viewers)
+        crowd = Crowd(stack.proxy_port, a.viewers, STREAM)
         browsers = Browsers(stack.proxy_port, 3600)
         time.sleep(a.settle + 6)
         cases = [

@@ -77,6 +77,10 @@ pub struct Config {
     /// Compress `_bulk` bodies with gzip.
     #[arg(long, env = "LIVECAST_ELASTICSEARCH_GZIP", default_value_t = true, action = clap::ArgAction::Set)]
     pub elasticsearch_gzip: bool,
+    /// Install the index template for the access-log fields (ECS types) before the first
+    /// document, unless a template of the index's name exists.
+    #[arg(long, env = "LIVECAST_ELASTICSEARCH_TEMPLATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub elasticsearch_template: bool,
     /// Zabbix server or proxy trapper port (HOST:PORT, usually :10051) for viewer counts and
     /// request rates.
     #[arg(long, env = "LIVECAST_ZABBIX_SERVER")]

@@ -3,8 +3,16 @@
 //! Per item: 2xx is delivered, 409 means an earlier attempt already delivered it (a retry after
 //! a crash), 429 and 5xx are retried, any other 4xx goes to the dead-letter file with the
 //! reason. A whole request that fails (no connection, 429, 5xx) is retried as a whole.
+//!
+//! Before its first `_bulk` request the sink installs the index template
+//! (`deploy/elasticsearch/livecast-access.template.json`, its pattern set to `<index>*`) with
+//! `PUT _index_template/<index>?create=true`, as Filebeat and Vector users expect, so that
+//! `client.ip` is an `ip`, `@timestamp` a date, paths and streams keywords and durations and
+//! bytes numbers from the first document on. A template of that name already there is left as
+//! it is (the operator's own); a refusal (no privilege, say) is logged and shipping goes on.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +48,9 @@ pub(crate) enum BulkError {
     Response(String),
 }
 
+/// The index template for the access-log fields (see the module documentation).
+const TEMPLATE: &str = include_str!("../../../deploy/elasticsearch/livecast-access.template.json");
+
 #[derive(Debug)]
 pub(crate) struct Elasticsearch {
     client: Client<Connector, Full<Bytes>>,
@@ -47,6 +58,17 @@ pub(crate) struct Elasticsearch {
     index: String,
     auth: Option<HeaderValue>,
     gzip: bool,
+    /// `PUT` target and body of the index template, while it is still to be installed.
+    template: Option<(http::Uri, Bytes)>,
+    template_done: AtomicBool,
+}
+
+/// The template for `index`: the bundled one with its pattern set to `<index>*`.
+pub(crate) fn template_for(index: &str) -> Bytes {
+    let mut template: serde_json::Value =
+        serde_json::from_str(TEMPLATE).expect("the bundled index template is JSON");
+    template["index_patterns"] = serde_json::json!([format!("{index}*")]);
+    Bytes::from(template.to_string())
 }
 
 #[derive(Deserialize)]
@@ -68,19 +90,76 @@ impl Elasticsearch {
         index: String,
         auth: Option<HeaderValue>,
         gzip: bool,
+        install_template: bool,
         tls: Option<tokio_rustls::TlsConnector>,
     ) -> Result<Self, String> {
-        let bulk = format!("{}/_bulk", base.trim_end_matches('/'));
-        let bulk_url = bulk
-            .parse()
-            .map_err(|_| format!("bad elasticsearch url {base:?}"))?;
+        let base = base.trim_end_matches('/');
+        let bad = |_| format!("bad elasticsearch url {base:?}");
+        let bulk_url = format!("{base}/_bulk").parse().map_err(bad)?;
+        let template = if install_template {
+            let url = format!("{base}/_index_template/{index}?create=true")
+                .parse()
+                .map_err(bad)?;
+            Some((url, template_for(&index)))
+        } else {
+            None
+        };
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(Connector::new(tls)),
             bulk_url,
             index,
             auth,
             gzip,
+            template_done: AtomicBool::new(template.is_none()),
+            template,
         })
+    }
+
+    /// Installs the index template unless that was done (or given up) already. An error
+    /// means "try again later", like a failed `_bulk` request.
+    async fn ensure_template(&self) -> Result<(), BulkError> {
+        let Some((url, body)) = &self.template else {
+            return Ok(());
+        };
+        if self.template_done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut request = Request::put(url.clone()).header(CONTENT_TYPE, "application/json");
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let request = request
+            .body(Full::new(body.clone()))
+            .map_err(|e| BulkError::Response(e.to_string()))?;
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .map_err(|_| BulkError::Unreachable("timed out".into()))?
+            .map_err(|e| BulkError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| BulkError::Unreachable(e.to_string()))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        match status.as_u16() {
+            200..=299 => {
+                tracing::info!(template = %self.index, "index template installed");
+            }
+            400 if text.contains("already exists") => {
+                tracing::info!(template = %self.index, "index template already there; kept as it is");
+            }
+            429 | 500..=599 => return Err(BulkError::Status(status)),
+            _ => {
+                tracing::warn!(
+                    template = %self.index, %status, answer = %text,
+                    "index template refused; shipping without it (fields get dynamic mappings)"
+                );
+            }
+        }
+        self.template_done.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The NDJSON body for `lines` (selected by `which`).
@@ -102,6 +181,7 @@ impl Elasticsearch {
 
     /// Sends `which` of `lines` in one `_bulk` request.
     pub async fn send(&self, lines: &[Line], which: &[usize]) -> Result<Outcome, BulkError> {
+        self.ensure_template().await?;
         let mut body = self.body(lines, which);
         let mut request =
             Request::post(self.bulk_url.clone()).header(CONTENT_TYPE, "application/x-ndjson");
@@ -231,6 +311,7 @@ mod tests {
             "livecast-access".into(),
             None,
             false,
+            true,
             None,
         )
         .unwrap();
@@ -246,5 +327,47 @@ mod tests {
             "{\"create\":{\"_index\":\"livecast-access\",\"_id\":\"00000000000000ab-42\"}}\n{\"x\":1}\n"
         );
         assert_eq!(es.bulk_url, "http://es:9200/_bulk");
+        let (url, _) = es.template.as_ref().unwrap();
+        assert_eq!(
+            url,
+            "http://es:9200/_index_template/livecast-access?create=true"
+        );
+    }
+
+    #[test]
+    fn the_template_maps_every_access_log_field_and_follows_the_index() {
+        let template: serde_json::Value =
+            serde_json::from_slice(&template_for("company-live")).unwrap();
+        assert_eq!(
+            template["index_patterns"],
+            serde_json::json!(["company-live*"])
+        );
+        let props = &template["template"]["mappings"]["properties"];
+        let kind = |path: &str| {
+            let mut at = props;
+            let parts: Vec<&str> = path.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                at = &at[part];
+                if i + 1 < parts.len() {
+                    at = &at["properties"];
+                }
+            }
+            at["type"].as_str().unwrap_or_default().to_string()
+        };
+        for (field, expected) in [
+            ("@timestamp", "date"),
+            ("client.ip", "ip"),
+            ("http.request.method", "keyword"),
+            ("url.path", "keyword"),
+            ("http.response.status_code", "long"),
+            ("http.response.body.bytes", "long"),
+            ("event.duration", "long"),
+            ("user_agent.original", "keyword"),
+            ("host.name", "keyword"),
+            ("livecast.stream", "keyword"),
+            ("livecast.session", "keyword"),
+        ] {
+            assert_eq!(kind(field), expected, "{field}");
+        }
     }
 }

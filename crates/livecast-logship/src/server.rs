@@ -104,6 +104,7 @@ pub async fn run(
                     config.elasticsearch_api_key.as_deref(),
                 ),
                 config.elasticsearch_gzip,
+                config.elasticsearch_template,
                 config.elasticsearch_tls()?,
             )
             .map_err(LogshipError::Config)?,

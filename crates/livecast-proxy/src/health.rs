@@ -36,22 +36,26 @@ impl HealthChecker {
                 let uri = format!("http://{}{}", b.addr, self.path);
                 async move {
                     let check = match uri.parse::<hyper::Uri>() {
-                        Ok(uri) => match tokio::time::timeout(self.timeout, client.get(uri)).await
-                        {
-                            Ok(Ok(response))
-                                if response
-                                    .headers()
-                                    .contains_key(livecast_telemetry::LEAVING_HEADER) =>
-                            {
-                                Check::Leaving
+                        Ok(uri) => {
+                            match tokio::time::timeout(self.timeout, client.get(uri)).await {
+                                Ok(Ok(response))
+                                    if response
+                                        .headers()
+                                        .contains_key(livecast_telemetry::LEAVING_HEADER) =>
+                                {
+                                    Check::Leaving
+                                }
+                                Ok(Ok(response)) if response.status().is_success() => Check::Pass,
+                                _ => Check::Fail,
                             }
-                            Ok(Ok(response)) if response.status().is_success() => Check::Pass,
-                            _ => Check::Fail,
-                        },
+                        }
                         Err(_) => Check::Fail,
                     };
                     let result = if check == Check::Pass { "pass" } else { "fail" };
-                    self.metrics.health_checks.with_label_values(&[result]).inc();
+                    self.metrics
+                        .health_checks
+                        .with_label_values(&[result])
+                        .inc();
                     self.pool.health_result(b, check);
                 }
             });

@@ -9,6 +9,9 @@
 //!
 //! - [`UpArgs`]: the flags of `livecast up`.
 //! - [`Stack`]: every listener bound (port 0 works, for tests), then [`Stack::run`].
+//! - [`probe`]: `livecast probe URL`, the containers' health check.
+
+pub mod probe;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -18,13 +18,32 @@ struct Cli {
 enum Command {
     /// Start ingest, the front-ends and the balancer; stop with Ctrl-C or SIGTERM.
     Up(UpArgs),
+    /// Check an http:// URL (a service's /readyz): exit 0 on a 2xx answer, 1 otherwise.
+    /// The container images' health check, since they carry no curl.
+    Probe {
+        /// For example http://127.0.0.1:9102/readyz.
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Probe { url, timeout_ms } = &cli.command {
+        if let Err(error) =
+            livecast::probe::probe(url, std::time::Duration::from_millis(*timeout_ms))
+        {
+            eprintln!("livecast probe: {error:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     livecast_telemetry::init_logging(cli.log.log_format);
     match cli.command {
+        Command::Probe { .. } => Ok(()),
         Command::Up(args) => {
             let stack = Stack::bind(&args).await?;
             stack.run(livecast_telemetry::shutdown_on_signals()).await

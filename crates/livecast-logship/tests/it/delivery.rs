@@ -601,3 +601,52 @@ async fn logrotate_schemes_deliver_every_line_exactly_once() {
     shipper.shutdown.cancel();
     shipper.task.await.expect("join").expect("clean exit");
 }
+
+/// The index template goes in before the first document (so `client.ip` is an `ip` from the
+/// first line on), and an operator's own template of that name is left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_template_goes_in_first_and_an_existing_one_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+    let (es, stand) = es::start().await;
+    append(&dir.path().join("logs/web-1.log"), &log_line(1, "s1"));
+    let shipper = start(dir.path(), Some(es), &[]).await;
+    eventually("the line delivered", Duration::from_secs(10), || {
+        stand.count() == 1
+    })
+    .await;
+    assert_eq!(
+        stand.calls.lock().unwrap()[0],
+        "template",
+        "template before the first bulk"
+    );
+    let installed = stand.templates.lock().unwrap()["livecast-access"].clone();
+    assert_eq!(
+        installed["index_patterns"],
+        serde_json::json!(["livecast-access*"])
+    );
+    assert_eq!(
+        installed["template"]["mappings"]["properties"]["client"]["properties"]["ip"]["type"],
+        "ip"
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+
+    // The operator changed it: a restarted shipper keeps theirs and ships on.
+    stand.templates.lock().unwrap().insert(
+        "livecast-access".into(),
+        serde_json::json!({"index_patterns": ["mine*"]}),
+    );
+    append(&dir.path().join("logs/web-1.log"), &log_line(2, "s1"));
+    let shipper = start(dir.path(), Some(es), &[]).await;
+    eventually("the second line delivered", Duration::from_secs(10), || {
+        stand.count() == 2
+    })
+    .await;
+    assert_eq!(
+        stand.templates.lock().unwrap()["livecast-access"]["index_patterns"],
+        serde_json::json!(["mine*"])
+    );
+    shipper.shutdown.cancel();
+    shipper.task.await.expect("join").expect("clean exit");
+}

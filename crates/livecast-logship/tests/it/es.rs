@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{post, put};
 use axum::Router;
 
 #[derive(Debug, Default)]
@@ -28,6 +28,10 @@ pub struct Stand {
     pub delay_ms: AtomicUsize,
     pub requests: AtomicUsize,
     pub conflicts: AtomicUsize,
+    /// Index templates by name, as `PUT _index_template/<name>` stored them.
+    pub templates: Mutex<HashMap<String, serde_json::Value>>,
+    /// What was asked, in order: "template" or "bulk".
+    pub calls: Mutex<Vec<&'static str>>,
 }
 
 impl Stand {
@@ -40,6 +44,7 @@ pub async fn start() -> (SocketAddr, Arc<Stand>) {
     let stand = Arc::new(Stand::default());
     let app = Router::new()
         .route("/_bulk", post(bulk))
+        .route("/_index_template/{name}", put(template))
         .with_state(stand.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -49,11 +54,39 @@ pub async fn start() -> (SocketAddr, Arc<Stand>) {
     (addr, stand)
 }
 
+/// `PUT _index_template/<name>[?create=true]`, answered as Elasticsearch answers it.
+async fn template(
+    State(stand): State<Arc<Stand>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> (StatusCode, String) {
+    stand.calls.lock().expect("lock").push("template");
+    let Ok(template) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"x_content_parse_exception"}"#.into(),
+        );
+    };
+    let mut templates = stand.templates.lock().expect("lock");
+    if query.is_some_and(|q| q.contains("create=true")) && templates.contains_key(&name) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                r#"{{"error":{{"type":"illegal_argument_exception","reason":"index template [{name}] already exists"}},"status":400}}"#
+            ),
+        );
+    }
+    templates.insert(name, template);
+    (StatusCode::OK, r#"{"acknowledged":true}"#.into())
+}
+
 async fn bulk(
     State(stand): State<Arc<Stand>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
+    stand.calls.lock().expect("lock").push("bulk");
     stand.requests.fetch_add(1, Ordering::SeqCst);
     let delay = stand.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {

@@ -275,7 +275,10 @@ async fn the_binary_logs_plain_text_to_stdout_when_it_is_not_a_terminal() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_livecast-web"))
         .args(["--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0"])
         .arg(format!("--hls-dir={}", dir.path().display()))
-        .arg(format!("--access-log-dir={}", dir.path().join("logs").display()))
+        .arg(format!(
+            "--access-log-dir={}",
+            dir.path().join("logs").display()
+        ))
         .env_remove("NO_COLOR")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -228,7 +228,11 @@ async fn shutdown_fails_readiness_first_then_drains() {
     // a goodbye (one check is enough) rather than a blip.
     let ready = raw(web.addr, "/readyz", "").await;
     assert_eq!(status(&ready), "503");
-    assert_eq!(header(&ready, "livecast-leaving"), Some("shutting down"), "{ready}");
+    assert_eq!(
+        header(&ready, "livecast-leaving"),
+        Some("shutting down"),
+        "{ready}"
+    );
     assert_eq!(
         status(&raw(web.addr, "/hls/cam/index.m3u8", "").await),
         "200"
@@ -438,7 +442,11 @@ async fn a_burst_of_first_requests_finds_the_playlist_and_reads_a_segment_once()
         // connections do), so they all arrive while the first one is being answered.
         let mut sockets = Vec::new();
         for _ in 0..BURST {
-            sockets.push(tokio::net::TcpStream::connect(web.addr).await.expect("connect"));
+            sockets.push(
+                tokio::net::TcpStream::connect(web.addr)
+                    .await
+                    .expect("connect"),
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -449,7 +457,12 @@ async fn a_burst_of_first_requests_finds_the_playlist_and_reads_a_segment_once()
             let mut answer = Vec::new();
             socket.read_to_end(&mut answer).await.expect("read");
             let answer = String::from_utf8_lossy(&answer);
-            assert_eq!(status(&answer), "200", "{path}: {}", &answer[..answer.len().min(200)]);
+            assert_eq!(
+                status(&answer),
+                "200",
+                "{path}: {}",
+                &answer[..answer.len().min(200)]
+            );
             if path.ends_with(".m4s") {
                 assert_eq!(header(&answer, "content-length"), Some("2097152"));
             }
