@@ -1,12 +1,11 @@
 //! `livecast-logship`: parse flags, start logging, bind, run until SIGTERM/SIGINT.
 
 use anyhow::Context;
-use clap::Parser;
 use livecast_logship::{Config, Listeners};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config: Config = livecast_telemetry::parse_flags();
     livecast_telemetry::init_logging(config.log.log_format);
     config.validate()?;
     let listeners = Listeners::bind(&config).await.context("cannot bind")?;

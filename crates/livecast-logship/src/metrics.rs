@@ -4,6 +4,9 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// The `sink` label of the Elasticsearch/OpenSearch sink.
+pub(crate) const SINK: &str = "elasticsearch";
+
 /// Shipper metrics.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
@@ -124,6 +127,11 @@ impl Metrics {
                 &["result"],
             )?,
         };
+        // The one sink's series exist from the start (at 0), so dashboards and alerts on them
+        // have data before the first failure rather than "no data".
+        for per_sink in [&m.shipped, &m.failed, &m.dead_lettered, &m.duplicates] {
+            per_sink.with_label_values(&[SINK]);
+        }
         registry.register(Box::new(m.zabbix_values.clone()))?;
         registry.register(Box::new(m.archived.clone()))?;
         registry.register(Box::new(m.lost_bytes.clone()))?;

@@ -14,13 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::elasticsearch::{authorization, Elasticsearch};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SINK};
 use crate::source::{Line, Source};
 use crate::spill::Spill;
 use crate::viewers::{Counts, Fields, Viewers};
 use crate::{Config, LogshipError};
 
-const SINK: &str = "elasticsearch";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often idle rounds look for closed logs to archive.
 const ARCHIVE_EVERY: Duration = Duration::from_secs(5);

@@ -1,7 +1,6 @@
 //! `livecast-proxy`: parse flags, start logging, bind, run until SIGTERM/SIGINT.
 
 use anyhow::Context;
-use clap::Parser;
 use livecast_proxy::{Config, Listeners};
 
 // Every proxied request allocates headers and bodies on two connections; mimalloc's per-thread
@@ -11,7 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config: Config = livecast_telemetry::parse_flags();
     livecast_telemetry::init_logging(config.log.log_format);
     config.validate()?;
     let listeners = Listeners::bind(&config).await.context("cannot bind")?;

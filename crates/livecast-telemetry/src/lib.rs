@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod cidr;
+pub mod flags;
 pub mod ids;
 pub mod linger;
 pub mod logging;
@@ -20,6 +21,7 @@ pub mod workers;
 
 pub use admin::{serve_admin, serve_admin_with, Health, LEAVING_HEADER};
 pub use cidr::{any_contains, Cidr, PRIVATE_RANGES};
+pub use flags::parse_flags;
 pub use ids::RandomIds;
 pub use linger::lingering_close;
 pub use logging::{init_logging, LogArgs, LogFormat};

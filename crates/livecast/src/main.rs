@@ -31,7 +31,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = livecast_telemetry::parse_flags();
     if let Command::Probe { url, timeout_ms } = &cli.command {
         if let Err(error) =
             livecast::probe::probe(url, std::time::Duration::from_millis(*timeout_ms))
