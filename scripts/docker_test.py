@@ -27,12 +27,14 @@ containers are reached.
 
 import argparse
 import glob
+import http.client
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -249,6 +251,40 @@ def scale(compose, n, ports, logs_dir, viewers):
     return joined, removed
 
 
+class Hammer:
+    """A bounded request loop beside the viewers: a few connections asking for the playlist
+    back to back, so that a replica leaving while it is still chosen shows up as failures."""
+
+    def __init__(self, port, connections=4):
+        self.port, self.stop = port, threading.Event()
+        self.requests, self.failures, self.lock = 0, [], threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(connections)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", f"/hls/{STREAM}/index.m3u8")
+                response = conn.getresponse()
+                response.read()
+                failed = None if response.status == 200 else str(response.status)
+            except (OSError, http.client.HTTPException) as error:
+                failed = type(error).__name__
+                conn.close()
+            with self.lock:
+                self.requests += 1
+                if failed:
+                    self.failures.append((time.time(), failed))
+            time.sleep(0.01)
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
 def share_check(logs_dir, hosts, since, seconds):
     """Each replica answers a share of the viewers' requests over `seconds`."""
     time.sleep(seconds)
@@ -280,7 +316,7 @@ def main():
         "LIVECAST_ELASTICSEARCH_URL": "http://bulk:9200",
         "LIVECAST_ARCHIVE_AFTER_SECS": "5",
     })
-    publisher = viewers = None
+    publisher = viewers = hammer = None
     figures = {}
     try:
         figures["image_bytes"] = build_image()
@@ -343,13 +379,18 @@ def main():
         share_check(logs_dir, hosts, time.time(), 10)
         more, _ = scale(compose, 5, ports, logs_dir, viewers)
         figures["joins"] += more
+        hammer = Hammer(ports["http"])
         _, removed = scale(compose, 2, ports, logs_dir, viewers)
         check(len(removed) == 3, f"removed {removed}")
         time.sleep(6)  # viewers carry on over the shrunken pool
+        hammer.close()
+        check(not hammer.failures, f"{len(hammer.failures)} of {hammer.requests} back-to-back "
+                                   f"requests failed during scale-in: {hammer.failures[:5]}")
         requests, failures, stalls, _ = viewers.totals()
         check(not failures, f"failed viewer requests: {failures} of {requests}")
-        figures["viewer_requests"], figures["failed"] = requests, 0
-        step(f"scaling 1 -> 3 -> 5 -> 2: 0 failed of {requests} viewer requests, {stalls} stalls")
+        figures["viewer_requests"], figures["failed"] = requests + hammer.requests, 0
+        step(f"scaling 1 -> 3 -> 5 -> 2: 0 failed of {requests} viewer requests ({stalls} stalls) "
+             f"and of {hammer.requests} back-to-back requests during scale-in")
 
         archive_dir = os.path.join(logship_dir, "archive")
         for host in removed:
@@ -412,6 +453,8 @@ def main():
     finally:
         if viewers:
             viewers.close()
+        if hammer:
+            hammer.close()
         if publisher:
             publisher.kill()
             publisher.wait()

@@ -155,6 +155,7 @@ impl Forwarder {
         method: &Method,
         head: &[u8],
     ) -> Result<(crate::upstream::Answer, Lease), (StatusCode, &'static str)> {
+        let held = is_held(head.split(|b| *b == b'\n').next().unwrap_or_default());
         let mut exclude = None;
         for attempt in 0..2 {
             let Some(lease) = self.pool.pick(exclude) else {
@@ -174,7 +175,7 @@ impl Forwarder {
             .await
             {
                 Ok(answer) => {
-                    if self.answered(&backend, sent, answer.status(), !last_try) {
+                    if self.answered(&backend, sent, held, answer.status(), !last_try) {
                         continue;
                     }
                     return Ok((answer, lease));
@@ -201,14 +202,16 @@ impl Forwarder {
         &self,
         backend: &Backend,
         sent: Instant,
+        held: bool,
         status: StatusCode,
         may_retry: bool,
     ) -> bool {
         let latency = sent.elapsed();
         let handles = backend.metrics(&self.metrics);
         handles.duration.observe(latency.as_secs_f64());
+        let sample = (!held).then_some(latency);
         self.pool
-            .observe(backend, latency, !status.is_server_error());
+            .observe(backend, sample, !status.is_server_error());
         if may_retry
             && (status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE)
         {
@@ -237,7 +240,7 @@ impl Forwarder {
             .upstream_errors
             .with_label_values(&[backend.label(), kind])
             .inc();
-        self.pool.observe(backend, sent.elapsed(), false);
+        self.pool.observe(backend, Some(sent.elapsed()), false);
         tracing::warn!(backend = %backend.addr, %error, "upstream request failed");
     }
 
@@ -350,7 +353,13 @@ impl Forwarder {
                 .await
             {
                 Ok(mut response) => {
-                    self.answered(&backend, sent, response.status(), false);
+                    self.answered(
+                        &backend,
+                        sent,
+                        is_held(target.as_bytes()),
+                        response.status(),
+                        false,
+                    );
                     // The inline client leaves hop-by-hop lines behind while parsing; hyper's
                     // keeps them.
                     strip_hop_by_hop(response.headers_mut());
@@ -551,6 +560,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
     if let Ok(value) = HeaderValue::from_bytes(&value) {
         headers.insert(X_FORWARDED_FOR, value);
     }
+}
+
+/// Whether a request (its request line or target) is one a front-end holds on purpose: an
+/// LL-HLS blocking playlist reload (`_HLS_msn=`), answered when the next part exists.
+pub(crate) fn is_held(target: &[u8]) -> bool {
+    target.windows(9).any(|w| w == b"_HLS_msn=")
 }
 
 #[cfg(test)]

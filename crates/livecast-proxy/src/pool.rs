@@ -109,6 +109,9 @@ pub struct Backend {
     inflight: AtomicUsize,
     /// Latency EWMA in microseconds.
     ewma_us: AtomicU64,
+    /// When the EWMA last took a sample (`now_ms`): an estimate older than [`STALE_MS`] is
+    /// not trusted, so a backend that lost every choice on one slow answer is tried again.
+    sampled_ms: AtomicU64,
     successes: AtomicU32,
     failures: AtomicU32,
     errors: AtomicU32,
@@ -134,6 +137,7 @@ impl Backend {
             state: AtomicU8::new(0),
             inflight: AtomicUsize::new(0),
             ewma_us: AtomicU64::new(0),
+            sampled_ms: AtomicU64::new(0),
             successes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             errors: AtomicU32::new(0),
@@ -175,11 +179,29 @@ impl Backend {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    fn score(&self) -> u64 {
-        // Unknown latency counts as 1 ms so new backends are neither shunned nor flooded.
-        let latency = self.ewma_us.load(Ordering::Relaxed).max(1000);
+    fn score(&self, now_ms: u64) -> u64 {
+        // Unknown latency counts as 1 ms so new backends are neither shunned nor flooded. A
+        // stale estimate is unknown again: power-of-two choices never picks a backend whose
+        // last answer was slow (a replica's first, cold read), so its estimate would never
+        // get the sample that corrects it.
+        let fresh = now_ms.saturating_sub(self.sampled_ms.load(Ordering::Relaxed)) <= STALE_MS;
+        let latency = if fresh {
+            self.ewma_us.load(Ordering::Relaxed).max(1000)
+        } else {
+            1000
+        };
         latency.saturating_mul(self.inflight() as u64 + 1)
     }
+}
+
+/// How long a latency estimate is trusted without a new sample.
+const STALE_MS: u64 = 2000;
+
+/// Milliseconds on a monotonic clock shared by every backend, from 1 (0 means "never").
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    epoch.elapsed().as_millis() as u64 + 1
 }
 
 /// A request in flight on a backend; dropping it releases the slot.
@@ -324,6 +346,10 @@ impl Pool {
     /// Chooses a backend, skipping `exclude` (the one a retry moves away from). When nothing is
     /// healthy it fails open over pending and ejected backends rather than refuse everyone.
     pub fn pick(&self, exclude: Option<SocketAddr>) -> Option<Lease> {
+        self.pick_at(exclude, now_ms())
+    }
+
+    fn pick_at(&self, exclude: Option<SocketAddr>, now_ms: u64) -> Option<Lease> {
         let all = self.backends.read().ok()?;
         let healthy = |b: &&Arc<Backend>| b.state() == State::Healthy && Some(b.addr) != exclude;
         let fallback = |b: &&Arc<Backend>| {
@@ -357,10 +383,18 @@ impl Pool {
                     b += 1;
                 }
                 let (x, y) = (nth(a)?, nth(b)?);
-                if y.score() < x.score() {
+                let (sx, sy) = (x.score(now_ms), y.score(now_ms));
+                // Only a clear difference decides: the estimate mixes playlists and segments,
+                // so near-equal replicas differ by noise, and a strict comparison would send
+                // nearly everything to whichever looked faster last (one replica of three
+                // idle at light load). Within a factor of two, fewer requests in flight wins,
+                // then the random order.
+                if sy.saturating_mul(2) < sx {
                     y
-                } else {
+                } else if sx.saturating_mul(2) < sy || x.inflight() <= y.inflight() {
                     x
+                } else {
+                    y
                 }
             }
         };
@@ -371,18 +405,27 @@ impl Pool {
         })
     }
 
-    /// Passive feedback from a proxied request.
-    pub fn observe(&self, backend: &Backend, latency: Duration, ok: bool) {
+    /// Passive feedback from a proxied request. `latency` is `None` for an answer that was
+    /// held on purpose (an LL-HLS blocking playlist reload): its wait says nothing about the
+    /// backend's speed.
+    pub fn observe(&self, backend: &Backend, latency: Option<Duration>, ok: bool) {
         if ok {
-            let sample = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-            let old = backend.ewma_us.load(Ordering::Relaxed);
-            // Weight 1/4 on the newest sample: reacts within a few requests, ignores one-off spikes.
-            let new = if old == 0 {
-                sample
-            } else {
-                (old * 3 + sample) / 4
-            };
-            backend.ewma_us.store(new, Ordering::Relaxed);
+            if let Some(latency) = latency {
+                let sample = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+                let old = backend.ewma_us.load(Ordering::Relaxed);
+                let now = now_ms();
+                let stale =
+                    now.saturating_sub(backend.sampled_ms.load(Ordering::Relaxed)) > STALE_MS;
+                // Weight 1/4 on the newest sample: reacts within a few requests, ignores
+                // one-off spikes. A stale estimate is replaced, not averaged.
+                let new = if old == 0 || stale {
+                    sample
+                } else {
+                    (old * 3 + sample) / 4
+                };
+                backend.ewma_us.store(new, Ordering::Relaxed);
+                backend.sampled_ms.store(now, Ordering::Relaxed);
+            }
             // Read first: a store on every request would bounce the line between workers.
             if backend.errors.load(Ordering::Relaxed) != 0 {
                 backend.errors.store(0, Ordering::Relaxed);
@@ -494,7 +537,7 @@ mod tests {
         }
         // Passive ejection after three request errors, active recovery after two passes.
         for _ in 0..3 {
-            p.observe(&b1, Duration::ZERO, false);
+            p.observe(&b1, Some(Duration::ZERO), false);
         }
         assert_eq!(b1.state(), State::Ejected);
         p.health_result(&b1, Check::Pass);
@@ -542,6 +585,64 @@ mod tests {
         // Gone from discovery: draining, as any other.
         p.set_members(&[addr(1)].into());
         assert_eq!(b2.state(), State::Draining);
+    }
+
+    #[test]
+    fn p2c_tries_again_a_backend_whose_one_slow_answer_is_stale() {
+        let p = pool(Policy::P2c);
+        p.set_members(&[addr(1), addr(2)].into());
+        let (b1, b2) = (p.snapshot()[0].clone(), p.snapshot()[1].clone());
+        for b in [&b1, &b2] {
+            p.health_result(b, Check::Pass);
+            p.health_result(b, Check::Pass);
+        }
+        // b1's only answer was slow (a cold read); b2 answers fast.
+        p.observe(&b1, Some(Duration::from_millis(800)), true);
+        p.observe(&b2, Some(Duration::from_millis(1)), true);
+        let now = now_ms();
+        let picked = |at: u64| {
+            (0..50)
+                .filter(|_| p.pick_at(None, at).unwrap().backend.addr == addr(1))
+                .count()
+        };
+        assert_eq!(picked(now), 0, "a fresh slow estimate loses every choice");
+        // b2 keeps getting samples; b1's estimate grows stale and b1 is chosen again.
+        b2.sampled_ms.store(now + STALE_MS + 1, Ordering::Relaxed);
+        assert!(
+            picked(now + STALE_MS + 1) > 0,
+            "a stale estimate counts as unknown"
+        );
+        // A held answer (a blocking reload) leaves the estimate alone.
+        p.observe(&b2, None, true);
+        assert_eq!(b2.ewma_us.load(Ordering::Relaxed), 1000);
+    }
+
+    #[test]
+    fn p2c_spreads_over_replicas_that_differ_by_noise() {
+        let p = pool(Policy::P2c);
+        let members: BTreeSet<SocketAddr> = (1..=3).map(addr).collect();
+        p.set_members(&members);
+        let backends = p.snapshot();
+        for (b, ms) in backends.iter().zip([3, 4, 5]) {
+            p.health_result(b, Check::Pass);
+            p.health_result(b, Check::Pass);
+            p.observe(b, Some(Duration::from_millis(ms)), true);
+        }
+        let mut counts = [0usize; 3];
+        for _ in 0..3000 {
+            let lease = p.pick(None).unwrap();
+            counts[usize::from(lease.backend.addr.port()) - 1] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 700), "{counts:?}");
+        // A clearly slower one (10x) still loses its comparisons.
+        p.observe(&backends[2], Some(Duration::from_millis(50)), true);
+        p.observe(&backends[2], Some(Duration::from_millis(50)), true);
+        p.observe(&backends[2], Some(Duration::from_millis(50)), true);
+        p.observe(&backends[2], Some(Duration::from_millis(50)), true);
+        let slow = (0..3000)
+            .filter(|_| p.pick(None).unwrap().backend.addr == addr(3))
+            .count();
+        assert!(slow < 100, "{slow}");
     }
 
     #[test]

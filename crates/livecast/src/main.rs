@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start ingest, the front-ends and the balancer; stop with Ctrl-C or SIGTERM.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Check an http:// URL (a service's /readyz): exit 0 on a 2xx answer, 1 otherwise.
     /// The container images' health check, since they carry no curl.
     Probe {
