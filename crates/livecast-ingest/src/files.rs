@@ -189,6 +189,14 @@ impl StreamDir {
         std::fs::rename(&tmp, target)
     }
 
+    /// Replaces a small hidden file (`livecast_media::publish`) whole: written beside it, then
+    /// renamed over it.
+    pub fn write_hidden(&mut self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, self.dir.join(name))
+    }
+
     /// Replaces the playlist atomically without creating a file per update: the text goes
     /// into the next hidden spare, which then trades places with the playlist. The previous
     /// text lives on in that spare, still whole for a reader that opened it, until

@@ -76,6 +76,8 @@ pub(crate) struct Pipeline {
     writes: WriteErrors,
     errors_logged: u32,
     jumps_seen: u64,
+    /// When this publish began (ms since the epoch), for `livecast_media::publish`.
+    started_unix_ms: u64,
 }
 
 impl Pipeline {
@@ -123,6 +125,7 @@ impl Pipeline {
             writes,
             errors_logged: 0,
             jumps_seen: 0,
+            started_unix_ms: u64::try_from(millis).unwrap_or(u64::MAX),
         }
     }
 
@@ -316,6 +319,7 @@ impl Pipeline {
         }
         let mut removed = Vec::new();
         if let Some(segment) = cut.segment {
+            self.write_publish_info();
             let continued = self.previous.is_some();
             if self.playlist.is_none() {
                 let (playlist, dropped) = new_playlist(
@@ -420,6 +424,22 @@ impl Pipeline {
 
     /// The segment being built lost media: it will be listed as a gap, and the parts of it
     /// listed so far are taken back (a player that fetched them already has their media).
+    /// Leaves what the publish carries (codecs, size, frame rate, keyframe interval) beside
+    /// the playlist for operators; refreshed with every segment. Not media: a failure here is
+    /// logged once with the other write errors and does not touch the stream.
+    fn write_publish_info(&mut self) {
+        let info = livecast_media::publish::PublishInfo::new(
+            self.started_unix_ms,
+            (self.shared.config.segment_secs * 1000.0).round() as u64,
+            &self.segmenter.info(),
+        );
+        let written = self.files.write_hidden(
+            livecast_media::publish::PUBLISH_INFO_NAME,
+            info.render().as_bytes(),
+        );
+        self.writes.check_playlist(written, "publish info");
+    }
+
     fn break_segment(&mut self) {
         self.segment_broken = true;
         self.parts.clear();

@@ -18,6 +18,8 @@
 //! - [`segmenter`]: turns a stream of tags into LL-HLS parts and segments cut at keyframes,
 //!   as MPEG-TS or fMP4.
 //! - [`playlist`]: the HLS media playlist model and writer.
+//! - [`publish`]: the publish facts (codecs, picture size, frame rate, keyframe interval) the
+//!   ingest leaves beside a playlist for operators.
 //! - [`timestamp`]: extends 32-bit RTMP millisecond timestamps into a monotonic timeline.
 
 pub mod aac;
@@ -29,6 +31,7 @@ pub mod flv;
 pub mod fmp4;
 pub mod hevc;
 pub mod playlist;
+pub mod publish;
 pub mod segmenter;
 pub mod timestamp;
 pub mod ts;

@@ -155,6 +155,32 @@ impl VideoConfig {
     }
 }
 
+/// What a publish carries, as measured from its frames, for operators.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamInfo {
+    /// `h264`, `hevc` or `av1`, once the video sequence header came.
+    pub video_codec: Option<&'static str>,
+    /// Coded picture size, from the decoder configuration.
+    pub width: u32,
+    pub height: u32,
+    /// Video frames per second over the publish so far.
+    pub frame_rate: Option<f64>,
+    /// Time between the two latest keyframes.
+    pub keyframe_interval_ms: Option<i64>,
+    /// `aac`, once the audio sequence header came.
+    pub audio_codec: Option<&'static str>,
+}
+
+/// Frame counts behind [`StreamInfo`].
+#[derive(Debug, Default)]
+struct Measure {
+    video_frames: u64,
+    first_video_ms: Option<i64>,
+    newest_video_ms: i64,
+    last_keyframe_ms: Option<i64>,
+    keyframe_interval_ms: Option<i64>,
+}
+
 /// A video frame whose duration waits for the next one (fMP4). Its bytes are already in its
 /// part's run; only the sample entry is held back.
 #[derive(Debug)]
@@ -203,6 +229,7 @@ pub struct Segmenter {
     audio_step_ms: i64,
     last_audio_ms: Option<i64>,
     scratch: Vec<u8>,
+    measure: Measure,
 }
 
 impl Segmenter {
@@ -239,6 +266,37 @@ impl Segmenter {
             audio_step_ms: 0,
             last_audio_ms: None,
             scratch: Vec::new(),
+            measure: Measure::default(),
+        }
+    }
+
+    /// What the publish carries so far: codecs, picture size, frame rate, keyframe interval.
+    pub fn info(&self) -> StreamInfo {
+        let m = &self.measure;
+        let (video_codec, (width, height)) = match &self.video {
+            Some((config, _)) => (
+                Some(match config.codec() {
+                    flv::VideoCodec::Avc => "h264",
+                    flv::VideoCodec::Hevc => "hevc",
+                    flv::VideoCodec::Av1 => "av1",
+                }),
+                config.dimensions().unwrap_or((0, 0)),
+            ),
+            None => (None, (0, 0)),
+        };
+        let frame_rate = m.first_video_ms.and_then(|first| {
+            let span = m.newest_video_ms - first;
+            (span > 0 && m.video_frames > 1).then(|| {
+                ((m.video_frames - 1) as f64 * 1000.0 / span as f64 * 100.0).round() / 100.0
+            })
+        });
+        StreamInfo {
+            video_codec,
+            width,
+            height,
+            frame_rate,
+            keyframe_interval_ms: m.keyframe_interval_ms,
+            audio_codec: self.aac.as_ref().map(|_| "aac"),
         }
     }
 
@@ -323,6 +381,15 @@ impl Segmenter {
                     return Ok(None);
                 }
                 self.release_held(dts);
+                let m = &mut self.measure;
+                m.video_frames += 1;
+                m.first_video_ms.get_or_insert(dts);
+                m.newest_video_ms = dts;
+                if keyframe {
+                    if let Some(last) = m.last_keyframe_ms.replace(dts) {
+                        m.keyframe_interval_ms = Some(dts - last);
+                    }
+                }
                 if let Some(last) = self.last_video_ms.replace(dts) {
                     if (1..1000).contains(&(dts - last)) {
                         self.video_step_ms = dts - last;
@@ -735,6 +802,24 @@ mod tests {
         assert_eq!(cuts[0].duration_ms, 90 * 33);
         let last = seg.finish().unwrap().segment.unwrap();
         assert!(last.duration_ms > 0);
+    }
+
+    #[test]
+    fn info_reports_codecs_size_frame_rate_and_keyframe_interval() {
+        let mut seg = Segmenter::new(Container::Fmp4, 2000, 250);
+        assert_eq!(seg.info(), StreamInfo::default());
+        seg.push_video(0, &AVC_HEADER_640X360).unwrap();
+        seg.push_audio(0, &[0xaf, 0, 0x12, 0x10]).unwrap();
+        // 25 fps, a keyframe every 50 frames (2 s).
+        for i in 0..151u32 {
+            seg.push_video(i * 40, &frame(i % 50 == 0)).unwrap();
+        }
+        let info = seg.info();
+        assert_eq!(info.video_codec, Some("h264"));
+        assert_eq!((info.width, info.height), (640, 360));
+        assert_eq!(info.frame_rate, Some(25.0));
+        assert_eq!(info.keyframe_interval_ms, Some(2000));
+        assert_eq!(info.audio_codec, Some("aac"));
     }
 
     #[test]

@@ -114,12 +114,23 @@ pub async fn run_with_resolver(
         trusted_proxies: config.trusted_proxies.clone(),
         rate: (config.rate_limit_rps > 0.0).then(|| RateLimiter::new(config.rate_limit_rps)),
     });
+    let viewers = match &config.viewers_url {
+        Some(url) => {
+            let feed = Arc::new(crate::viewers::ViewerFeed::default());
+            let uri = url
+                .parse()
+                .map_err(|_| ProxyError::Config(format!("bad --viewers-url {url:?}")))?;
+            tokio::spawn(feed.clone().run(uri, shutdown.clone()));
+            Some(feed)
+        }
+        None => None,
+    };
     let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
     let admin = tokio::spawn(serve_admin_with(
         listeners.admin,
         registry,
         health.clone(),
-        status::router(pool.clone(), connect_timeout),
+        status::router(pool.clone(), connect_timeout, viewers.clone()),
         shutdown.clone(),
     ));
 
@@ -143,17 +154,6 @@ pub async fn run_with_resolver(
         health.clone(),
         shutdown.clone(),
     ));
-    let viewers = match &config.viewers_url {
-        Some(url) => {
-            let feed = Arc::new(crate::viewers::ViewerFeed::default());
-            let uri = url
-                .parse()
-                .map_err(|_| ProxyError::Config(format!("bad --viewers-url {url:?}")))?;
-            tokio::spawn(feed.clone().run(uri, shutdown.clone()));
-            Some(feed)
-        }
-        None => None,
-    };
 
     tracing::info!(
         addr = %listeners.http.local_addr()?,

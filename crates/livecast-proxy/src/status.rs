@@ -1,5 +1,6 @@
 //! The operator status page, on the admin port: every front-end as the balancer sees it, and
-//! every live stream as a healthy front-end reports it. Data still flows one way: the balancer
+//! every live stream as a healthy front-end reports it (bitrate, uptime, codecs, picture size,
+//! frame rate, keyframe interval and its warning) with its viewers now from the shipper. Data still flows one way: the balancer
 //! asks a front-end (its downstream) like any viewer would; nothing calls the ingest.
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ const PAGE: &str = include_str!("status.html");
 struct StatusState {
     pool: Arc<Pool>,
     client: Client<HttpConnector, Body>,
+    viewers: Option<Arc<crate::viewers::ViewerFeed>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,24 +36,40 @@ struct Status {
     front_ends: Vec<BackendStatus>,
     /// The stream list of one healthy front-end, or null when none answered.
     streams: Option<serde_json::Value>,
+    /// The shipper's viewer report (`/api/viewers`), or null without one.
+    viewers: Option<serde_json::Value>,
 }
 
 /// Routes merged into the admin router.
-pub(crate) fn router(pool: Arc<Pool>, connect_timeout: Duration) -> Router {
+pub(crate) fn router(
+    pool: Arc<Pool>,
+    connect_timeout: Duration,
+    viewers: Option<Arc<crate::viewers::ViewerFeed>>,
+) -> Router {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     let client = Client::builder(TokioExecutor::new()).build(connector);
     Router::new()
         .route("/status", get(|| async { Html(PAGE) }))
         .route("/api/status", get(status))
-        .with_state(StatusState { pool, client })
+        .with_state(StatusState {
+            pool,
+            client,
+            viewers,
+        })
 }
 
 async fn status(State(state): State<StatusState>) -> impl IntoResponse {
     let streams = fetch_streams(&state).await;
+    let viewers = state
+        .viewers
+        .as_ref()
+        .and_then(|feed| feed.latest())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let body = Status {
         front_ends: state.pool.describe(),
         streams,
+        viewers,
     };
     ([(header::CACHE_CONTROL, "no-cache")], axum::Json(body))
 }

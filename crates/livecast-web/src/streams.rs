@@ -1,5 +1,6 @@
 //! `/api/streams`: the streams that are live on the volume, with what an operator wants to see
-//! (bitrate, age of the newest segment). The scan is cached for a second, so a page refresh
+//! (bitrate, age of the newest segment, and from the ingest's `.publish` file: uptime,
+//! codecs, picture size, frame rate, keyframe interval and whether it suits the segments). The scan is cached for a second, so a page refresh
 //! from every viewer does not turn into a directory walk each.
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use livecast_media::playlist::MediaPlaylist;
+use livecast_media::publish::{PublishInfo, PUBLISH_INFO_NAME};
 use serde::Serialize;
 
 use crate::hls::safe_component;
@@ -31,6 +33,24 @@ pub(crate) struct StreamInfo {
     pub segments: usize,
     /// Whether the playlist offers Low-Latency HLS.
     pub low_latency: bool,
+    /// Seconds since the publish began.
+    pub uptime_secs: Option<u64>,
+    pub video: Option<Video>,
+    /// Audio codec (`aac`).
+    pub audio: Option<String>,
+    /// Set when the encoder's keyframe interval stretches the segments (what to change).
+    pub keyframe_warning: Option<String>,
+}
+
+/// The video track as the ingest measured it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Video {
+    /// `h264`, `hevc` or `av1`.
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: Option<f64>,
+    pub keyframe_interval_secs: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,7 +124,27 @@ pub(crate) fn scan(dir: &Path, now: SystemTime) -> Vec<StreamInfo> {
                 .map(|m| m.len())
                 .sum();
             let seconds = playlist.duration();
+            let publish = std::fs::read_to_string(stream_dir.join(PUBLISH_INFO_NAME))
+                .ok()
+                .map(|text| PublishInfo::parse(&text));
+            let started = publish
+                .as_ref()
+                .map(|p| SystemTime::UNIX_EPOCH + Duration::from_millis(p.started_unix_ms));
             Some(StreamInfo {
+                uptime_secs: started
+                    .and_then(|at| now.duration_since(at).ok())
+                    .map(|d| d.as_secs()),
+                video: publish.as_ref().and_then(|p| {
+                    Some(Video {
+                        codec: p.video_codec.clone()?,
+                        width: p.width,
+                        height: p.height,
+                        frame_rate: p.frame_rate,
+                        keyframe_interval_secs: p.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0),
+                    })
+                }),
+                audio: publish.as_ref().and_then(|p| p.audio_codec.clone()),
+                keyframe_warning: publish.as_ref().and_then(PublishInfo::keyframe_warning),
                 playlist: format!("/hls/{name}/index.m3u8"),
                 name,
                 last_update_age_secs: (age.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -140,6 +180,25 @@ mod tests {
             std::fs::write(dir.path().join(name).join("index.m3u8"), text).unwrap();
         }
         std::fs::write(dir.path().join("a/a.ts"), vec![0u8; 250_000]).unwrap();
+        let started = SystemTime::now() - Duration::from_secs(90);
+        let publish = PublishInfo {
+            started_unix_ms: started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+            segment_ms: 2000,
+            video_codec: Some("h264".into()),
+            width: 1280,
+            height: 720,
+            frame_rate: Some(30.0),
+            keyframe_interval_ms: Some(4000),
+            audio_codec: Some("aac".into()),
+        };
+        std::fs::write(
+            dir.path().join("a").join(PUBLISH_INFO_NAME),
+            publish.render(),
+        )
+        .unwrap();
         std::fs::create_dir(dir.path().join("empty")).unwrap();
         let now = SystemTime::now();
         let found = scan(dir.path(), now);
@@ -147,6 +206,19 @@ mod tests {
         assert_eq!(names, ["a", "b"]);
         assert_eq!(found[0].bitrate_bps, 1_000_000);
         assert_eq!(found[0].segments, 1);
+        assert_eq!(found[0].uptime_secs, Some(90));
+        let video = found[0].video.as_ref().unwrap();
+        assert_eq!(
+            (video.codec.as_str(), video.width, video.height),
+            ("h264", 1280, 720)
+        );
+        assert_eq!(video.keyframe_interval_secs, Some(4.0));
+        assert_eq!(found[0].audio.as_deref(), Some("aac"));
+        assert!(found[0]
+            .keyframe_warning
+            .as_ref()
+            .is_some_and(|w| w.contains("4.0 s")));
+        assert!(found[1].video.is_none() && found[1].uptime_secs.is_none());
         // Twelve seconds after the last write, a 2 s playlist is stale.
         assert!(scan(dir.path(), now + Duration::from_secs(12)).is_empty());
     }

@@ -151,4 +151,39 @@ async fn status_page_shows_front_ends() {
     let json: serde_json::Value = serde_json::from_str(body(&api)).expect("json");
     assert_eq!(json["front_ends"][0]["address"], a.addr.to_string());
     assert_eq!(json["front_ends"][0]["state"], "healthy");
+    assert!(json["viewers"].is_null(), "no shipper configured");
+}
+
+/// The operator page has each stream's viewers now, from the shipper's report.
+#[tokio::test]
+async fn status_page_shows_viewers_from_the_shipper() {
+    let shipper = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shipper_addr = shipper.local_addr().expect("addr");
+    let report = axum::Router::new().route(
+        "/api/viewers",
+        axum::routing::get(|| async {
+            r#"{"window_secs":30,"streams":{"cam":{"concurrent":3,"peak":5,"unique":7}}}"#
+        }),
+    );
+    tokio::spawn(async move { axum::serve(shipper, report).await });
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let url = format!("--viewers-url=http://{shipper_addr}/api/viewers");
+    let proxy = start(&dns, &[&url]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let api = get_path(proxy.admin, "/api/status").await;
+        let json: serde_json::Value = serde_json::from_str(body(&api)).expect("json");
+        if json["viewers"]["streams"]["cam"]["concurrent"] == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no viewers in {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -67,6 +67,7 @@ async fn publish_and_check(streams: &[&'static str], flags: &[&str]) -> Seen {
     let mut target_durations: HashMap<&str, BTreeSet<u64>> = HashMap::new();
     let mut fetched: HashSet<String> = HashSet::new();
     let mut listed_live: HashSet<String> = HashSet::new();
+    let mut described: HashMap<String, serde_json::Value> = HashMap::new();
     let mut finals = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(CLIP_SECS as u64 + 30);
     while finals.len() < streams.len() {
@@ -77,7 +78,11 @@ async fn publish_and_check(streams: &[&'static str], flags: &[&str]) -> Seen {
         let api = get(&stack.url("/api/streams")).await;
         let api: serde_json::Value = serde_json::from_slice(&api.body).expect("stream list json");
         for s in api["streams"].as_array().expect("streams array") {
-            listed_live.insert(s["name"].as_str().unwrap_or_default().to_string());
+            let name = s["name"].as_str().unwrap_or_default().to_string();
+            if !s["video"].is_null() {
+                described.insert(name.clone(), s.clone());
+            }
+            listed_live.insert(name);
         }
         for &name in streams {
             let response = get(&stack.url(&format!("/hls/{name}/index.m3u8"))).await;
@@ -139,6 +144,31 @@ async fn publish_and_check(streams: &[&'static str], flags: &[&str]) -> Seen {
             .collect::<HashSet<_>>()
     );
     for &name in streams {
+        // What the ingest measured reaches the stream list (and the operator page).
+        let d = &described[name];
+        assert_eq!(d["video"]["codec"], "h264", "{d}");
+        assert_eq!(
+            (d["video"]["width"].as_u64(), d["video"]["height"].as_u64()),
+            (Some(640), Some(360)),
+            "{d}"
+        );
+        let fps = d["video"]["frame_rate"].as_f64().expect("frame rate");
+        assert!((29.0..=31.0).contains(&fps), "{d}");
+        let keyframes = d["video"]["keyframe_interval_secs"]
+            .as_f64()
+            .expect("keyframe interval");
+        assert!((1.9..=2.1).contains(&keyframes), "{d}");
+        assert!(
+            d["keyframe_warning"].is_null(),
+            "a 2 s GOP suits 2 s segments: {d}"
+        );
+        assert_eq!(d["audio"], "aac");
+        assert!(
+            d["uptime_secs"]
+                .as_u64()
+                .is_some_and(|t| t <= u64::from(CLIP_SECS) + 5),
+            "{d}"
+        );
         assert_eq!(
             target_durations[name],
             BTreeSet::from([2]),

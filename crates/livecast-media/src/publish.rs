@@ -1,0 +1,160 @@
+//! The stream's publish facts, as the ingest leaves them beside the playlist for operators:
+//! `<stream>/.publish` (a hidden name, so no front-end serves it), one `key=value` per line.
+//!
+//! ```text
+//! started_unix_ms=1796186401123
+//! segment_ms=2000
+//! video=h264 1280x720
+//! frame_rate=29.97
+//! keyframe_interval_ms=2000
+//! audio=aac
+//! ```
+//!
+//! Lines a reader does not know are skipped, so either side may grow first.
+
+use crate::segmenter::StreamInfo;
+
+/// The file's name in the stream directory.
+pub const PUBLISH_INFO_NAME: &str = ".publish";
+
+/// What [`PUBLISH_INFO_NAME`] holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublishInfo {
+    /// When the publish began, in milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// The configured segment length (segments are cut at the first keyframe after it).
+    pub segment_ms: u64,
+    pub video_codec: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: Option<f64>,
+    pub keyframe_interval_ms: Option<u64>,
+    pub audio_codec: Option<String>,
+}
+
+impl PublishInfo {
+    /// The facts of a publish that began at `started_unix_ms`, as measured so far.
+    pub fn new(started_unix_ms: u64, segment_ms: u64, info: &StreamInfo) -> Self {
+        Self {
+            started_unix_ms,
+            segment_ms,
+            video_codec: info.video_codec.map(str::to_string),
+            width: info.width,
+            height: info.height,
+            frame_rate: info.frame_rate,
+            keyframe_interval_ms: info
+                .keyframe_interval_ms
+                .and_then(|ms| u64::try_from(ms).ok()),
+            audio_codec: info.audio_codec.map(str::to_string),
+        }
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "started_unix_ms={}\nsegment_ms={}\n",
+            self.started_unix_ms, self.segment_ms
+        );
+        if let Some(codec) = &self.video_codec {
+            out.push_str(&format!("video={codec} {}x{}\n", self.width, self.height));
+        }
+        if let Some(fps) = self.frame_rate {
+            out.push_str(&format!("frame_rate={fps}\n"));
+        }
+        if let Some(ms) = self.keyframe_interval_ms {
+            out.push_str(&format!("keyframe_interval_ms={ms}\n"));
+        }
+        if let Some(codec) = &self.audio_codec {
+            out.push_str(&format!("audio={codec}\n"));
+        }
+        out
+    }
+
+    /// Reads the file's text; what cannot be read is left at its default.
+    pub fn parse(text: &str) -> Self {
+        let mut info = Self::default();
+        for (key, value) in text.lines().filter_map(|l| l.split_once('=')) {
+            match key {
+                "started_unix_ms" => info.started_unix_ms = value.parse().unwrap_or(0),
+                "segment_ms" => info.segment_ms = value.parse().unwrap_or(0),
+                "video" => {
+                    let (codec, size) = value.split_once(' ').unwrap_or((value, ""));
+                    info.video_codec = Some(codec.to_string());
+                    if let Some((w, h)) = size.split_once('x') {
+                        info.width = w.parse().unwrap_or(0);
+                        info.height = h.parse().unwrap_or(0);
+                    }
+                }
+                "frame_rate" => info.frame_rate = value.parse().ok(),
+                "keyframe_interval_ms" => info.keyframe_interval_ms = value.parse().ok(),
+                "audio" => info.audio_codec = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        info
+    }
+
+    /// Why the encoder's keyframe interval does not suit the segment length, if it does not:
+    /// segments are cut at the first keyframe after the target, so they come out as long as
+    /// the first multiple of the keyframe interval that reaches it.
+    pub fn keyframe_warning(&self) -> Option<String> {
+        let interval = self.keyframe_interval_ms.filter(|ms| *ms > 0)?;
+        let target = self.segment_ms.max(1);
+        let actual = target.div_ceil(interval) * interval;
+        (actual * 10 > target * 11).then(|| {
+            format!(
+                "keyframes every {:.1} s make {:.1} s segments instead of {:.1} s: set the encoder's keyframe interval to {:.1} s",
+                interval as f64 / 1000.0,
+                actual as f64 / 1000.0,
+                target as f64 / 1000.0,
+                target as f64 / 1000.0
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_skips_unknown_lines() {
+        let info = PublishInfo {
+            started_unix_ms: 1_796_186_401_123,
+            segment_ms: 2000,
+            video_codec: Some("h264".into()),
+            width: 1280,
+            height: 720,
+            frame_rate: Some(29.97),
+            keyframe_interval_ms: Some(2000),
+            audio_codec: Some("aac".into()),
+        };
+        let text = info.render() + "later=field\ngarbage\n";
+        assert_eq!(PublishInfo::parse(&text), info);
+        assert_eq!(PublishInfo::parse(""), PublishInfo::default());
+    }
+
+    #[test]
+    fn warns_when_keyframes_stretch_segments() {
+        let at = |segment_ms, keyframe_ms| PublishInfo {
+            segment_ms,
+            keyframe_interval_ms: Some(keyframe_ms),
+            ..PublishInfo::default()
+        };
+        assert!(at(2000, 2000).keyframe_warning().is_none());
+        assert!(
+            at(2000, 1000).keyframe_warning().is_none(),
+            "two keyframes a segment"
+        );
+        assert!(
+            at(2000, 2033).keyframe_warning().is_none(),
+            "a frame late is fine"
+        );
+        let warning = at(2000, 4000).keyframe_warning().unwrap();
+        assert!(
+            warning.contains("4.0 s segments instead of 2.0 s"),
+            "{warning}"
+        );
+        assert!(at(2000, 1500).keyframe_warning().is_some(), "3 s segments");
+    }
+}
