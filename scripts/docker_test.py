@@ -398,7 +398,7 @@ def main():
                   f"{host}'s access log was not closed and renamed")
             lines = access_lines(logs_dir, archive_dir, host)
             check(lines, f"no access log of removed replica {host}")
-            key = lambda d: (d["@timestamp"], d["url.path"], d.get("livecast.session"))  # noqa: E731
+            key = lambda d: (d["@timestamp"], d["url.path"], d.get("livecast.session") or "")  # noqa: E731
             want = sorted(map(key, lines))
 
             def arrived():

@@ -20,6 +20,7 @@ import ipaddress
 import json
 import random
 import re
+import sys
 import threading
 import time
 from datetime import datetime
@@ -152,6 +153,12 @@ class Bulk(ThreadingHTTPServer):
     @property
     def port(self):
         return self.server_address[1]
+
+    def handle_error(self, request, client_address):
+        # A shipper killed (-9, on purpose) resets its kept-alive connection: not an error.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
     def seqs(self):
         """How often each written sequence number arrived under a distinct id."""

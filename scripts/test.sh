@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole livecast test suite. On a fresh Debian machine it first installs what the
-# tests use as real peers (ffmpeg/ffprobe, Chromium, PostgreSQL with a Zabbix server, curl, and
-# FFmpeg 9 from the imageio-ffmpeg wheel) and
-# the pinned npm packages (hls.js for the player, playwright-core to drive Chromium). Needs root
-# (or sudo for apt; the Zabbix test itself needs root).
+# tests use as real peers (ffmpeg/ffprobe, Chromium, PostgreSQL with a Zabbix server and its
+# API frontend, curl, and FFmpeg 9 from the imageio-ffmpeg wheel) and the pinned npm
+# packages (hls.js for the player, playwright-core to drive Chromium). Needs root (or sudo for
+# apt; the Zabbix test itself needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,9 @@ command -v curl >/dev/null || missing+=(curl)
 # A real Zabbix server (with PostgreSQL) receives the log shipper's values in its tests.
 command -v pg_lsclusters >/dev/null || missing+=(postgresql)
 [ -x /usr/sbin/zabbix_server ] || missing+=(zabbix-server-pgsql)
+# Its API (the PHP frontend under PHP's built-in server) imports the shipped Zabbix template.
+[ -f /usr/share/zabbix/api_jsonrpc.php ] || missing+=(zabbix-frontend-php)
+php -m 2>/dev/null | grep -qx pgsql || missing+=(php-pgsql php-cli)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then

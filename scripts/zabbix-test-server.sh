@@ -4,13 +4,65 @@
 # items livecast.viewers[cam] (unsigned) and livecast.requests[cam] (float), and a server
 # listening on 127.0.0.1:<port>. Needs root (it runs PostgreSQL tools as the postgres user).
 #   scripts/zabbix-test-server.sh start <port> <dir>   prints the database name
+#   scripts/zabbix-test-server.sh frontend <port> <dir> <api-port>
+#       also serves Debian's zabbix-frontend-php (the JSON-RPC API, api_jsonrpc.php) on
+#       127.0.0.1:<api-port> with PHP's built-in server, for the template import test; it
+#       writes /etc/zabbix/zabbix.conf.php, where that frontend reads its database
 #   scripts/zabbix-test-server.sh stop <port> <dir>
 set -euo pipefail
 action=$1 port=$2 dir=$3
 db="livecast_zbx_${port}"
 pg() { su postgres -c "$*"; }
 
+if [ "$action" = frontend ]; then
+  api=$4
+  mkdir -p /etc/zabbix
+  cat > /etc/zabbix/zabbix.conf.php <<PHP
+<?php
+\$DB['TYPE'] = 'POSTGRESQL';
+\$DB['SERVER'] = '';
+\$DB['PORT'] = '0';
+\$DB['DATABASE'] = '$db';
+\$DB['USER'] = 'postgres';
+\$DB['PASSWORD'] = '';
+\$DB['SCHEMA'] = '';
+\$DB['ENCRYPTION'] = false;
+\$DB['KEY_FILE'] = '';
+\$DB['CERT_FILE'] = '';
+\$DB['CA_FILE'] = '';
+\$DB['VERIFY_HOST'] = false;
+\$DB['CIPHER_LIST'] = '';
+\$DB['VAULT_URL'] = '';
+\$DB['VAULT_DB_PATH'] = '';
+\$DB['VAULT_TOKEN'] = '';
+\$DB['DOUBLE_IEEE754'] = true;
+\$ZBX_SERVER = '127.0.0.1';
+\$ZBX_SERVER_PORT = '$port';
+\$ZBX_SERVER_NAME = 'livecast-test';
+\$IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
+PHP
+  chmod 644 /etc/zabbix/zabbix.conf.php
+  # As the postgres user: the database takes it over the local socket without a password.
+  su postgres -c "php -S 127.0.0.1:$api -t /usr/share/zabbix" >"$dir/frontend.log" 2>&1 &
+  echo $! >"$dir/frontend.pid"
+  for _ in $(seq 1 100); do
+    if curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json-rpc' \
+        -d '{"jsonrpc":"2.0","method":"apiinfo.version","params":{},"id":1}' \
+        "http://127.0.0.1:$api/api_jsonrpc.php" 2>/dev/null; then
+      exit 0
+    fi
+    sleep 0.2
+  done
+  echo "zabbix frontend did not start:" >&2
+  cat "$dir/frontend.log" >&2 || true
+  exit 1
+fi
+
 if [ "$action" = stop ]; then
+  if [ -f "$dir/frontend.pid" ]; then
+    pkill -P "$(cat "$dir/frontend.pid")" 2>/dev/null || true
+    kill "$(cat "$dir/frontend.pid")" 2>/dev/null || true
+  fi
   main=$(cat "$dir/server.pid" 2>/dev/null || pgrep -f "zabbix_server -f -c $dir/server.conf" || true)
   if [ -n "$main" ]; then
     kill "$main" 2>/dev/null || true

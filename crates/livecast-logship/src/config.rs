@@ -95,6 +95,14 @@ pub struct Config {
     /// Seconds between two Zabbix sends.
     #[arg(long, env = "LIVECAST_ZABBIX_INTERVAL_SECS", default_value_t = 60)]
     pub zabbix_interval_secs: u64,
+    /// Also send `<prefix>.streams.discovery` (low-level discovery of `{#STREAM}`), which the
+    /// template in deploy/zabbix turns into per-stream items and triggers.
+    #[arg(long, env = "LIVECAST_ZABBIX_DISCOVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub zabbix_discovery: bool,
+    /// The stream list (`http://HOST:PORT/api/streams`, the balancer's or a front-end's): live
+    /// streams nobody watches are then reported to Zabbix too, with 0 viewers.
+    #[arg(long, env = "LIVECAST_STREAMS_URL")]
+    pub streams_url: Option<String>,
     /// Where closed (rotated, fully shipped) logs are archived before removal: `s3://bucket/prefix`
     /// (S3 or S3-compatible, configured by the usual AWS_* variables), or a directory
     /// (default: <state-dir>/archive).

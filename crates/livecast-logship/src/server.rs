@@ -139,11 +139,21 @@ pub async fn run(
         shutdown.clone(),
     ));
     if let Some(server) = config.zabbix() {
+        let streams_url = match config.streams_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => Some(url.parse::<http::Uri>().map_err(|_| {
+                LogshipError::Config(format!("--streams-url is not a URL: {url:?}"))
+            })?),
+            None => None,
+        };
         tokio::spawn(send_to_zabbix(
-            server.to_string(),
-            config.zabbix_host.clone(),
-            config.zabbix_key_prefix.clone(),
-            Duration::from_secs(config.zabbix_interval_secs),
+            ZabbixTarget {
+                server: server.to_string(),
+                host: config.zabbix_host.clone(),
+                prefix: config.zabbix_key_prefix.clone(),
+                interval: Duration::from_secs(config.zabbix_interval_secs),
+                discovery: config.zabbix_discovery,
+                streams_url,
+            },
             viewers.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -749,41 +759,110 @@ async fn export_viewers(
     }
 }
 
-/// Every interval: each stream's concurrent viewers and request rate to Zabbix trapper items.
-async fn send_to_zabbix(
+/// Where and how viewer counts go to Zabbix.
+struct ZabbixTarget {
     server: String,
     host: String,
     prefix: String,
     interval: Duration,
+    discovery: bool,
+    streams_url: Option<http::Uri>,
+}
+
+/// The names of the live streams in a stream list (`/api/streams`), or none when it cannot be
+/// had: then only streams with viewers are reported.
+async fn live_streams(url: &http::Uri) -> Option<Vec<String>> {
+    use http_body_util::BodyExt as _;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(url.clone()))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    let list: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    Some(
+        list["streams"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Every interval: the streams (low-level discovery), then each stream's concurrent viewers
+/// and request rate, to Zabbix trapper items. With a stream list, live streams nobody watches
+/// are reported with 0.
+async fn send_to_zabbix(
+    target: ZabbixTarget,
     viewers: Arc<Mutex<Viewers>>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    let ZabbixTarget {
+        server,
+        host,
+        prefix,
+        interval,
+        discovery,
+        streams_url,
+    } = target;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
+        let live = match &streams_url {
+            Some(url) => live_streams(url).await.unwrap_or_else(|| {
+                tracing::warn!(%url, "cannot read the stream list; reporting watched streams only");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         let now = SystemTime::now();
         let (counts, requests) = match viewers.lock() {
             Ok(mut v) => (v.counts(now), v.take_requests()),
             Err(_) => continue,
         };
+        let mut counts: std::collections::BTreeMap<String, Counts> = counts.into_iter().collect();
+        let mut requests: std::collections::BTreeMap<String, u64> = requests.into_iter().collect();
+        for stream in live {
+            counts.entry(stream.clone()).or_default();
+            requests.entry(stream).or_default();
+        }
         let clock = crate::zabbix::clock(now);
-        let mut values: Vec<crate::zabbix::Value> = counts
-            .iter()
-            .map(|(stream, c)| crate::zabbix::Value {
-                host: host.clone(),
-                key: format!("{prefix}.viewers[{stream}]"),
-                value: c.concurrent.to_string(),
-                clock,
-            })
-            .collect();
-        values.extend(requests.iter().map(|(stream, n)| crate::zabbix::Value {
+        let value = |key: String, value: String| crate::zabbix::Value {
             host: host.clone(),
-            key: format!("{prefix}.requests[{stream}]"),
-            value: format!("{:.3}", *n as f64 / interval.as_secs_f64()),
+            key,
+            value,
             clock,
+        };
+        let mut values = Vec::new();
+        if discovery && !counts.is_empty() {
+            let streams: Vec<serde_json::Value> = counts
+                .keys()
+                .map(|s| serde_json::json!({ "{#STREAM}": s }))
+                .collect();
+            values.push(value(
+                format!("{prefix}.streams.discovery"),
+                serde_json::Value::Array(streams).to_string(),
+            ));
+        }
+        values.extend(counts.iter().map(|(stream, c)| {
+            value(
+                format!("{prefix}.viewers[{stream}]"),
+                c.concurrent.to_string(),
+            )
+        }));
+        values.extend(requests.iter().map(|(stream, n)| {
+            value(
+                format!("{prefix}.requests[{stream}]"),
+                format!("{:.3}", *n as f64 / interval.as_secs_f64()),
+            )
         }));
         if values.is_empty() {
             continue;

@@ -36,7 +36,7 @@ struct Stream {
 }
 
 /// Counts per stream.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Counts {
     pub concurrent: usize,
     pub peak: usize,
