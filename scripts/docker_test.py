@@ -191,6 +191,34 @@ def config_checks():
             check("zabbix-server:" in out and "zabbix-web:" in out, "zabbix profile services")
 
 
+def kibana_checks():
+    """The Kibana saved objects (deploy/kibana, imported with Kibana's saved-objects API; no
+    Kibana runs here): each line an object, every reference inside the file, every field they
+    use mapped by the index template the shipper installs."""
+    from harness import flat_types
+    with open(os.path.join(ROOT, "deploy", "elasticsearch", "livecast-access.template.json")) as f:
+        template = json.load(f)
+    mapped = flat_types(template["template"]["mappings"]["properties"])
+    with open(os.path.join(ROOT, "deploy", "kibana", "livecast.ndjson")) as f:
+        objects = [json.loads(line) for line in f if line.strip()]
+    ids = {(o["type"], o["id"]) for o in objects}
+    used = set()
+    for o in objects:
+        for r in o["references"]:
+            check((r["type"], r["id"]) in ids, f"{o['id']} refers to a missing {r}")
+        attrs = o["attributes"]
+        used.update(attrs.get("columns", []))
+        used.update(x for sort in attrs.get("sort", []) for x in sort[:1])
+        if "timeFieldName" in attrs:
+            used.add(attrs["timeFieldName"])
+        if "visState" in attrs:
+            used.update(a["params"]["field"] for a in json.loads(attrs["visState"])["aggs"])
+    unmapped = sorted(used - set(mapped))
+    check(not unmapped, f"Kibana objects use fields the template does not map: {unmapped}")
+    check(mapped.get("livecast.session") == "keyword", "unique viewers count sessions (a keyword)")
+    step(f"Kibana saved objects: {len(objects)} objects, fields {sorted(used)} all mapped")
+
+
 def healthy(compose, expect):
     """Every container of the project healthy (or running, without a health check)."""
     ids = [i for s in SERVICES for i in compose.ids(s)]
@@ -321,6 +349,7 @@ def main():
     try:
         figures["image_bytes"] = build_image()
         config_checks()
+        kibana_checks()
         compose("down", "-v", "--remove-orphans", check=False)
 
         step("docker-compose up -d on fresh volumes")
