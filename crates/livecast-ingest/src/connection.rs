@@ -389,7 +389,7 @@ impl Connection {
         }
         let results = session.accept_request(request_id)?;
         tracing::Span::current().record("stream", name);
-        let mut pipeline = Pipeline::new(name.to_string(), self.shared.clone());
+        let mut pipeline = Pipeline::new(name.to_string(), self.shared.clone(), self.peer);
         pipeline.open().await;
         tracing::info!("publish started");
         self.activity = Instant::now();

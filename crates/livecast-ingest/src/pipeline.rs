@@ -78,10 +78,11 @@ pub(crate) struct Pipeline {
     jumps_seen: u64,
     /// When this publish began (ms since the epoch), for `livecast_media::publish`.
     started_unix_ms: u64,
+    publisher: std::net::SocketAddr,
 }
 
 impl Pipeline {
-    pub fn new(stream: String, shared: Arc<Shared>) -> Self {
+    pub fn new(stream: String, shared: Arc<Shared>, publisher: std::net::SocketAddr) -> Self {
         let dir = shared.config.hls_dir.join(&stream);
         let target_ms = (shared.config.segment_secs * 1000.0).round() as u32;
         let container = Container::from(shared.config.container);
@@ -126,6 +127,7 @@ impl Pipeline {
             errors_logged: 0,
             jumps_seen: 0,
             started_unix_ms: u64::try_from(millis).unwrap_or(u64::MAX),
+            publisher,
         }
     }
 
@@ -428,11 +430,12 @@ impl Pipeline {
     /// the playlist for operators; refreshed with every segment. Not media: a failure here is
     /// logged once with the other write errors and does not touch the stream.
     fn write_publish_info(&mut self) {
-        let info = livecast_media::publish::PublishInfo::new(
+        let mut info = livecast_media::publish::PublishInfo::new(
             self.started_unix_ms,
             (self.shared.config.segment_secs * 1000.0).round() as u64,
             &self.segmenter.info(),
         );
+        info.publisher = Some(self.publisher.to_string());
         let written = self.files.write_hidden(
             livecast_media::publish::PUBLISH_INFO_NAME,
             info.render().as_bytes(),

@@ -8,6 +8,7 @@
 //! frame_rate=29.97
 //! keyframe_interval_ms=2000
 //! audio=aac
+//! publisher=10.1.2.3:50123
 //! ```
 //!
 //! Lines a reader does not know are skipped, so either side may grow first.
@@ -30,6 +31,8 @@ pub struct PublishInfo {
     pub frame_rate: Option<f64>,
     pub keyframe_interval_ms: Option<u64>,
     pub audio_codec: Option<String>,
+    /// The publisher's address (`IP:port`), for operators only.
+    pub publisher: Option<String>,
 }
 
 impl PublishInfo {
@@ -46,6 +49,7 @@ impl PublishInfo {
                 .keyframe_interval_ms
                 .and_then(|ms| u64::try_from(ms).ok()),
             audio_codec: info.audio_codec.map(str::to_string),
+            publisher: None,
         }
     }
 
@@ -66,6 +70,9 @@ impl PublishInfo {
         }
         if let Some(codec) = &self.audio_codec {
             out.push_str(&format!("audio={codec}\n"));
+        }
+        if let Some(publisher) = &self.publisher {
+            out.push_str(&format!("publisher={publisher}\n"));
         }
         out
     }
@@ -88,6 +95,7 @@ impl PublishInfo {
                 "frame_rate" => info.frame_rate = value.parse().ok(),
                 "keyframe_interval_ms" => info.keyframe_interval_ms = value.parse().ok(),
                 "audio" => info.audio_codec = Some(value.to_string()),
+                "publisher" => info.publisher = Some(value.to_string()),
                 _ => {}
             }
         }
@@ -128,6 +136,7 @@ mod tests {
             frame_rate: Some(29.97),
             keyframe_interval_ms: Some(2000),
             audio_codec: Some("aac".into()),
+            publisher: Some("10.1.2.3:50123".into()),
         };
         let text = info.render() + "later=field\ngarbage\n";
         assert_eq!(PublishInfo::parse(&text), info);

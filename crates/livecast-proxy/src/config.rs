@@ -83,6 +83,10 @@ pub struct Config {
     /// then answers `/api/viewers` for the player page from a copy refreshed every second.
     #[arg(long, env = "LIVECAST_VIEWERS_URL")]
     pub viewers_url: Option<String>,
+    /// The front-ends' admin port: the operator page then reads their operator stream list
+    /// there (`/api/streams` with each publisher's address) instead of the public one.
+    #[arg(long, env = "LIVECAST_BACKEND_ADMIN_PORT")]
+    pub backend_admin_port: Option<u16>,
     /// Worker threads, each serving its own connections from accept to the last byte
     /// (0: one per CPU).
     #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 0)]

@@ -130,7 +130,12 @@ pub async fn run_with_resolver(
         listeners.admin,
         registry,
         health.clone(),
-        status::router(pool.clone(), connect_timeout, viewers.clone()),
+        status::router(
+            pool.clone(),
+            connect_timeout,
+            viewers.clone(),
+            config.backend_admin_port,
+        ),
         shutdown.clone(),
     ));
 

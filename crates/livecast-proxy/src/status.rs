@@ -29,6 +29,7 @@ struct StatusState {
     pool: Arc<Pool>,
     client: Client<HttpConnector, Body>,
     viewers: Option<Arc<crate::viewers::ViewerFeed>>,
+    admin_port: Option<u16>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +46,7 @@ pub(crate) fn router(
     pool: Arc<Pool>,
     connect_timeout: Duration,
     viewers: Option<Arc<crate::viewers::ViewerFeed>>,
+    admin_port: Option<u16>,
 ) -> Router {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
@@ -56,6 +58,7 @@ pub(crate) fn router(
             pool,
             client,
             viewers,
+            admin_port,
         })
 }
 
@@ -81,6 +84,11 @@ async fn fetch_streams(state: &StatusState) -> Option<serde_json::Value> {
         .iter()
         .find(|b| b.state() == BackendState::Healthy)
         .map(|b| b.addr)?;
+    // The operator list (with publishers) lives on the front-end's admin port.
+    let backend = match state.admin_port {
+        Some(port) => std::net::SocketAddr::new(backend.ip(), port),
+        None => backend,
+    };
     let uri: hyper::Uri = format!("http://{backend}/api/streams").parse().ok()?;
     let request = http::Request::get(uri)
         .body(

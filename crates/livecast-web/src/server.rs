@@ -13,7 +13,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use livecast_telemetry::{serve_admin, CancellationToken, Cidr, Health, Registry};
+use livecast_telemetry::{serve_admin_with, CancellationToken, Cidr, Health, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -99,10 +99,11 @@ pub async fn run(
     let metrics = Metrics::register(&registry)?;
     let health = Health::default();
     let admin_stop = CancellationToken::new();
-    let admin = tokio::spawn(serve_admin(
+    let admin = tokio::spawn(serve_admin_with(
         listeners.admin,
         registry,
         health.clone(),
+        streams::operator_router(config.hls_dir.clone()),
         admin_stop.clone(),
     ));
     let log_stop = CancellationToken::new();

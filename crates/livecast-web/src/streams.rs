@@ -40,6 +40,9 @@ pub(crate) struct StreamInfo {
     pub audio: Option<String>,
     /// Set when the encoder's keyframe interval stretches the segments (what to change).
     pub keyframe_warning: Option<String>,
+    /// The publisher's address: only in the operator list on the admin port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
 }
 
 /// The video track as the ingest measured it.
@@ -58,6 +61,24 @@ struct Body<'a> {
     streams: &'a [StreamInfo],
 }
 
+/// `/api/streams` on the admin port: the same list with each publisher's address, for the
+/// balancer's operator page. Not cached: operators ask every few seconds, not thousands.
+pub(crate) fn operator_router(dir: std::path::PathBuf) -> axum::Router {
+    axum::Router::new().route(
+        "/api/streams",
+        axum::routing::get(move || {
+            let dir = dir.clone();
+            async move {
+                let streams =
+                    tokio::task::spawn_blocking(move || scan(&dir, SystemTime::now(), true))
+                        .await
+                        .unwrap_or_default();
+                axum::Json(serde_json::json!({ "streams": streams }))
+            }
+        }),
+    )
+}
+
 /// The cached JSON answer.
 #[derive(Debug, Default)]
 pub(crate) struct StreamList {
@@ -74,7 +95,7 @@ pub(crate) async fn list(State(app): State<Arc<App>>) -> axum::response::Respons
         Some(body) => body,
         None => {
             let dir = app.volume.root().to_path_buf();
-            let streams = tokio::task::spawn_blocking(move || scan(&dir, SystemTime::now()))
+            let streams = tokio::task::spawn_blocking(move || scan(&dir, SystemTime::now(), false))
                 .await
                 .unwrap_or_default();
             let body =
@@ -98,7 +119,7 @@ pub(crate) async fn list(State(app): State<Arc<App>>) -> axum::response::Respons
 
 /// A stream is live when its playlist has no ENDLIST and changed within three target durations
 /// (plus slack): a playlist left behind by a crashed ingest does not stay "live" forever.
-pub(crate) fn scan(dir: &Path, now: SystemTime) -> Vec<StreamInfo> {
+pub(crate) fn scan(dir: &Path, now: SystemTime, operator: bool) -> Vec<StreamInfo> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -145,6 +166,10 @@ pub(crate) fn scan(dir: &Path, now: SystemTime) -> Vec<StreamInfo> {
                 }),
                 audio: publish.as_ref().and_then(|p| p.audio_codec.clone()),
                 keyframe_warning: publish.as_ref().and_then(PublishInfo::keyframe_warning),
+                publisher: publish
+                    .as_ref()
+                    .and_then(|p| p.publisher.clone())
+                    .filter(|_| operator),
                 playlist: format!("/hls/{name}/index.m3u8"),
                 name,
                 last_update_age_secs: (age.as_secs_f64() * 1000.0).round() / 1000.0,
@@ -193,6 +218,7 @@ mod tests {
             frame_rate: Some(30.0),
             keyframe_interval_ms: Some(4000),
             audio_codec: Some("aac".into()),
+            publisher: Some("10.1.2.3:50123".into()),
         };
         std::fs::write(
             dir.path().join("a").join(PUBLISH_INFO_NAME),
@@ -201,7 +227,7 @@ mod tests {
         .unwrap();
         std::fs::create_dir(dir.path().join("empty")).unwrap();
         let now = SystemTime::now();
-        let found = scan(dir.path(), now);
+        let found = scan(dir.path(), now, false);
         let names: Vec<_> = found.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(found[0].bitrate_bps, 1_000_000);
@@ -219,7 +245,14 @@ mod tests {
             .as_ref()
             .is_some_and(|w| w.contains("4.0 s")));
         assert!(found[1].video.is_none() && found[1].uptime_secs.is_none());
+        // Viewers never see who publishes; the operator list on the admin port does.
+        assert!(found[0].publisher.is_none());
+        assert!(!serde_json::to_string(&found[0])
+            .unwrap()
+            .contains("publisher"));
+        let operator = scan(dir.path(), now, true);
+        assert_eq!(operator[0].publisher.as_deref(), Some("10.1.2.3:50123"));
         // Twelve seconds after the last write, a 2 s playlist is stale.
-        assert!(scan(dir.path(), now + Duration::from_secs(12)).is_empty());
+        assert!(scan(dir.path(), now + Duration::from_secs(12), false).is_empty());
     }
 }

@@ -187,3 +187,38 @@ async fn status_page_shows_viewers_from_the_shipper() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// With `--backend-admin-port`, the operator page reads the front-ends' operator stream list
+/// (with publishers) from their admin port, not the public one.
+#[tokio::test]
+async fn status_page_reads_the_front_ends_operator_list_on_their_admin_port() {
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin_port = admin.local_addr().expect("addr").port();
+    let list = axum::Router::new().route(
+        "/api/streams",
+        axum::routing::get(|| async {
+            r#"{"streams":[{"name":"cam","publisher":"10.0.0.9:50000"}]}"#
+        }),
+    );
+    tokio::spawn(async move { axum::serve(admin, list).await });
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let flag = format!("--backend-admin-port={admin_port}");
+    let proxy = start(&dns, &[&flag]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let api = get_path(proxy.admin, "/api/status").await;
+        let json: serde_json::Value = serde_json::from_str(body(&api)).expect("json");
+        if json["streams"]["streams"][0]["publisher"] == "10.0.0.9:50000" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no operator list in {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -129,6 +129,24 @@ async fn publish_and_check(streams: &[&'static str], flags: &[&str]) -> Seen {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Operators do: the front-ends' admin port lists each publisher's address.
+    let operator = get(&format!("http://{}/api/streams", stack.addrs.web_admins[0])).await;
+    let operator: serde_json::Value = serde_json::from_slice(&operator.body).expect("json");
+    let publishers_seen: Vec<&str> = operator["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["publisher"].as_str())
+        .collect();
+    for &name in streams {
+        let info = std::fs::read_to_string(stack.hls_dir().join(name).join(".publish"))
+            .expect("the ingest's publish facts");
+        assert!(info.contains("publisher=127.0.0.1:"), "{info}");
+    }
+    assert!(
+        publishers_seen.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "{operator}"
+    );
     for publisher in &mut publishers {
         assert!(
             publisher.wait().await.expect("ffmpeg exits").success(),
@@ -163,6 +181,10 @@ async fn publish_and_check(streams: &[&'static str], flags: &[&str]) -> Seen {
             "a 2 s GOP suits 2 s segments: {d}"
         );
         assert_eq!(d["audio"], "aac");
+        assert!(
+            d.get("publisher").is_none(),
+            "viewers never see who publishes: {d}"
+        );
         assert!(
             d["uptime_secs"]
                 .as_u64()
