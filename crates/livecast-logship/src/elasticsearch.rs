@@ -115,23 +115,21 @@ impl Elasticsearch {
         })
     }
 
-    /// Installs the index template unless that was done (or given up) already. An error
-    /// means "try again later", like a failed `_bulk` request.
-    async fn ensure_template(&self) -> Result<(), BulkError> {
-        let Some((url, body)) = &self.template else {
-            return Ok(());
-        };
-        if self.template_done.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let mut request = Request::put(url.clone()).header(CONTENT_TYPE, "application/json");
+    /// Sends `request` with `body` (and the credentials) and reads the whole answer within
+    /// `timeout`.
+    async fn call(
+        &self,
+        mut request: http::request::Builder,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), BulkError> {
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         let request = request
-            .body(Full::new(body.clone()))
+            .body(Full::new(body))
             .map_err(|e| BulkError::Response(e.to_string()))?;
-        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+        let response = tokio::time::timeout(timeout, self.client.request(request))
             .await
             .map_err(|_| BulkError::Unreachable("timed out".into()))?
             .map_err(|e| BulkError::Unreachable(e.to_string()))?;
@@ -142,6 +140,22 @@ impl Elasticsearch {
             .await
             .map_err(|e| BulkError::Unreachable(e.to_string()))?
             .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Installs the index template unless that was done (or given up) already. An error
+    /// means "try again later", like a failed `_bulk` request.
+    async fn ensure_template(&self) -> Result<(), BulkError> {
+        let Some((url, body)) = &self.template else {
+            return Ok(());
+        };
+        if self.template_done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let request = Request::put(url.clone()).header(CONTENT_TYPE, "application/json");
+        let (status, bytes) = self
+            .call(request, body.clone(), Duration::from_secs(30))
+            .await?;
         let text = String::from_utf8_lossy(&bytes);
         match status.as_u16() {
             200..=299 => {
@@ -196,23 +210,9 @@ impl Elasticsearch {
                 .map_err(|e| BulkError::Response(e.to_string()))?;
             request = request.header(CONTENT_ENCODING, "gzip");
         }
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| BulkError::Response(e.to_string()))?;
-        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
-            .await
-            .map_err(|_| BulkError::Unreachable("timed out".into()))?
-            .map_err(|e| BulkError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| BulkError::Unreachable(e.to_string()))?
-            .to_bytes();
+        let (status, bytes) = self
+            .call(request, Bytes::from(body), Duration::from_secs(60))
+            .await?;
         if !status.is_success() {
             return Err(BulkError::Status(status));
         }

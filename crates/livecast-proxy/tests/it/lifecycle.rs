@@ -173,19 +173,10 @@ async fn status_page_shows_viewers_from_the_shipper() {
     dns.set("web", &[a.addr]);
     let url = format!("--viewers-url=http://{shipper_addr}/api/viewers");
     let proxy = start(&dns, &[&url]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let api = get_path(proxy.admin, "/api/status").await;
-        let json: serde_json::Value = serde_json::from_str(body(&api)).expect("json");
-        if json["viewers"]["streams"]["cam"]["concurrent"] == 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no viewers in {json}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    status_until(proxy.admin, "viewers", |json| {
+        json["viewers"]["streams"]["cam"]["concurrent"] == 3
+    })
+    .await;
 }
 
 /// With `--backend-admin-port`, the operator page reads the front-ends' operator stream list
@@ -208,16 +199,28 @@ async fn status_page_reads_the_front_ends_operator_list_on_their_admin_port() {
     dns.set("web", &[a.addr]);
     let flag = format!("--backend-admin-port={admin_port}");
     let proxy = start(&dns, &[&flag]).await;
+    status_until(proxy.admin, "operator list", |json| {
+        json["streams"]["streams"][0]["publisher"] == "10.0.0.9:50000"
+    })
+    .await;
+}
+
+/// Polls the balancer's `/api/status` until `done` holds (5 s at most).
+async fn status_until(
+    admin: std::net::SocketAddr,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let api = get_path(proxy.admin, "/api/status").await;
+        let api = get_path(admin, "/api/status").await;
         let json: serde_json::Value = serde_json::from_str(body(&api)).expect("json");
-        if json["streams"]["streams"][0]["publisher"] == "10.0.0.9:50000" {
-            break;
+        if done(&json) {
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no operator list in {json}"
+            "no {what} in {json}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
