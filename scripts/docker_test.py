@@ -104,6 +104,12 @@ def inspect(container):
     return json.loads(run(["docker", "inspect", container]).stdout)[0]
 
 
+def replica_name(container):
+    """The name a front-end gives itself (its access log, `host.name`): the container's name,
+    as `docker-compose ps` lists it (from Docker's reverse DNS)."""
+    return inspect(container)["Name"].lstrip("/")
+
+
 def volume_dir(name):
     return run(["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", f"{PROJECT}_{name}"]).stdout.strip()
 
@@ -241,10 +247,10 @@ def health_time(container):
 
 def scale(compose, n, ports, logs_dir, viewers):
     """Scales the front-ends to n; returns (new hosts with their join figures, removed hosts)."""
-    before = {c: inspect(c)["Config"]["Hostname"] for c in compose.ids("web")}
+    before = {c: replica_name(c) for c in compose.ids("web")}
     started = time.time()
     compose("up", "-d", "--scale", f"web={n}", *SERVICES)
-    after = {c: inspect(c)["Config"]["Hostname"] for c in compose.ids("web")}
+    after = {c: replica_name(c) for c in compose.ids("web")}
     check(len(after) == n, f"{len(after)} web containers after --scale web={n}")
     added = [c for c in after if c not in before]
     removed = [before[c] for c in before if c not in after]
@@ -404,7 +410,10 @@ def main():
         time.sleep(4)
         joined, _ = scale(compose, 3, ports, logs_dir, viewers)
         figures["joins"] = joined
-        hosts = [inspect(c)["Config"]["Hostname"] for c in compose.ids("web")]
+        hosts = [replica_name(c) for c in compose.ids("web")]
+        listed = set(re.findall(r"^(\S+_web_\d+)\s", compose("ps").stdout, re.M))
+        check(set(hosts) == listed, f"access logs name {sorted(hosts)}, docker-compose ps lists {sorted(listed)}")
+        step(f"replicas name themselves as docker-compose ps does: {sorted(hosts)}")
         share_check(logs_dir, hosts, time.time(), 10)
         more, _ = scale(compose, 5, ports, logs_dir, viewers)
         figures["joins"] += more

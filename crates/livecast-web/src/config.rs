@@ -26,6 +26,12 @@ pub struct Config {
     /// Name of this front-end in logs and the access-log file name (default: the host name).
     #[arg(long, env = "LIVECAST_INSTANCE_NAME")]
     pub instance_name: Option<String>,
+    /// Take the instance name from the reverse DNS of this host's address: under Docker that
+    /// is the container's name (as `docker compose ps` shows it), not its id. Falls back to
+    /// the host name.
+    #[arg(long, env = "LIVECAST_INSTANCE_NAME_FROM_DNS", conflicts_with = "instance_name",
+          default_value_t = false, action = clap::ArgAction::Set)]
+    pub instance_name_from_dns: bool,
     /// Proxies whose X-Forwarded-For names the viewer (comma-separated CIDRs); anyone else's
     /// header is ignored and the peer address is logged.
     #[arg(long = "trusted-proxy", env = "LIVECAST_TRUSTED_PROXY", value_delimiter = ',',
@@ -92,6 +98,24 @@ impl Config {
     /// The instance name, or the host name when none was given.
     pub fn instance(&self) -> String {
         self.instance_name.clone().unwrap_or_else(hostname)
+    }
+
+    /// [`Config::instance`], asking the DNS first with `--instance-name-from-dns`.
+    pub async fn resolve_instance(&self) -> String {
+        if self.instance_name_from_dns {
+            let host = hostname();
+            match crate::naming::from_dns(&host).await {
+                Some(name)
+                    if name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                {
+                    return name
+                }
+                _ => tracing::warn!(%host, "no name from reverse DNS; using the host name"),
+            }
+        }
+        self.instance()
     }
 }
 

@@ -14,7 +14,9 @@
 //!   LL-HLS blocking reload, delta updates and preload-hinted parts.
 //! - `zerocopy`: large cached files kept with a read-only twin file and sent from it with
 //!   `sendfile` on a corked socket.
-//! - `streams`: `/api/streams`, the live streams found on the volume with bitrate and age.
+//! - `streams`: `/api/streams`, the live streams found on the volume with bitrate, age and the
+//!   ingest's publish facts (with publishers on the admin port).
+//! - `naming`: `--instance-name-from-dns`, the container's name from Docker's reverse DNS.
 //! - `player`: the player page and the embedded hls.js.
 //! - `access_log`: the JSON access log (ECS names, session cookie, rotation) and its middleware.
 //! - `metrics`: every metric this crate exports.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod error;
 mod hls;
 mod metrics;
+mod naming;
 mod player;
 pub mod server;
 mod streams;

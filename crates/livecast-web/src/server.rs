@@ -94,7 +94,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WebError> {
     config.validate()?;
-    let instance = config.instance();
+    let instance = config.resolve_instance().await;
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
     let health = Health::default();
