@@ -18,7 +18,19 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    /// Registers every metric, with `livecast_web_info{replica, version} 1` naming this
+    /// front-end (Prometheus labels it by address; dashboards join on `instance` for the name).
+    pub fn register(registry: &Registry, replica: &str) -> prometheus::Result<Self> {
+        let info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "livecast_web_info",
+                "This front-end's name (as in its access log) and version; always 1",
+            ),
+            &["replica", "version"],
+        )?;
+        info.with_label_values(&[replica, env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(info))?;
         let m = Self {
             requests: IntCounterVec::new(
                 Opts::new(

@@ -96,7 +96,7 @@ pub async fn run(
     config.validate()?;
     let instance = config.resolve_instance().await;
     let registry = Registry::new();
-    let metrics = Metrics::register(&registry)?;
+    let metrics = Metrics::register(&registry, &instance)?;
     let health = Health::default();
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(serve_admin_with(

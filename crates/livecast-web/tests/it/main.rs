@@ -186,6 +186,10 @@ async fn access_log_line_per_request_flushed_on_shutdown() {
         metrics.contains(r#"livecast_web_requests_total{route="playlist",status_class="2xx"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"livecast_web_info{replica="test-web",version=""#),
+        "the replica's name for dashboards: {metrics}"
+    );
     web.shutdown.cancel();
     web.task.await.expect("join").expect("clean exit");
     let log = read_logs(&web.dir.path().join("logs"));
