@@ -17,8 +17,10 @@ page plays in Chromium and shows the viewer count, /api/streams lists the stream
 carry no ANSI codes; scaling 1 -> 3 -> 5 -> 2 while player-like viewers keep watching fails no
 request, each new replica takes requests within 5 s of being healthy and answers a share of
 them (counted from the access logs), Prometheus scrapes exactly the replicas there are; every
-line a removed replica logged reaches the stand-in exactly once; the shipper installed its
-index template and no document was refused by its mapping; every dashboard query has data.
+line a removed replica logged reaches the stand-in exactly once; replicas name themselves as
+docker-compose ps does; the shipper installed its index template and no document was refused
+by its mapping; every dashboard query has data; the Kibana objects fit the template; after
+`docker-compose stop web` every line of the stopped replicas is shipped once and archived.
 
 Prints one line per step with its time, and the figures the README quotes. Exits non-zero at
 the first failed check, after `docker-compose down -v`. Only loopback and the project's own
@@ -334,6 +336,31 @@ def share_check(logs_dir, hosts, since, seconds):
     step(f"requests per replica over {seconds} s: {counts}")
 
 
+def every_line_shipped(logs_dir, archive_dir, bulk_port, hosts):
+    """Every line each of `hosts` (front-ends that stopped) logged: its log closed and renamed,
+    each line in the stand-in exactly once, the file archived."""
+    key = lambda d: (d["@timestamp"], d["url.path"], d.get("livecast.session") or "")  # noqa: E731
+    for host in hosts:
+        check(not os.path.exists(os.path.join(logs_dir, f"{host}.log")),
+              f"{host}'s access log was not closed and renamed")
+        lines = access_lines(logs_dir, archive_dir, host)
+        check(lines, f"no access log of {host}")
+        want = sorted(map(key, lines))
+
+        def docs():
+            _, body = http_get(f"http://127.0.0.1:{bulk_port}/_stand_in/docs")
+            return [d for d in json.loads(body)["docs"] if d.get("host.name") == host]
+        try:
+            wait_until(f"every line of {host} in the stand-in", 60,
+                       lambda: sorted(map(key, docs())) == want, 1)
+        except Failure:
+            raise Failure(f"{host}: {len(lines)} lines logged, {len(docs())} documents")
+        archived = wait_until(f"{host}'s log archived", 60, lambda: glob.glob(
+            os.path.join(archive_dir, "**", f"{host}.*log"), recursive=True), 1)
+        step(f"{host}: {len(lines)} lines logged, each in the stand-in once; "
+             f"archived as {os.path.basename(archived[0])}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
@@ -431,28 +458,7 @@ def main():
              f"and of {hammer.requests} back-to-back requests during scale-in")
 
         archive_dir = os.path.join(logship_dir, "archive")
-        for host in removed:
-            check(not os.path.exists(os.path.join(logs_dir, f"{host}.log")),
-                  f"{host}'s access log was not closed and renamed")
-            lines = access_lines(logs_dir, archive_dir, host)
-            check(lines, f"no access log of removed replica {host}")
-            key = lambda d: (d["@timestamp"], d["url.path"], d.get("livecast.session") or "")  # noqa: E731
-            want = sorted(map(key, lines))
-
-            def arrived():
-                _, body = http_get(f"http://127.0.0.1:{ports['bulk']}/_stand_in/docs")
-                docs = [d for d in json.loads(body)["docs"] if d.get("host.name") == host]
-                return sorted(map(key, docs)) == want and docs
-            try:
-                wait_until(f"every line of {host} in the stand-in", 60, arrived, 1)
-            except Failure:
-                _, body = http_get(f"http://127.0.0.1:{ports['bulk']}/_stand_in/docs")
-                docs = [d for d in json.loads(body)["docs"] if d.get("host.name") == host]
-                raise Failure(f"{host}: {len(lines)} lines logged, {len(docs)} documents")
-            archived = wait_until(f"{host}'s log archived", 60, lambda: glob.glob(
-                os.path.join(archive_dir, "**", f"{host}.*log"), recursive=True), 1)
-            step(f"removed replica {host}: {len(lines)} lines logged, each in the stand-in once; "
-                 f"archived as {os.path.basename(archived[0])}")
+        every_line_shipped(logs_dir, archive_dir, ports["bulk"], removed)
 
         status, body = http_get(f"http://127.0.0.1:{ports['bulk']}/_index_template/livecast-access")
         template = json.loads(body)["index_templates"][0]["index_template"]
@@ -476,6 +482,14 @@ def main():
                     empty.append(f"{panel['title']}: {expr}")
         check(not empty, "dashboard queries without data:\n  " + "\n  ".join(empty))
         step(f"Grafana dashboard: all {queries} panel queries return data from the stack's Prometheus")
+
+        viewers.close()
+        started = time.monotonic()
+        remaining = [replica_name(c) for c in compose.ids("web")]
+        compose("stop", "web")
+        figures["stop_web_s"] = round(time.monotonic() - started, 1)
+        step(f"docker-compose stop web: {figures['stop_web_s']} s for {len(remaining)} replicas")
+        every_line_shipped(logs_dir, archive_dir, ports["bulk"], remaining)
 
         print(json.dumps({"figures": figures}, indent=None))
         step("all Docker checks passed")
