@@ -47,4 +47,4 @@ if ! docker image inspect livecast-test/tools:latest >/dev/null 2>&1; then
   echo "building livecast-test/tools"
   DOCKER_BUILDKIT=0 docker build -q -t livecast-test/tools:latest -f scripts/docker/tools.Dockerfile scripts/docker >/dev/null
 fi
-echo "docker ready: $(docker version --format 'engine {{.Server.Version}}'), $(docker-compose version --short)"
+echo "docker ready in ${SECONDS} s: $(docker version --format "engine {{.Server.Version}}"), docker-compose $(docker-compose version --short)"
