@@ -3,17 +3,21 @@
 use livecast_loadtest::{Cli, Command};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli: Cli = livecast_telemetry::parse_flags();
     livecast_telemetry::init_logging(cli.log.log_format);
     match cli.command {
-        Command::Run(args) => {
-            let summary = livecast_loadtest::run(&args).await?;
-            if !summary.passed {
+        Command::Run(args) => match livecast_loadtest::run(&args).await {
+            Ok(summary) if summary.passed => {}
+            Ok(summary) => {
                 eprintln!("thresholds missed: {}", summary.failures.join("; "));
                 std::process::exit(1);
             }
-            Ok(())
-        }
+            // One line that says what is wrong with the input, not a backtrace.
+            Err(error) => {
+                eprintln!("livecast-loadtest: {error:#}");
+                std::process::exit(2);
+            }
+        },
     }
 }
