@@ -61,8 +61,12 @@ pub struct Summary {
     pub startup_ms: Percentiles,
     /// Viewers that never started playing.
     pub never_started: usize,
+    /// Waits for media of at least 250 ms (what hls.js calls a stall), and their time.
     pub stalls: u64,
     pub stalled_secs: f64,
+    /// Shorter waits (media a few frames late), and their time: not in the rebuffer ratio.
+    pub short_waits: u64,
+    pub short_wait_secs: f64,
     /// Stalled time over watched (played + stalled) time.
     pub rebuffer_ratio: f64,
     pub latency_secs: Percentiles,
@@ -168,6 +172,8 @@ impl Summary {
             startup_ms: Percentiles::of(viewers.iter().filter_map(|v| v.startup_ms).collect()),
             never_started,
             stalls: viewers.iter().map(|v| v.stalls).sum(),
+            short_waits: viewers.iter().map(|v| v.short_waits).sum(),
+            short_wait_secs: round3(viewers.iter().map(|v| v.short_wait_secs).sum()),
             stalled_secs: round3(stalled),
             rebuffer_ratio: (rebuffer_ratio * 1e6).round() / 1e6,
             latency_secs: Percentiles::of(
@@ -187,12 +193,12 @@ impl Summary {
         let count = |k: &str| self.requests.get(k).map_or(0, |r| r.count);
         let fmt = |p: Option<f64>| p.map_or("-".to_string(), |v| format!("{v:.2}"));
         format!(
-            "viewers {}  duration {:.0} s\nrequests: playlist {}, blocking reload {}, init {}, segment {}; errors {:?} (rate {})\n\
-             startup ms p50 {} p95 {}; stalls {} ({:.1} s, rebuffer ratio {}); latency s p50 {} p95 {} p99 {}\n\
+            "viewers {}  duration {:.0} s\nrequests: playlist {}, blocking reload {}, init {}, segment {}, part {}; errors {:?} (rate {})\n\
+             startup ms p50 {} p95 {}; stalls {} ({:.1} s, rebuffer ratio {}), short waits {} ({:.2} s); latency s p50 {} p95 {} p99 {}\n\
              honesty: download ratio {}, skipped segments {}, timer lateness p99 {} ms ({})\nresult: {}",
-            self.viewers, self.duration_secs, count("playlist"), count("blocking_reload"), count("init"), count("segment"),
+            self.viewers, self.duration_secs, count("playlist"), count("blocking_reload"), count("init"), count("segment"), count("part"),
             self.errors, self.error_rate, fmt(self.startup_ms.p50), fmt(self.startup_ms.p95), self.stalls, self.stalled_secs,
-            self.rebuffer_ratio, fmt(self.latency_secs.p50), fmt(self.latency_secs.p95), fmt(self.latency_secs.p99),
+            self.rebuffer_ratio, self.short_waits, self.short_wait_secs, fmt(self.latency_secs.p50), fmt(self.latency_secs.p95), fmt(self.latency_secs.p99),
             self.honesty.download_ratio, self.honesty.skipped_segments, self.honesty.timer_lateness_p99_ms,
             if self.honesty.trustworthy { "trustworthy" } else { "NOT trustworthy: the machine was too busy" },
             if self.passed { "passed".to_string() } else { format!("FAILED: {}", self.failures.join("; ")) },

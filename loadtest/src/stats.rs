@@ -11,6 +11,7 @@ pub(crate) enum Kind {
     BlockingReload,
     Init,
     Segment,
+    Part,
 }
 
 impl Kind {
@@ -20,6 +21,7 @@ impl Kind {
             Kind::BlockingReload => "blocking_reload",
             Kind::Init => "init",
             Kind::Segment => "segment",
+            Kind::Part => "part",
         }
     }
 }
@@ -38,8 +40,12 @@ pub(crate) struct ViewerStats {
     pub errors: BTreeMap<String, u64>,
     pub bytes: u64,
     pub startup_ms: Option<f64>,
+    /// Waits for media of at least 250 ms, and their time.
     pub stalls: u64,
     pub stalled_secs: f64,
+    /// Shorter waits (media a few frames late), and their time.
+    pub short_waits: u64,
+    pub short_wait_secs: f64,
     pub played_secs: f64,
     /// Now minus PROGRAM-DATE-TIME at the playhead, sampled at each segment.
     pub latency_secs: Vec<f64>,

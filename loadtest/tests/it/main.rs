@@ -210,7 +210,17 @@ async fn audience_agrees_with_the_access_logs(extra: &[&str], blocking: bool) {
     let count = |k: &str| summary.requests.get(k).map_or(0, |r| r.count);
     assert_eq!(playlists, count("playlist") + reloads, "playlists");
     assert_eq!(inits, count("init"));
-    assert_eq!(segments, count("segment"));
+    assert_eq!(
+        segments,
+        count("segment") + count("part"),
+        "segments and parts (ranges of them)"
+    );
+    assert_eq!(
+        count("part") > 0,
+        blocking,
+        "LL-HLS viewers fetch parts: {}",
+        summary.text()
+    );
     let logged_bytes: u64 = lines.iter().map(|(_, b)| *b).sum();
     assert_eq!(
         logged_bytes, summary.bytes,
