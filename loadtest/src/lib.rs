@@ -16,12 +16,16 @@
 //! - [`report`]: the summary (`summary.json`), the honesty checks and the thresholds.
 //! - `run`: preflight, ramp, the progress line, the timer-lateness probe.
 
+mod abr;
+mod collect;
 pub mod config;
+mod html;
+mod position;
 pub mod report;
 mod run;
 mod stats;
 mod viewer;
 
-pub use config::{Cli, Command, RunArgs};
+pub use config::{Cli, Command, MergeArgs, RunArgs, Shard, ThresholdArgs, VariantChoice};
 pub use report::Summary;
-pub use run::run;
+pub use run::{merge, run};

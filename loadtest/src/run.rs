@@ -1,6 +1,7 @@
-//! A run: check the URL, let the viewers join over the ramp, print progress, measure the
-//! tool's own timer lateness, and write the summary.
+//! A run: check the URL, start the collector, let the viewers join over the ramp, print
+//! progress, measure the tool's own timer lateness, and write the summary and the report.
 
+use std::io::IsTerminal as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -8,14 +9,19 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use livecast_media::master::MasterPlaylist;
 use livecast_media::playlist::MediaPlaylist;
 
-use crate::config::RunArgs;
-use crate::report::{Summary, Thresholds};
-use crate::stats::{percentile, Live};
-use crate::viewer::Viewer;
+use std::path::Path;
 
-/// Runs the audience `args` describes; writes `<out>/summary.json` and returns the summary.
+use crate::collect::{collect, histogram, read_log, totals, write_log, Hists, Intervals, Sinks};
+use crate::config::{MergeArgs, RunArgs, ThresholdArgs};
+use crate::report::{Summary, Tally, Thresholds};
+use crate::stats::{Live, Recorder};
+use crate::viewer::{Outlet, Plan, Viewer};
+
+/// Runs the audience `args` describes; writes `<out>/summary.json`, `<out>/report.html` and
+/// `<out>/histograms.hlog`, and returns the summary.
 pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     if args.viewers == 0 {
         bail!("--viewers must be at least 1");
@@ -27,13 +33,41 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
             args.duration
         );
     }
-    preflight(&args.url).await?;
+    if !(1.0..=2.0).contains(&args.max_live_sync_rate) {
+        bail!("--max-live-sync-rate must be between 1 and 2 (hls.js caps it at 2)");
+    }
+    let master = preflight(&args.url).await?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
+    // Shards wait for the common start; one that starts late keeps the common schedule.
+    let base = args.start_at.unwrap_or_else(SystemTime::now);
+    if let Ok(wait) = base.duration_since(SystemTime::now()) {
+        tracing::info!(wait_secs = wait.as_secs_f64(), "waiting for --start-at");
+        tokio::time::sleep(wait).await;
+    }
+    let late = SystemTime::now().duration_since(base).unwrap_or_default();
+    if late >= args.duration {
+        bail!("--start-at is {late:?} ago, longer than --duration: the run is already over");
+    }
     let live = Arc::new(Live::default());
-    let started = Instant::now();
+    let started = Instant::now()
+        .checked_sub(late)
+        .unwrap_or_else(Instant::now);
+    let started_wall = base;
     let until = started + args.duration;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder::new(tx, started);
+    let collector = tokio::spawn(collect(
+        rx,
+        live.clone(),
+        Sinks {
+            hlog: args.out.join("histograms.hlog"),
+            requests_out: args.requests_out.clone(),
+            base: started_wall,
+            offset_secs: late.as_secs(),
+        },
+    ));
     let lateness = tokio::spawn(timer_lateness(until));
     let progress = (args.progress_secs > 0).then(|| {
         tokio::spawn(progress(
@@ -42,53 +76,116 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
             until,
         ))
     });
-    let seed = SystemTime::now()
+    let seed = started_wall
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
+    let plan = Plan {
+        url: args.url.clone(),
+        master,
+        variant: args.variant,
+        max_live_sync_rate: args.max_live_sync_rate,
+        download_twice: args.download_twice,
+    };
     let mut tasks = Vec::with_capacity(args.viewers);
-    for i in 0..args.viewers {
+    let shard = args.shard;
+    for i in (shard.index..args.viewers).step_by(shard.count) {
         let join_at = started + args.ramp.mul_f64(i as f64 / args.viewers as f64);
-        let viewer = Viewer::new(session_id(seed, i as u128), live.clone());
-        let url = args.url.clone();
+        let out = Outlet {
+            live: live.clone(),
+            recorder: recorder.clone(),
+        };
+        let viewer = Viewer::new(i as u32, session_id(seed, i as u128), out);
+        let plan = plan.clone();
         let live = live.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(join_at)).await;
             live.viewers.fetch_add(1, Ordering::Relaxed);
-            let stats = viewer.watch(url, until).await;
+            let stats = viewer.watch(plan, until).await;
             live.viewers.fetch_sub(1, Ordering::Relaxed);
             stats
         }));
     }
-    let mut viewers = Vec::with_capacity(tasks.len());
+    drop(recorder);
+    let mut tally = Tally {
+        url: args.url.clone(),
+        ..Tally::default()
+    };
     for task in tasks {
-        viewers.push(task.await.context("a viewer task failed")?);
+        tally.add_viewer(&task.await.context("a viewer task failed")?);
     }
     if let Some(progress) = progress {
         progress.abort();
     }
-    let lateness = lateness.await.unwrap_or(0.0);
+    tally.timer_lateness_p99_ms = lateness.await.unwrap_or(0.0);
+    tally.duration_secs = started.elapsed().as_secs_f64();
+    let collected = collector.await.context("the collector failed")??;
+    tally.counts = collected.counts;
+    write_outputs(&args.out, tally, &collected.hists, args.thresholds)
+}
+
+/// Builds the summary and writes `summary.json` and `report.html` into `out`.
+fn write_outputs(
+    out: &Path,
+    tally: Tally,
+    hists: &Hists,
+    thresholds: ThresholdArgs,
+) -> anyhow::Result<Summary> {
     let thresholds = Thresholds {
-        max_stall_ratio: args.max_stall_ratio,
-        max_error_rate: args.max_error_rate,
+        max_stall_ratio: thresholds.max_stall_ratio,
+        max_error_rate: thresholds.max_error_rate,
     };
-    let summary = Summary::build(
-        &args.url,
-        started.elapsed().as_secs_f64(),
-        &viewers,
-        lateness,
-        thresholds,
-    );
-    let path = args.out.join("summary.json");
+    let summary = Summary::build(tally, hists, thresholds);
+    crate::html::write(out, &summary, hists)?;
+    let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("{}\nsummary: {}", summary.text(), path.display());
+    eprintln!(
+        "{}\nsummary: {}\nreport: {}",
+        summary.text(),
+        path.display(),
+        out.join("report.html").display()
+    );
     Ok(summary)
 }
 
+/// Merges the output directories of shards into `args.out`: their tallies added, their
+/// histogram logs added interval by interval (so percentiles are those of the whole
+/// audience, not averages of percentiles).
+pub async fn merge(args: &MergeArgs) -> anyhow::Result<Summary> {
+    let mut tally = Tally::default();
+    let mut intervals = Intervals::new();
+    for dir in &args.dirs {
+        let path = dir.join("summary.json");
+        let text =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let summary: Summary = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a livecast-loadtest summary", path.display()))?;
+        tally.add(&summary.tally);
+        for ((t, tag), h) in read_log(&dir.join("histograms.hlog"))? {
+            let _ = intervals.entry((t, tag)).or_insert_with(histogram).add(&h);
+        }
+    }
+    // The time series' latency percentiles, from the added interval histograms.
+    for sample in &mut tally.counts.series {
+        let h = intervals.get(&(sample.t, "latency".to_string()));
+        let q = |q: f64| {
+            h.filter(|h| !h.is_empty())
+                .map(|h| h.value_at_quantile(q) as f64 / 1e6)
+        };
+        sample.latency_p50 = q(0.5);
+        sample.latency_p99 = q(0.99);
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let hists = totals(&intervals);
+    write_log(&args.out.join("histograms.hlog"), &intervals)?;
+    write_outputs(&args.out, tally, &hists, args.thresholds)
+}
+
 /// One request before the audience joins, so bad input fails clearly instead of as a flood
-/// of errors.
-async fn preflight(url: &str) -> anyhow::Result<()> {
+/// of errors. Says whether `url` is a master playlist.
+async fn preflight(url: &str) -> anyhow::Result<bool> {
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("{url:?} is not a URL"))?;
@@ -119,13 +216,15 @@ async fn preflight(url: &str) -> anyhow::Result<()> {
     if !text.starts_with("#EXTM3U") {
         bail!("{url} is not an HLS playlist (it does not start with #EXTM3U)");
     }
-    if text.contains("#EXT-X-STREAM-INF") {
-        bail!("{url} is a master playlist; give one of its media playlists (variants come later)");
+    if MasterPlaylist::is_master(&text) {
+        MasterPlaylist::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{url} is a master playlist that cannot be read: {e}"))?;
+        return Ok(true);
     }
     MediaPlaylist::parse(&text).map_err(|e| {
-        anyhow::anyhow!("{url} is not a media playlist livecast-loadtest understands: {e:?}")
+        anyhow::anyhow!("{url} is not a media playlist livecast-loadtest understands: {e}")
     })?;
-    Ok(())
+    Ok(false)
 }
 
 /// Each viewer's session cookie, distinct within a run and across runs.
@@ -138,38 +237,53 @@ fn session_id(seed: u128, i: u128) -> u128 {
 
 /// The p99 of how late a 10 ms sleep wakes, in milliseconds, until `until`.
 async fn timer_lateness(until: Instant) -> f64 {
-    let mut late = Vec::new();
+    let mut late = histogram();
     while Instant::now() < until {
         let asked = Instant::now() + Duration::from_millis(10);
         tokio::time::sleep_until(tokio::time::Instant::from_std(asked)).await;
-        late.push(
-            Instant::now()
-                .saturating_duration_since(asked)
-                .as_secs_f64()
-                * 1000.0,
-        );
+        let micros = Instant::now().saturating_duration_since(asked).as_micros() as u64;
+        late.saturating_record(micros.max(1));
     }
-    percentile(&mut late, 99.0).unwrap_or(0.0)
+    late.value_at_quantile(0.99) as f64 / 1000.0
 }
 
-/// A progress line every `every` on stderr: viewers, requests/s, Mb/s, stalls, errors.
+/// Progress every `every` on stderr: viewers, requests/s, Mb/s, stalls, errors. A bar that
+/// redraws itself on a terminal, a line each time otherwise (logs, CI).
 async fn progress(live: Arc<Live>, every: Duration, until: Instant) {
-    let (mut requests, mut bytes) = (0, 0);
     let started = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let total = until.saturating_duration_since(started).as_secs();
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let (mut requests, mut bytes) = (0, 0);
     while Instant::now() < until {
         tokio::time::sleep(every).await;
         let r = live.requests.load(Ordering::Relaxed);
         let b = live.bytes.load(Ordering::Relaxed);
-        eprintln!(
-            "[{:>5.0} s] viewers {:>6}  req/s {:>8.1}  Mb/s {:>8.2}  stalls {:>5}  errors {:>5}",
-            started.elapsed().as_secs_f64(),
+        let line = format!(
+            "viewers {:>6}  req/s {:>8.1}  Mb/s {:>8.2}  stalls {:>5}  errors {:>5}",
             live.viewers.load(Ordering::Relaxed),
             (r - requests) as f64 / every.as_secs_f64(),
             (b - bytes) as f64 * 8.0 / 1e6 / every.as_secs_f64(),
             live.stalls.load(Ordering::Relaxed),
             live.errors.load(Ordering::Relaxed),
         );
+        match &bar {
+            Some(bar) => {
+                bar.set_position(started.elapsed().as_secs());
+                bar.set_message(line);
+            }
+            None => eprintln!("[{:>5.0} s] {line}", started.elapsed().as_secs_f64()),
+        }
         (requests, bytes) = (r, b);
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
 }
 

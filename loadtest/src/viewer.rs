@@ -1,5 +1,5 @@
-//! One viewer: its own keep-alive connection and session cookie, the playlist loop and the
-//! playback clock.
+//! One viewer: its own keep-alive connections and session cookie, the master playlist and
+//! variant choice, the media playlist loop and the playback clock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,9 +9,15 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use livecast_media::master::MasterPlaylist;
 use livecast_media::playlist::{ByteRange, MediaPlaylist};
 
-use crate::stats::{bump, Kind, Live, Timing, ViewerStats};
+use crate::abr::{self, Estimator};
+use crate::config::VariantChoice;
+use crate::position::{
+    available, end_of_list, position_at, resolve, start_position, with_query, Position, Unit,
+};
+use crate::stats::{bump, Event, Kind, Live, Recorder, Request, ViewerStats};
 
 /// What hls.js buffers ahead at most (`maxBufferLength`).
 const MAX_BUFFER_SECS: f64 = 30.0;
@@ -19,6 +25,8 @@ const MAX_BUFFER_SECS: f64 = 30.0;
 const STALL_MIN: Duration = Duration::from_millis(250);
 /// Retries back off like a player's: 1 s, doubling, at most 8 s.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Recent media units remembered to catch a second download of one.
+const RECENT: usize = 64;
 
 /// The playback clock: buffer = media downloaded − media played.
 #[derive(Debug)]
@@ -27,6 +35,8 @@ pub(crate) struct Clock {
     playing: bool,
     stalled_since: Option<Instant>,
     last: Instant,
+    /// Playback rate: 1, or more while catching up with the live edge.
+    rate: f64,
 }
 
 impl Clock {
@@ -36,6 +46,7 @@ impl Clock {
             playing: false,
             stalled_since: None,
             last: now,
+            rate: 1.0,
         }
     }
 
@@ -46,12 +57,16 @@ impl Clock {
         if !self.playing || self.stalled_since.is_some() {
             return;
         }
-        if self.buffer >= dt {
-            self.buffer -= dt;
+        let wanted = dt * self.rate;
+        if self.buffer >= wanted {
+            self.buffer -= wanted;
             stats.played_secs += dt;
+            stats.played_media_secs += wanted;
         } else {
-            stats.played_secs += self.buffer;
-            let dry = now - Duration::from_secs_f64(dt - self.buffer);
+            let lasted = self.buffer / self.rate;
+            stats.played_secs += lasted;
+            stats.played_media_secs += self.buffer;
+            let dry = now - Duration::from_secs_f64(dt - lasted);
             self.buffer = 0.0;
             self.stalled_since = Some(dry);
         }
@@ -60,12 +75,13 @@ impl Clock {
     /// Books a wait for media that ran from `since` to `now`: a stall when it lasted at least
     /// [`STALL_MIN`] (hls.js's own threshold, below which it does not call playback stalled and
     /// nobody sees it), else a short wait, counted apart.
-    fn book(since: Instant, now: Instant, stats: &mut ViewerStats, live: &Live) {
+    fn book(since: Instant, now: Instant, stats: &mut ViewerStats, out: &Outlet) {
         let waited = now.saturating_duration_since(since);
         if waited >= STALL_MIN {
             stats.stalls += 1;
             stats.stalled_secs += waited.as_secs_f64();
-            bump(&live.stalls, 1);
+            bump(&out.live.stalls, 1);
+            out.recorder.send(Event::Stall);
         } else {
             stats.short_waits += 1;
             stats.short_wait_secs += waited.as_secs_f64();
@@ -73,11 +89,11 @@ impl Clock {
     }
 
     /// Media arrived: playback starts (or resumes) as soon as there is some, as hls.js does.
-    pub fn add(&mut self, secs: f64, now: Instant, stats: &mut ViewerStats, live: &Live) {
+    pub fn add(&mut self, secs: f64, now: Instant, stats: &mut ViewerStats, out: &Outlet) {
         self.advance(now, stats);
         self.buffer += secs;
         if let Some(since) = self.stalled_since.take() {
-            Self::book(since, now, stats, live);
+            Self::book(since, now, stats, out);
         }
         self.playing = true;
     }
@@ -86,51 +102,111 @@ impl Clock {
         self.buffer
     }
 
+    /// Sets the playback rate from the distance to the live edge, as hls.js's latency
+    /// controller does in low-latency mode when `maxLiveSyncPlaybackRate` is above 1: only
+    /// within one target duration of the target latency and with more than a second
+    /// buffered, `2 / (1 + e^(-0.75 × distance))` rounded to 0.05, between 1 and the maximum.
+    pub fn catch_up(&mut self, edge: f64, target: f64, target_duration: f64, max_rate: f64) {
+        let distance = edge - target;
+        self.rate = if max_rate > 1.0
+            && distance > 0.05
+            && distance < target + target_duration
+            && self.buffer > 1.0
+        {
+            let rate = (2.0 / (1.0 + (-0.75 * distance).exp()) * 20.0).round() / 20.0;
+            rate.clamp(1.0, max_rate.min(2.0))
+        } else {
+            1.0
+        };
+    }
+
     /// Ends the run: a stall still going counts up to `now`.
-    pub fn finish(&mut self, now: Instant, stats: &mut ViewerStats, live: &Live) {
+    pub fn finish(&mut self, now: Instant, stats: &mut ViewerStats, out: &Outlet) {
         if let Some(since) = self.stalled_since.take() {
-            Self::book(since, now, stats, live);
+            Self::book(since, now, stats, out);
         }
     }
 }
 
-/// One viewer's connection and identity.
+/// Where a viewer's records go: the live counters and the collector.
+#[derive(Debug, Clone)]
+pub(crate) struct Outlet {
+    pub live: Arc<Live>,
+    pub recorder: Recorder,
+}
+
+/// How a viewer plays, the same for a group of viewers.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub url: String,
+    /// `url` is a master playlist.
+    pub master: bool,
+    pub variant: VariantChoice,
+    /// hls.js `maxLiveSyncPlaybackRate` (1: no catch-up).
+    pub max_live_sync_rate: f64,
+    /// A test seam: download every media unit twice (the honesty checks must notice).
+    pub download_twice: bool,
+}
+
+/// A response, or why there was none worth using.
+struct Fetched {
+    body: Bytes,
+    first: Duration,
+    last: Duration,
+}
+
+/// One viewer's connections and identity.
 pub(crate) struct Viewer {
+    id: u32,
     client: Client<HttpConnector, Empty<Bytes>>,
     cookie: String,
-    live: Arc<Live>,
+    out: Outlet,
+}
+
+/// A variant the viewer can play.
+#[derive(Debug, Clone)]
+struct Choice {
+    url: String,
+    bandwidth: u64,
 }
 
 impl Viewer {
-    pub fn new(session: u128, live: Arc<Live>) -> Self {
+    pub fn new(id: u32, session: u128, out: Outlet) -> Self {
+        // Up to two connections, as a browser opens for the preload hint and the blocking
+        // reload that run at the same time; one kept idle.
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1)
+            .pool_max_idle_per_host(2)
             .build_http();
         Self {
+            id,
             client,
             cookie: format!("livecast_session={session:032x}"),
-            live,
+            out,
         }
     }
 
-    /// GET `url`: the body, or the error's kind (a status code or a transport failure).
+    /// GET `url` and tell the collector about it: the body, or the error's kind (a status code
+    /// or a transport failure).
     async fn get(
         &self,
         url: &str,
         kind: Kind,
-        range: Option<ByteRange>,
-        stats: &mut ViewerStats,
-    ) -> Result<Bytes, String> {
-        bump(&self.live.requests, 1);
+        range: Option<(u64, Option<u64>)>,
+        hinted: bool,
+    ) -> Result<Fetched, String> {
+        bump(&self.out.live.requests, 1);
         let started = Instant::now();
+        let mut replica = None;
+        let mut status = 0;
         let outcome = async {
             let uri: http::Uri = url.parse().map_err(|_| "bad_url".to_string())?;
             let mut request = http::Request::get(uri).header(http::header::COOKIE, &self.cookie);
-            if let Some(r) = range {
-                request = request.header(
-                    http::header::RANGE,
-                    format!("bytes={}-{}", r.offset, r.end() - 1),
-                );
+            if let Some((start, end)) = range {
+                let value = match end {
+                    Some(end) => format!("bytes={start}-{end}"),
+                    None => format!("bytes={start}-"),
+                };
+                request = request.header(http::header::RANGE, value);
             }
             let request = request
                 .body(Empty::new())
@@ -141,45 +217,120 @@ impl Viewer {
                     .map_err(|_| "timeout".to_string())?
                     .map_err(|e| if e.is_connect() { "connect" } else { "request" }.to_string())?;
             let first = started.elapsed();
-            let status = response.status();
+            status = response.status().as_u16();
+            replica = response
+                .headers()
+                .get(livecast_telemetry::REPLICA_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(Arc::<str>::from);
             let body = response
                 .into_body()
                 .collect()
                 .await
                 .map_err(|_| "body".to_string())?
                 .to_bytes();
-            if !status.is_success() {
-                return Err(status.as_u16().to_string());
+            if !(200..300).contains(&status) {
+                return Err(status.to_string());
             }
-            Ok((first, body))
+            Ok(Fetched {
+                body,
+                first,
+                last: started.elapsed(),
+            })
         }
         .await;
-        match outcome {
-            Ok((first, body)) => {
-                let timing = Timing {
-                    first_ms: first.as_secs_f64() * 1000.0,
-                    last_ms: started.elapsed().as_secs_f64() * 1000.0,
-                };
-                stats.requests.entry(kind).or_default().push(timing);
-                stats.bytes += body.len() as u64;
-                bump(&self.live.bytes, body.len() as u64);
-                Ok(body)
-            }
-            Err(kind_of_error) => {
-                *stats.errors.entry(kind_of_error.clone()).or_default() += 1;
-                bump(&self.live.errors, 1);
-                Err(kind_of_error)
-            }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (first_ms, last_ms, bytes, error) = match &outcome {
+            Ok(f) => (
+                Some(ms(f.first)),
+                Some(ms(f.last)),
+                f.body.len() as u64,
+                None,
+            ),
+            Err(e) => (None, None, 0, Some(e.clone())),
+        };
+        if error.is_some() {
+            bump(&self.out.live.errors, 1);
         }
+        bump(&self.out.live.bytes, bytes);
+        self.out.recorder.send(Event::Request(Request {
+            viewer: self.id,
+            kind,
+            url: url.to_string(),
+            sent_ms: self.out.recorder.since_start_ms(started),
+            first_ms,
+            last_ms,
+            status,
+            bytes,
+            error,
+            replica,
+            hinted,
+        }));
+        outcome
     }
 
-    /// Watches `url` until `until`; returns what this viewer saw.
-    pub async fn watch(self, url: String, until: Instant) -> ViewerStats {
+    /// The master playlist's variants, ascending by bandwidth; retried like a player until
+    /// `until`.
+    async fn variants(&self, plan: &Plan, until: Instant) -> Option<Vec<Choice>> {
+        let mut backoff = Duration::from_secs(1);
+        while Instant::now() < until {
+            if let Ok(f) = self.get(&plan.url, Kind::Master, None, false).await {
+                if let Ok(master) = MasterPlaylist::parse(&String::from_utf8_lossy(&f.body)) {
+                    let mut out: Vec<Choice> = master
+                        .variants
+                        .iter()
+                        .map(|v| Choice {
+                            url: resolve(&plan.url, &v.uri),
+                            bandwidth: v.bandwidth,
+                        })
+                        .collect();
+                    if let VariantChoice::Index(i) = plan.variant {
+                        // A fixed variant, in the master's own order.
+                        return out.get(i).cloned().map(|c| vec![c]);
+                    }
+                    out.sort_by_key(|c| c.bandwidth);
+                    return Some(out);
+                }
+            }
+            sleep_until(Instant::now() + backoff, until).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        None
+    }
+
+    /// Watches `plan` until `until`; returns what this viewer saw.
+    pub async fn watch(self, plan: Plan, until: Instant) -> ViewerStats {
         let mut stats = ViewerStats::default();
         let joined = Instant::now();
         let mut clock = Clock::new(joined);
+        let variants = if plan.master {
+            match self.variants(&plan, until).await {
+                Some(v) => v,
+                None => return stats,
+            }
+        } else {
+            vec![Choice {
+                url: plan.url.clone(),
+                bandwidth: 0,
+            }]
+        };
+        // hls.js starts on the highest variant the default estimate allows when it may switch.
+        let mut current = match plan.variant {
+            VariantChoice::Highest => variants.len() - 1,
+            VariantChoice::Abr => abr::choose(
+                &variants.iter().map(|c| c.bandwidth).collect::<Vec<_>>(),
+                0,
+                abr::DEFAULT_ESTIMATE,
+            ),
+            VariantChoice::Lowest | VariantChoice::Index(_) => 0,
+        };
+        let bandwidths: Vec<u64> = variants.iter().map(|c| c.bandwidth).collect();
+        let mut estimator = Estimator::default();
+        let mut url = variants[current].url.clone();
         let mut at: Option<Position> = None; // the next media to fetch
         let mut fetched_last: Option<u64> = None; // the newest segment any media came from
+        let mut recent: std::collections::VecDeque<(usize, u64, Option<u64>)> =
+            std::collections::VecDeque::with_capacity(RECENT);
         let mut init: Option<String> = None;
         let mut backoff = Duration::from_secs(1);
         let mut blocking = false;
@@ -187,41 +338,68 @@ impl Viewer {
         // Media between the independent part a viewer must start decoding at and its start
         // point: decoded, not shown (hls.js seeks forward to the live sync point).
         let mut seek = 0.0f64;
-        while Instant::now() < until {
+        let (mut not_shown, mut gaps) = (0.0f64, 0.0f64);
+        // After a variant switch: the wall-clock time up to which media is buffered.
+        let mut resume: Option<SystemTime> = None;
+        // The preload-hinted part fetched while the playlist reload was held.
+        let mut hinted: Option<(String, u64, Result<Fetched, String>)> = None;
+        // A blocking reload sent together with the preload hint, already answered.
+        let mut pending: Option<Result<Fetched, String>> = None;
+        'outer: while Instant::now() < until {
             let kind = if blocking {
                 Kind::BlockingReload
             } else {
                 Kind::Playlist
             };
             let loaded_at = Instant::now();
-            let text = match self.get(&reload, kind, None, &mut stats).await {
-                Ok(body) => body,
+            let answer = match pending.take() {
+                Some(answer) => answer,
+                None => self.get(&reload, kind, None, false).await,
+            };
+            let text = match answer {
+                Ok(f) => f.body,
                 Err(_) => {
                     clock.advance(Instant::now(), &mut stats);
                     sleep_until(Instant::now() + backoff, until).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     reload = url.clone();
                     blocking = false;
+                    hinted = None;
                     continue;
                 }
             };
             backoff = Duration::from_secs(1);
             let Ok(playlist) = MediaPlaylist::parse(&String::from_utf8_lossy(&text)) else {
-                *stats.errors.entry("bad_playlist".into()).or_default() += 1;
-                bump(&self.live.errors, 1);
+                self.out.recorder.send(Event::Request(Request {
+                    viewer: self.id,
+                    kind,
+                    url: reload.clone(),
+                    sent_ms: self.out.recorder.since_start_ms(loaded_at),
+                    first_ms: None,
+                    last_ms: None,
+                    status: 200,
+                    bytes: 0,
+                    error: Some("bad_playlist".into()),
+                    replica: None,
+                    hinted: false,
+                }));
+                bump(&self.out.live.errors, 1);
                 sleep_until(Instant::now() + backoff, until).await;
+                reload = url.clone();
+                blocking = false;
                 continue;
             };
             // Parts when the playlist offers them and blocking reloads to wait for the next.
-            let can_block = playlist
-                .server_control
-                .as_ref()
-                .is_some_and(|c| c.can_block_reload);
+            let control = playlist.server_control.clone().unwrap_or_default();
+            let can_block = control.can_block_reload;
             let parts = can_block && playlist.part_target.is_some();
             let from = match at {
                 Some(at) => at,
                 None => {
-                    let (start, skip) = start_position(&playlist, parts);
+                    let (start, skip) = resume
+                        .take()
+                        .and_then(|t| position_at(&playlist, parts, t))
+                        .unwrap_or_else(|| start_position(&playlist, parts));
                     seek = skip;
                     *at.insert(start)
                 }
@@ -233,6 +411,7 @@ impl Viewer {
                 }
             }
             let mut changed = false;
+            let mut unfetched = units.iter().map(|u| u.duration).sum::<f64>();
             for unit in units {
                 clock.advance(Instant::now(), &mut stats);
                 if clock.buffer() > MAX_BUFFER_SECS || Instant::now() >= until {
@@ -244,72 +423,139 @@ impl Viewer {
                     .filter(|m| init.as_deref() != Some(m.as_str()))
                 {
                     if self
-                        .get(&resolve(&url, map), Kind::Init, None, &mut stats)
+                        .get(&resolve(&url, map), Kind::Init, None, false)
                         .await
                         .is_ok()
                     {
                         init = Some(map.clone());
                     }
                 }
-                if !unit.gap {
-                    let kind = if unit.part.is_some() {
-                        Kind::Part
-                    } else {
-                        Kind::Segment
-                    };
-                    if self
-                        .get(&resolve(&url, &unit.uri), kind, unit.range, &mut stats)
-                        .await
-                        .is_err()
-                    {
+                // The test seam fetches each unit a second time; every fetch goes through the
+                // same bookkeeping, so the honesty checks see what a buggy viewer would do.
+                let times = if plan.download_twice { 2 } else { 1 };
+                for _ in 0..(if unit.gap { 0 } else { times }) {
+                    let Some(fetched) = self.media(&url, &unit, &mut hinted).await else {
                         break;
+                    };
+                    let key = (current, unit.msn, unit.part);
+                    if recent.contains(&key) {
+                        stats.duplicate_downloads += 1;
                     }
-                    let now = Instant::now();
-                    stats
-                        .startup_ms
-                        .get_or_insert((now - joined).as_secs_f64() * 1000.0);
+                    if recent.len() == RECENT {
+                        recent.pop_front();
+                    }
+                    recent.push_back(key);
+                    if !stats.started {
+                        stats.started = true;
+                        self.out
+                            .recorder
+                            .send(Event::Startup(joined.elapsed().as_secs_f64() * 1000.0));
+                    }
                     stats.media_downloaded_secs += unit.duration;
-                    stats.media_distinct_secs += unit.duration;
+                    stats.media_bytes += fetched.body.len() as u64;
+                    stats.declared_bits += variants[current].bandwidth as f64 * unit.duration;
+                    estimator.sample(fetched.last.as_secs_f64(), fetched.body.len() as u64);
                 }
+                if !unit.gap && recent.back() != Some(&(current, unit.msn, unit.part)) {
+                    break; // the fetch failed: try again after the next reload
+                }
+                unfetched -= unit.duration;
                 let skipped = seek.min(unit.duration);
                 seek -= skipped;
+                not_shown += skipped;
+                if unit.gap {
+                    gaps += unit.duration;
+                }
                 clock.add(
                     unit.duration - skipped,
                     Instant::now(),
                     &mut stats,
-                    &self.live,
+                    &self.out,
                 );
+                let buffered_until = unit.pdt.map(|t| t + Duration::from_secs_f64(unit.duration));
                 // Media skipped on the way to the start point is never at the playhead.
-                if let Some(pdt) = unit.pdt.filter(|_| skipped == 0.0) {
+                if let Some(end) = buffered_until.filter(|_| skipped == 0.0) {
                     // The playhead is `buffer` seconds behind the end of this media.
-                    let end = pdt + Duration::from_secs_f64(unit.duration);
                     let playhead = end
                         .checked_sub(Duration::from_secs_f64(clock.buffer()))
                         .unwrap_or(end);
                     if let Ok(behind) = SystemTime::now().duration_since(playhead) {
-                        stats.latency_secs.push(behind.as_secs_f64());
+                        self.out.recorder.send(Event::Latency {
+                            latency: behind.as_secs_f64(),
+                            edge: clock.buffer() + unfetched,
+                        });
                     }
                 }
                 fetched_last = Some(unit.msn);
                 at = Some(unit.next);
                 changed = true;
+                // hls.js switches variants between segments.
+                if plan.variant == VariantChoice::Abr && unit.next.part == 0 {
+                    let next = abr::choose(&bandwidths, current, estimator.estimate());
+                    if next != current {
+                        if next > current {
+                            stats.switches_up += 1;
+                        } else {
+                            stats.switches_down += 1;
+                        }
+                        self.out.recorder.send(Event::Switch);
+                        current = next;
+                        url = variants[current].url.clone();
+                        reload = url.clone();
+                        resume = buffered_until;
+                        (at, fetched_last, init, hinted, pending) = (None, None, None, None, None);
+                        blocking = false;
+                        continue 'outer;
+                    }
+                }
             }
+            hinted = None;
             let next = at.unwrap_or(from);
-            let last = playlist.media_sequence + playlist.segments.len() as u64;
-            if playlist.ended && next.msn >= last {
+            if playlist.ended && next.msn >= end_of_list(&playlist) {
                 break;
             }
             clock.advance(Instant::now(), &mut stats);
+            if parts {
+                let target = control
+                    .part_hold_back
+                    .unwrap_or(3.0 * playlist.part_target.unwrap_or(1.0));
+                clock.catch_up(
+                    clock.buffer() + unfetched.max(0.0),
+                    target,
+                    playlist.target_duration as f64,
+                    plan.max_live_sync_rate,
+                );
+            }
             // Live refresh: a blocking reload for what comes next when the server offers them,
-            // else RFC 8216 §6.3.4: the target duration after a change, half of it after none.
+            // asking for a delta update when it can skip; else RFC 8216 §6.3.4: the target
+            // duration after a change, half of it after none.
             blocking = can_block;
             if blocking {
-                let query = if parts {
+                let mut query = if parts {
                     format!("_HLS_msn={}&_HLS_part={}", next.msn, next.part)
                 } else {
                     format!("_HLS_msn={}", next.msn)
                 };
+                if control.can_skip_until.is_some() {
+                    query.push_str("&_HLS_skip=YES");
+                }
                 reload = with_query(&url, &query);
+                // The preload-hinted part is asked for at once, while the reload is held, as
+                // hls.js does: it arrives as soon as the server has it.
+                let hint = playlist
+                    .preload_hint
+                    .as_ref()
+                    .filter(|_| parts && clock.buffer() <= MAX_BUFFER_SECS)
+                    .and_then(|h| Some((h.uri.clone(), h.byterange_start?)));
+                if let Some((uri, start)) = hint {
+                    let hint_url = resolve(&url, &uri);
+                    let hint_get = self.get(&hint_url, Kind::Part, Some((start, None)), true);
+                    let reload_get = self.get(&reload, Kind::BlockingReload, None, false);
+                    let (part, answer) = tokio::join!(hint_get, reload_get);
+                    hinted = Some((uri, start, part));
+                    // The reload already went out: its answer is read next time round.
+                    pending = Some(answer);
+                }
             } else {
                 reload = url.clone();
                 let wait = Duration::from_secs(playlist.target_duration.max(1));
@@ -317,171 +563,43 @@ impl Viewer {
                 sleep_until(loaded_at + wait, until).await;
             }
         }
-        clock.advance(Instant::now().min(until), &mut stats);
-        clock.finish(Instant::now().min(until), &mut stats, &self.live);
+        let end = Instant::now().min(until);
+        clock.advance(end, &mut stats);
+        clock.finish(end, &mut stats, &self.out);
+        // What the playback clock says became of the media: the honesty check compares it
+        // with what was downloaded.
+        stats.media_accounted_secs = stats.played_media_secs + clock.buffer() + not_shown - gaps;
         stats
     }
-}
 
-/// Where a viewer is: the segment (media sequence number) and the part within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Position {
-    pub msn: u64,
-    pub part: u64,
-}
-
-/// One thing to fetch: a whole segment or one of its parts.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Unit {
-    pub msn: u64,
-    pub part: Option<u64>,
-    pub uri: String,
-    pub range: Option<ByteRange>,
-    pub duration: f64,
-    pub independent: bool,
-    pub gap: bool,
-    pub map: Option<String>,
-    /// Wall-clock time of the unit's first frame, from PROGRAM-DATE-TIME.
-    pub pdt: Option<SystemTime>,
-    /// Where the viewer is once it has this.
-    pub next: Position,
-}
-
-/// What `playlist` offers from `from` on, in playback order: parts where they are listed and
-/// `parts` is on (the segment in progress included), whole segments otherwise.
-pub(crate) fn available(playlist: &MediaPlaylist, from: Position, parts: bool) -> Vec<Unit> {
-    let first = playlist.media_sequence;
-    let last = first + playlist.segments.len() as u64; // the segment in progress, if any
-    let mut out = Vec::new();
-    let mut next_pdt = None;
-    for msn in from.msn.max(first)..=last {
-        let skip = if msn == from.msn { from.part } else { 0 };
-        let (listed, seg) = if msn < last {
-            let seg = &playlist.segments[(msn - first) as usize];
-            (&seg.parts, Some(seg))
-        } else {
-            (&playlist.pending_parts, None)
-        };
-        let map = seg
-            .and_then(|s| s.map.clone())
-            .or_else(|| playlist.map.clone());
-        let pdt = seg.and_then(|s| s.program_date_time).or(next_pdt);
-        next_pdt = pdt
-            .zip(seg)
-            .map(|(t, s)| t + Duration::from_secs_f64(s.duration));
-        if parts && !listed.is_empty() {
-            let mut offset = 0.0;
-            for (i, p) in listed.iter().enumerate() {
-                let i = i as u64;
-                if i >= skip {
-                    let complete = seg.is_some() && i + 1 == listed.len() as u64;
-                    out.push(Unit {
-                        msn,
-                        part: Some(i),
-                        uri: p.uri.clone(),
-                        range: p.byterange,
-                        duration: p.duration,
-                        independent: p.independent,
-                        gap: false,
-                        map: map.clone(),
-                        pdt: pdt.map(|t| t + Duration::from_secs_f64(offset)),
-                        next: if complete {
-                            Position {
-                                msn: msn + 1,
-                                part: 0,
-                            }
-                        } else {
-                            Position { msn, part: i + 1 }
-                        },
-                    });
+    /// Fetches one media unit: a whole segment, or a part as a byte range of its segment (or
+    /// its own file). Uses the preload-hinted fetch when it is this part.
+    async fn media(
+        &self,
+        url: &str,
+        unit: &Unit,
+        hinted: &mut Option<(String, u64, Result<Fetched, String>)>,
+    ) -> Option<Fetched> {
+        let range = unit.range.map(|r: ByteRange| (r.offset, Some(r.end() - 1)));
+        let is_hint = hinted.as_ref().is_some_and(|(uri, start, _)| {
+            *uri == unit.uri && Some(*start) == unit.range.map(|r| r.offset)
+        });
+        if is_hint {
+            if let Some((_, _, Ok(f))) = hinted.take() {
+                if unit.range.is_none_or(|r| r.length == f.body.len() as u64) {
+                    return Some(f);
                 }
-                offset += p.duration;
             }
-        } else if let Some(seg) = seg.filter(|_| skip == 0) {
-            out.push(Unit {
-                msn,
-                part: None,
-                uri: seg.uri.clone(),
-                range: None,
-                duration: seg.duration,
-                independent: true,
-                gap: seg.gap,
-                map,
-                pdt,
-                next: Position {
-                    msn: msn + 1,
-                    part: 0,
-                },
-            });
         }
-        // A segment whose parts were partly fetched and are no longer listed is left: its
-        // rest cannot be asked for, and the viewer goes on with the next one.
+        let kind = if unit.part.is_some() {
+            Kind::Part
+        } else {
+            Kind::Segment
+        };
+        self.get(&resolve(url, &unit.uri), kind, range, false)
+            .await
+            .ok()
     }
-    out
-}
-
-/// Where a player starts: PART-HOLD-BACK behind the live edge on a playlist with parts (at
-/// the independent part at or before that point, where decoding can begin), else the segment
-/// three target durations (or HOLD-BACK) behind; the first segment of an ended playlist.
-///
-/// Also returns how much media lies between that independent part and the start point: a
-/// player decodes it but starts showing after it.
-pub(crate) fn start_position(playlist: &MediaPlaylist, parts: bool) -> (Position, f64) {
-    let first = Position {
-        msn: playlist.media_sequence,
-        part: 0,
-    };
-    if playlist.ended {
-        return (first, 0.0);
-    }
-    let control = playlist.server_control.as_ref();
-    let hold = if parts {
-        control.and_then(|c| c.part_hold_back)
-    } else {
-        control.and_then(|c| c.hold_back)
-    }
-    .unwrap_or(3.0 * playlist.target_duration as f64);
-    let units = available(playlist, first, parts);
-    let mut behind = 0.0;
-    let mut index = units.len();
-    while index > 0 && behind < hold {
-        index -= 1;
-        behind += units[index].duration;
-    }
-    let mut skip = 0.0;
-    while index > 0 && index < units.len() && !units[index].independent {
-        index -= 1;
-        skip += units[index].duration;
-    }
-    let start = units.get(index).map_or(first, |u| Position {
-        msn: u.msn,
-        part: u.part.unwrap_or(0),
-    });
-    (start, skip)
-}
-
-/// `reference` resolved against the playlist `base` URL (relative names, as livecast writes).
-pub(crate) fn resolve(base: &str, reference: &str) -> String {
-    if reference.contains("://") {
-        return reference.to_string();
-    }
-    let base = base.split(['?', '#']).next().unwrap_or(base);
-    if let Some(path) = reference.strip_prefix('/') {
-        let origin_end = base.find("://").map_or(0, |i| i + 3);
-        let host_end = base[origin_end..]
-            .find('/')
-            .map_or(base.len(), |i| origin_end + i);
-        return format!("{}/{path}", &base[..host_end]);
-    }
-    match base.rfind('/') {
-        Some(i) => format!("{}/{reference}", &base[..i]),
-        None => reference.to_string(),
-    }
-}
-
-fn with_query(url: &str, query: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{query}")
 }
 
 async fn sleep_until(at: Instant, until: Instant) {
@@ -492,136 +610,65 @@ async fn sleep_until(at: Instant, until: Instant) {
 mod tests {
     use super::*;
 
-    fn live(segments: usize, text_extra: &str) -> MediaPlaylist {
-        let mut text =
-            format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n{text_extra}");
-        for i in 0..segments {
-            text.push_str(&format!("#EXTINF:2.0,\ns-{i}.ts\n"));
-        }
-        MediaPlaylist::parse(&text).unwrap()
-    }
-
-    #[test]
-    fn starts_where_hls_js_starts() {
-        let at = |msn, part| Position { msn, part };
-        // Plain HLS: three target durations (6 s, three segments) behind the edge.
-        assert_eq!(start_position(&live(6, ""), false), (at(13, 0), 0.0));
-        assert_eq!(
-            start_position(&live(2, ""), false),
-            (at(10, 0), 0.0),
-            "a short playlist starts at its head"
-        );
-        let ended = MediaPlaylist::parse(
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n#EXTINF:2.0,\nb.ts\n#EXT-X-ENDLIST\n",
-        )
-        .unwrap();
-        assert_eq!(start_position(&ended, false), (at(0, 0), 0.0));
-    }
-
-    /// An LL-HLS playlist as livecast writes it: parts as byte ranges of their segment, a
-    /// keyframe starting each segment, two parts of the segment in progress.
-    fn low_latency() -> MediaPlaylist {
-        let mut text = String::from(
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
-             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n#EXT-X-MEDIA-SEQUENCE:10\n",
-        );
-        for s in 10..13 {
-            for p in 0..4 {
-                let independent = if p == 0 { ",INDEPENDENT=YES" } else { "" };
-                text.push_str(&format!(
-                    "#EXT-X-PART:DURATION=0.5,URI=\"s-{s}.m4s\",BYTERANGE=\"100@{}\"{independent}\n",
-                    p * 100
-                ));
-            }
-            text.push_str(&format!("#EXTINF:2.0,\ns-{s}.m4s\n"));
-        }
-        text.push_str(
-            "#EXT-X-PART:DURATION=0.5,URI=\"s-13.m4s\",BYTERANGE=\"100@0\",INDEPENDENT=YES\n",
-        );
-        text.push_str("#EXT-X-PART:DURATION=0.5,URI=\"s-13.m4s\",BYTERANGE=\"100@100\"\n");
-        MediaPlaylist::parse(&text).unwrap()
-    }
-
-    #[test]
-    fn low_latency_viewers_start_at_an_independent_part_and_follow_parts() {
-        let playlist = low_latency();
-        // 1.5 s back from the edge is part 3 of segment 12; the independent part before it
-        // is the segment's first.
-        let (start, skip) = start_position(&playlist, true);
-        assert_eq!(start, Position { msn: 12, part: 0 });
-        assert_eq!(skip, 1.5, "parts 0-2 of 12 are decoded, not shown");
-        let units = available(&playlist, start, true);
-        assert_eq!(
-            units.len(),
-            6,
-            "four parts of 12, two of the segment in progress"
-        );
-        assert_eq!(
-            units[3].next,
-            Position { msn: 13, part: 0 },
-            "after the last part of a complete segment"
-        );
-        assert_eq!(
-            units[5].next,
-            Position { msn: 13, part: 2 },
-            "the next part of the one in progress"
-        );
-        assert_eq!(
-            units[1].range,
-            Some(ByteRange {
-                length: 100,
-                offset: 100
-            })
-        );
-        assert!(
-            units[4].pdt.is_none(),
-            "no PROGRAM-DATE-TIME in this playlist"
-        );
-        // Without parts, whole segments only (and none for the segment in progress).
-        let whole = available(&playlist, Position { msn: 11, part: 0 }, false);
-        assert_eq!(whole.iter().map(|u| u.msn).collect::<Vec<_>>(), [11, 12]);
-    }
-
-    #[test]
-    fn resolves_relative_names() {
-        let base = "http://h:8080/hls/cam/index.m3u8?_HLS_msn=3";
-        assert_eq!(resolve(base, "s-1.m4s"), "http://h:8080/hls/cam/s-1.m4s");
-        assert_eq!(resolve(base, "/x/y.ts"), "http://h:8080/x/y.ts");
-        assert_eq!(resolve(base, "http://o/z.ts"), "http://o/z.ts");
-        assert_eq!(
-            with_query("http://h/a.m3u8", "_HLS_msn=4"),
-            "http://h/a.m3u8?_HLS_msn=4"
-        );
+    fn outlet() -> (Outlet, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let out = Outlet {
+            live: Arc::new(Live::default()),
+            recorder: Recorder::new(tx, Instant::now()),
+        };
+        (out, rx)
     }
 
     #[test]
     fn the_clock_stalls_when_the_buffer_runs_dry_and_resumes_with_media() {
-        let live = Live::default();
+        let (out, mut rx) = outlet();
         let mut stats = ViewerStats::default();
         let t0 = Instant::now();
         let mut clock = Clock::new(t0);
-        clock.add(2.0, t0, &mut stats, &live);
+        clock.add(2.0, t0, &mut stats, &out);
         clock.advance(t0 + Duration::from_secs(1), &mut stats);
         assert_eq!(stats.stalls, 0);
         clock.advance(t0 + Duration::from_secs(3), &mut stats);
-        clock.add(2.0, t0 + Duration::from_secs(4), &mut stats, &live);
+        clock.add(2.0, t0 + Duration::from_secs(4), &mut stats, &out);
         assert_eq!(stats.stalls, 1, "dry at 2 s, playing again at 4 s");
         assert!(
             (stats.stalled_secs - 2.0).abs() < 1e-6,
             "{}",
             stats.stalled_secs
         );
+        assert!(matches!(rx.try_recv(), Ok(Event::Stall)));
         assert!((stats.played_secs - 2.0).abs() < 1e-6);
         clock.advance(t0 + Duration::from_secs(5), &mut stats);
         assert!((stats.played_secs - 3.0).abs() < 1e-6);
         // Media 100 ms late is a short wait, not a stall.
         clock.advance(t0 + Duration::from_millis(6100), &mut stats);
-        clock.add(1.0, t0 + Duration::from_millis(6200), &mut stats, &live);
+        clock.add(1.0, t0 + Duration::from_millis(6200), &mut stats, &out);
         assert_eq!((stats.stalls, stats.short_waits), (1, 1));
         assert!(
             (stats.short_wait_secs - 0.2).abs() < 1e-6,
             "{}",
             stats.short_wait_secs
         );
+    }
+
+    #[test]
+    fn catching_up_plays_faster_only_near_the_target_and_with_buffer() {
+        let (out, _rx) = outlet();
+        let mut stats = ViewerStats::default();
+        let t0 = Instant::now();
+        let mut clock = Clock::new(t0);
+        clock.add(4.0, t0, &mut stats, &out);
+        // Off by default (hls.js maxLiveSyncPlaybackRate 1).
+        clock.catch_up(4.0, 1.5, 2.0, 1.0);
+        assert_eq!(clock.rate, 1.0);
+        // 2.5 s behind a 1.5 s target: 2 / (1 + e^-1.875) = 1.73, capped at 1.5.
+        clock.catch_up(4.0, 1.5, 2.0, 1.5);
+        assert_eq!(clock.rate, 1.5);
+        clock.advance(t0 + Duration::from_secs(2), &mut stats);
+        assert!((stats.played_media_secs - 3.0).abs() < 1e-6);
+        assert!((stats.played_secs - 2.0).abs() < 1e-6);
+        // Far behind (DVR range) or with little buffer: normal speed.
+        clock.catch_up(10.0, 1.5, 2.0, 1.5);
+        assert_eq!(clock.rate, 1.0);
     }
 }

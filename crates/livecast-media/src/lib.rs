@@ -18,6 +18,7 @@
 //! - [`segmenter`]: turns a stream of tags into LL-HLS parts and segments cut at keyframes,
 //!   as MPEG-TS or fMP4.
 //! - [`playlist`]: the HLS media playlist model and writer.
+//! - [`master`]: the master (multivariant) playlist: variants, their bandwidth and codecs.
 //! - [`publish`]: the publish facts (codecs, picture size, frame rate, keyframe interval) the
 //!   ingest leaves beside a playlist for operators.
 //! - [`timestamp`]: extends 32-bit RTMP millisecond timestamps into a monotonic timeline.
@@ -30,6 +31,7 @@ mod error;
 pub mod flv;
 pub mod fmp4;
 pub mod hevc;
+pub mod master;
 pub mod playlist;
 pub mod publish;
 pub mod segmenter;

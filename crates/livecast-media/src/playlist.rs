@@ -426,7 +426,7 @@ impl MediaPlaylist {
 /// Why playlist text could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid playlist: {0}")]
-pub struct ParseError(&'static str);
+pub struct ParseError(pub(crate) &'static str);
 
 /// Writes EXT-X-MAP for `wanted` unless it is the map already in force.
 fn write_map<'a>(out: &mut String, map: &mut Option<&'a str>, wanted: Option<&'a String>) {
@@ -484,7 +484,7 @@ fn num(v: f64) -> String {
 }
 
 /// Splits an attribute list (`A=1,B="x,y"`) into pairs, honouring quotes.
-fn attributes(list: &str) -> Vec<(&str, &str)> {
+pub(crate) fn attributes(list: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
     let mut rest = list;
     while !rest.is_empty() {
@@ -508,7 +508,7 @@ fn attributes(list: &str) -> Vec<(&str, &str)> {
     out
 }
 
-fn attr<'a>(attrs: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+pub(crate) fn attr<'a>(attrs: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
     attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 

@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 /// `x-envoy-immediate-health-check-fail`): a plain failure may be a blip, this is a goodbye.
 pub const LEAVING_HEADER: &str = "livecast-leaving";
 
+/// The header every front-end response carries with the replica's name (its access-log
+/// `host.name`), so a viewer or a load test can tell which front-end answered, as a CDN's
+/// `X-Served-By` does.
+pub const REPLICA_HEADER: &str = "livecast-replica";
+
 /// Readiness shared between a service and its admin router.
 #[derive(Debug, Clone, Default)]
 pub struct Health {

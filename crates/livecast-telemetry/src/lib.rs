@@ -19,7 +19,7 @@ pub mod logging;
 pub mod shutdown;
 pub mod workers;
 
-pub use admin::{serve_admin, serve_admin_with, Health, LEAVING_HEADER};
+pub use admin::{serve_admin, serve_admin_with, Health, LEAVING_HEADER, REPLICA_HEADER};
 pub use cidr::{any_contains, Cidr, PRIVATE_RANGES};
 pub use flags::parse_flags;
 pub use ids::RandomIds;

@@ -331,6 +331,11 @@ pub(crate) async fn record(
     let issue = existing.is_none() && route == "player";
     let session = existing.or_else(|| issue.then(|| app.sessions.next_hex(2)));
     let mut response = next.run(request).await;
+    if let Some(name) = &app.replica_header {
+        response
+            .headers_mut()
+            .insert(livecast_telemetry::REPLICA_HEADER, name.clone());
+    }
     if let (true, Some(session)) = (issue, &session) {
         let cookie =
             format!("{SESSION_COOKIE}={session}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax");

@@ -55,6 +55,9 @@ impl Listeners {
 pub(crate) struct App {
     pub volume: Arc<Volume>,
     pub instance: String,
+    /// `instance` as the value of every response's `livecast-replica` header (none when the
+    /// name is not a valid header value).
+    pub replica_header: Option<axum::http::HeaderValue>,
     pub metrics: Metrics,
     pub access_log: Arc<AccessLog>,
     pub trusted_proxies: Vec<Cidr>,
@@ -127,6 +130,7 @@ pub async fn run(
     let app = Arc::new(App {
         volume,
         instance: instance.clone(),
+        replica_header: axum::http::HeaderValue::from_str(&instance).ok(),
         metrics,
         access_log,
         trusted_proxies: config.trusted_proxies.clone(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use livecast::{Stack, UpArgs};
-use livecast_loadtest::RunArgs;
+use livecast_loadtest::{RunArgs, Shard, ThresholdArgs, VariantChoice};
 use livecast_telemetry::CancellationToken;
 
 #[derive(Parser)]
@@ -54,7 +54,20 @@ async fn start(extra: &[&str]) -> Running {
 
 /// Publishes a looping 640×360 test clip with a 2 s GOP, in real time.
 fn publish(dir: &Path, rtmp: std::net::SocketAddr, stream: &str) -> tokio::process::Child {
-    let clip = dir.join("clip.flv");
+    publish_at(dir, rtmp, stream, "640x360", 1200)
+}
+
+/// Publishes a looping test clip of `size` at about `kbps` of video, 2 s GOP, in real time.
+fn publish_at(
+    dir: &Path,
+    rtmp: std::net::SocketAddr,
+    stream: &str,
+    size: &str,
+    kbps: u32,
+) -> tokio::process::Child {
+    let clip = dir.join(format!("clip-{size}-{kbps}.flv"));
+    let source = format!("testsrc2=size={size}:rate=30:duration=10");
+    let rate = format!("{kbps}k");
     let made = std::process::Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -64,7 +77,7 @@ fn publish(dir: &Path, rtmp: std::net::SocketAddr, stream: &str) -> tokio::proce
             "-f",
             "lavfi",
             "-i",
-            "testsrc2=size=640x360:rate=30:duration=10",
+            &source,
             "-f",
             "lavfi",
             "-i",
@@ -79,6 +92,12 @@ fn publish(dir: &Path, rtmp: std::net::SocketAddr, stream: &str) -> tokio::proce
             "60",
             "-sc_threshold",
             "0",
+            "-b:v",
+            &rate,
+            "-maxrate",
+            &rate,
+            "-bufsize",
+            &rate,
             "-pix_fmt",
             "yuv420p",
             "-c:a",
@@ -115,9 +134,17 @@ fn args(url: String, out: &Path, viewers: usize, secs: u64) -> RunArgs {
         duration: Duration::from_secs(secs),
         ramp: Duration::from_secs(1),
         out: out.to_path_buf(),
-        max_stall_ratio: Some(0.0),
-        max_error_rate: Some(0.0),
+        thresholds: ThresholdArgs {
+            max_stall_ratio: Some(0.0),
+            max_error_rate: Some(0.0),
+        },
+        shard: Shard { index: 0, count: 1 },
+        start_at: None,
         progress_secs: 0,
+        variant: VariantChoice::Abr,
+        max_live_sync_rate: 1.0,
+        requests_out: None,
+        download_twice: false,
     }
 }
 
@@ -230,6 +257,87 @@ async fn audience_agrees_with_the_access_logs(extra: &[&str], blocking: bool) {
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json"))
             .expect("json");
     assert_eq!(written["viewers"], 4);
+
+    // Which front-end answered: both replicas, by the names they log under.
+    let mut replicas: Vec<String> = lines_by_replica(stack.dir.path()).into_keys().collect();
+    replicas.sort();
+    let mut reported: Vec<String> = summary.frontends.keys().cloned().collect();
+    reported.sort();
+    assert_eq!(reported, replicas, "{}", summary.text());
+    assert_eq!(replicas.len(), 2);
+    assert_eq!(
+        summary.frontends.values().sum::<u64>(),
+        summary.requests.values().map(|r| r.count).sum::<u64>()
+    );
+    assert_eq!(
+        summary.preload_hints > 0,
+        blocking,
+        "LL-HLS viewers ask for the preload-hinted part early: {}",
+        summary.text()
+    );
+    // The report opens offline in Chromium with its charts drawn.
+    let shot = artifacts().join(if blocking {
+        "loadtest-report-ll.png"
+    } else {
+        "loadtest-report.png"
+    });
+    report_in_chromium(&out.join("report.html"), &shot).await;
+    assert!(out.join("histograms.hlog").exists());
+}
+
+fn workspace_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+fn artifacts() -> std::path::PathBuf {
+    let dir = workspace_dir().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+/// Opens `report` in headless Chromium (e2e/report.mjs) and checks every chart has pixels.
+async fn report_in_chromium(report: &Path, screenshot: &Path) {
+    let driver = workspace_dir().join("e2e/report.mjs");
+    assert!(
+        workspace_dir()
+            .join("e2e/node_modules/playwright-core")
+            .exists(),
+        "run `npm ci --prefix e2e` first (scripts/test.sh does)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg(&driver)
+        .arg(report)
+        .arg(screenshot)
+        .output()
+        .await
+        .expect("node must be installed");
+    assert!(
+        output.status.success(),
+        "the report's charts were not drawn: {} {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(screenshot.exists());
+}
+
+/// Access-log lines of the viewers per replica (`host.name`).
+fn lines_by_replica(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir.join("logs")).expect("logs") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+            if v["livecast.session"].is_null() {
+                continue;
+            }
+            let host = v["host.name"].as_str().unwrap_or_default().to_string();
+            *out.entry(host).or_default() += 1;
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,4 +374,294 @@ async fn bad_input_is_a_clear_error() {
     assert!(format!("{:#}", nothing.expect_err("nothing listens")).contains("cannot reach"));
     stack.shutdown.cancel();
     let _ = stack.task.await;
+}
+
+/// A TCP relay in front of the balancer whose answers (balancer → viewer) are limited to
+/// `rate` bytes a second per connection (0: no limit), like a thin office link.
+struct Relay {
+    addr: std::net::SocketAddr,
+    rate: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn relay(upstream: std::net::SocketAddr) -> Relay {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let addr = listener.local_addr().expect("addr");
+    let rate = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let limit = rate.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let limit = limit.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let rate = limit.load(Ordering::Relaxed);
+                    if rate > 0 {
+                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                    }
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    Relay { addr, rate }
+}
+
+/// Serves `body` as a master playlist at any path, HTTP/1.1 with keep-alive.
+async fn serve_master(body: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if conn.write_all(head.as_bytes()).await.is_err()
+                            || conn.write_all(body.as_bytes()).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A viewer on a thin link (the relay) sees stalls, and the report counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_front_end_makes_stalls_the_report_counts() {
+    let stack = start(&["--container=ts", "--part-ms=0"]).await;
+    let mut publisher = publish(stack.dir.path(), stack.rtmp, "slow");
+    let direct = format!("http://{}/hls/slow/index.m3u8", stack.proxy);
+    wait_for_playlist(&direct).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let relay = relay(stack.proxy).await;
+    // About a third of the stream's bitrate (1.2 Mb/s video).
+    relay
+        .rate
+        .store(50_000, std::sync::atomic::Ordering::Relaxed);
+    let out = stack.dir.path().join("out-slow");
+    let url = format!("http://{}/hls/slow/index.m3u8", relay.addr);
+    let summary = livecast_loadtest::run(&args(url, &out, 2, 16))
+        .await
+        .expect("run");
+    let _ = publisher.kill().await;
+    stack.shutdown.cancel();
+    let _ = stack.task.await;
+    assert!(summary.stalls > 0, "{}", summary.text());
+    assert!(summary.rebuffer_ratio > 0.1, "{}", summary.text());
+    assert!(!summary.passed, "--max-stall-ratio 0 fails the run");
+    assert!(
+        summary.failures.iter().any(|f| f.contains("rebuffer")),
+        "{:?}",
+        summary.failures
+    );
+}
+
+/// The ABR viewer, like hls.js, starts low, moves up on a fast link and back down when the
+/// link is throttled below the high variant's bitrate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abr_moves_down_when_the_link_is_throttled() {
+    let stack = start(&["--container=ts", "--part-ms=0"]).await;
+    let mut hi = publish_at(stack.dir.path(), stack.rtmp, "talk-hi", "640x360", 1500);
+    let mut lo = publish_at(stack.dir.path(), stack.rtmp, "talk-lo", "320x180", 150);
+    let relay = relay(stack.proxy).await;
+    for name in ["talk-hi", "talk-lo"] {
+        wait_for_playlist(&format!("http://{}/hls/{name}/index.m3u8", stack.proxy)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = relay.addr;
+    let master = serve_master(format!(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1800000,RESOLUTION=640x360\nhttp://{r}/hls/talk-hi/index.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=320x180\nhttp://{r}/hls/talk-lo/index.m3u8\n"
+    ))
+    .await;
+    let rate = relay.rate.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // 800 kb/s: the low variant fits, the high one does not.
+        rate.store(100_000, std::sync::atomic::Ordering::Relaxed);
+    });
+    let out = stack.dir.path().join("out-abr");
+    let mut a = args(format!("http://{master}/master.m3u8"), &out, 2, 34);
+    a.thresholds.max_stall_ratio = None;
+    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let _ = hi.kill().await;
+    let _ = lo.kill().await;
+    stack.shutdown.cancel();
+    let _ = stack.task.await;
+    assert_eq!(summary.requests["master"].count, 2, "{}", summary.text());
+    assert!(summary.switches_up >= 2, "both went up: {}", summary.text());
+    assert!(
+        summary.switches_down >= 2,
+        "both came down: {}",
+        summary.text()
+    );
+    assert_eq!(summary.errors.len(), 0, "{}", summary.text());
+    let bw = summary
+        .honesty
+        .bytes_vs_bandwidth
+        .expect("declared bandwidth");
+    assert!(bw > 0.2 && bw < 1.2, "{}", summary.text());
+    assert!(summary.honesty.download_ratio < 1.01, "{}", summary.text());
+}
+
+/// A viewer that downloads every segment twice is caught by the honesty checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_honesty_checks_catch_a_viewer_that_downloads_twice() {
+    let stack = start(&[]).await;
+    let mut publisher = publish(stack.dir.path(), stack.rtmp, "twice");
+    let url = format!("http://{}/hls/twice/index.m3u8", stack.proxy);
+    wait_for_playlist(&url).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let out = stack.dir.path().join("out-twice");
+    let mut a = args(url, &out, 2, 8);
+    a.download_twice = true;
+    a.requests_out = Some(stack.dir.path().join("requests.ndjson"));
+    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let _ = publisher.kill().await;
+    stack.shutdown.cancel();
+    let _ = stack.task.await;
+    assert!(!summary.passed, "{}", summary.text());
+    assert!(
+        summary.failures.iter().any(|f| f.contains("twice")),
+        "{:?}",
+        summary.failures
+    );
+    assert!(summary.honesty.download_ratio > 1.8, "{}", summary.text());
+    assert!(summary.honesty.duplicate_downloads > 0);
+    // One NDJSON line per request.
+    let ndjson = std::fs::read_to_string(stack.dir.path().join("requests.ndjson")).expect("ndjson");
+    let lines: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        summary.requests.values().map(|r| r.count).sum::<u64>()
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["type"].is_string() && l["status"].is_u64()));
+}
+
+/// Two shards started for the same --start-at are one audience: `merge` (the binary) adds
+/// them up, and the sum agrees with the front-ends' access logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_merge_into_one_report() {
+    let stack = start(&[]).await;
+    let mut publisher = publish(stack.dir.path(), stack.rtmp, "sharded");
+    let url = format!("http://{}/hls/sharded/index.m3u8", stack.proxy);
+    wait_for_playlist(&url).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let start_at = std::time::SystemTime::now() + Duration::from_secs(2);
+    let shard = |index| {
+        let mut a = args(
+            url.clone(),
+            &stack.dir.path().join(format!("shard-{index}")),
+            5,
+            8,
+        );
+        a.shard = Shard { index, count: 2 };
+        a.start_at = Some(start_at);
+        a
+    };
+    let (a, b) = (shard(0), shard(1));
+    let (first, second) = tokio::join!(livecast_loadtest::run(&a), livecast_loadtest::run(&b));
+    let (first, second) = (first.expect("shard 0"), second.expect("shard 1"));
+    let _ = publisher.kill().await;
+    stack.shutdown.cancel();
+    let _ = stack.task.await;
+    assert_eq!(
+        (first.viewers, second.viewers),
+        (3, 2),
+        "viewers 0,2,4 and 1,3"
+    );
+    let merged_dir = stack.dir.path().join("merged");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_livecast-loadtest"))
+        .arg("merge")
+        .arg(stack.dir.path().join("shard-0"))
+        .arg(stack.dir.path().join("shard-1"))
+        .arg("--out")
+        .arg(&merged_dir)
+        .arg("--max-error-rate=0")
+        .status()
+        .expect("run merge");
+    assert!(status.success(), "merge exit status {status}");
+    let merged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(merged_dir.join("summary.json")).expect("merged"))
+            .expect("json");
+    assert_eq!(merged["viewers"], 5);
+    let count = |s: &livecast_loadtest::Summary| s.requests.values().map(|r| r.count).sum::<u64>();
+    let merged_count: u64 = merged["requests"]
+        .as_object()
+        .expect("requests")
+        .values()
+        .map(|r| r["count"].as_u64().unwrap_or_default())
+        .sum();
+    assert_eq!(merged_count, count(&first) + count(&second));
+    assert_eq!(merged_count, logged(stack.dir.path()).len() as u64);
+    assert_eq!(merged["bytes"].as_u64(), Some(first.bytes + second.bytes));
+    // The shards' seconds line up on the common start: the merged series is no longer.
+    let series = merged["tally"]["counts"]["series"]
+        .as_array()
+        .expect("series");
+    assert!(
+        series.len()
+            <= first
+                .tally
+                .counts
+                .series
+                .len()
+                .max(second.tally.counts.series.len())
+                + 1
+    );
+    assert!(merged["latency_secs"]["p99"].as_f64().is_some());
+    assert!(merged_dir.join("report.html").exists() && merged_dir.join("histograms.hlog").exists());
+    // Nonsense is refused with a clear message.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_livecast-loadtest"))
+        .args(["merge", "/nonexistent-dir"])
+        .output()
+        .expect("run merge");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read"));
 }

@@ -172,13 +172,19 @@ async fn traversal_never_escapes_the_volume() {
 #[tokio::test]
 async fn access_log_line_per_request_flushed_on_shutdown() {
     let web = start().await;
-    raw(
+    let playlist = raw(
         web.addr,
         "/hls/cam/index.m3u8",
         "X-Forwarded-For: 10.9.8.7\r\nUser-Agent: probe/1\r\n",
     )
     .await;
-    raw(web.addr, "/nope", "").await;
+    let missing = raw(web.addr, "/nope", "").await;
+    for response in [&playlist, &missing] {
+        assert!(
+            response.contains("\r\nlivecast-replica: test-web\r\n"),
+            "every answer names the front-end that gave it: {response}"
+        );
+    }
     // A balancer's readiness check on the viewer port is not a viewer: not logged.
     assert_eq!(status(&raw(web.addr, "/readyz", "").await), "200");
     let metrics = raw(web.admin, "/metrics", "").await;
