@@ -55,6 +55,10 @@ pub struct ThresholdArgs {
 pub struct RunArgs {
     /// A master or media playlist, e.g. http://HOST:8080/hls/talk/index.m3u8.
     pub url: String,
+    /// A load profile (TOML): steps, Poisson arrivals with session lengths, a mix of viewer
+    /// kinds and streams. Replaces --viewers and --ramp; its `duration` replaces --duration.
+    #[arg(long, env = "LIVECAST_SCENARIO")]
+    pub scenario: Option<PathBuf>,
     /// Viewers at once (after the ramp).
     #[arg(long, env = "LIVECAST_VIEWERS", default_value_t = 10)]
     pub viewers: usize,

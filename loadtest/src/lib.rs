@@ -23,6 +23,7 @@ mod html;
 mod position;
 pub mod report;
 mod run;
+pub mod scenario;
 mod stats;
 mod viewer;
 

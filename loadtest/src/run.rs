@@ -17,26 +17,44 @@ use std::path::Path;
 use crate::collect::{collect, histogram, read_log, totals, write_log, Hists, Intervals, Sinks};
 use crate::config::{MergeArgs, RunArgs, ThresholdArgs};
 use crate::report::{Summary, Tally, Thresholds};
+use crate::scenario::Scenario;
 use crate::stats::{Live, Recorder};
 use crate::viewer::{Outlet, Plan, Viewer};
 
 /// Runs the audience `args` describes; writes `<out>/summary.json`, `<out>/report.html` and
 /// `<out>/histograms.hlog`, and returns the summary.
 pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
-    if args.viewers == 0 {
-        bail!("--viewers must be at least 1");
-    }
-    if args.ramp > args.duration {
-        bail!(
-            "--ramp ({:?}) is longer than --duration ({:?})",
-            args.ramp,
-            args.duration
-        );
-    }
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => {
+            if args.viewers == 0 {
+                bail!("--viewers must be at least 1");
+            }
+            if args.ramp > args.duration {
+                bail!(
+                    "--ramp ({:?}) is longer than --duration ({:?})",
+                    args.ramp,
+                    args.duration
+                );
+            }
+            Scenario::simple(args.viewers, args.ramp)
+        }
+    };
     if !(1.0..=2.0).contains(&args.max_live_sync_rate) {
         bail!("--max-live-sync-rate must be between 1 and 2 (hls.js caps it at 2)");
     }
-    let master = preflight(&args.url).await?;
+    let audience = scenario.plan(&args.url, args.variant, args.duration)?;
+    let mut plans = Vec::with_capacity(audience.kinds.len());
+    for kind in &audience.kinds {
+        plans.push(Plan {
+            url: kind.url.clone(),
+            master: preflight(&kind.url).await?,
+            variant: kind.variant,
+            low_latency: kind.low_latency,
+            max_live_sync_rate: args.max_live_sync_rate,
+            download_twice: args.download_twice,
+        });
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
@@ -47,7 +65,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         tokio::time::sleep(wait).await;
     }
     let late = SystemTime::now().duration_since(base).unwrap_or_default();
-    if late >= args.duration {
+    let duration = audience.duration;
+    if late >= duration {
         bail!("--start-at is {late:?} ago, longer than --duration: the run is already over");
     }
     let live = Arc::new(Live::default());
@@ -55,7 +74,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         .checked_sub(late)
         .unwrap_or_else(Instant::now);
     let started_wall = base;
-    let until = started + args.duration;
+    let until = started + duration;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let recorder = Recorder::new(tx, started);
     let collector = tokio::spawn(collect(
@@ -80,28 +99,25 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let plan = Plan {
-        url: args.url.clone(),
-        master,
-        variant: args.variant,
-        max_live_sync_rate: args.max_live_sync_rate,
-        download_twice: args.download_twice,
-    };
-    let mut tasks = Vec::with_capacity(args.viewers);
     let shard = args.shard;
-    for i in (shard.index..args.viewers).step_by(shard.count) {
-        let join_at = started + args.ramp.mul_f64(i as f64 / args.viewers as f64);
+    let mut tasks = Vec::with_capacity(audience.slots.len() / shard.count + 1);
+    for (i, slot) in audience.slots.iter().enumerate() {
+        if i % shard.count != shard.index {
+            continue;
+        }
+        let join_at = started + slot.join;
+        let leave_at = (started + slot.leave).min(until);
         let out = Outlet {
             live: live.clone(),
             recorder: recorder.clone(),
         };
         let viewer = Viewer::new(i as u32, session_id(seed, i as u128), out);
-        let plan = plan.clone();
+        let plan = plans[slot.kind].clone();
         let live = live.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(join_at)).await;
             live.viewers.fetch_add(1, Ordering::Relaxed);
-            let stats = viewer.watch(plan, until).await;
+            let stats = viewer.watch(plan, leave_at).await;
             live.viewers.fetch_sub(1, Ordering::Relaxed);
             stats
         }));

@@ -142,6 +142,8 @@ pub(crate) struct Plan {
     /// `url` is a master playlist.
     pub master: bool,
     pub variant: VariantChoice,
+    /// Parts and blocking reloads when the playlist offers them (hls.js `lowLatencyMode`).
+    pub low_latency: bool,
     /// hls.js `maxLiveSyncPlaybackRate` (1: no catch-up).
     pub max_live_sync_rate: f64,
     /// A test seam: download every media unit twice (the honesty checks must notice).
@@ -391,7 +393,7 @@ impl Viewer {
             };
             // Parts when the playlist offers them and blocking reloads to wait for the next.
             let control = playlist.server_control.clone().unwrap_or_default();
-            let can_block = control.can_block_reload;
+            let can_block = control.can_block_reload && plan.low_latency;
             let parts = can_block && playlist.part_target.is_some();
             let from = match at {
                 Some(at) => at,

@@ -130,6 +130,7 @@ fn publish_at(
 fn args(url: String, out: &Path, viewers: usize, secs: u64) -> RunArgs {
     RunArgs {
         url,
+        scenario: None,
         viewers,
         duration: Duration::from_secs(secs),
         ramp: Duration::from_secs(1),
@@ -664,4 +665,55 @@ async fn shards_merge_into_one_report() {
         .expect("run merge");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot read"));
+}
+
+/// A scenario file: a step of LL-HLS viewers, Poisson arrivals that come and go, and a plain
+/// HLS kind of viewer on the same stream, all counted as the front-ends logged them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_mixes_kinds_and_churns() {
+    let stack = start(&[]).await;
+    let mut publisher = publish(stack.dir.path(), stack.rtmp, "mixed");
+    let url = format!("http://{}/hls/mixed/index.m3u8", stack.proxy);
+    wait_for_playlist(&url).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let file = stack.dir.path().join("scenario.toml");
+    std::fs::write(
+        &file,
+        "seed = 5\nduration = \"12s\"\n\
+         [[steps]]\nviewers = 3\nramp = \"1s\"\n\
+         [arrivals]\nrate = 1.0\nuntil = \"8s\"\nsession = \"fixed\"\nsession_mean = \"3s\"\n\
+         [[mix]]\nweight = 1\n[[mix]]\nweight = 1\nlow_latency = false\n",
+    )
+    .expect("write scenario");
+    let mut a = args(url, &stack.dir.path().join("out-mix"), 1, 60);
+    a.scenario = Some(file);
+    a.thresholds.max_stall_ratio = None;
+    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let _ = publisher.kill().await;
+    stack.shutdown.cancel();
+    let _ = stack.task.await;
+    assert!(
+        summary.duration_secs < 20.0,
+        "the scenario's duration: {}",
+        summary.text()
+    );
+    assert!(
+        summary.viewers > 3,
+        "arrivals join the step: {}",
+        summary.text()
+    );
+    let count = |k: &str| summary.requests.get(k).map_or(0, |r| r.count);
+    assert!(
+        count("part") > 0 && count("segment") > 0,
+        "both kinds: {}",
+        summary.text()
+    );
+    assert!(count("blocking_reload") > 0 && count("playlist") > 0);
+    assert_eq!(summary.errors.len(), 0, "{}", summary.text());
+    assert_eq!(
+        logged(stack.dir.path()).len() as u64,
+        summary.requests.values().map(|r| r.count).sum::<u64>()
+    );
+    let peak = summary.tally.counts.series.iter().map(|s| s.viewers).max();
+    assert!(peak.is_some_and(|p| p >= 3), "{peak:?}");
 }
