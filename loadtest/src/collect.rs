@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +18,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::stats::{Event, Kind, Live};
+use crate::metrics::Live;
+use crate::stats::{Event, Kind};
 
 /// Highest value a histogram holds: an hour, in microseconds (larger values saturate).
 const MAX_MICROS: u64 = 3_600_000_000;
@@ -183,6 +183,9 @@ pub struct Sample {
     pub stalls: u64,
     pub latency_p50: Option<f64>,
     pub latency_p99: Option<f64>,
+    /// The shipper's concurrent-viewer count at that second (`--viewers-url`).
+    #[serde(default)]
+    pub shipper_viewers: Option<u64>,
 }
 
 /// The counts the collector keeps.
@@ -313,13 +316,14 @@ pub(crate) async fn collect(
                 let lat = &interval.latency;
                 counts.series.push(Sample {
                     t: second,
-                    viewers: live.viewers.load(Ordering::Relaxed),
+                    viewers: live.viewers.get() as u64,
                     requests: i_requests,
                     errors: i_errors,
                     bytes: i_bytes,
                     stalls: i_stalls,
                     latency_p50: (!lat.is_empty()).then(|| secs(lat.value_at_quantile(0.5))),
                     latency_p99: (!lat.is_empty()).then(|| secs(lat.value_at_quantile(0.99))),
+                    shipper_viewers: u64::try_from(live.shipper_viewers.get()).ok(),
                 });
                 for (tag, h) in interval.tagged() {
                     if h.is_empty() {

@@ -16,6 +16,8 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Play URL (a master or media playlist) with N viewers for a while; write
@@ -92,6 +94,13 @@ pub struct RunArgs {
     /// (hls.js `maxLiveSyncPlaybackRate`; 1: never, its default).
     #[arg(long, env = "LIVECAST_MAX_LIVE_SYNC_RATE", default_value_t = 1.0)]
     pub max_live_sync_rate: f64,
+    /// The log shipper's metrics (e.g. http://HOST:9104/metrics): its concurrent-viewer count
+    /// (the sum of `livecast_viewers_concurrent`) is polled and charted beside the true one.
+    #[arg(long, env = "LIVECAST_VIEWERS_URL")]
+    pub viewers_url: Option<String>,
+    /// Serve the load tester's own metrics (Prometheus text, `/metrics`) on this address.
+    #[arg(long, env = "LIVECAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Write one JSON line per request to this file (NDJSON).
     #[arg(long, env = "LIVECAST_REQUESTS_OUT")]
     pub requests_out: Option<PathBuf>,

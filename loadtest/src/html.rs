@@ -47,6 +47,7 @@ pub(crate) fn render(summary: &Summary, hists: &Hists) -> String {
     let data = serde_json::json!({
         "t": col(&|s| Some((s.t - t0) as f64)),
         "viewers": col(&|s| Some(s.viewers as f64)),
+        "shipper": col(&|s| s.shipper_viewers.map(|v| v as f64)),
         "mbps": col(&|s| Some(s.bytes as f64 * 8.0 / 1e6)),
         "rps": col(&|s| Some(s.requests as f64)),
         "lat50": col(&|s| s.latency_p50),
@@ -163,7 +164,7 @@ table{{border-collapse:collapse;margin:1em 0}}th,td{{padding:.2em .8em;text-alig
 <table>{numbers}</table>
 <h2>Over time</h2>
 <div class=charts>
-<div class=chart id=viewers><h3>Viewers</h3></div>
+<div class=chart id=viewers><h3>Viewers (and the log shipper's count, with --viewers-url)</h3></div>
 <div class=chart id=throughput><h3>Throughput (Mb/s) and requests/s</h3></div>
 <div class=chart id=latency><h3>Live latency (s), p50 and p99 each second</h3></div>
 <div class=chart id=trouble><h3>Stalls and errors per second</h3></div>
@@ -191,7 +192,8 @@ function chart(id, x, ys, labels, opts) {{
     scales: {{x: {{time: false}}}},
   }}, opts || {{}}), [x].concat(ys), el);
 }}
-chart('viewers', d.t, [d.viewers], ['viewers']);
+if (d.shipper.some((v) => v !== null)) chart('viewers', d.t, [d.viewers, d.shipper], ['true count', 'shipper count']);
+else chart('viewers', d.t, [d.viewers], ['viewers']);
 chart('throughput', d.t, [d.mbps, d.rps], ['Mb/s', 'req/s']);
 chart('latency', d.t, [d.lat50, d.lat99], ['p50', 'p99']);
 chart('trouble', d.t, [d.stalls, d.errors], ['stalls', 'errors']);

@@ -20,6 +20,7 @@ mod abr;
 mod collect;
 pub mod config;
 mod html;
+mod metrics;
 mod position;
 pub mod report;
 mod run;

@@ -137,6 +137,8 @@ impl Tally {
             // Percentiles do not add: `merge` recomputes them from the histogram logs.
             e.latency_p50 = e.latency_p50.or(s.latency_p50);
             e.latency_p99 = e.latency_p99.or(s.latency_p99);
+            // Every shard asks the same shipper: its count is the whole audience's.
+            e.shipper_viewers = e.shipper_viewers.max(s.shipper_viewers);
         }
         c.series = series.into_values().collect();
     }

@@ -2,7 +2,6 @@
 //! progress, measure the tool's own timer lateness, and write the summary and the report.
 
 use std::io::IsTerminal as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,9 +15,10 @@ use std::path::Path;
 
 use crate::collect::{collect, histogram, read_log, totals, write_log, Hists, Intervals, Sinks};
 use crate::config::{MergeArgs, RunArgs, ThresholdArgs};
+use crate::metrics::Live;
 use crate::report::{Summary, Tally, Thresholds};
 use crate::scenario::Scenario;
-use crate::stats::{Live, Recorder};
+use crate::stats::Recorder;
 use crate::viewer::{Outlet, Plan, Viewer};
 
 /// Runs the audience `args` describes; writes `<out>/summary.json`, `<out>/report.html` and
@@ -70,6 +70,24 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         bail!("--start-at is {late:?} ago, longer than --duration: the run is already over");
     }
     let live = Arc::new(Live::default());
+    let admin_stop = livecast_telemetry::CancellationToken::new();
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;
+        let health = livecast_telemetry::Health::default();
+        health.set_ready(true);
+        tokio::spawn(livecast_telemetry::serve_admin(
+            listener,
+            live.registry.clone(),
+            health,
+            admin_stop.clone(),
+        ));
+    }
+    if let Some(url) = &args.viewers_url {
+        tokio::spawn(poll_shipper(url.clone(), live.clone(), admin_stop.clone()));
+    }
+    let _stop_admin = admin_stop.drop_guard();
     let started = Instant::now()
         .checked_sub(late)
         .unwrap_or_else(Instant::now);
@@ -116,9 +134,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         let live = live.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(join_at)).await;
-            live.viewers.fetch_add(1, Ordering::Relaxed);
+            live.viewers.inc();
             let stats = viewer.watch(plan, leave_at).await;
-            live.viewers.fetch_sub(1, Ordering::Relaxed);
+            live.viewers.dec();
             stats
         }));
     }
@@ -243,6 +261,59 @@ async fn preflight(url: &str) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// Polls the shipper's metrics every second for its concurrent-viewer count (the sum of
+/// `livecast_viewers_concurrent` over streams) until `stop`.
+async fn poll_shipper(url: String, live: Arc<Live>, stop: livecast_telemetry::CancellationToken) {
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        tracing::warn!(%url, "--viewers-url is not a URL");
+        return;
+    };
+    while !stop.is_cancelled() {
+        let fetched = async {
+            let response = tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone()))
+                .await
+                .ok()?
+                .ok()?;
+            response
+                .into_body()
+                .collect()
+                .await
+                .ok()
+                .map(|b| b.to_bytes())
+        }
+        .await;
+        match fetched.and_then(|body| shipper_count(&String::from_utf8_lossy(&body))) {
+            Some(n) => live.shipper_viewers.set(n as i64),
+            None => live.shipper_viewers.set(-1),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The sum of `livecast_viewers_concurrent` samples in Prometheus text; `None` without any.
+fn shipper_count(text: &str) -> Option<u64> {
+    let mut found = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("livecast_viewers_concurrent") else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(v) = value {
+            *found.get_or_insert(0) += v as u64;
+        }
+    }
+    found
+}
+
 /// Each viewer's session cookie, distinct within a run and across runs.
 fn session_id(seed: u128, i: u128) -> u128 {
     let mut x = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
@@ -279,15 +350,15 @@ async fn progress(live: Arc<Live>, every: Duration, until: Instant) {
     let (mut requests, mut bytes) = (0, 0);
     while Instant::now() < until {
         tokio::time::sleep(every).await;
-        let r = live.requests.load(Ordering::Relaxed);
-        let b = live.bytes.load(Ordering::Relaxed);
+        let r = live.requests.get();
+        let b = live.bytes.get();
         let line = format!(
             "viewers {:>6}  req/s {:>8.1}  Mb/s {:>8.2}  stalls {:>5}  errors {:>5}",
-            live.viewers.load(Ordering::Relaxed),
+            live.viewers.get() as u64,
             (r - requests) as f64 / every.as_secs_f64(),
             (b - bytes) as f64 * 8.0 / 1e6 / every.as_secs_f64(),
-            live.stalls.load(Ordering::Relaxed),
-            live.errors.load(Ordering::Relaxed),
+            live.stalls.get(),
+            live.errors.get(),
         );
         match &bar {
             Some(bar) => {
@@ -305,6 +376,15 @@ async fn progress(live: Arc<Live>, every: Duration, until: Instant) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_shippers_count_is_the_sum_over_streams() {
+        let text = "# HELP livecast_viewers_concurrent x\n# TYPE livecast_viewers_concurrent gauge\n\
+            livecast_viewers_concurrent{stream=\"a\"} 3\nlivecast_viewers_concurrent{stream=\"b\"} 2\n\
+            livecast_viewers_concurrent_other 9\n";
+        assert_eq!(super::shipper_count(text), Some(5));
+        assert_eq!(super::shipper_count("up 1\n"), None);
+    }
+
     #[test]
     fn sessions_differ() {
         let ids: std::collections::HashSet<u128> =

@@ -2,7 +2,6 @@
 //! latency sample, stall and variant switch), what each viewer keeps itself (its playback
 //! clock's totals and the honesty counters), and the live counters of the progress line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -136,19 +135,4 @@ pub struct ViewerStats {
     /// Media bytes (segments and parts) and the variant's declared BANDWIDTH × media seconds.
     pub media_bytes: u64,
     pub declared_bits: f64,
-}
-
-/// Counters the progress line reads while the run goes on.
-#[derive(Debug, Default)]
-pub(crate) struct Live {
-    pub viewers: AtomicU64,
-    pub requests: AtomicU64,
-    pub bytes: AtomicU64,
-    pub errors: AtomicU64,
-    pub stalls: AtomicU64,
-}
-
-/// Adds `n` to a live counter.
-pub(crate) fn bump(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
 }

@@ -14,10 +14,11 @@ use livecast_media::playlist::{ByteRange, MediaPlaylist};
 
 use crate::abr::{self, Estimator};
 use crate::config::VariantChoice;
+use crate::metrics::Live;
 use crate::position::{
     available, end_of_list, position_at, resolve, start_position, with_query, Position, Unit,
 };
-use crate::stats::{bump, Event, Kind, Live, Recorder, Request, ViewerStats};
+use crate::stats::{Event, Kind, Recorder, Request, ViewerStats};
 
 /// What hls.js buffers ahead at most (`maxBufferLength`).
 const MAX_BUFFER_SECS: f64 = 30.0;
@@ -80,7 +81,7 @@ impl Clock {
         if waited >= STALL_MIN {
             stats.stalls += 1;
             stats.stalled_secs += waited.as_secs_f64();
-            bump(&out.live.stalls, 1);
+            out.live.stalls.inc();
             out.recorder.send(Event::Stall);
         } else {
             stats.short_waits += 1;
@@ -196,7 +197,7 @@ impl Viewer {
         range: Option<(u64, Option<u64>)>,
         hinted: bool,
     ) -> Result<Fetched, String> {
-        bump(&self.out.live.requests, 1);
+        self.out.live.requests.inc();
         let started = Instant::now();
         let mut replica = None;
         let mut status = 0;
@@ -252,9 +253,9 @@ impl Viewer {
             Err(e) => (None, None, 0, Some(e.clone())),
         };
         if error.is_some() {
-            bump(&self.out.live.errors, 1);
+            self.out.live.errors.inc();
         }
-        bump(&self.out.live.bytes, bytes);
+        self.out.live.bytes.inc_by(bytes);
         self.out.recorder.send(Event::Request(Request {
             viewer: self.id,
             kind,
@@ -385,7 +386,7 @@ impl Viewer {
                     replica: None,
                     hinted: false,
                 }));
-                bump(&self.out.live.errors, 1);
+                self.out.live.errors.inc();
                 sleep_until(Instant::now() + backoff, until).await;
                 reload = url.clone();
                 blocking = false;

@@ -16,6 +16,7 @@ struct Up {
 
 struct Running {
     proxy: std::net::SocketAddr,
+    logship_admin: std::net::SocketAddr,
     rtmp: std::net::SocketAddr,
     dir: tempfile::TempDir,
     shutdown: CancellationToken,
@@ -45,6 +46,7 @@ async fn start(extra: &[&str]) -> Running {
     let task = tokio::spawn(stack.run(shutdown.clone()));
     Running {
         proxy: addrs.proxy,
+        logship_admin: addrs.logship_admin,
         rtmp: addrs.rtmp,
         dir,
         shutdown,
@@ -145,6 +147,8 @@ fn args(url: String, out: &Path, viewers: usize, secs: u64) -> RunArgs {
         variant: VariantChoice::Abr,
         max_live_sync_rate: 1.0,
         requests_out: None,
+        viewers_url: None,
+        metrics_listen: None,
         download_twice: false,
     }
 }
@@ -197,9 +201,44 @@ async fn audience_agrees_with_the_access_logs(extra: &[&str], blocking: bool) {
     // Three segments of history, so viewers start where a player would.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let out = stack.dir.path().join("out");
-    let summary = livecast_loadtest::run(&args(url, &out, 4, 12))
-        .await
-        .expect("run");
+    let mut a = args(url, &out, 4, 12);
+    // The shipper's count beside the true one, and the tool's own metrics while it runs.
+    a.viewers_url = Some(format!("http://{}/metrics", stack.logship_admin));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    a.metrics_listen = Some(port);
+    let scrape = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let out = tokio::process::Command::new("curl")
+            .args(["-fsS", &format!("http://{port}/metrics")])
+            .output()
+            .await
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let metrics = scrape.await.expect("scrape");
+    assert!(
+        metrics.contains("livecast_loadtest_viewers 4"),
+        "the load tester's own metrics: {metrics}"
+    );
+    assert!(metrics.contains("livecast_loadtest_requests_total"));
+    let shipper = summary
+        .tally
+        .counts
+        .series
+        .iter()
+        .filter_map(|s| s.shipper_viewers)
+        .max();
+    // The shipper counts viewers by session cookie, and clients without one (the test's
+    // curl, the load tester's preflight) by address and user agent.
+    let cookieless = cookieless_clients(stack.dir.path());
+    assert_eq!(
+        shipper,
+        Some(4 + cookieless),
+        "the shipper counts the 4 viewers by their session cookies, plus {cookieless} cookie-less clients"
+    );
     let _ = publisher.kill().await;
     stack.shutdown.cancel();
     stack.task.await.expect("join").expect("clean stop");
@@ -322,6 +361,28 @@ async fn report_in_chromium(report: &Path, screenshot: &Path) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(screenshot.exists());
+}
+
+/// Distinct clients without a session cookie in the access logs (address and user agent).
+fn cookieless_clients(dir: &Path) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir.join("logs")).expect("logs") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+            if v["livecast.session"].is_null()
+                && v["url.path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/hls/"))
+            {
+                seen.insert((
+                    v["client.ip"].to_string(),
+                    v["user_agent.original"].to_string(),
+                ));
+            }
+        }
+    }
+    seen.len() as u64
 }
 
 /// Access-log lines of the viewers per replica (`host.name`).
