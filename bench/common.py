@@ -100,7 +100,8 @@ daemon off;
 worker_processes 1;
 pid {work}/{name}.pid;
 error_log {work}/{name}-error.log;
-events {{ worker_connections 1024; }}
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8192; }}
 rtmp {{
   server {{
     listen 127.0.0.1:{rtmp_port};

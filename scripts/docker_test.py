@@ -51,7 +51,8 @@ from harness import Crowd  # noqa: E402
 PROJECT = "livecast-ci"
 IMAGE = "livecast:test"
 STREAM = "docker"
-BINARIES = ["livecast", "livecast-ingest", "livecast-web", "livecast-proxy", "livecast-logship"]
+BINARIES = ["livecast", "livecast-ingest", "livecast-web", "livecast-proxy", "livecast-logship",
+            "livecast-loadtest"]
 SERVICES = ["ingest", "web", "proxy", "logship", "prometheus", "bulk"]
 T0 = time.monotonic()
 
@@ -188,7 +189,7 @@ def build_image():
 def config_checks():
     step("docker-compose config: the file and each profile")
     env = dict(os.environ)
-    for profile in (None, "elastic", "zabbix"):
+    for profile in (None, "elastic", "zabbix", "loadtest"):
         args = ["docker-compose", "-f", "docker-compose.yml"]
         if profile:
             args += ["--profile", profile]
@@ -197,6 +198,8 @@ def config_checks():
             check("elasticsearch:" in out and "kibana:" in out, "elastic profile services")
         if profile == "zabbix":
             check("zabbix-server:" in out and "zabbix-web:" in out, "zabbix profile services")
+        if profile == "loadtest":
+            check("loadtest:" in out, "loadtest profile service")
 
 
 def kibana_checks():
@@ -361,6 +364,38 @@ def every_line_shipped(logs_dir, archive_dir, bulk_port, hosts):
              f"archived as {os.path.basename(archived[0])}")
 
 
+def load_test(compose, hosts, viewers=10, shards=2):
+    """livecast-loadtest in the stack's network, as the compose file ships it: `--scale
+    loadtest=N` copies that take their shard from Docker's DNS, start together at
+    LIVECAST_START_AT, and `merge` of their outputs."""
+    start_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 10))
+    compose.env.update({
+        "LIVECAST_LOADTEST_SHARDS": str(shards), "LIVECAST_START_AT": start_at,
+        "LIVECAST_VIEWERS": str(viewers), "LIVECAST_DURATION": "20s", "LIVECAST_RAMP": "4s",
+        "LIVECAST_LOADTEST_URL": f"http://proxy:8080/hls/{STREAM}/index.m3u8",
+        "LIVECAST_MAX_ERROR_RATE": "0",
+    })
+    compose("--profile", "loadtest", "up", "-d", "--no-deps", "--scale", f"loadtest={shards}", "loadtest")
+    ids = compose.ids("loadtest")
+    check(len(ids) == shards, f"{len(ids)} load-test containers")
+    codes = run(["docker", "wait", *ids], timeout=90).stdout.split()
+    check(codes == ["0"] * shards, f"load-test exit codes {codes}: "
+          + compose("logs", "--no-color", "--tail", "20", "loadtest", check=False).stdout)
+    compose("--profile", "loadtest", "run", "--rm", "--no-deps", "loadtest", "livecast-loadtest", "merge",
+            *[f"/data/loadtest/run/shard-{i}" for i in range(shards)], "--out", "/data/loadtest/merged",
+            "--max-error-rate", "0")
+    with open(os.path.join(volume_dir("loadtest"), "merged", "summary.json")) as f:
+        merged = json.load(f)
+    check(merged["viewers"] == viewers, f"merged viewers {merged['viewers']}")
+    check(not merged["errors"] and merged["never_started"] == 0, f"merged errors {merged['errors']}")
+    check(set(merged["frontends"]) == set(hosts),
+          f"front-ends that answered {sorted(merged['frontends'])}, replicas {sorted(hosts)}")
+    compose("--profile", "loadtest", "rm", "-f", "loadtest", check=False)
+    step(f"load test in compose: {shards} shards from Docker's DNS, merged: {merged['viewers']} viewers, "
+         f"{sum(r['count'] for r in merged['requests'].values())} requests over {sorted(merged['frontends'])}, "
+         f"0 errors, startup p50 {merged['startup_ms']['p50']} ms, stalls {merged['stalls']}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
@@ -482,6 +517,8 @@ def main():
                     empty.append(f"{panel['title']}: {expr}")
         check(not empty, "dashboard queries without data:\n  " + "\n  ".join(empty))
         step(f"Grafana dashboard: all {queries} panel queries return data from the stack's Prometheus")
+
+        load_test(compose, [replica_name(c) for c in compose.ids("web")])
 
         viewers.close()
         started = time.monotonic()

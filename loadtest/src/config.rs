@@ -56,6 +56,7 @@ pub struct ThresholdArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// A master or media playlist, e.g. http://HOST:8080/hls/talk/index.m3u8.
+    #[arg(env = "LIVECAST_URL")]
     pub url: String,
     /// A load profile (TOML): steps, Poisson arrivals with session lengths, a mix of viewer
     /// kinds and streams. Replaces --viewers and --ramp; its `duration` replaces --duration.
@@ -77,6 +78,8 @@ pub struct RunArgs {
     pub thresholds: ThresholdArgs,
     /// Run only this share of the audience: `I/N` plays viewers I, I+N, I+2N, ... of
     /// --viewers (0-based), so N copies started with the same --start-at are one run.
+    /// `dns/N` takes I from the container's name in Docker's DNS (replica K of
+    /// `docker compose up --scale loadtest=N` is I = K-1).
     #[arg(long, env = "LIVECAST_SHARD", default_value = "0/1")]
     pub shard: Shard,
     /// When the run starts (RFC 3339, e.g. 2026-12-02T10:00:00Z, or Unix seconds): every
@@ -138,27 +141,73 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 30s, 5m)"))
 }
 
-/// A share of the audience: shard `index` of `count`.
+/// A share of the audience: shard `index` of `count` (`index` from the DNS name when `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
-    pub index: usize,
+    pub index: Option<usize>,
     pub count: usize,
+}
+
+impl Shard {
+    /// The shard's index, asking Docker's DNS for `dns/N`.
+    pub async fn resolve(self) -> anyhow::Result<usize> {
+        if let Some(index) = self.index {
+            return Ok(index);
+        }
+        let host = livecast_telemetry::naming::hostname().unwrap_or_default();
+        let name = livecast_telemetry::naming::from_dns(&host)
+            .await
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--shard dns/{}: no name for this container in the DNS",
+                    self.count
+                )
+            })?;
+        let index = replica_index(&name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--shard dns/{}: {name:?} does not end in a replica number",
+                self.count
+            )
+        })?;
+        if index >= self.count {
+            anyhow::bail!(
+                "--shard dns/{}: {name:?} is replica {} of {}",
+                self.count,
+                index + 1,
+                self.count
+            );
+        }
+        Ok(index)
+    }
+}
+
+/// Replica K (`livecast-loadtest-3`, or `livecast_loadtest_3` under Compose v1) is index K-1.
+fn replica_index(name: &str) -> Option<usize> {
+    let digits = name.rsplit(['-', '_']).next()?;
+    digits.parse::<usize>().ok()?.checked_sub(1)
 }
 
 impl std::str::FromStr for Shard {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?}: write I/N with 0 <= I < N, e.g. 0/4");
+        let bad = || format!("{s:?}: write I/N with 0 <= I < N (e.g. 0/4), or dns/N");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
-            i.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
-        if count == 0 || index >= count {
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 {
             return Err(bad());
         }
-        Ok(Self { index, count })
+        if i.trim() == "dns" {
+            return Ok(Self { index: None, count });
+        }
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Self {
+            index: Some(index),
+            count,
+        })
     }
 }
 
@@ -176,7 +225,23 @@ mod tests {
 
     #[test]
     fn shards_and_start_times_parse() {
-        assert_eq!("1/4".parse(), Ok(Shard { index: 1, count: 4 }));
+        assert_eq!(
+            "1/4".parse(),
+            Ok(Shard {
+                index: Some(1),
+                count: 4
+            })
+        );
+        assert_eq!(
+            "dns/3".parse(),
+            Ok(Shard {
+                index: None,
+                count: 3
+            })
+        );
+        assert_eq!(replica_index("livecast-loadtest-3"), Some(2));
+        assert_eq!(replica_index("livecast_loadtest_1"), Some(0));
+        assert_eq!(replica_index("loadtest"), None);
         assert!("4/4".parse::<Shard>().is_err());
         assert!("0/0".parse::<Shard>().is_err());
         assert!("x".parse::<Shard>().is_err());

@@ -44,6 +44,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         bail!("--max-live-sync-rate must be between 1 and 2 (hls.js caps it at 2)");
     }
     let audience = scenario.plan(&args.url, args.variant, args.duration)?;
+    let shard_index = args.shard.resolve().await?;
     let mut plans = Vec::with_capacity(audience.kinds.len());
     for kind in &audience.kinds {
         plans.push(Plan {
@@ -55,8 +56,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
             download_twice: args.download_twice,
         });
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    // Shards of one run write side by side: `<out>/shard-<I>`, for `merge <out>/shard-*`.
+    let out = if args.shard.count > 1 {
+        args.out.join(format!("shard-{shard_index}"))
+    } else {
+        args.out.clone()
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
     // Shards wait for the common start; one that starts late keeps the common schedule.
     let base = args.start_at.unwrap_or_else(SystemTime::now);
@@ -99,7 +105,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         rx,
         live.clone(),
         Sinks {
-            hlog: args.out.join("histograms.hlog"),
+            hlog: out.join("histograms.hlog"),
             requests_out: args.requests_out.clone(),
             base: started_wall,
             offset_secs: late.as_secs(),
@@ -117,10 +123,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let shard = args.shard;
-    let mut tasks = Vec::with_capacity(audience.slots.len() / shard.count + 1);
+    let (index, count) = (shard_index, args.shard.count);
+    let mut tasks = Vec::with_capacity(audience.slots.len() / count + 1);
     for (i, slot) in audience.slots.iter().enumerate() {
-        if i % shard.count != shard.index {
+        if i % count != index {
             continue;
         }
         let join_at = started + slot.join;
@@ -155,7 +161,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     tally.duration_secs = started.elapsed().as_secs_f64();
     let collected = collector.await.context("the collector failed")??;
     tally.counts = collected.counts;
-    write_outputs(&args.out, tally, &collected.hists, args.thresholds)
+    write_outputs(&out, tally, &collected.hists, args.thresholds)
 }
 
 /// Builds the summary and writes `summary.json` and `report.html` into `out`.

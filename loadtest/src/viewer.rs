@@ -153,7 +153,10 @@ pub(crate) struct Plan {
 
 /// A response, or why there was none worth using.
 struct Fetched {
+    /// The body of a playlist (empty for media, which is counted, not kept).
     body: Bytes,
+    /// Body bytes received.
+    len: u64,
     first: Duration,
     last: Duration,
 }
@@ -177,8 +180,11 @@ impl Viewer {
     pub fn new(id: u32, session: u128, out: Outlet) -> Self {
         // Up to two connections, as a browser opens for the preload hint and the blocking
         // reload that run at the same time; one kept idle.
+        // A fixed 16 KiB read buffer: hyper's adaptive one grows towards 400 KiB on a fast
+        // link, per connection, which thousands of viewers cannot afford.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(2)
+            .http1_read_buf_exact_size(16 * 1024)
             .build_http();
         Self {
             id,
@@ -226,17 +232,26 @@ impl Viewer {
                 .get(livecast_telemetry::REPLICA_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(Arc::<str>::from);
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|_| "body".to_string())?
-                .to_bytes();
+            // Media is counted as it streams in and dropped, as a player hands it to the
+            // decoder: a viewer never holds a whole segment (memory per viewer stays small).
+            let mut body = response.into_body();
+            let (mut kept, mut len) = (Vec::new(), 0u64);
+            let keep = matches!(kind, Kind::Master | Kind::Playlist | Kind::BlockingReload);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| "body".to_string())?;
+                if let Some(data) = frame.data_ref() {
+                    len += data.len() as u64;
+                    if keep {
+                        kept.extend_from_slice(data);
+                    }
+                }
+            }
             if !(200..300).contains(&status) {
                 return Err(status.to_string());
             }
             Ok(Fetched {
-                body,
+                body: Bytes::from(kept),
+                len,
                 first,
                 last: started.elapsed(),
             })
@@ -244,12 +259,7 @@ impl Viewer {
         .await;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let (first_ms, last_ms, bytes, error) = match &outcome {
-            Ok(f) => (
-                Some(ms(f.first)),
-                Some(ms(f.last)),
-                f.body.len() as u64,
-                None,
-            ),
+            Ok(f) => (Some(ms(f.first)), Some(ms(f.last)), f.len, None),
             Err(e) => (None, None, 0, Some(e.clone())),
         };
         if error.is_some() {
@@ -455,9 +465,9 @@ impl Viewer {
                             .send(Event::Startup(joined.elapsed().as_secs_f64() * 1000.0));
                     }
                     stats.media_downloaded_secs += unit.duration;
-                    stats.media_bytes += fetched.body.len() as u64;
+                    stats.media_bytes += fetched.len;
                     stats.declared_bits += variants[current].bandwidth as f64 * unit.duration;
-                    estimator.sample(fetched.last.as_secs_f64(), fetched.body.len() as u64);
+                    estimator.sample(fetched.last.as_secs_f64(), fetched.len);
                 }
                 if !unit.gap && recent.back() != Some(&(current, unit.msn, unit.part)) {
                     break; // the fetch failed: try again after the next reload
@@ -589,7 +599,7 @@ impl Viewer {
         });
         if is_hint {
             if let Some((_, _, Ok(f))) = hinted.take() {
-                if unit.range.is_none_or(|r| r.length == f.body.len() as u64) {
+                if unit.range.is_none_or(|r| r.length == f.len) {
                     return Some(f);
                 }
             }

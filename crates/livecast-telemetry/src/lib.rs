@@ -7,6 +7,7 @@
 //! - [`cidr`]: address ranges for trust and allow lists.
 //! - [`ids`]: random identifiers (sessions, request ids) without a dependency.
 //! - [`linger`]: closing a connection without a reset that would destroy the last answer.
+//! - [`naming`]: a container's name from Docker's reverse DNS of its own address.
 //! - [`shutdown`]: a cancellation token cancelled on SIGTERM or SIGINT.
 //! - [`workers`]: thread-per-core serving for the HTTP services.
 
@@ -16,6 +17,7 @@ pub mod flags;
 pub mod ids;
 pub mod linger;
 pub mod logging;
+pub mod naming;
 pub mod shutdown;
 pub mod workers;
 

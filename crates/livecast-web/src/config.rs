@@ -104,7 +104,7 @@ impl Config {
     pub async fn resolve_instance(&self) -> String {
         if self.instance_name_from_dns {
             let host = hostname();
-            match crate::naming::from_dns(&host).await {
+            match livecast_telemetry::naming::from_dns(&host).await {
                 Some(name)
                     if name
                         .chars()
@@ -120,10 +120,5 @@ impl Config {
 }
 
 fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && !h.contains('/'))
-        .unwrap_or_else(|| "web".to_string())
+    livecast_telemetry::naming::hostname().unwrap_or_else(|| "web".to_string())
 }

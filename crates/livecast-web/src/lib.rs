@@ -16,7 +16,6 @@
 //!   `sendfile` on a corked socket.
 //! - `streams`: `/api/streams`, the live streams found on the volume with bitrate, age and the
 //!   ingest's publish facts (with publishers on the admin port).
-//! - `naming`: `--instance-name-from-dns`, the container's name from Docker's reverse DNS.
 //! - `player`: the player page and the embedded hls.js.
 //! - `access_log`: the JSON access log (ECS names, session cookie, rotation) and its middleware.
 //! - `metrics`: every metric this crate exports.
@@ -27,7 +26,6 @@ pub mod config;
 pub mod error;
 mod hls;
 mod metrics;
-mod naming;
 mod player;
 pub mod server;
 mod streams;

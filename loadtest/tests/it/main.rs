@@ -141,7 +141,10 @@ fn args(url: String, out: &Path, viewers: usize, secs: u64) -> RunArgs {
             max_stall_ratio: Some(0.0),
             max_error_rate: Some(0.0),
         },
-        shard: Shard { index: 0, count: 1 },
+        shard: Shard {
+            index: Some(0),
+            count: 1,
+        },
         start_at: None,
         progress_secs: 0,
         variant: VariantChoice::Abr,
@@ -663,7 +666,10 @@ async fn shards_merge_into_one_report() {
             5,
             8,
         );
-        a.shard = Shard { index, count: 2 };
+        a.shard = Shard {
+            index: Some(index),
+            count: 2,
+        };
         a.start_at = Some(start_at);
         a
     };
@@ -681,8 +687,8 @@ async fn shards_merge_into_one_report() {
     let merged_dir = stack.dir.path().join("merged");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_livecast-loadtest"))
         .arg("merge")
-        .arg(stack.dir.path().join("shard-0"))
-        .arg(stack.dir.path().join("shard-1"))
+        .arg(stack.dir.path().join("run/shard-0"))
+        .arg(stack.dir.path().join("run/shard-1"))
         .arg("--out")
         .arg(&merged_dir)
         .arg("--max-error-rate=0")

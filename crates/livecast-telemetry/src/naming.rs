@@ -1,4 +1,5 @@
-//! `--instance-name-from-dns`: the front-end's name from the reverse DNS of its own address.
+//! A container's name from the reverse DNS of its own address (the front-end's
+//! `--instance-name-from-dns`, the load tester's `--shard dns/N`).
 //!
 //! Compose sets a container's host name to its short id, which `docker compose ps` does not
 //! show; Docker's DNS, asked for the container's address (PTR), answers with its name
@@ -9,8 +10,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// This host's name: `$HOSTNAME`, else the kernel's.
+pub fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && !h.contains('/'))
+}
+
 /// The first label of the PTR name of this host's address, or `None` when any step fails.
-pub(crate) async fn from_dns(host_name: &str) -> Option<String> {
+pub async fn from_dns(host_name: &str) -> Option<String> {
     let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
     let own = own_address(&hosts, host_name)?;
     let resolv = std::fs::read_to_string("/etc/resolv.conf").ok()?;
