@@ -660,12 +660,7 @@ async fn shards_merge_into_one_report() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let start_at = std::time::SystemTime::now() + Duration::from_secs(2);
     let shard = |index| {
-        let mut a = args(
-            url.clone(),
-            &stack.dir.path().join(format!("shard-{index}")),
-            5,
-            8,
-        );
+        let mut a = args(url.clone(), &stack.dir.path().join("run"), 5, 8);
         a.shard = Shard {
             index: Some(index),
             count: 2,
