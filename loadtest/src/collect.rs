@@ -325,18 +325,7 @@ pub(crate) async fn collect(
                     latency_p99: (!lat.is_empty()).then(|| secs(lat.value_at_quantile(0.99))),
                     shipper_viewers: u64::try_from(live.shipper_viewers.get()).ok(),
                 });
-                for (tag, h) in interval.tagged() {
-                    if h.is_empty() {
-                        continue;
-                    }
-                    hlog.write_histogram(
-                        h,
-                        Duration::from_secs(second),
-                        Duration::from_secs(1),
-                        Tag::new(&tag),
-                    )
-                    .map_err(|e| anyhow::anyhow!("writing the histogram log: {e:?}"))?;
-                }
+                write_interval(&mut hlog, &interval, second)?;
                 total.add(&interval);
                 interval.reset();
                 (i_requests, i_errors, i_bytes, i_stalls) = (0, 0, 0, 0);
@@ -345,17 +334,7 @@ pub(crate) async fn collect(
         }
     }
     // What arrived after the last tick belongs to the last second.
-    for (tag, h) in interval.tagged() {
-        if !h.is_empty() {
-            hlog.write_histogram(
-                h,
-                Duration::from_secs(second),
-                Duration::from_secs(1),
-                Tag::new(&tag),
-            )
-            .map_err(|e| anyhow::anyhow!("writing the histogram log: {e:?}"))?;
-        }
-    }
+    write_interval(&mut hlog, &interval, second)?;
     total.add(&interval);
     if let Some(last) = counts.series.last_mut().filter(|_| i_requests > 0) {
         last.requests += i_requests;
@@ -372,6 +351,29 @@ pub(crate) async fn collect(
         hists: total,
         counts,
     })
+}
+
+/// Writes each non-empty histogram of `interval` as second `second` of the log.
+fn write_interval<W: std::io::Write, S: hdrhistogram::serialization::Serializer>(
+    hlog: &mut hdrhistogram::serialization::interval_log::IntervalLogWriter<'_, '_, W, S>,
+    interval: &Hists,
+    second: u64,
+) -> anyhow::Result<()>
+where
+    S::SerializeError: std::fmt::Debug,
+{
+    for (tag, h) in interval.tagged() {
+        if !h.is_empty() {
+            hlog.write_histogram(
+                h,
+                Duration::from_secs(second),
+                Duration::from_secs(1),
+                Tag::new(&tag),
+            )
+            .map_err(|e| anyhow::anyhow!("writing the histogram log: {e:?}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
