@@ -307,11 +307,25 @@ fn listed_so_far(model: &MediaPlaylist, file: &str) -> Option<u64> {
     parts.or(hinted)
 }
 
+/// Whether `model` names `file` anywhere: a segment, a part, the preload hint, an init map.
+fn lists(model: &MediaPlaylist, file: &str) -> bool {
+    let segment = |s: &livecast_media::playlist::PlaylistSegment| {
+        s.uri == file || s.map.as_deref() == Some(file) || s.parts.iter().any(|p| p.uri == file)
+    };
+    model.segments.iter().any(segment)
+        || model.pending_parts.iter().any(|p| p.uri == file)
+        || model.preload_hint.as_ref().is_some_and(|h| h.uri == file)
+        || model.map.as_deref() == Some(file)
+}
+
 /// Requests of the segment being built, whose parts are byte ranges of it: a range within the
 /// listed parts is answered at once; a range that starts where the listed parts end (the
 /// preload-hinted part) waits until that part is listed and gets exactly it; a request for
 /// the whole file waits until the segment is complete. Nothing past the listed bytes is ever
-/// sent. `None` when `file` is not in progress: the caller serves it as a complete file.
+/// sent. A request for a file the view does not know, or for bytes past the hinted part,
+/// first makes the view catch up with the volume once (another front-end may have served a
+/// newer playlist). `None` when `file` is not in progress: the caller serves it as a complete
+/// file.
 async fn growing_segment(
     app: &App,
     stream: &str,
@@ -325,8 +339,24 @@ async fn growing_segment(
     let range = requested_range(headers);
     let target = entry.model.as_ref().map_or(1, |m| m.target_duration);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target).min(MAX_WAIT);
+    let mut caught_up = false;
     loop {
-        let listed = listed_so_far(entry.model.as_ref()?, file)?;
+        let model = entry.model.as_ref()?;
+        let listed = listed_so_far(model, file);
+        // A file this view does not know while the stream is live, or bytes past what it
+        // lists: the viewer may have this from a newer playlist another front-end served.
+        let ahead = match (listed, range) {
+            (None, _) => !model.ended && !lists(model, file),
+            (Some(listed), Some((start, _))) => start > listed,
+            (Some(_), None) => false,
+        };
+        if ahead && !caught_up {
+            caught_up = true;
+            app.volume.catch_up(stream, &view, &entry).await;
+            entry = rx.borrow_and_update().clone()?;
+            continue;
+        }
+        let listed = listed?;
         match range {
             Some((start, _)) if start > listed => {
                 return Some(unsatisfiable("*"));

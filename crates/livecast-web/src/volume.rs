@@ -68,6 +68,9 @@ pub(crate) struct StreamView {
     /// Set once the first load of the playlist is over: requests that come while it runs wait
     /// for it instead of finding no playlist yet.
     loaded: tokio::sync::OnceCell<()>,
+    /// Held while a request makes the view catch up ([`Volume::catch_up`]), so that requests
+    /// which come at once share one read.
+    catching_up: tokio::sync::Mutex<()>,
 }
 
 /// A read of one file (or of one prefix of it) in progress, shared by every request that
@@ -143,6 +146,7 @@ impl Volume {
                     playlist: watch::channel(None).0,
                     changes: watch::channel(0).0,
                     loaded: tokio::sync::OnceCell::new(),
+                    catching_up: tokio::sync::Mutex::new(()),
                 })
             })
             .clone();
@@ -150,6 +154,23 @@ impl Volume {
             .get_or_init(|| self.reload_playlist(stream, &view))
             .await;
         view
+    }
+
+    /// Reads `stream`'s playlist again now, unless the view has moved on from `seen`
+    /// meanwhile. For a request that names what this view does not list yet: front-ends
+    /// share the volume but each applies its events in its own time, so a viewer can get a
+    /// playlist from one front-end and ask another, whose watcher has not run yet, for what
+    /// that playlist lists or hints.
+    pub async fn catch_up(&self, stream: &str, view: &StreamView, seen: &Arc<PlaylistEntry>) {
+        let _one = view.catching_up.lock().await;
+        let unchanged = view
+            .playlist
+            .borrow()
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, seen));
+        if unchanged {
+            self.reload_playlist(stream, view).await;
+        }
     }
 
     async fn reload_playlist(&self, stream: &str, view: &StreamView) {

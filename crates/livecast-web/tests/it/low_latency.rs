@@ -274,3 +274,57 @@ async fn a_waiting_blocking_reload_is_answered_when_the_publisher_leaves() {
     assert_eq!(status(&again), "200", "{again}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+/// Rewrites a file in place through a hard link outside the volume: the bytes change, but the
+/// front-end's watcher (which watches the volume's directories) sees no event, as when
+/// another front-end's watcher ran first and this one's has not run yet.
+fn write_unseen(web: &crate::Web, rel: &str, data: &str) {
+    let link = web.hls().parent().expect("dir").join("unseen");
+    let _ = std::fs::remove_file(&link);
+    std::fs::hard_link(web.hls().join(rel), &link).expect("link");
+    std::fs::write(&link, data).expect("write through the link");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_end_behind_the_volume_serves_what_another_front_end_listed() {
+    let web = start().await;
+    append(&web, "cam/s4.m4s", &part_bytes(4, 0));
+    web.publish("cam/index.m3u8", playlist(4, 1).as_bytes());
+    assert_eq!(
+        status(&raw(web.addr, "/hls/cam/index.m3u8", "").await),
+        "200"
+    );
+    // The volume moves on by two parts; this front-end has not seen it, but the viewer got
+    // that playlist from another front-end and asks for its newest part here.
+    append(&web, "cam/s4.m4s", &(part_bytes(4, 1) + &part_bytes(4, 2)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write_unseen(&web, "cam/index.m3u8", &playlist(4, 3));
+    let newest = raw(web.addr, "/hls/cam/s4.m4s", &range("20-")).await;
+    assert_eq!(status(&newest), "206", "{newest}");
+    assert!(
+        newest.ends_with(&format!("\r\n\r\n{}", part_bytes(4, 2))),
+        "{newest}"
+    );
+
+    // The hint moves on to a segment file that does not exist yet: the hinted request waits
+    // for its part instead of finding no such file.
+    append(&web, "cam/s4.m4s", &part_bytes(4, 3));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write_unseen(&web, "cam/index.m3u8", &playlist(5, 0));
+    let addr = web.addr;
+    let hinted = tokio::spawn(async move { raw(addr, "/hls/cam/s5.m4s", &range("0-")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!hinted.is_finished(), "the hinted part is waited for");
+    append(&web, "cam/s5.m4s", &part_bytes(5, 0));
+    web.publish("cam/index.m3u8", playlist(5, 1).as_bytes());
+    let hinted = tokio::time::timeout(Duration::from_secs(2), hinted)
+        .await
+        .expect("served")
+        .expect("join");
+    assert_eq!(status(&hinted), "206", "{hinted}");
+    assert!(
+        hinted.ends_with(&format!("\r\n\r\n{}", part_bytes(5, 0))),
+        "{hinted}"
+    );
+    web.stop().await;
+}
