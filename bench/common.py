@@ -89,9 +89,10 @@ def make_clip(path, seconds):
         check=True)
 
 
-def nginx_rtmp(work, name, rtmp_port, hls_dir, http=""):
+def nginx_rtmp(work, name, rtmp_port, hls_dir, http="", wrap=()):
     """Starts Debian's nginx with libnginx-mod-rtmp (one worker, `hls on`, 2 s fragments,
-    nested per-stream directories) and an optional `http { ... }` body; returns the process."""
+    nested per-stream directories) and an optional `http { ... }` body, its command line after
+    `wrap` (e.g. a `taskset`); returns the process."""
     conf = os.path.join(work, f"{name}.conf")
     http_block = f"http {{\n{http}\n}}\n" if http else ""
     with open(conf, "w") as f:
@@ -117,4 +118,4 @@ rtmp {{
   }}
 }}
 {http_block}""")
-    return subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/{name}-error.log"])
+    return subprocess.Popen([*wrap, "nginx", "-p", work, "-c", conf, "-e", f"{work}/{name}-error.log"])

@@ -1,5 +1,7 @@
 //! The load tester against the real stack in-process (port 0), with a real ffmpeg publishing.
 
+mod k8s;
+
 use std::path::Path;
 use std::time::Duration;
 
