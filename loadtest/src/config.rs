@@ -86,6 +86,12 @@ pub struct RunArgs {
     /// shard waits for it, so their ramps and time series line up. Default: at once.
     #[arg(long, env = "LIVECAST_START_AT", value_parser = parse_time)]
     pub start_at: Option<std::time::SystemTime>,
+    /// Worker threads of the run (0: one per CPU). One thread holds thousands of
+    /// full-bitrate viewers at the least CPU per viewer; with two, waking tasks across
+    /// threads cost half as much again per viewer (bench/loadtest_cost.py). For more
+    /// viewers than a core holds, run shards (`--shard`), a process per core.
+    #[arg(long, env = "LIVECAST_THREADS", default_value_t = 1)]
+    pub threads: usize,
     /// Seconds between progress lines on stderr (0: none).
     #[arg(long, env = "LIVECAST_PROGRESS_SECS", default_value_t = 1)]
     pub progress_secs: u64,

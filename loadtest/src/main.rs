@@ -2,14 +2,32 @@
 
 use livecast_loadtest::{Cli, Command};
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli: Cli = livecast_telemetry::parse_flags();
     livecast_telemetry::init_logging(cli.log.log_format);
-    let outcome = match cli.command {
-        Command::Run(args) => livecast_loadtest::run(&args).await,
-        Command::Merge(args) => livecast_loadtest::merge(&args).await,
+    let threads = match &cli.command {
+        Command::Run(args) => args.threads,
+        Command::Merge(_) => 1,
     };
+    let runtime = match threads {
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = runtime.unwrap_or_else(|error| {
+        eprintln!("livecast-loadtest: cannot start the runtime: {error}");
+        std::process::exit(2);
+    });
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => livecast_loadtest::run(&args).await,
+            Command::Merge(args) => livecast_loadtest::merge(&args).await,
+        }
+    });
     match outcome {
         Ok(summary) if summary.passed => {}
         Ok(summary) => {

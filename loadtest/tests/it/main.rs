@@ -149,6 +149,7 @@ fn args(url: String, out: &Path, viewers: usize, secs: u64) -> RunArgs {
         },
         start_at: None,
         progress_secs: 0,
+        threads: 0,
         variant: VariantChoice::Abr,
         max_live_sync_rate: 1.0,
         requests_out: None,
