@@ -64,6 +64,17 @@ def check_wrk():
         raise SystemExit("wrk is missing: apt-get install wrk")
 
 
+def stop(procs, timeout=5.0):
+    """Asks every process to stop, then kills those still running after `timeout` seconds."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def wait_port(port, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

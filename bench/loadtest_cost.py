@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, build, free_port, make_clip, nginx_rtmp, wait_http  # noqa: E402
+from common import ROOT, build, free_port, make_clip, nginx_rtmp, stop, wait_http  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -137,13 +137,7 @@ def main():
         print(f"memory per viewer {per_viewer:.1f} KiB (target <= 64); timer lateness p99 "
               f"{summary['honesty']['timer_lateness_p99_ms']} ms (target < 5); audience played cleanly: {clean}")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         if not os.environ.get("KEEP"):
             shutil.rmtree(work, ignore_errors=True)
 

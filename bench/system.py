@@ -43,7 +43,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import build, free_port, make_clip, nginx_rtmp, ROOT, wait_http  # noqa: E402
+from common import build, free_port, make_clip, nginx_rtmp, ROOT, stop, wait_http  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 SETTLE = 4  # seconds after the ramp before the measured window
@@ -327,22 +327,16 @@ def main():
                 line += f", livecast-ll {cpu_per['livecast-ll'][v]:.3f} ms"
             print(line)
     finally:
-        for p in reversed(procs):
-            p.terminate()
+        stop(list(reversed(procs)), timeout=10)
+        # The quota groups, empty once their processes are gone.
         for name in ("reference", "livecast", "livecast-ll"):
             for base in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup"):
                 d = f"{base}/livecast-bench-{name}"
                 if os.path.isdir(d):
-                    time.sleep(0.5)
                     try:
                         os.rmdir(d)
                     except OSError:
                         pass
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
         if not os.environ.get("KEEP"):
             shutil.rmtree(work, ignore_errors=True)
 
