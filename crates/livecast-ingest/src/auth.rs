@@ -7,12 +7,18 @@
 //! `on_publish` (`call=publish&app=live&name=…&addr=…` plus the query's own pairs, the key
 //! included); a 2xx answer allows the publish, anything else refuses it. When both are set both
 //! must allow. The secret is never logged and never becomes part of a path.
+//!
+//! Before any of that, the publisher's address must be in the publish allow-list (loopback
+//! only when neither keys nor a callback are configured), and an address that failed too many
+//! checks lately is refused without being checked (key guessing).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use livecast_telemetry::Cidr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -27,6 +33,10 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a publish was refused; the reason becomes a metric label and a log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Denied {
+    /// The publisher's address is outside the publish allow-list.
+    Address,
+    /// The address failed too many checks lately.
+    RateLimited,
     /// No key, or not the stream's key.
     BadKey,
     /// The callback answered something other than 2xx, or could not be reached.
@@ -36,28 +46,95 @@ pub(crate) enum Denied {
 impl Denied {
     pub fn reason(self) -> &'static str {
         match self {
+            Denied::Address => "address_not_allowed",
+            Denied::RateLimited => "rate_limited",
             Denied::BadKey => "bad_key",
             Denied::Callback => "callback_refused",
         }
     }
 }
 
+/// Loopback, the publish allow-list when nothing else guards publishing.
+pub(crate) const LOOPBACK: &str = "127.0.0.0/8,::1/128,::ffff:127.0.0.0/104";
+
 /// The checks a publish must pass.
 #[derive(Debug)]
 pub(crate) struct Auth {
+    /// Addresses publishers may come from; `None` allows any.
+    allow: Option<Vec<Cidr>>,
     keys: Option<KeysFile>,
     callback: Option<Callback>,
+    failures: Failures,
 }
 
 impl Auth {
-    pub fn new(keys: Option<&Path>, callback: Option<&str>) -> Result<Self, IngestError> {
+    /// `allow` is the configured allow-list; empty means loopback only when neither `keys`
+    /// nor `callback` is set, and any address otherwise (the secret is then the guard).
+    pub fn new(
+        allow: &[Cidr],
+        keys: Option<&Path>,
+        callback: Option<&str>,
+        limit: FailureLimit,
+    ) -> Result<Self, IngestError> {
         let keys = keys.map(KeysFile::open).transpose()?;
         let callback = callback.map(Callback::new).transpose()?;
-        Ok(Self { keys, callback })
+        let allow = if !allow.is_empty() {
+            Some(allow.to_vec())
+        } else if keys.is_none() && callback.is_none() {
+            Some(Cidr::parse_list(LOOPBACK).map_err(IngestError::Config)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            allow,
+            keys,
+            callback,
+            failures: Failures::new(limit),
+        })
+    }
+
+    /// One line for the start log: what a publisher needs to be let in.
+    pub fn describe(&self) -> String {
+        let secret = match (&self.keys, &self.callback) {
+            (Some(_), Some(_)) => "a stream key and the on_publish callback's consent",
+            (Some(_), None) => "a stream key",
+            (None, Some(_)) => "the on_publish callback's consent",
+            (None, None) => "",
+        };
+        let from = match &self.allow {
+            None => "any address".to_string(),
+            Some(list) => list
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        if secret.is_empty() {
+            format!("publishing is open to {from} only (no stream keys or on_publish callback; widen with --publish-allow-cidr)")
+        } else {
+            format!("publishing needs {secret}, from {from}")
+        }
     }
 
     /// Checks a publish of `name` with the query `query` (what followed `?`) from `peer`.
     pub async fn check(&self, name: &str, query: &str, peer: SocketAddr) -> Result<(), Denied> {
+        if let Some(allow) = &self.allow {
+            if !livecast_telemetry::any_contains(allow, peer.ip()) {
+                return Err(Denied::Address);
+            }
+        }
+        if self.failures.blocked(peer.ip()) {
+            return Err(Denied::RateLimited);
+        }
+        let result = self.check_secret(name, query, peer).await;
+        match result {
+            Ok(()) => self.failures.forget(peer.ip()),
+            Err(_) => self.failures.record(peer.ip()),
+        }
+        result
+    }
+
+    async fn check_secret(&self, name: &str, query: &str, peer: SocketAddr) -> Result<(), Denied> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
@@ -72,6 +149,91 @@ impl Auth {
             callback.check(name, &pairs, peer).await?;
         }
         Ok(())
+    }
+}
+
+/// How many failed checks an address may have within a window before it is refused unchecked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FailureLimit {
+    /// Failures allowed within `window`; 0 turns the limit off.
+    pub max: usize,
+    pub window: Duration,
+}
+
+/// Addresses tracked at most; beyond this the ones whose last failure is oldest are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+/// Recent failed checks per address.
+#[derive(Debug)]
+struct Failures {
+    limit: FailureLimit,
+    recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl Failures {
+    fn new(limit: FailureLimit) -> Self {
+        Self {
+            limit,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `ip` has used up its failures within the window. A refusal for this reason is
+    /// not a failure of its own, so the address is let in again one window after its last
+    /// real failure.
+    fn blocked(&self, ip: IpAddr) -> bool {
+        if self.limit.max == 0 {
+            return false;
+        }
+        let Ok(mut recent) = self.recent.lock() else {
+            return false;
+        };
+        let Some(times) = recent.get_mut(&ip) else {
+            return false;
+        };
+        let window = self.limit.window;
+        while times.front().is_some_and(|t| t.elapsed() >= window) {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            recent.remove(&ip);
+            return false;
+        }
+        times.len() >= self.limit.max
+    }
+
+    /// A check passed: the address's earlier failures were a mistake put right.
+    fn forget(&self, ip: IpAddr) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.remove(&ip);
+        }
+    }
+
+    fn record(&self, ip: IpAddr) {
+        if self.limit.max == 0 {
+            return;
+        }
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        if recent.len() >= MAX_TRACKED && !recent.contains_key(&ip) {
+            let window = self.limit.window;
+            recent.retain(|_, times| times.back().is_some_and(|t| t.elapsed() < window));
+            if recent.len() >= MAX_TRACKED {
+                if let Some(oldest) = recent
+                    .iter()
+                    .min_by_key(|(_, times)| times.back().copied())
+                    .map(|(ip, _)| *ip)
+                {
+                    recent.remove(&oldest);
+                }
+            }
+        }
+        let times = recent.entry(ip).or_default();
+        times.push_back(Instant::now());
+        while times.len() > self.limit.max {
+            times.pop_front();
+        }
     }
 }
 
@@ -249,6 +411,85 @@ impl Callback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limit(max: usize, window_ms: u64) -> FailureLimit {
+        FailureLimit {
+            max,
+            window: Duration::from_millis(window_ms),
+        }
+    }
+
+    #[test]
+    fn an_address_that_failed_too_often_is_refused_until_the_window_passes() {
+        let failures = Failures::new(limit(3, 300));
+        let guesser: IpAddr = [10, 0, 0, 9].into();
+        let other: IpAddr = [10, 0, 0, 10].into();
+        for _ in 0..2 {
+            failures.record(guesser);
+            assert!(!failures.blocked(guesser));
+        }
+        failures.record(guesser);
+        assert!(failures.blocked(guesser));
+        assert!(!failures.blocked(other), "only the guesser is refused");
+        failures.record(other);
+        failures.forget(other);
+        assert!(failures.recent.lock().unwrap().get(&other).is_none());
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(!failures.blocked(guesser), "let in again after the window");
+        let off = Failures::new(limit(0, 300));
+        for _ in 0..10 {
+            off.record(guesser);
+        }
+        assert!(!off.blocked(guesser));
+    }
+
+    #[test]
+    fn failures_are_tracked_for_a_bounded_number_of_addresses() {
+        let failures = Failures::new(limit(1, 60_000));
+        for i in 0..(MAX_TRACKED as u32 + 50) {
+            failures.record(IpAddr::from(i.to_be_bytes()));
+        }
+        let recent = failures.recent.lock().unwrap();
+        assert!(recent.len() <= MAX_TRACKED, "{}", recent.len());
+    }
+
+    #[tokio::test]
+    async fn the_allow_list_is_loopback_unless_a_secret_guards_publishing() {
+        let any = limit(0, 1000);
+        let outside: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let open = Auth::new(&[], None, None, any).unwrap();
+        assert_eq!(open.check("cam", "", local).await, Ok(()));
+        assert_eq!(open.check("cam", "", outside).await, Err(Denied::Address));
+        assert!(
+            open.describe().contains("127.0.0.0/8"),
+            "{}",
+            open.describe()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, "cam k3y\n").unwrap();
+        let keyed = Auth::new(&[], Some(&keys), None, any).unwrap();
+        assert_eq!(keyed.check("cam", "key=k3y", outside).await, Ok(()));
+        assert!(keyed.describe().contains("any address"));
+        let narrow = Auth::new(
+            &Cidr::parse_list("10.0.0.0/8").unwrap(),
+            Some(&keys),
+            None,
+            any,
+        )
+        .unwrap();
+        assert_eq!(
+            narrow.check("cam", "key=k3y", outside).await,
+            Err(Denied::Address)
+        );
+        assert_eq!(
+            narrow
+                .check("cam", "key=k3y", "10.1.2.3:1".parse().unwrap())
+                .await,
+            Ok(())
+        );
+    }
 
     #[test]
     fn keys_file_format() {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use livecast_telemetry::LogArgs;
+use livecast_telemetry::{Cidr, LogArgs};
 
 use crate::IngestError;
 
@@ -32,6 +32,16 @@ pub struct Config {
     /// Address for RTMP publishers (rtmp://HOST:PORT/live/<stream>).
     #[arg(long, env = "LIVECAST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
     pub rtmp_listen: SocketAddr,
+    /// Address for RTMPS publishers (rtmps://HOST:PORT/live/<stream>, RTMP over TLS, as OBS
+    /// and ffmpeg publish it); off unless given. Needs --tls-cert and --tls-key.
+    #[arg(long, env = "LIVECAST_RTMPS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub rtmps_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --rtmps-listen.
+    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Address of the admin server (/metrics, /livez, /readyz).
     #[arg(long, env = "LIVECAST_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
     pub admin_listen: SocketAddr,
@@ -62,6 +72,27 @@ pub struct Config {
     /// call, app, name, addr and the stream name's query); a 2xx answer allows it.
     #[arg(long, env = "LIVECAST_ON_PUBLISH")]
     pub on_publish: Option<String>,
+    /// Addresses publishers may come from (repeatable or comma-separated). Unset: loopback
+    /// only while neither --stream-keys nor --on-publish is set, any address once one is.
+    /// `0.0.0.0/0,::/0` opens publishing to every address.
+    #[arg(
+        long = "publish-allow-cidr",
+        env = "LIVECAST_PUBLISH_ALLOW_CIDR",
+        value_delimiter = ','
+    )]
+    pub publish_allow: Vec<Cidr>,
+    /// Failed publish checks (a wrong key, a refusal by the callback) an address may have
+    /// within --publish-failure-window-secs before its publishes are refused unchecked, until
+    /// the window has passed since its last failure (0: no limit). A success clears the count.
+    #[arg(long, env = "LIVECAST_PUBLISH_MAX_FAILURES", default_value_t = 5)]
+    pub publish_max_failures: usize,
+    /// The window of --publish-max-failures, in seconds.
+    #[arg(
+        long,
+        env = "LIVECAST_PUBLISH_FAILURE_WINDOW_SECS",
+        default_value_t = 60
+    )]
+    pub publish_failure_window_secs: u64,
     /// Seconds without any data from a publisher before its connection is closed.
     #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
     pub idle_timeout_secs: u64,
@@ -110,6 +141,16 @@ impl Config {
                 "--reconnect-grace-secs must be at most 86400 (a day), got {}",
                 self.reconnect_grace_secs
             )));
+        }
+        if self.tls_cert.is_some() && self.rtmps_listen.is_none() {
+            return Err(IngestError::Config(
+                "--tls-cert is for RTMPS: give --rtmps-listen too".into(),
+            ));
+        }
+        if self.publish_failure_window_secs == 0 {
+            return Err(IngestError::Config(
+                "--publish-failure-window-secs must be at least 1".into(),
+            ));
         }
         if self.idle_timeout_secs == 0 {
             return Err(IngestError::Config(

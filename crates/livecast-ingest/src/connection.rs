@@ -11,8 +11,9 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use rustix::net::RecvFlags;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::chunk::{self, single_chunk, ChunkReader, Message};
@@ -22,24 +23,65 @@ use crate::server::Shared;
 
 /// The only RTMP application; publishers use rtmp://HOST/live/<stream>.
 pub(crate) const APP: &str = "live";
+/// The log target of the publish audit trail (filter with `RUST_LOG=livecast::audit=info`).
+pub(crate) const AUDIT: &str = "livecast::audit";
+/// The audit result of a publish that was let in.
+const ACCEPTED: &str = "accepted";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Protocol control message types handled here rather than by the session.
 const ACKNOWLEDGEMENT: u8 = 3;
 const WINDOW_ACK_SIZE: u8 = 5;
 
+/// What an RTMP connection reads from and writes to: TCP, or TLS over TCP for RTMPS.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// Reads what has already arrived without waiting; 0 when nothing has, or when the
+    /// transport cannot tell.
+    fn read_arrived(&self, _buf: &mut [u8]) -> usize {
+        0
+    }
+}
+
+impl Transport for TcpStream {
+    fn read_arrived(&self, buf: &mut [u8]) -> usize {
+        rustix::net::recv(self, buf, RecvFlags::DONTWAIT).map_or(0, |(n, _)| n)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// Serves one connection; with `tls`, the TLS handshake comes first (RTMPS).
 pub(crate) async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
-    let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty);
+    let scheme = if tls.is_some() { "rtmps" } else { "rtmp" };
+    let span = tracing::info_span!("rtmp", %peer, scheme, stream = tracing::field::Empty);
     async move {
         tracing::debug!("connection accepted");
-        match Connection::new(socket, peer, shared.clone())
-            .run(shutdown)
-            .await
-        {
+        let _ = socket.set_nodelay(true);
+        let outcome = match tls {
+            None => {
+                Connection::new(socket, peer, shared.clone())
+                    .run(shutdown)
+                    .await
+            }
+            Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
+                Ok(Ok(socket)) => {
+                    Connection::new(socket, peer, shared.clone())
+                        .run(shutdown)
+                        .await
+                }
+                Ok(Err(error)) => {
+                    tracing::info!(%error, "tls handshake failed");
+                    Err(ConnectionError::Refused("tls_handshake"))
+                }
+                Err(_) => Err(ConnectionError::Refused("handshake_timeout")),
+            },
+        };
+        match outcome {
             Ok(()) => tracing::debug!("connection closed"),
             Err(ConnectionError::Refused(reason)) => {
                 shared.metrics.rejected.with_label_values(&[reason]).inc();
@@ -76,8 +118,8 @@ impl Drop for Publish {
     }
 }
 
-struct Connection {
-    socket: TcpStream,
+struct Connection<S> {
+    socket: S,
     peer: SocketAddr,
     /// Last sign of life: any data before a publish, media once publishing.
     activity: Instant,
@@ -90,9 +132,8 @@ struct Connection {
     buf: Vec<u8>,
 }
 
-impl Connection {
-    fn new(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> Self {
-        let _ = socket.set_nodelay(true);
+impl<S: Transport> Connection<S> {
+    fn new(socket: S, peer: SocketAddr, shared: Arc<Shared>) -> Self {
         Self {
             socket,
             peer,
@@ -157,10 +198,7 @@ impl Connection {
                 // algorithm on: the body leaves once the read of the header acknowledged it,
                 // and from a near publisher it is here before that read returns. Taking it now
                 // saves a trip through the event loop; nothing there costs one more call.
-                let rest = &mut self.buf[n..];
-                if let Ok((more, _)) = rustix::net::recv(&self.socket, rest, RecvFlags::DONTWAIT) {
-                    n += more;
-                }
+                n += self.socket.read_arrived(&mut self.buf[n..]);
             }
             self.shared.metrics.received_bytes.inc_by(n as u64);
             if self.publish.is_none() {
@@ -351,6 +389,7 @@ impl Connection {
                 .refuse(
                     session,
                     request_id,
+                    name,
                     "second_publish",
                     "one publish per connection",
                 )
@@ -358,11 +397,11 @@ impl Connection {
         }
         if !valid_stream_name(name) {
             return self
-                .refuse(session, request_id, "bad_name", "invalid stream name")
+                .refuse(session, request_id, name, "bad_name", "invalid stream name")
                 .await;
         }
         if let Err(denied) = self.shared.auth.check(name, query, self.peer).await {
-            tracing::warn!(stream = %name, reason = denied.reason(), "publish not authorized");
+            self.audit(name, denied.reason());
             let refusal = session.reject_request(
                 request_id,
                 "NetStream.Publish.Unauthorized",
@@ -382,11 +421,13 @@ impl Connection {
                 .refuse(
                     session,
                     request_id,
+                    name,
                     "already_live",
                     "stream is already being published",
                 )
                 .await;
         }
+        self.audit(name, ACCEPTED);
         let results = session.accept_request(request_id)?;
         tracing::Span::current().record("stream", name);
         let mut pipeline = Pipeline::new(name.to_string(), self.shared.clone(), self.peer);
@@ -400,13 +441,33 @@ impl Connection {
         Ok(results)
     }
 
+    /// The audit trail: one line and one count per publish request, whatever its outcome.
+    /// The stream name is logged without its query, so no secret reaches the log.
+    fn audit(&self, name: &str, result: &'static str) {
+        self.shared
+            .metrics
+            .publish_attempts
+            .with_label_values(&[result])
+            .inc();
+        let name = sanitize(name);
+        let client = self.peer.ip();
+        let port = self.peer.port();
+        if result == ACCEPTED {
+            tracing::info!(target: AUDIT, stream = %name, %client, port, result, "publish attempt");
+        } else {
+            tracing::warn!(target: AUDIT, stream = %name, %client, port, result, "publish attempt");
+        }
+    }
+
     async fn refuse(
         &mut self,
         session: &mut ServerSession,
         request_id: u32,
+        name: &str,
         reason: &'static str,
         description: &str,
     ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        self.audit(name, reason);
         let refusal =
             session.reject_request(request_id, "NetStream.Publish.BadName", description)?;
         self.flush(refusal).await?;

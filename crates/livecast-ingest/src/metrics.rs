@@ -12,6 +12,7 @@ pub(crate) struct Metrics {
     pub parts_written: IntCounter,
     pub media_errors: IntCounter,
     pub rejected: IntCounterVec,
+    pub publish_attempts: IntCounterVec,
     pub write_errors: IntCounterVec,
     pub volume_full: IntGauge,
     pub gap_segments: IntCounter,
@@ -66,7 +67,15 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            publish_attempts: IntCounterVec::new(
+                Opts::new(
+                    "livecast_ingest_publish_attempts_total",
+                    "Publish requests, by result (accepted, or the reason of the refusal)",
+                ),
+                &["result"],
+            )?,
         };
+        registry.register(Box::new(m.publish_attempts.clone()))?;
         registry.register(Box::new(m.streams_active.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.received_bytes.clone()))?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use livecast_telemetry::workers::{Accepted, Incoming};
 use livecast_telemetry::{serve_admin, CancellationToken, Health, Registry};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Listeners {
     /// RTMP publishers.
     pub rtmp: TcpListener,
+    /// RTMPS publishers, when `--rtmps-listen` is set.
+    pub rtmps: Option<TcpListener>,
     /// Admin HTTP.
     pub admin: TcpListener,
 }
@@ -30,6 +33,10 @@ impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
             rtmp: TcpListener::bind(config.rtmp_listen).await?,
+            rtmps: match config.rtmps_listen {
+                Some(addr) => Some(TcpListener::bind(addr).await?),
+                None => None,
+            },
             admin: TcpListener::bind(config.admin_listen).await?,
         })
     }
@@ -37,11 +44,18 @@ impl Listeners {
 
 /// One worker thread: serves the connections it is given until shutdown, then lets every
 /// publish write its last segment within a deadline.
-async fn serve_worker(mut incoming: Incoming, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// With `tls`, connections are RTMPS.
+async fn serve_worker(
+    mut incoming: Incoming,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let tasks = TaskTracker::new();
     while let Some(Accepted { stream, peer, load }) = incoming.accept().await {
         shared.metrics.connections.inc();
-        let connection = connection::serve(stream, peer, shared.clone(), shutdown.clone());
+        let connection =
+            connection::serve(stream, peer, shared.clone(), tls.clone(), shutdown.clone());
         tasks.spawn(async move {
             connection.await;
             drop(load);
@@ -81,7 +95,21 @@ pub async fn run(
     config.validate()?;
     // A keys file that cannot be read or a bad callback URL stops the start, before any port
     // is served.
-    let auth = crate::auth::Auth::new(config.stream_keys.as_deref(), config.on_publish.as_deref())?;
+    let auth = crate::auth::Auth::new(
+        &config.publish_allow,
+        config.stream_keys.as_deref(),
+        config.on_publish.as_deref(),
+        crate::auth::FailureLimit {
+            max: config.publish_max_failures,
+            window: Duration::from_secs(config.publish_failure_window_secs),
+        },
+    )?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from(
+            livecast_telemetry::tls::server_config(cert, key, &[]).map_err(IngestError::Config)?,
+        )),
+        _ => None,
+    };
     std::fs::create_dir_all(&config.hls_dir)?;
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
@@ -94,9 +122,11 @@ pub async fn run(
     ));
     tracing::info!(
         rtmp = %listeners.rtmp.local_addr()?,
+        rtmps = ?listeners.rtmps.as_ref().and_then(|l| l.local_addr().ok()),
         hls_dir = %config.hls_dir.display(),
         "ingest listening"
     );
+    tracing::info!("{}", auth.describe());
     let shared = Arc::new(Shared {
         auth,
         config,
@@ -112,11 +142,25 @@ pub async fn run(
     // Each connection lives on one worker thread with a runtime of its own, its publish's
     // pipeline included: reading, packaging and writing a stream never wakes another thread.
     let workers = livecast_telemetry::worker_count(shared.config.workers);
-    let stop = shutdown.clone();
-    livecast_telemetry::serve_per_core(workers, listeners.rtmp, shutdown, move |incoming, _| {
-        serve_worker(incoming, shared.clone(), stop.clone())
-    })
-    .await?;
+    let serve = |listener: TcpListener, tls: Option<TlsAcceptor>| {
+        let shared = shared.clone();
+        let stop = shutdown.clone();
+        livecast_telemetry::serve_per_core(
+            workers,
+            listener,
+            shutdown.clone(),
+            move |incoming, _| serve_worker(incoming, shared.clone(), tls.clone(), stop.clone()),
+        )
+    };
+    let rtmp = serve(listeners.rtmp, None);
+    match (listeners.rtmps, tls) {
+        (Some(listener), Some(tls)) => {
+            let (plain, secure) = tokio::join!(rtmp, serve(listener, Some(tls)));
+            plain?;
+            secure?;
+        }
+        _ => rtmp.await?,
+    }
     health.set_ready(false);
     admin
         .await

@@ -19,6 +19,7 @@ pub mod linger;
 pub mod logging;
 pub mod naming;
 pub mod shutdown;
+pub mod tls;
 pub mod workers;
 
 pub use admin::{serve_admin, serve_admin_with, Health, LEAVING_HEADER, REPLICA_HEADER};

@@ -26,6 +26,16 @@ pub struct UpArgs {
     /// Address for RTMP publishers.
     #[arg(long, env = "LIVECAST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
     pub rtmp_listen: SocketAddr,
+    /// Address for RTMPS publishers (RTMP over TLS); off unless given. Needs --tls-cert and
+    /// --tls-key.
+    #[arg(long, env = "LIVECAST_RTMPS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub rtmps_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --rtmps-listen.
+    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Address for viewers (the balancer).
     #[arg(long, env = "LIVECAST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -79,6 +89,14 @@ pub struct UpArgs {
     /// http:// URL asked (form POST, like nginx-rtmp's on_publish) before every publish.
     #[arg(long, env = "LIVECAST_ON_PUBLISH")]
     pub on_publish: Option<String>,
+    /// Addresses publishers may come from (comma-separated CIDRs). Unset: loopback only while
+    /// neither --stream-keys nor --on-publish is set, any address once one is.
+    #[arg(
+        long = "publish-allow-cidr",
+        env = "LIVECAST_PUBLISH_ALLOW_CIDR",
+        value_delimiter = ','
+    )]
+    pub publish_allow: Vec<livecast_telemetry::Cidr>,
 }
 
 /// Addresses the stack actually listens on.
@@ -86,6 +104,8 @@ pub struct UpArgs {
 pub struct Addrs {
     /// RTMP.
     pub rtmp: SocketAddr,
+    /// RTMPS, when `--rtmps-listen` is set.
+    pub rtmps: Option<SocketAddr>,
     /// The balancer, where viewers go.
     pub proxy: SocketAddr,
     /// Each front-end.
@@ -162,6 +182,16 @@ impl Stack {
         if let Some(url) = &args.on_publish {
             ingest_args.push(format!("--on-publish={url}"));
         }
+        if let (Some(listen), Some(cert), Some(key)) =
+            (args.rtmps_listen, &args.tls_cert, &args.tls_key)
+        {
+            ingest_args.push(format!("--rtmps-listen={listen}"));
+            ingest_args.push(format!("--tls-cert={}", cert.display()));
+            ingest_args.push(format!("--tls-key={}", key.display()));
+        }
+        for range in &args.publish_allow {
+            ingest_args.push(format!("--publish-allow-cidr={range}"));
+        }
         let ingest = livecast_ingest::Config::parse_from(ingest_args);
         ingest.validate()?;
         let ingest_listeners = livecast_ingest::Listeners::bind(&ingest)
@@ -225,6 +255,11 @@ impl Stack {
             .with_context(|| format!("cannot bind balancer on {}", proxy.listen))?;
         let addrs = Addrs {
             rtmp: ingest_listeners.rtmp.local_addr()?,
+            rtmps: ingest_listeners
+                .rtmps
+                .as_ref()
+                .map(|l| l.local_addr())
+                .transpose()?,
             proxy: proxy_listeners.http.local_addr()?,
             ingest_admin: ingest_listeners.admin.local_addr()?,
             web_admins: webs
@@ -283,6 +318,7 @@ impl Stack {
         });
         tracing::info!(
             rtmp = %self.addrs.rtmp,
+            rtmps = ?self.addrs.rtmps,
             viewers = %self.addrs.proxy,
             front_ends = self.addrs.webs.len(),
             "livecast is up: publish to rtmp://HOST:{}/live/<stream>, watch on http://HOST:{}/",

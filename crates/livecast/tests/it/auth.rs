@@ -199,3 +199,92 @@ async fn the_on_publish_callback_decides() {
     ingest.stop().await;
     assert!(!hls.join("late").exists());
 }
+
+fn count(metrics: &str, result: &str) -> u64 {
+    let prefix = format!("livecast_ingest_publish_attempts_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics_of(ingest: &Ingest) -> String {
+    String::from_utf8_lossy(&get(&format!("http://{}/metrics", ingest.admin)).await.body)
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_outside_the_allow_list_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hls = dir.path().join("hls");
+    let clip = make_clip(dir.path(), 2);
+    // The test's publisher comes from 127.0.0.1: a loopback address outside the list.
+    let ingest = start_ingest(&hls, &["--publish-allow-cidr=127.0.0.2/32,10.0.0.0/8"]).await;
+    assert!(!try_publish(&ingest, &clip, "cam").await);
+    let metrics = metrics_of(&ingest).await;
+    assert_eq!(count(&metrics, "address_not_allowed"), 1, "{metrics}");
+    assert_eq!(count(&metrics, "accepted"), 0, "{metrics}");
+    ingest.stop().await;
+    assert!(
+        files_under(&hls).is_empty(),
+        "a refused publish writes nothing: {:?}",
+        files_under(&hls)
+    );
+
+    // Even with a stream key, an explicit list still applies.
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "cam k3y-long-enough\n").expect("keys");
+    let ingest = start_ingest(
+        &hls,
+        &[
+            "--publish-allow-cidr=10.0.0.0/8",
+            &format!("--stream-keys={}", keys.display()),
+        ],
+    )
+    .await;
+    assert!(!try_publish(&ingest, &clip, "cam?key=k3y-long-enough").await);
+    ingest.stop().await;
+    assert!(files_under(&hls).is_empty());
+
+    // The publisher's own address in the list lets it in; the attempt is counted.
+    let ingest = start_ingest(&hls, &["--publish-allow-cidr=127.0.0.1/32"]).await;
+    assert!(try_publish(&ingest, &clip, "cam").await);
+    let metrics = metrics_of(&ingest).await;
+    assert_eq!(count(&metrics, "accepted"), 1, "{metrics}");
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_guessing_keys_is_refused_even_with_the_right_key_until_its_window_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hls = dir.path().join("hls");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "cam Sup3r-secret\n").expect("keys");
+    let clip = make_clip(dir.path(), 2);
+    let ingest = start_ingest(
+        &hls,
+        &[
+            &format!("--stream-keys={}", keys.display()),
+            "--publish-max-failures=3",
+            "--publish-failure-window-secs=3",
+        ],
+    )
+    .await;
+    for guess in ["a", "b", "c"] {
+        assert!(!try_publish(&ingest, &clip, &format!("cam?key={guess}")).await);
+    }
+    // Blocked: the right key is not even checked.
+    assert!(!try_publish(&ingest, &clip, "cam?key=Sup3r-secret").await);
+    let metrics = metrics_of(&ingest).await;
+    assert_eq!(count(&metrics, "bad_key"), 3, "{metrics}");
+    assert_eq!(count(&metrics, "rate_limited"), 1, "{metrics}");
+    assert!(files_under(&hls).is_empty());
+    // Once the window has passed since the last failure, the right key works again.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert!(try_publish(&ingest, &clip, "cam?key=Sup3r-secret").await);
+    let metrics = metrics_of(&ingest).await;
+    assert_eq!(count(&metrics, "accepted"), 1, "{metrics}");
+    assert!(!metrics.contains("Sup3r"));
+    ingest.stop().await;
+}

@@ -10,4 +10,5 @@ mod e2e;
 mod enhanced_rtmp;
 mod reconnect;
 mod rtmp_chunks;
+mod rtmps;
 mod support;
