@@ -366,6 +366,7 @@ mod tests {
             ("host.name", "keyword"),
             ("livecast.stream", "keyword"),
             ("livecast.session", "keyword"),
+            ("user.name", "keyword"),
         ] {
             assert_eq!(kind(field), expected, "{field}");
         }

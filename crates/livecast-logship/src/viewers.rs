@@ -1,6 +1,7 @@
 //! Concurrent viewers: the distinct viewers of each stream seen within a sliding window.
 //!
 //! A viewer is the front-end's session cookie (`livecast.session`); without it, the client
+//! viewer's identity from a signed playback token (`user.name`), and without that the client
 //! address and user agent together. Counting sessions rather than addresses keeps a whole
 //! office behind one NAT address from counting as one viewer.
 
@@ -22,6 +23,8 @@ pub(crate) struct Fields<'a> {
     pub stream: Option<std::borrow::Cow<'a, str>>,
     #[serde(rename = "livecast.session", borrow)]
     pub session: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "user.name", borrow)]
+    pub user: Option<std::borrow::Cow<'a, str>>,
     #[serde(rename = "http.response.status_code")]
     pub status: Option<u16>,
 }
@@ -73,9 +76,10 @@ impl Viewers {
         else {
             return;
         };
-        let viewer = match (&fields.session, &fields.client_ip) {
-            (Some(session), _) if !session.is_empty() => format!("s:{session}"),
-            (_, Some(ip)) => format!("a:{ip}|{}", fields.user_agent.as_deref().unwrap_or("")),
+        let viewer = match (&fields.session, &fields.user, &fields.client_ip) {
+            (Some(session), _, _) if !session.is_empty() => format!("s:{session}"),
+            (_, Some(user), _) if !user.is_empty() => format!("u:{user}"),
+            (_, _, Some(ip)) => format!("a:{ip}|{}", fields.user_agent.as_deref().unwrap_or("")),
             _ => return,
         };
         let entry = self.streams.entry(stream.to_string()).or_default();
@@ -140,7 +144,14 @@ mod tests {
             let text = line(Some(s), "10.0.0.1", "same", "2026-11-24T00:00:10Z");
             v.observe(&serde_json::from_str(&text).unwrap());
         }
-        // Without a session, address plus user agent.
+        // Without a session, the token's viewer: one person from two addresses is one.
+        for ip in ["10.0.0.3", "10.0.0.4"] {
+            let mut text: serde_json::Value =
+                serde_json::from_str(&line(None, ip, "ffplay", "2026-11-24T00:00:20Z")).unwrap();
+            text["user.name"] = "ann@corp".into();
+            v.observe(&serde_json::from_str(&text.to_string()).unwrap());
+        }
+        // Without either, address plus user agent.
         for ua in ["x", "y", "y"] {
             let text = line(None, "10.0.0.2", ua, "2026-11-24T00:00:20Z");
             v.observe(&serde_json::from_str(&text).unwrap());
@@ -151,9 +162,9 @@ mod tests {
             vec![(
                 "cam".into(),
                 Counts {
-                    concurrent: 5,
-                    peak: 5,
-                    unique: 5
+                    concurrent: 6,
+                    peak: 6,
+                    unique: 6
                 }
             )]
         );
@@ -164,9 +175,9 @@ mod tests {
             vec![(
                 "cam".into(),
                 Counts {
-                    concurrent: 2,
-                    peak: 5,
-                    unique: 5
+                    concurrent: 3,
+                    peak: 6,
+                    unique: 6
                 }
             )]
         );

@@ -91,6 +91,29 @@ pub struct Config {
     /// (0: one per CPU).
     #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// Secret of signed playback URLs: with it, every request under /hls/ needs a valid token
+    /// for its stream (README, "Signed playback URLs"); others get 403. At least 16 bytes.
+    /// Prefer the environment or --playback-secret-file to the command line.
+    #[arg(long, env = "LIVECAST_PLAYBACK_SECRET", hide_env_values = true,
+          conflicts_with = "playback_secret_file")]
+    pub playback_secret: Option<Secret>,
+    /// File holding the playback secret (a trailing newline is ignored).
+    #[arg(long, env = "LIVECAST_PLAYBACK_SECRET_FILE")]
+    pub playback_secret_file: Option<PathBuf>,
+    /// http:// URL of the company's authentication service (as nginx's auth_request): the
+    /// player page asks /api/token, the balancer asks this URL with the viewer's Cookie and
+    /// Authorization headers, and a 2xx answer gets a token for the viewer named in its
+    /// X-Auth-Request-User (or X-Auth-Request-Email) header. Needs a playback secret.
+    #[arg(long, env = "LIVECAST_AUTH_URL")]
+    pub auth_url: Option<String>,
+    /// Seconds a token from /api/token is valid (the player page renews it at half-time).
+    #[arg(long, env = "LIVECAST_PLAYBACK_TOKEN_SECS", default_value_t = 3600)]
+    pub playback_token_secs: u64,
+    /// Bind tokens from /api/token to the viewer's address: a copied URL or cookie then
+    /// works from nowhere else (leave off where viewers' addresses change, e.g. behind NAT
+    /// pools).
+    #[arg(long, env = "LIVECAST_PLAYBACK_BIND_ADDRESS")]
+    pub playback_bind_address: bool,
     /// PEM certificate chain: serve HTTPS (with HTTP/2) instead of HTTP.
     #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -149,12 +172,77 @@ impl Config {
                 )));
             }
         }
+        if let Some(url) = &self.auth_url {
+            let ok = url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err(ProxyError::Config(format!(
+                    "--auth-url must be an http:// URL, got {url:?}"
+                )));
+            }
+            if self.playback_secret.is_none() && self.playback_secret_file.is_none() {
+                return Err(ProxyError::Config(
+                    "--auth-url hands out signed tokens: give --playback-secret or \
+                     --playback-secret-file too"
+                        .into(),
+                ));
+            }
+        }
+        if !(60..=7 * 86_400).contains(&self.playback_token_secs) {
+            return Err(ProxyError::Config(format!(
+                "--playback-token-secs must be between 60 and 604800, got {}",
+                self.playback_token_secs
+            )));
+        }
         if self.allow.is_empty() {
             return Err(ProxyError::Config(
                 "--allow-cidr needs at least one range".into(),
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The playback guard, when a secret is configured (read from its file if given).
+    pub fn playback(&self) -> Result<Option<crate::playback::Playback>, ProxyError> {
+        let secret = match (&self.playback_secret, &self.playback_secret_file) {
+            (Some(secret), _) => secret.0.as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path).map_err(|e| {
+                    ProxyError::Config(format!(
+                        "cannot read --playback-secret-file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                bytes
+            }
+            (None, None) => return Ok(None),
+        };
+        crate::playback::Playback::new(&secret)
+            .map(Some)
+            .map_err(ProxyError::Config)
+    }
+}
+
+/// A secret given as a flag: never shown by `Debug`.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
     }
 }
 

@@ -18,7 +18,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use livecast_telemetry::Cidr;
 
+use crate::issue::Issuer;
 use crate::limits::RateLimiter;
+use crate::playback::{Pass, Playback, Refused};
 use crate::metrics::Metrics;
 use crate::pool::{Backend, Lease, Pool};
 
@@ -48,7 +50,15 @@ pub(crate) struct Admission {
     pub allow: Vec<Cidr>,
     pub trusted_proxies: Vec<Cidr>,
     pub rate: Option<RateLimiter>,
+    /// Signed playback URLs, when a secret is configured.
+    pub playback: Option<Arc<Playback>>,
+    /// `/api/token`, when a secret is configured.
+    pub issuer: Option<Arc<Issuer>>,
 }
+
+/// The path where the player page gets its playback token.
+pub(crate) const TOKEN_PATH: &str = "/api/token";
+const X_LIVECAST_VIEWER: HeaderName = HeaderName::from_static(crate::playback::VIEWER_HEADER);
 
 /// Forwards requests to the backends.
 #[derive(Debug)]
@@ -134,6 +144,40 @@ impl Forwarder {
             }
         }
         Ok(())
+    }
+
+    /// The playback guard's verdict on a request (`Ok(None)`: no guard, or a path it does
+    /// not guard). Call after [`Forwarder::admit`].
+    pub fn check_playback<'a>(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        cookies: impl Iterator<Item = &'a [u8]>,
+        client: IpAddr,
+    ) -> Result<Option<Pass>, Refused> {
+        match &self.admission.playback {
+            Some(guard) => guard.admit(path, query, cookies, client),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts a playback refusal and gives the answer for it.
+    pub fn refuse_playback(&self, refused: Refused) -> (StatusCode, &'static str) {
+        self.metrics
+            .denied
+            .with_label_values(&[refused.reason()])
+            .inc();
+        let text = match refused {
+            Refused::Missing => "this stream needs a playback token\n",
+            Refused::Invalid => "this playback token is not valid for this stream\n",
+            Refused::Expired => "this playback token has expired\n",
+        };
+        (StatusCode::FORBIDDEN, text)
+    }
+
+    /// Whether `/api/token` is the balancer's to answer.
+    pub fn issues_tokens(&self) -> bool {
+        self.admission.issuer.is_some()
     }
 
     /// The balancer's own answer for `path`, if it has one: `Some(Ok(json))` for the viewer
@@ -273,6 +317,42 @@ impl Forwarder {
         if let Err((status, text)) = self.admit(client_ip) {
             return plain(status, text);
         }
+        if let (Some(issuer), TOKEN_PATH) = (&self.admission.issuer, request.uri().path()) {
+            let issued = issuer
+                .issue(request.uri().query(), request.headers(), client_ip)
+                .await;
+            let mut r = Response::new(Full::new(issued.body).map_err(|never| match never {}).boxed());
+            *r.status_mut() = issued.status;
+            let content_type = if issued.json {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Some(cookie) = issued.set_cookie {
+                r.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            return r;
+        }
+        let pass = match self.check_playback(
+            request.uri().path(),
+            request.uri().query(),
+            request
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            client_ip,
+        ) {
+            Ok(pass) => pass,
+            Err(refused) => {
+                let (status, text) = self.refuse_playback(refused);
+                return plain(status, text);
+            }
+        };
         match self.own_answer(request.uri().path()) {
             Some(Ok(report)) => {
                 let mut r =
@@ -291,6 +371,15 @@ impl Forwarder {
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
+        // Only the balancer names the viewer.
+        headers.remove(X_LIVECAST_VIEWER);
+        if let Some(viewer) = pass
+            .as_ref()
+            .filter(|p| !p.viewer.is_empty())
+            .and_then(|p| HeaderValue::from_str(&p.viewer).ok())
+        {
+            headers.insert(X_LIVECAST_VIEWER, viewer);
+        }
         if !trusted_peer {
             // An untrusted client's own forwarding headers are not believed.
             headers.remove(X_FORWARDED_FOR);
@@ -321,6 +410,8 @@ impl Forwarder {
             }
         }
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // The token has done its work here; the front-ends never see it.
+        let target = &*crate::playback::without_token(target);
         // A GET or HEAD carries no body worth keeping and is safe to send twice (`fetch`);
         // anything else gets exactly one attempt with its body streamed through.
         let (mut response, lease) = if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -378,6 +469,12 @@ impl Forwarder {
             }
         };
         response.headers_mut().insert(X_REQUEST_ID, request_id);
+        if let Some(cookie) = pass
+            .and_then(|p| p.set_cookie)
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         // The lease travels with the body: a draining backend stays until it is sent.
         response.map(|inner| {
             LeasedBody {

@@ -32,7 +32,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{Forwarder, Upstreams, HOP_BY_HOP};
+use crate::forward::{Forwarder, Upstreams, HOP_BY_HOP, TOKEN_PATH};
+use crate::playback::{Pass, Refused, VIEWER_HEADER};
 use crate::upstream::{Answer, RawBody};
 
 /// Most header lines in a request head (hyper's limit too).
@@ -66,6 +67,8 @@ struct Plan {
     client: IpAddr,
     /// The balancer's own answer, for the paths it answers itself.
     own: Option<Result<Bytes, (StatusCode, &'static str)>>,
+    /// The playback guard's verdict (`Ok(None)`: not guarded).
+    playback: Result<Option<Pass>, Refused>,
     request_id: RequestId,
 }
 
@@ -181,7 +184,14 @@ pub(crate) async fn serve(
         buf.advance(plan.len);
         let close = plan.close || shutdown.is_cancelled();
         let head_only = plan.method == Method::HEAD;
+        let set_cookie = match &plan.playback {
+            Ok(Some(pass)) => pass.set_cookie.as_deref(),
+            _ => None,
+        };
         let sent = if let Err((status, text)) = forwarder.admit(plan.client) {
+            answer_locally(&mut stream, &mut out, status, text, head_only, close).await
+        } else if let Err(refused) = plan.playback {
+            let (status, text) = forwarder.refuse_playback(refused);
             answer_locally(&mut stream, &mut out, status, text, head_only, close).await
         } else if let Some(own) = plan.own {
             match own {
@@ -202,7 +212,13 @@ pub(crate) async fn serve(
             match forwarder.fetch(upstreams, &plan.method, &head).await {
                 Ok((answer, lease)) => {
                     out.clear();
-                    let chunked = answer_head(&mut out, &answer, plan.request_id.as_bytes(), close);
+                    let chunked = answer_head(
+                        &mut out,
+                        &answer,
+                        plan.request_id.as_bytes(),
+                        set_cookie,
+                        close,
+                    );
                     let body = answer.into_body(upstreams.raw.clone(), lease.backend.addr);
                     let sent = pass_on(&mut stream, &mut out, body, chunked).await;
                     // A draining backend stays until its answer is sent.
@@ -253,6 +269,14 @@ fn plan(
     if request.version != Some(1) || !target.starts_with('/') {
         return Ok(Some(None));
     }
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    // `/api/token` waits for the authentication service: hyper's side serves it.
+    if path == TOKEN_PATH && forwarder.issues_tokens() {
+        return Ok(Some(None));
+    }
     let mut close = false;
     let mut named: Vec<&str> = Vec::new();
     let mut forwarded: Option<&str> = None;
@@ -288,9 +312,20 @@ fn plan(
         peer
     };
 
+    let playback = forwarder.check_playback(
+        path,
+        query,
+        request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .map(|h| h.value),
+        client,
+    );
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
+    // The token has done its work here; the front-ends never see it.
+    head.extend_from_slice(crate::playback::without_token(target).as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     let mut request_id: Option<&[u8]> = None;
     for h in request.headers.iter() {
@@ -301,6 +336,7 @@ fn plan(
             || is("content-length")
             || is("x-forwarded-proto")
             || is("x-forwarded-for")
+            || is(VIEWER_HEADER)
             || named.iter().any(|n| is(n))
         {
             continue;
@@ -333,14 +369,24 @@ fn plan(
         None => RequestId::New(forwarder.request_id()),
     };
     head.extend_from_slice(request_id.as_bytes());
-    head.extend_from_slice(b"\r\n\r\n");
-    let path = target.split('?').next().unwrap_or_default();
+    head.extend_from_slice(b"\r\n");
+    // Only the balancer names the viewer (its token said who).
+    if let Ok(Some(pass)) = &playback {
+        if !pass.viewer.is_empty() {
+            head.extend_from_slice(VIEWER_HEADER.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(pass.viewer.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+    }
+    head.extend_from_slice(b"\r\n");
     Ok(Some(Some(Plan {
         len,
         method,
         close,
         client,
         own: forwarder.own_answer(path),
+        playback,
         request_id,
     })))
 }
@@ -353,12 +399,23 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// Writes the head of the front-end's answer into `out`: its status, its header lines, the
 /// request id, a `Date` if it had none (RFC 9110 §6.6.1) and the viewer's framing. Says
 /// whether the body goes out chunked (the front-end's was chunked or ran until close).
-fn answer_head(out: &mut Vec<u8>, answer: &Answer, request_id: &[u8], close: bool) -> bool {
+fn answer_head(
+    out: &mut Vec<u8>,
+    answer: &Answer,
+    request_id: &[u8],
+    set_cookie: Option<&str>,
+    close: bool,
+) -> bool {
     status_line(out, answer.status());
     answer.write_fields(out);
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(request_id);
     out.extend_from_slice(b"\r\n");
+    if let Some(cookie) = set_cookie {
+        out.extend_from_slice(b"set-cookie: ");
+        out.extend_from_slice(cookie.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     if !answer.has_date() {
         date_line(out);
     }
@@ -560,6 +617,8 @@ pub mod fuzzing {
                 allow: Vec::new(),
                 trusted_proxies: Vec::new(),
                 rate: None,
+                playback: None,
+                issuer: None,
             });
             Self {
                 forwarder: Forwarder::new(pool, metrics, admission, Duration::from_secs(1)),

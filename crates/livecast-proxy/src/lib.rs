@@ -19,6 +19,8 @@
 //! - `forward`: one request: admission, headers, upstream call, retry.
 //! - `upstream`: the inline HTTP/1.1 client for GET and HEAD.
 //! - `limits`: per-client rate limiting.
+//! - [`playback`]: signed playback URLs (tokens, their check, the cookie).
+//! - `issue`: `/api/token`, tokens for viewers the company's authentication service vouched for.
 //! - `tls`: rustls setup with ALPN.
 //! - `status`: the operator page on the admin port.
 //! - `viewers`: the viewer count copied from the shipper for the player page.
@@ -29,10 +31,12 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 mod forward;
+mod issue;
 mod h1;
 mod health;
 mod limits;
 mod metrics;
+pub mod playback;
 mod pool;
 pub mod server;
 mod status;

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub health_checks: IntCounterVec,
     pub denied: IntCounterVec,
     pub fail_open: IntCounter,
+    pub tokens_issued: IntCounter,
 }
 
 impl Metrics {
@@ -64,7 +65,8 @@ impl Metrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "livecast_proxy_denied_total",
-                    "Requests or connections refused, by reason (not_allowed, rate_limited, connection_cap)",
+                    "Requests or connections refused, by reason (not_allowed, rate_limited, connection_cap, \
+                     token_missing, token_invalid, token_expired, auth_refused, auth_unavailable)",
                 ),
                 &["reason"],
             )?,
@@ -72,7 +74,12 @@ impl Metrics {
                 "livecast_proxy_fail_open_total",
                 "Requests sent to a backend not proven healthy because none was",
             )?,
+            tokens_issued: IntCounter::new(
+                "livecast_proxy_tokens_issued_total",
+                "Playback tokens handed out at /api/token after the authentication service agreed",
+            )?,
         };
+        registry.register(Box::new(m.tokens_issued.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.upstream_errors.clone()))?;
         registry.register(Box::new(m.upstream_duration.clone()))?;

@@ -97,9 +97,26 @@ pub async fn run_with_resolver(
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
+    let playback = config.playback()?.map(Arc::new);
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
     let health = Health::default();
+    let issuer = playback.as_ref().map(|guard| {
+        Arc::new(crate::issue::Issuer::new(
+            guard.clone(),
+            config.auth_url.as_deref(),
+            Duration::from_secs(config.playback_token_secs),
+            config.playback_bind_address,
+            metrics.clone(),
+        ))
+    });
+    match (&playback, &config.auth_url) {
+        (None, _) => tracing::info!("playback open to the allowed addresses (no --playback-secret)"),
+        (Some(_), Some(url)) => {
+            tracing::info!(auth_url = %url, "playback needs a signed token; /api/token asks the authentication service")
+        }
+        (Some(_), None) => tracing::info!("playback needs a signed token from the company portal"),
+    }
     let pool = Arc::new(Pool::new(
         config.balance,
         Thresholds {
@@ -113,6 +130,8 @@ pub async fn run_with_resolver(
         allow: config.allow.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         rate: (config.rate_limit_rps > 0.0).then(|| RateLimiter::new(config.rate_limit_rps)),
+        playback,
+        issuer,
     });
     let viewers = match &config.viewers_url {
         Some(url) => {

@@ -319,6 +319,9 @@ pub(crate) async fn record(
         headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
         &app.trusted_proxies,
     );
+    // The balancer names a viewer whose signed token said who it is; only a trusted proxy's
+    // word is taken.
+    let viewer = viewer_from(headers, livecast_telemetry::any_contains(&app.trusted_proxies, peer.ip()));
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -371,6 +374,7 @@ pub(crate) async fn record(
         host: &app.instance,
         stream,
         session: session.as_deref(),
+        viewer: viewer.as_deref(),
     };
     let mut line = serde_json::to_vec(&line).unwrap_or_default();
     line.push(b'\n');
@@ -406,6 +410,28 @@ struct Line<'a> {
     stream: Option<&'a str>,
     #[serde(rename = "livecast.session")]
     session: Option<&'a str>,
+    /// The viewer's identity from a signed playback token (null without one).
+    #[serde(rename = "user.name")]
+    viewer: Option<&'a str>,
+}
+
+/// The header in which the balancer names the viewer.
+pub(crate) const VIEWER_HEADER: &str = "x-livecast-viewer";
+
+fn viewer_from(headers: &axum::http::HeaderMap, trusted: bool) -> Option<String> {
+    if !trusted {
+        return None;
+    }
+    headers
+        .get(VIEWER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._@+-:".contains(&b))
+        })
+        .map(str::to_string)
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(
@@ -464,6 +490,16 @@ mod tests {
             proxy,
             "an empty trust list trusts nobody"
         );
+    }
+
+    #[test]
+    fn the_viewer_is_taken_only_from_a_trusted_proxy() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(VIEWER_HEADER, HeaderValue::from_static("ann@corp.example"));
+        assert_eq!(viewer_from(&headers, true).as_deref(), Some("ann@corp.example"));
+        assert_eq!(viewer_from(&headers, false), None);
+        headers.insert(VIEWER_HEADER, HeaderValue::from_static("a b"));
+        assert_eq!(viewer_from(&headers, true), None);
     }
 
     #[test]
