@@ -94,8 +94,12 @@ pub struct Config {
     /// Secret of signed playback URLs: with it, every request under /hls/ needs a valid token
     /// for its stream (README, "Signed playback URLs"); others get 403. At least 16 bytes.
     /// Prefer the environment or --playback-secret-file to the command line.
-    #[arg(long, env = "LIVECAST_PLAYBACK_SECRET", hide_env_values = true,
-          conflicts_with = "playback_secret_file")]
+    #[arg(
+        long,
+        env = "LIVECAST_PLAYBACK_SECRET",
+        hide_env_values = true,
+        conflicts_with = "playback_secret_file"
+    )]
     pub playback_secret: Option<Secret>,
     /// File holding the playback secret (a trailing newline is ignored).
     #[arg(long, env = "LIVECAST_PLAYBACK_SECRET_FILE")]

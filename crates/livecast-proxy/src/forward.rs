@@ -20,8 +20,8 @@ use livecast_telemetry::Cidr;
 
 use crate::issue::Issuer;
 use crate::limits::RateLimiter;
-use crate::playback::{Pass, Playback, Refused};
 use crate::metrics::Metrics;
+use crate::playback::{Pass, Playback, Refused};
 use crate::pool::{Backend, Lease, Pool};
 
 /// Error type of bodies on both sides of the proxy.
@@ -321,7 +321,11 @@ impl Forwarder {
             let issued = issuer
                 .issue(request.uri().query(), request.headers(), client_ip)
                 .await;
-            let mut r = Response::new(Full::new(issued.body).map_err(|never| match never {}).boxed());
+            let mut r = Response::new(
+                Full::new(issued.body)
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
             *r.status_mut() = issued.status;
             let content_type = if issued.json {
                 "application/json"

@@ -280,7 +280,9 @@ impl Playback {
 
 /// The `Set-Cookie` value that keeps `token` for the stream's requests.
 pub fn cookie(stream: &str, token: &str, max_age: u64) -> String {
-    format!("{TOKEN_COOKIE}={token}; Path=/hls/{stream}/; Max-Age={max_age}; HttpOnly; SameSite=Lax")
+    format!(
+        "{TOKEN_COOKIE}={token}; Path=/hls/{stream}/; Max-Age={max_age}; HttpOnly; SameSite=Lax"
+    )
 }
 
 fn same_address(a: IpAddr, b: IpAddr) -> bool {
@@ -334,14 +336,21 @@ mod tests {
         let claims = claims_for("talk", Duration::from_secs(60), "ann@corp", None);
         let token = g.mint(&claims).unwrap();
         let now = unix_now();
-        assert_eq!(g.verify(&token, "talk", HOME, now).unwrap().viewer, "ann@corp");
+        assert_eq!(
+            g.verify(&token, "talk", HOME, now).unwrap().viewer,
+            "ann@corp"
+        );
         assert_eq!(g.verify(&token, "other", HOME, now), Err(Refused::Invalid));
         assert_eq!(
             g.verify(&token, "talk", HOME, now + 61),
             Err(Refused::Expired)
         );
         // Any altered character breaks it, the expiry included.
-        let later = token.replacen(&claims.expires.to_string(), &(claims.expires + 3600).to_string(), 1);
+        let later = token.replacen(
+            &claims.expires.to_string(),
+            &(claims.expires + 3600).to_string(),
+            1,
+        );
         assert_eq!(g.verify(&later, "talk", HOME, now), Err(Refused::Invalid));
         let mut flipped = token.clone().into_bytes();
         let last = flipped.len() - 1;
@@ -353,9 +362,14 @@ mod tests {
             other_secret.verify(&token, "talk", HOME, now),
             Err(Refused::Invalid)
         );
-        assert_eq!(g.verify("garbage", "talk", HOME, now), Err(Refused::Invalid));
+        assert_eq!(
+            g.verify("garbage", "talk", HOME, now),
+            Err(Refused::Invalid)
+        );
         assert!(Playback::new(b"short").is_err());
-        assert!(g.mint(&claims_for("talk", Duration::ZERO, "bad\nname", None)).is_err());
+        assert!(g
+            .mint(&claims_for("talk", Duration::ZERO, "bad\nname", None))
+            .is_err());
     }
 
     #[test]
@@ -393,16 +407,35 @@ mod tests {
             .unwrap();
         assert_eq!(pass.viewer, "bob");
         let set = pass.set_cookie.unwrap();
-        assert!(set.starts_with(&format!("{TOKEN_COOKIE}={token}; Path=/hls/talk/;")), "{set}");
+        assert!(
+            set.starts_with(&format!("{TOKEN_COOKIE}={token}; Path=/hls/talk/;")),
+            "{set}"
+        );
         let header = format!("livecast_session=abc; {TOKEN_COOKIE}=stale; {TOKEN_COOKIE}={token}");
         let pass = g
-            .admit("/hls/talk/1.m4s", None, [header.as_bytes()].into_iter(), HOME)
+            .admit(
+                "/hls/talk/1.m4s",
+                None,
+                [header.as_bytes()].into_iter(),
+                HOME,
+            )
             .unwrap()
             .unwrap();
-        assert_eq!(pass, Pass { viewer: "bob".into(), set_cookie: None });
+        assert_eq!(
+            pass,
+            Pass {
+                viewer: "bob".into(),
+                set_cookie: None
+            }
+        );
         // The cookie of one stream does not open another.
         assert_eq!(
-            g.admit("/hls/board/1.m4s", None, [header.as_bytes()].into_iter(), HOME),
+            g.admit(
+                "/hls/board/1.m4s",
+                None,
+                [header.as_bytes()].into_iter(),
+                HOME
+            ),
             Err(Refused::Invalid)
         );
     }
@@ -410,7 +443,10 @@ mod tests {
     #[test]
     fn the_token_is_taken_out_of_the_forwarded_url() {
         assert_eq!(without_token("/hls/a/index.m3u8"), "/hls/a/index.m3u8");
-        assert_eq!(without_token("/hls/a/index.m3u8?token=x"), "/hls/a/index.m3u8");
+        assert_eq!(
+            without_token("/hls/a/index.m3u8?token=x"),
+            "/hls/a/index.m3u8"
+        );
         assert_eq!(
             without_token("/hls/a/index.m3u8?_HLS_msn=3&token=x&_HLS_part=1"),
             "/hls/a/index.m3u8?_HLS_msn=3&_HLS_part=1"

@@ -111,7 +111,9 @@ pub async fn run_with_resolver(
         ))
     });
     match (&playback, &config.auth_url) {
-        (None, _) => tracing::info!("playback open to the allowed addresses (no --playback-secret)"),
+        (None, _) => {
+            tracing::info!("playback open to the allowed addresses (no --playback-secret)")
+        }
         (Some(_), Some(url)) => {
             tracing::info!(auth_url = %url, "playback needs a signed token; /api/token asks the authentication service")
         }

@@ -321,7 +321,10 @@ pub(crate) async fn record(
     );
     // The balancer names a viewer whose signed token said who it is; only a trusted proxy's
     // word is taken.
-    let viewer = viewer_from(headers, livecast_telemetry::any_contains(&app.trusted_proxies, peer.ip()));
+    let viewer = viewer_from(
+        headers,
+        livecast_telemetry::any_contains(&app.trusted_proxies, peer.ip()),
+    );
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -496,7 +499,10 @@ mod tests {
     fn the_viewer_is_taken_only_from_a_trusted_proxy() {
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(VIEWER_HEADER, HeaderValue::from_static("ann@corp.example"));
-        assert_eq!(viewer_from(&headers, true).as_deref(), Some("ann@corp.example"));
+        assert_eq!(
+            viewer_from(&headers, true).as_deref(),
+            Some("ann@corp.example")
+        );
         assert_eq!(viewer_from(&headers, false), None);
         headers.insert(VIEWER_HEADER, HeaderValue::from_static("a b"));
         assert_eq!(viewer_from(&headers, true), None);

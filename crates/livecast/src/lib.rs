@@ -10,8 +10,10 @@
 //! - [`UpArgs`]: the flags of `livecast up`.
 //! - [`Stack`]: every listener bound (port 0 works, for tests), then [`Stack::run`].
 //! - [`probe`]: `livecast probe URL`, the containers' health check.
+//! - [`token`]: `livecast token`, a signed playback URL for a viewer.
 
 pub mod probe;
+pub mod token;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -89,6 +91,14 @@ pub struct UpArgs {
     /// http:// URL asked (form POST, like nginx-rtmp's on_publish) before every publish.
     #[arg(long, env = "LIVECAST_ON_PUBLISH")]
     pub on_publish: Option<String>,
+    /// Secret of signed playback URLs: viewers then need a token (`livecast token`, or
+    /// /api/token with --auth-url). At least 16 bytes; prefer the environment variable.
+    #[arg(long, env = "LIVECAST_PLAYBACK_SECRET", hide_env_values = true)]
+    pub playback_secret: Option<livecast_proxy::config::Secret>,
+    /// http:// URL of the company's authentication service that vouches for viewers before
+    /// /api/token hands them a token (as nginx's auth_request). Needs --playback-secret.
+    #[arg(long, env = "LIVECAST_AUTH_URL", requires = "playback_secret")]
+    pub auth_url: Option<String>,
     /// Addresses publishers may come from (comma-separated CIDRs). Unset: loopback only while
     /// neither --stream-keys nor --on-publish is set, any address once one is.
     #[arg(
@@ -249,7 +259,13 @@ impl Stack {
             ),
         ];
         proxy_args.extend(web_addrs.iter().map(|a| format!("--backend={a}")));
-        let proxy = livecast_proxy::Config::parse_from(proxy_args);
+        if let Some(url) = &args.auth_url {
+            proxy_args.push(format!("--auth-url={url}"));
+        }
+        let mut proxy = livecast_proxy::Config::parse_from(proxy_args);
+        // Set directly, not through the argument list: the secret stays out of any command line.
+        proxy.playback_secret = args.playback_secret.clone();
+        proxy.validate()?;
         let proxy_listeners = livecast_proxy::Listeners::bind(&proxy)
             .await
             .with_context(|| format!("cannot bind balancer on {}", proxy.listen))?;

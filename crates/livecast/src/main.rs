@@ -27,6 +27,9 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Print a signed playback token for a stream (the balancer's --playback-secret), and the
+    /// player URL that carries it.
+    Token(livecast::token::TokenArgs),
 }
 
 #[tokio::main]
@@ -41,9 +44,19 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Token(args) = &cli.command {
+        match livecast::token::run(args) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("livecast token: {error:#}");
+                std::process::exit(2);
+            }
+        }
+        return Ok(());
+    }
     livecast_telemetry::init_logging(cli.log.log_format);
     match cli.command {
-        Command::Probe { .. } => Ok(()),
+        Command::Probe { .. } | Command::Token(_) => Ok(()),
         Command::Up(args) => {
             let stack = Stack::bind(&args).await?;
             stack.run(livecast_telemetry::shutdown_on_signals()).await
