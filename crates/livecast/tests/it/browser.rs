@@ -233,3 +233,57 @@ async fn the_player_page_starts_again_when_an_ended_stream_returns() {
     );
     stack.stop().await;
 }
+
+/// Runs `e2e/play.mjs` on `url`; returns whether it saw playback, and its report.
+async fn play_page(url: &str, screenshot: &std::path::Path, timeout_ms: u32) -> (bool, String) {
+    let output = tokio::process::Command::new("node")
+        .env("PLAY_TIMEOUT_MS", timeout_ms.to_string())
+        .arg(workspace_dir().join("e2e/play.mjs"))
+        .arg(url)
+        .arg(screenshot)
+        .output()
+        .await
+        .expect("node must be installed");
+    (
+        output.status.success(),
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hls_js_plays_a_signed_link_and_nothing_without_one() {
+    let secret = "browser-playback-secret-0123456789";
+    let stack = start_stack_with(2, &[&format!("--playback-secret={secret}")]).await;
+    let clip = make_clip(stack.dir.path(), 40);
+    let mut publisher = publish(&clip, &stack.rtmp_url("live/signed"));
+    let playlist = stack.hls_dir().join("signed/index.m3u8");
+    wait_until("segments", Duration::from_secs(15), || {
+        let listed = std::fs::read_to_string(&playlist)
+            .map(|t| parse_playlist(&t).segments.len() >= 2)
+            .unwrap_or(false);
+        async move { listed }
+    })
+    .await;
+    let guard = livecast_proxy::playback::Playback::new(secret.as_bytes()).expect("secret");
+    let claims =
+        livecast_proxy::playback::claims_for("signed", Duration::from_secs(600), "eve", None);
+    let token = guard.mint(&claims).expect("token");
+    let artifacts = workspace_dir().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+
+    // LL-HLS in hls.js: the playlist with the link's token, every part and blocking reload
+    // with the cookie the balancer answered it with.
+    let url = stack.url(&format!("/?stream=signed&token={token}"));
+    let (played, report) = play_page(&url, &artifacts.join("signed.png"), 40_000).await;
+    assert!(played, "the signed link did not play: {report}");
+    // The same page without the token: refused, nothing plays.
+    let url = stack.url("/?stream=signed");
+    let (played, report) = play_page(&url, &artifacts.join("unsigned.png"), 8_000).await;
+    assert!(!played, "played without a token: {report}");
+    publisher.kill().await.expect("stop ffmpeg");
+    stack.stop().await;
+}
