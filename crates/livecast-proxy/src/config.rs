@@ -118,6 +118,12 @@ pub struct Config {
     /// pools).
     #[arg(long, env = "LIVECAST_PLAYBACK_BIND_ADDRESS")]
     pub playback_bind_address: bool,
+    /// Credential of the operator page (/status, /api/status on the admin port): a browser
+    /// gives it as the password of the HTTP Basic prompt (any user name), a script as
+    /// `Authorization: Bearer <token>`. /metrics, /livez and /readyz stay open for Prometheus
+    /// and health checks. Without it the page is open to whoever reaches the admin port.
+    #[arg(long, env = "LIVECAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
     /// PEM certificate chain: serve HTTPS (with HTTP/2) instead of HTTP.
     #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

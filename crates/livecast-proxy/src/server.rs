@@ -156,6 +156,7 @@ pub async fn run_with_resolver(
             connect_timeout,
             viewers.clone(),
             config.backend_admin_port,
+            config.admin_token.as_ref().map(|t| t.0.clone()),
         ),
         shutdown.clone(),
     ));

@@ -22,6 +22,30 @@ use hyper_util::rt::TokioExecutor;
 use crate::forward::Body;
 use crate::pool::{BackendStatus, Pool, State as BackendState};
 
+#[cfg(test)]
+mod auth_tests {
+    use super::authorized;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_admin_token_is_taken_as_bearer_or_as_a_basic_password() {
+        let token = "op-token-123";
+        assert!(authorized(&with("Bearer op-token-123"), token));
+        // "ops:op-token-123" and "ops:wrong"
+        assert!(authorized(&with("Basic b3BzOm9wLXRva2VuLTEyMw=="), token));
+        assert!(!authorized(&with("Basic b3BzOndyb25n"), token));
+        assert!(!authorized(&with("Bearer op-token-12"), token));
+        assert!(!authorized(&with("Basic !!!"), token));
+        assert!(!authorized(&HeaderMap::new(), token));
+    }
+}
+
 const PAGE: &str = include_str!("status.html");
 
 #[derive(Clone)]
@@ -41,17 +65,18 @@ struct Status {
     viewers: Option<serde_json::Value>,
 }
 
-/// Routes merged into the admin router.
+/// Routes merged into the admin router; with `token`, each asks for it.
 pub(crate) fn router(
     pool: Arc<Pool>,
     connect_timeout: Duration,
     viewers: Option<Arc<crate::viewers::ViewerFeed>>,
     admin_port: Option<u16>,
+    token: Option<String>,
 ) -> Router {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     let client = Client::builder(TokioExecutor::new()).build(connector);
-    Router::new()
+    let routes = Router::new()
         .route("/status", get(|| async { Html(PAGE) }))
         .route("/api/status", get(status))
         .with_state(StatusState {
@@ -59,7 +84,62 @@ pub(crate) fn router(
             client,
             viewers,
             admin_port,
-        })
+        });
+    match token {
+        Some(token) => {
+            let token = Arc::new(token);
+            routes.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let token = token.clone();
+                    async move {
+                        if authorized(request.headers(), &token) {
+                            next.run(request).await
+                        } else {
+                            (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                [(
+                                    header::WWW_AUTHENTICATE,
+                                    "Basic realm=\"livecast operator\"",
+                                )],
+                                "the operator page needs the admin token\n",
+                            )
+                                .into_response()
+                        }
+                    }
+                },
+            ))
+        }
+        None => routes,
+    }
+}
+
+/// Whether the request carries the admin token: as a bearer token, or as the password of
+/// HTTP Basic credentials (any user name). Compared in constant time.
+fn authorized(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let given = if let Some(bearer) = value.strip_prefix("Bearer ") {
+        bearer.trim().as_bytes().to_vec()
+    } else if let Some(basic) = value.strip_prefix("Basic ") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+            return false;
+        };
+        match decoded.iter().position(|b| *b == b':') {
+            Some(colon) => decoded[colon + 1..].to_vec(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    // ring compares MACs in constant time; comparing the MACs of both compares them.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"livecast-admin-token");
+    let expected = ring::hmac::sign(&key, token.as_bytes());
+    ring::hmac::verify(&key, &given, expected.as_ref()).is_ok()
 }
 
 async fn status(State(state): State<StatusState>) -> impl IntoResponse {

@@ -99,6 +99,10 @@ pub struct UpArgs {
     /// /api/token hands them a token (as nginx's auth_request). Needs --playback-secret.
     #[arg(long, env = "LIVECAST_AUTH_URL", requires = "playback_secret")]
     pub auth_url: Option<String>,
+    /// Credential of the balancer's operator page (/status on its admin port): the Basic
+    /// password in a browser, or `Authorization: Bearer <token>`.
+    #[arg(long, env = "LIVECAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<livecast_proxy::config::Secret>,
     /// Addresses publishers may come from (comma-separated CIDRs). Unset: loopback only while
     /// neither --stream-keys nor --on-publish is set, any address once one is.
     #[arg(
@@ -265,6 +269,7 @@ impl Stack {
         let mut proxy = livecast_proxy::Config::parse_from(proxy_args);
         // Set directly, not through the argument list: the secret stays out of any command line.
         proxy.playback_secret = args.playback_secret.clone();
+        proxy.admin_token = args.admin_token.clone();
         proxy.validate()?;
         let proxy_listeners = livecast_proxy::Listeners::bind(&proxy)
             .await

@@ -375,3 +375,41 @@ async fn the_authentication_service_decides_who_gets_a_token_and_names_the_viewe
     assert!(answer.header("set-cookie").is_none());
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_the_operator_page_and_leaves_metrics_open() {
+    let stack = start_stack_with(1, &["--admin-token=op-token-for-tests"]).await;
+    let admin = stack.addrs.proxy_admin;
+    for path in ["/status", "/api/status"] {
+        let refused = request(admin, "1.1", path, &[]).await;
+        assert_eq!(refused.status, 401, "{path}");
+        assert!(refused
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Basic")));
+        let wrong = request(admin, "1.1", path, &[("Authorization", "Bearer nope")]).await;
+        assert_eq!(wrong.status, 401, "{path}");
+        let bearer = request(
+            admin,
+            "1.1",
+            path,
+            &[("Authorization", "Bearer op-token-for-tests")],
+        )
+        .await;
+        assert_eq!(bearer.status, 200, "{path}");
+        // A browser's Basic prompt: any user, the token as password ("ops:op-token-for-tests").
+        let basic = request(
+            admin,
+            "1.1",
+            path,
+            &[("Authorization", "Basic b3BzOm9wLXRva2VuLWZvci10ZXN0cw==")],
+        )
+        .await;
+        assert_eq!(basic.status, 200, "{path}");
+    }
+    // Open to Prometheus and health checks (/readyz may still say 503: not ready yet).
+    for open in ["/metrics", "/readyz", "/livez"] {
+        let status = request(admin, "1.1", open, &[]).await.status;
+        assert!(status == 200 || status == 503, "{open}: {status}");
+    }
+    stack.stop().await;
+}
