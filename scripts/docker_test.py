@@ -427,6 +427,14 @@ def main():
         check(all(n == 0 for n in restarts.values()), f"restarted: {restarts}")
         users = {inspect(c)["Name"]: inspect(c)["Config"]["User"] for c in compose.ids("web")}
         check(all(u == "livecast" for u in users.values()), f"users {users}")
+        livecast_ids = [i for svc in ("ingest", "web", "proxy", "logship") for i in compose.ids(svc)]
+        hardening = {inspect(c)["Name"]: (inspect(c)["HostConfig"]["ReadonlyRootfs"],
+                                          inspect(c)["HostConfig"]["CapDrop"],
+                                          inspect(c)["HostConfig"]["SecurityOpt"])
+                     for c in livecast_ids}
+        check(all(ro and caps == ["ALL"] and "no-new-privileges:true" in (opts or [])
+                  for ro, caps, opts in hardening.values()), f"hardening {hardening}")
+        step("every livecast container: read-only root, no capabilities, no-new-privileges")
         step(f"healthy: {', '.join(sorted(inspect(c)['Name'].lstrip('/') for c in ids))}")
 
         clip = os.path.join(ROOT, "target", "docker-clip.flv")
