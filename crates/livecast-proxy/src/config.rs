@@ -92,7 +92,7 @@ pub struct Config {
     #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 0)]
     pub workers: usize,
     /// Secret of signed playback URLs: with it, every request under /hls/ needs a valid token
-    /// for its stream (README, "Signed playback URLs"); others get 403. At least 16 bytes.
+    /// for its stream (README, "Who may watch"); others get 403. At least 16 bytes.
     /// Prefer the environment or --playback-secret-file to the command line.
     #[arg(
         long,
