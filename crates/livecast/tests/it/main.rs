@@ -8,6 +8,7 @@ mod continuity;
 mod disk_full;
 mod e2e;
 mod enhanced_rtmp;
+mod k8s;
 mod playback;
 mod reconnect;
 mod rtmp_chunks;
