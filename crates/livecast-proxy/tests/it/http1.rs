@@ -241,3 +241,42 @@ async fn shutdown_finishes_the_answer_in_flight_then_closes() {
     );
     assert!(rest.is_empty(), "then the connection is closed");
 }
+
+#[tokio::test]
+async fn a_valid_token_does_not_open_the_stream_to_an_address_outside_the_allow_list() {
+    let secret = "proxy-test-playback-secret-0123";
+    let guard = livecast_proxy::playback::Playback::new(secret.as_bytes()).expect("secret");
+    let claims =
+        livecast_proxy::playback::claims_for("talk", Duration::from_secs(60), "ann@corp", None);
+    let token = guard.mint(&claims).expect("token");
+    let request = format!(
+        "GET /hls/talk/index.m3u8?_HLS_msn=3&token={token} HTTP/1.1\r\nHost: x\r\n\
+         X-Livecast-Viewer: mallory\r\n\r\n"
+    );
+    let secret_flag = format!("--playback-secret={secret}");
+    let (_a, _proxy, mut reader) = connected(&["--allow-cidr=10.0.0.0/8", &secret_flag]).await;
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .expect("write");
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("company network"));
+
+    // Inside the list, the front-end gets the URL without the token and the token's viewer,
+    // never the client's own header.
+    let (_a, _proxy, mut reader) = connected(&[&secret_flag]).await;
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .expect("write");
+    let (head, body) = answer(&mut reader, false).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("set-cookie: livecast_playback="), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "uri=/hls/talk/index.m3u8?_HLS_msn=3 viewer=ann@corp"
+    );
+}

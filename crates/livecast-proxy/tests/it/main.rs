@@ -68,6 +68,17 @@ pub async fn backend(name: &'static str) -> TestBackend {
             }),
         )
         .route(
+            "/hls/{stream}/{file}",
+            get(|uri: axum::http::Uri, headers: HeaderMap| async move {
+                let viewer = headers
+                    .get("x-livecast-viewer")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string();
+                format!("uri={uri} viewer={viewer}")
+            }),
+        )
+        .route(
             "/echo",
             axum::routing::post(|body: bytes::Bytes| async move { body }),
         )
