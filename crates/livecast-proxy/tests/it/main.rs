@@ -68,7 +68,7 @@ pub async fn backend(name: &'static str) -> TestBackend {
             }),
         )
         .route(
-            "/hls/{stream}/{file}",
+            "/hls/talk/{file}",
             get(|uri: axum::http::Uri, headers: HeaderMap| async move {
                 let viewer = headers
                     .get("x-livecast-viewer")
