@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use livecast_media::publish::valid_stream_name;
+
 use crate::chunk::{self, single_chunk, ChunkReader, Message};
 use crate::error::ConnectionError;
 use crate::pipeline::{MediaMessage, Pipeline};
@@ -492,16 +494,6 @@ impl<S: Transport> Connection<S> {
     }
 }
 
-/// Stream names become directory names and URL path segments: keep them to a safe alphabet.
-pub(crate) fn valid_stream_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-}
-
 /// The kind of a session event, for debug logs (events can carry secrets and media).
 fn event_name(event: &ServerSessionEvent) -> &'static str {
     match event {
@@ -517,28 +509,4 @@ fn event_name(event: &ServerSessionEvent) -> &'static str {
 /// A peer-supplied string fit for a log line: bounded and without control characters.
 fn sanitize(s: &str) -> String {
     s.chars().take(64).filter(|c| !c.is_control()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_stream_name;
-
-    #[test]
-    fn stream_names() {
-        for ok in ["cam1", "Main_Stage-2", "a.b"] {
-            assert!(valid_stream_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "..",
-            ".hidden",
-            "a/b",
-            "a?b",
-            "x y",
-            "-flag",
-            &"x".repeat(65),
-        ] {
-            assert!(!valid_stream_name(bad), "{bad}");
-        }
-    }
 }

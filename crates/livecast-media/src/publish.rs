@@ -13,6 +13,19 @@
 //!
 //! Lines a reader does not know are skipped, so either side may grow first.
 
+/// Whether `name` may be a stream's name. Names become directory names and URL path
+/// segments, so they keep to a safe alphabet: 1 to 64 letters, digits, `_`, `-` and `.`, not
+/// starting with `.` or `-`. The ingest refuses other publishes, and the balancer and
+/// `livecast token` refuse to sign for other names.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 use crate::segmenter::StreamInfo;
 
 /// The file's name in the stream directory.
@@ -123,6 +136,25 @@ impl PublishInfo {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stream_names_keep_to_a_safe_alphabet() {
+        for ok in ["cam1", "Main_Stage-2", "a.b"] {
+            assert!(valid_stream_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a?b",
+            "x y",
+            "-flag",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_stream_name(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

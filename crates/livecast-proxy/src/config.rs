@@ -173,24 +173,10 @@ impl Config {
             ));
         }
         if let Some(url) = &self.viewers_url {
-            let ok = url
-                .parse::<http::Uri>()
-                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-            if !ok {
-                return Err(ProxyError::Config(format!(
-                    "--viewers-url must be an http:// URL, got {url:?}"
-                )));
-            }
+            http_url("--viewers-url", url)?;
         }
         if let Some(url) = &self.auth_url {
-            let ok = url
-                .parse::<http::Uri>()
-                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
-            if !ok {
-                return Err(ProxyError::Config(format!(
-                    "--auth-url must be an http:// URL, got {url:?}"
-                )));
-            }
+            http_url("--auth-url", url)?;
             if self.playback_secret.is_none() && self.playback_secret_file.is_none() {
                 return Err(ProxyError::Config(
                     "--auth-url hands out signed tokens: give --playback-secret or \
@@ -236,6 +222,20 @@ impl Config {
         crate::playback::Playback::new(&secret)
             .map(Some)
             .map_err(ProxyError::Config)
+    }
+}
+
+/// Checks that the value of `flag` is an `http://` URL with a host.
+fn http_url(flag: &str, url: &str) -> Result<(), ProxyError> {
+    let ok = url
+        .parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+    if ok {
+        Ok(())
+    } else {
+        Err(ProxyError::Config(format!(
+            "{flag} must be an http:// URL, got {url:?}"
+        )))
     }
 }
 

@@ -99,12 +99,7 @@ impl Issuer {
             .find(|(k, _)| k == "stream")
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
-        let valid_name = !stream.is_empty()
-            && stream.len() <= 64
-            && stream
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !valid_name {
+        if !livecast_media::publish::valid_stream_name(&stream) {
             return Issued::refusal(StatusCode::BAD_REQUEST, "?stream=<name> is required\n");
         }
         let mut request = hyper::Request::get(uri.clone());

@@ -42,14 +42,8 @@ pub fn run(args: &TokenArgs) -> anyhow::Result<String> {
         None => std::env::var("LIVECAST_PLAYBACK_SECRET")
             .context("give --secret-file or set LIVECAST_PLAYBACK_SECRET")?,
     };
-    let stream_ok = !args.stream.is_empty()
-        && args.stream.len() <= 64
-        && args
-            .stream
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     anyhow::ensure!(
-        stream_ok,
+        livecast_media::publish::valid_stream_name(&args.stream),
         "--stream must be a stream name (letters, digits, . _ -), got {:?}",
         args.stream
     );
