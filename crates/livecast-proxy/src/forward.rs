@@ -321,19 +321,9 @@ impl Forwarder {
             let issued = issuer
                 .issue(request.uri().query(), request.headers(), client_ip)
                 .await;
-            let mut r = Response::new(
-                Full::new(issued.body)
-                    .map_err(|never| match never {})
-                    .boxed(),
-            );
-            *r.status_mut() = issued.status;
-            let content_type = if issued.json {
-                "application/json"
-            } else {
-                "text/plain; charset=utf-8"
-            };
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            let content_type = if issued.json { JSON } else { TEXT };
+            let mut r = local(issued.status, content_type, issued.body);
+            // A token is for this viewer alone: no cache keeps it.
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             if let Some(cookie) = issued.set_cookie {
@@ -358,17 +348,7 @@ impl Forwarder {
             }
         };
         match self.own_answer(request.uri().path()) {
-            Some(Ok(report)) => {
-                let mut r =
-                    Response::new(Full::new(report).map_err(|never| match never {}).boxed());
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                return r;
-            }
+            Some(Ok(report)) => return local(StatusCode::OK, JSON, report),
             Some(Err((status, text))) => return plain(status, text),
             None => {}
         }
@@ -589,16 +569,20 @@ impl http_body::Body for LeasedBody {
 }
 
 pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    local(status, TEXT, Bytes::from_static(text.as_bytes()))
+}
+
+/// Content types of the balancer's own answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// An answer of the balancer's own, not to be cached.
+fn local(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
