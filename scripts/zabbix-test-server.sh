@@ -79,12 +79,21 @@ if [ "$action" = stop ]; then
 fi
 
 [ "$(id -u)" -eq 0 ] || { echo "the Zabbix test server needs root" >&2; exit 1; }
-# Start the first PostgreSQL cluster if it is down.
-if ! pg "psql -qAtc 'select 1'" >/dev/null 2>&1; then
+# Start the first PostgreSQL cluster if it is down. The tests run in parallel and each calls
+# this script, so the start is serialised by a lock, and a cluster that another caller is
+# still starting counts as started once it answers.
+pg_up() { pg "psql -qAtc 'select 1'" >/dev/null 2>&1; }
+exec 9>/tmp/livecast-zabbix-test-postgres.lock
+flock 9
+if ! pg_up; then
   read -r version cluster _ < <(pg_lsclusters -h | head -1)
   # Its messages ("Removed stale pid file") go to stderr: stdout carries only the database name.
-  pg_ctlcluster "$version" "$cluster" start >&2
+  pg_ctlcluster "$version" "$cluster" start >&2 || true
+  for _ in $(seq 1 100); do pg_up && break; sleep 0.2; done
+  pg_up || { echo "PostgreSQL $version/$cluster does not answer" >&2; exit 1; }
 fi
+flock -u 9
+exec 9>&-
 pg "dropdb --if-exists --force $db" >/dev/null
 pg "createdb $db"
 for part in schema images data; do
