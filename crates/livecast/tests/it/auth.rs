@@ -1,6 +1,6 @@
 //! Publish authentication with a real ffmpeg publisher: the stream-keys file (and its reload)
 //! and the on_publish callback. A refused publish writes nothing; the secret shows up in no
-//! file name, playlist or metric.
+//! file name, playlist, metric or log line.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,42 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{get, make_clip, publish, start_ingest, wait_until, Ingest};
+
+/// Where the audit trail (`livecast::audit`) is written while a test runs.
+#[derive(Clone, Default)]
+struct AuditLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for AuditLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("audit log").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AuditLog {
+    /// Captures the process's audit lines from now on (nextest runs each test in its own
+    /// process, so the global subscriber is this test's).
+    fn capture() -> Self {
+        let log = Self::default();
+        let writer = log.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("livecast::audit=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        log
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().expect("audit log"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
 
 /// Publishes the clip to `live/<name_and_query>`; returns whether ffmpeg succeeded.
 async fn try_publish(ingest: &Ingest, clip: &Path, name_and_query: &str) -> bool {
@@ -257,6 +293,7 @@ async fn a_publisher_outside_the_allow_list_is_refused_and_nothing_is_written() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_guessing_keys_is_refused_even_with_the_right_key_until_its_window_passes() {
+    let audit = AuditLog::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let hls = dir.path().join("hls");
     let keys = dir.path().join("keys");
@@ -287,4 +324,21 @@ async fn an_address_guessing_keys_is_refused_even_with_the_right_key_until_its_w
     assert_eq!(count(&metrics, "accepted"), 1, "{metrics}");
     assert!(!metrics.contains("Sup3r"));
     ingest.stop().await;
+
+    // One audit line per attempt, with the stream, the client and the result, never the key.
+    let lines = audit.lines();
+    let with = |result: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains("stream=cam") && l.contains("client=127.0.0.1"))
+            .filter(|l| l.contains(&format!("result=\"{result}\"")))
+            .count()
+    };
+    assert_eq!(with("bad_key"), 3, "{lines:#?}");
+    assert_eq!(with("rate_limited"), 1, "{lines:#?}");
+    assert_eq!(with("accepted"), 1, "{lines:#?}");
+    assert!(
+        lines.iter().all(|l| !l.contains("Sup3r")),
+        "the key is in the audit trail: {lines:#?}"
+    );
 }
