@@ -1,9 +1,12 @@
 //! livecast-ingest: accepts RTMP publishes and writes each stream as HLS to a shared volume.
 //!
-//! Every publish gets its own pipeline task: the connection task parses RTMP and forwards FLV tag
-//! bodies over a bounded channel, the pipeline cuts them into HLS segments and parts with
-//! `livecast-media` and writes them and the playlist atomically (whole, then renamed in place).
-//! Front-ends only ever see complete files.
+//! A publish runs on its connection's task: the connection parses RTMP and hands each FLV tag
+//! body to the publish's pipeline, which cuts segments and LL-HLS parts with `livecast-media`.
+//! Media is written before the playlist that names it: a segment without parts is written
+//! whole and renamed into place, parts are appended to their segment's file, and the playlist
+//! is replaced atomically, so a slow disk slows the publisher (TCP pushes back) instead of
+//! memory growing.
+//! A front-end never reads a byte that a playlist does not yet name.
 //!
 //! # Layout
 //!

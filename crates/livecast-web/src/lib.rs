@@ -1,7 +1,7 @@
 //! livecast-web: the HLS front-end. Serves playlists and segments from the shared volume, the
 //! player page with the stream list, and writes one JSON access-log line per request.
 //!
-//! The front-end never talks to ingest: the volume is the only coupling (DESIGN.md §1). It
+//! The front-end never talks to ingest: the volume is the only coupling (see ARCHITECTURE.md). It
 //! reads only below `--hls-dir`, and only names from a safe alphabet, so no request can reach
 //! a file outside the volume.
 //!
