@@ -21,7 +21,7 @@ use livecast_media::publish::valid_stream_name;
 use crate::chunk::{self, single_chunk, ChunkReader, Message};
 use crate::error::ConnectionError;
 use crate::pipeline::{MediaMessage, Pipeline};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The only RTMP application; publishers use rtmp://HOST/live/<stream>.
 pub(crate) const APP: &str = "live";

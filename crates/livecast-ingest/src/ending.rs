@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use livecast_media::playlist::{MediaPlaylist, PLAYLIST_NAME};
 
 use crate::files::StreamDir;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Puts a playlist whose publisher left into the waiting state (see the module docs). Its
 /// parts go too: hls.js takes a playlist with parts to announce the next segment, and when

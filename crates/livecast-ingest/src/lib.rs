@@ -14,6 +14,7 @@
 //! - [`server`]: the accept loop, the admin server and [`run`].
 //! - `connection`: one RTMP connection: handshake, session, publish admission.
 //! - `pipeline`: one publish: segmenter, HLS writer, segment retirement.
+//! - `shared`: the state every connection and pipeline shares (admission, metrics, live names).
 //! - `ending`: when a stream whose publisher left ends (the reconnect grace).
 //! - `files`: a stream directory's files: atomic writes, playlist spares, recycled media files.
 //! - `metrics`: every metric this crate exports.
@@ -29,6 +30,7 @@ mod files;
 mod metrics;
 mod pipeline;
 pub mod server;
+mod shared;
 
 pub use config::Config;
 pub use error::IngestError;

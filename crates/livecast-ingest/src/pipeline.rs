@@ -27,7 +27,7 @@ use livecast_media::playlist::{
 use livecast_media::segmenter::{Container, Cut, Segmenter};
 
 use crate::files::{remove_quietly, StreamDir};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// An FLV tag body with its RTMP timestamp (milliseconds).
 #[derive(Debug)]

@@ -1,8 +1,6 @@
 //! The service entry point and its worker threads.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use livecast_telemetry::workers::{Accepted, Incoming};
@@ -12,6 +10,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::{connection, Config, IngestError};
 
 /// How long shutdown waits for publishes to close their playlists.
@@ -70,21 +69,6 @@ async fn serve_worker(
     }
 }
 
-/// State shared by every connection and pipeline.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: Config,
-    pub auth: crate::auth::Auth,
-    pub metrics: Metrics,
-    /// Names being published now; a second publisher of the same name is refused.
-    pub live: Mutex<HashSet<String>>,
-    /// The latest publish of each name, by number: a stream whose publisher left is ended
-    /// only if no publish of its name came after (see `ending`).
-    pub latest: Mutex<HashMap<String, u64>>,
-    /// Number of the next publish (0 stands for one of an earlier run of the ingest).
-    pub next_publish: AtomicU64,
-}
-
 /// Runs the ingest service until `shutdown` is cancelled, then lets every publish write its
 /// last segment within a deadline. The playlists are not ended: a restart continues them.
 pub async fn run(
@@ -127,14 +111,7 @@ pub async fn run(
         "ingest listening"
     );
     tracing::info!("{}", auth.describe());
-    let shared = Arc::new(Shared {
-        auth,
-        config,
-        metrics,
-        live: Mutex::new(HashSet::new()),
-        latest: Mutex::new(HashMap::new()),
-        next_publish: AtomicU64::new(1),
-    });
+    let shared = Arc::new(Shared::new(config, auth, metrics));
     // Streams an earlier run left waiting for their publishers (a restart is not an end)
     // are ended when their grace runs out, unless a publisher comes back first.
     crate::ending::resume_waiting(&shared);
