@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::server::App;
+use crate::app::App;
 
 /// Name of the session cookie.
 pub(crate) const SESSION_COOKIE: &str = "livecast_session";

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use livecast_media::playlist::MediaPlaylist;
 
-use crate::server::App;
+use crate::app::App;
 use crate::volume::{entry_for, CachedFile, PlaylistEntry, PLAYLIST};
 
 /// Content type and cache policy of a file the front-end serves, by extension.

@@ -9,6 +9,7 @@
 //!
 //! - [`config`]: flags and their validation.
 //! - [`server`]: the router and [`run`].
+//! - `app`: the state the handlers share.
 //! - `volume`: the in-memory view of the volume, kept coherent by file-system events.
 //! - `hls`: playlists and segments: content types, cache policy, validators, ranges, gzip,
 //!   LL-HLS blocking reload, delta updates and preload-hinted parts.
@@ -22,6 +23,7 @@
 //! - [`error`]: the crate's error type.
 
 mod access_log;
+mod app;
 pub mod config;
 pub mod error;
 mod hls;

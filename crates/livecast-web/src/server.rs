@@ -13,13 +13,14 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use livecast_telemetry::{serve_admin_with, CancellationToken, Cidr, Health, Registry};
+use livecast_telemetry::{serve_admin_with, CancellationToken, Health, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tower_service::Service as _;
 
 use crate::access_log::{self, AccessLog};
+use crate::app::App;
 use crate::metrics::Metrics;
 use crate::streams::StreamList;
 use crate::volume::Volume;
@@ -48,22 +49,6 @@ impl Listeners {
             admin: TcpListener::bind(config.admin_listen).await?,
         })
     }
-}
-
-/// State shared by the handlers.
-#[derive(Debug)]
-pub(crate) struct App {
-    pub volume: Arc<Volume>,
-    pub instance: String,
-    /// `instance` as the value of every response's `livecast-replica` header (none when the
-    /// name is not a valid header value).
-    pub replica_header: Option<axum::http::HeaderValue>,
-    pub metrics: Metrics,
-    pub access_log: Arc<AccessLog>,
-    pub trusted_proxies: Vec<Cidr>,
-    pub sessions: livecast_telemetry::RandomIds,
-    pub stream_list: StreamList,
-    pub health: Health,
 }
 
 /// Builds the viewer-facing router.

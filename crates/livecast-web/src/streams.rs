@@ -15,8 +15,8 @@ use livecast_media::playlist::MediaPlaylist;
 use livecast_media::publish::{PublishInfo, PUBLISH_INFO_NAME};
 use serde::Serialize;
 
+use crate::app::App;
 use crate::hls::safe_component;
-use crate::server::App;
 
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
