@@ -1,10 +1,9 @@
-//! Playlists and segments from the volume: content types, cache policy, validators, ranges,
-//! gzip, and the server side of Low-Latency HLS (blocking playlist reload, delta updates, the
+//! Playlists and segments from the volume: content types, cache policy, and the server side of Low-Latency HLS (blocking playlist reload, delta updates, the
 //! segment being built served as far as its byte-range parts are listed, preload-hinted parts).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -14,6 +13,10 @@ use bytes::Bytes;
 use livecast_media::playlist::MediaPlaylist;
 
 use crate::app::App;
+use crate::http::{
+    accepts_gzip, conditional, cors, ranged, requested_range, safe_component, unsatisfiable,
+    validators,
+};
 use crate::volume::{entry_for, CachedFile, PlaylistEntry, PLAYLIST};
 
 /// Content type and cache policy of a file the front-end serves, by extension.
@@ -47,16 +50,6 @@ pub(crate) fn kind_of(file: &str) -> Option<Kind> {
         content_type,
         cache_control,
     })
-}
-
-/// A path component the front-end is willing to open: a safe alphabet, no leading dot (which
-/// excludes `.`, `..` and the ingest's hidden temp files), no separators.
-pub(crate) fn safe_component(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 pub(crate) async fn serve(
@@ -410,32 +403,6 @@ fn growing_response(body: &Bytes, start: u64, last: u64, kind: &Kind) -> Respons
     r
 }
 
-/// A request's single `bytes=first-[last]` range; suffix and multiple ranges give `None`.
-fn requested_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
-    let spec = headers
-        .get(header::RANGE)?
-        .to_str()
-        .ok()?
-        .strip_prefix("bytes=")?
-        .trim();
-    let (first, last) = spec.split_once('-')?;
-    let first = first.parse().ok()?;
-    if last.is_empty() {
-        return Some((first, None));
-    }
-    let last = last.parse().ok()?;
-    (first <= last).then_some((first, Some(last)))
-}
-
-fn unsatisfiable(len: &str) -> Response {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-        r.headers_mut().insert(header::CONTENT_RANGE, v);
-    }
-    r
-}
-
 fn file_response(file: &CachedFile, kind: &Kind, headers: &HeaderMap) -> Response {
     let mut response = match conditional(headers, &file.etag, file.modified) {
         Some(not_modified) => not_modified,
@@ -456,149 +423,13 @@ fn file_response(file: &CachedFile, kind: &Kind, headers: &HeaderMap) -> Respons
     response
 }
 
-/// 304 when the client's validators match (If-None-Match wins over If-Modified-Since).
-fn conditional(headers: &HeaderMap, etag: &str, modified: SystemTime) -> Option<Response> {
-    let not_modified = if let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        inm.split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
-    } else if let Some(ims) = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    {
-        // HTTP dates have whole seconds.
-        let secs = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        };
-        secs(modified) <= secs(ims)
-    } else {
-        false
-    };
-    not_modified.then(|| {
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    })
-}
-
-/// A single `bytes=` range as 206, an unsatisfiable one as 416, anything else the whole body.
-fn ranged(body: &Bytes, headers: &HeaderMap) -> Response {
-    let len = body.len() as u64;
-    let Some(spec) = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes="))
-    else {
-        return Response::new(Body::from(body.clone()));
-    };
-    if spec.contains(',') {
-        // Multipart ranges are rare for media; RFC 9110 lets a server answer with the whole body.
-        return Response::new(Body::from(body.clone()));
-    }
-    let last = len.saturating_sub(1);
-    let range = match spec.trim().strip_prefix('-') {
-        Some(suffix) => suffix
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(|n| (len.saturating_sub(n), last)),
-        None => requested_range(headers).map(|(s, e)| (s, e.map_or(last, |e| e.min(last)))),
-    };
-    match range {
-        Some((start, end)) if start < len && start <= end => {
-            let mut r = Response::new(Body::from(body.slice(start as usize..=end as usize)));
-            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            r
-        }
-        _ => unsatisfiable(&len.to_string()),
-    }
-}
-
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
-}
-
-fn validators(h: &mut HeaderMap, etag: &str, modified: SystemTime) {
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
-        h.insert(header::LAST_MODIFIED, v);
-    }
-}
-
-/// CORS for players on other origins (players embedded in intranet pages).
-pub(crate) fn cors(h: &mut HeaderMap) {
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Length, Content-Range, ETag, Age, Date"),
-    );
-}
-
-/// Answers a CORS preflight.
-pub(crate) fn preflight() -> Response {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, Accept-Encoding"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use livecast_media::playlist::{Part, PlaylistSegment, ServerControl};
 
     #[test]
-    fn components_and_kinds() {
-        for bad in [
-            "",
-            ".",
-            "..",
-            ".index.m3u8.tmp",
-            "a/b",
-            "a\\b",
-            "%2e%2e",
-            "a\0",
-        ] {
-            assert!(!safe_component(bad), "{bad:?}");
-        }
-        assert!(safe_component("mwtxd2bc-12.ts"));
+    fn kinds() {
         assert_eq!(
             kind_of("index.m3u8").map(|k| k.content_type),
             Some("application/vnd.apple.mpegurl")
@@ -700,54 +531,6 @@ mod tests {
             Directives::parse(&q(&[("other", "1")])),
             Ok(Directives::default())
         );
-    }
-
-    #[test]
-    fn ranges() {
-        let body = Bytes::from_static(b"0123456789");
-        let with = |r: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::RANGE, HeaderValue::from_str(r).unwrap());
-            ranged(&body, &h)
-        };
-        let r = with("bytes=2-4");
-        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
-        assert_eq!(
-            with("bytes=-3").headers()[header::CONTENT_RANGE],
-            "bytes 7-9/10"
-        );
-        assert_eq!(
-            with("bytes=8-").headers()[header::CONTENT_RANGE],
-            "bytes 8-9/10"
-        );
-        assert_eq!(
-            with("bytes=5-100").headers()[header::CONTENT_RANGE],
-            "bytes 5-9/10"
-        );
-        assert_eq!(
-            with("bytes=10-").status(),
-            StatusCode::RANGE_NOT_SATISFIABLE
-        );
-        assert_eq!(
-            with("bytes=4-2").status(),
-            StatusCode::RANGE_NOT_SATISFIABLE
-        );
-        assert_eq!(with("bytes=0-1,3-4").status(), StatusCode::OK);
-    }
-
-    #[test]
-    fn gzip_negotiation() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
-            accepts_gzip(&h)
-        };
-        assert!(with("gzip, deflate, br"));
-        assert!(with("br;q=1.0, gzip;q=0.8"));
-        assert!(!with("gzip;q=0"));
-        assert!(!with("br"));
-        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }
 

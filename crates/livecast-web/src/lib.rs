@@ -11,8 +11,10 @@
 //! - [`server`]: the router and [`run`].
 //! - `app`: the state the handlers share.
 //! - `volume`: the in-memory view of the volume, kept coherent by file-system events.
-//! - `hls`: playlists and segments: content types, cache policy, validators, ranges, gzip,
-//!   LL-HLS blocking reload, delta updates and preload-hinted parts.
+//! - `hls`: playlists and segments: content types, cache policy, LL-HLS blocking reload,
+//!   delta updates and preload-hinted parts.
+//! - `http`: HLS-agnostic HTTP helpers: safe path components, ranges, validators and
+//!   conditional requests, gzip negotiation, CORS.
 //! - `zerocopy`: large cached files kept with a read-only twin file and sent from it with
 //!   `sendfile` on a corked socket.
 //! - `streams`: `/api/streams`, the live streams found on the volume with bitrate, age and the
@@ -27,6 +29,7 @@ mod app;
 pub mod config;
 pub mod error;
 mod hls;
+mod http;
 mod metrics;
 mod player;
 pub mod server;

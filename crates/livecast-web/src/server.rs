@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::streams::StreamList;
 use crate::volume::Volume;
 use crate::zerocopy::ZeroCopyStream;
-use crate::{hls, player, streams, Config, WebError};
+use crate::{hls, http, player, streams, Config, WebError};
 
 /// Socket send buffer for viewers: a 2 s segment at a few Mb/s fits in one write.
 const SEND_BUFFER: usize = 1024 * 1024;
@@ -53,7 +53,7 @@ impl Listeners {
 
 /// Builds the viewer-facing router.
 pub(crate) fn router(app: Arc<App>) -> Router {
-    let preflight = || async { hls::preflight() };
+    let preflight = || async { http::preflight() };
     Router::new()
         .route("/", get(player::page))
         .route("/assets/hls.min.js", get(player::hls_js))

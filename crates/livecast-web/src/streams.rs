@@ -16,7 +16,7 @@ use livecast_media::publish::{PublishInfo, PUBLISH_INFO_NAME};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::hls::safe_component;
+use crate::http::safe_component;
 
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
@@ -113,7 +113,7 @@ pub(crate) async fn list(State(app): State<Arc<App>>) -> axum::response::Respons
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    crate::hls::cors(h);
+    crate::http::cors(h);
     response
 }
 
