@@ -18,7 +18,7 @@
 //! - `elasticsearch`: the `_bulk` sink with per-item outcomes.
 //! - `tls`: plain or rustls connections to Elasticsearch.
 //! - `viewers`: the sliding-window viewer count.
-//! - `zabbix`: the trapper-protocol sink for viewer counts and request rates.
+//! - `zabbix`: the trapper-protocol sink: the periodic report of viewer counts and request rates.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 

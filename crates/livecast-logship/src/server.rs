@@ -145,8 +145,8 @@ pub async fn run(
             })?),
             None => None,
         };
-        tokio::spawn(send_to_zabbix(
-            ZabbixTarget {
+        tokio::spawn(crate::zabbix::report(
+            crate::zabbix::Target {
                 server: server.to_string(),
                 host: config.zabbix_host.clone(),
                 prefix: config.zabbix_key_prefix.clone(),
@@ -755,139 +755,6 @@ async fn export_viewers(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-/// Where and how viewer counts go to Zabbix.
-struct ZabbixTarget {
-    server: String,
-    host: String,
-    prefix: String,
-    interval: Duration,
-    discovery: bool,
-    streams_url: Option<http::Uri>,
-}
-
-/// The names of the live streams in a stream list (`/api/streams`), or none when it cannot be
-/// had: then only streams with viewers are reported.
-async fn live_streams(url: &http::Uri) -> Option<Vec<String>> {
-    use http_body_util::BodyExt as _;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let response = tokio::time::timeout(Duration::from_secs(5), client.get(url.clone()))
-        .await
-        .ok()?
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    let list: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    Some(
-        list["streams"]
-            .as_array()?
-            .iter()
-            .filter_map(|s| s["name"].as_str().map(str::to_string))
-            .collect(),
-    )
-}
-
-/// Every interval: the streams (low-level discovery), then each stream's concurrent viewers
-/// and request rate, to Zabbix trapper items. With a stream list, live streams nobody watches
-/// are reported with 0.
-async fn send_to_zabbix(
-    target: ZabbixTarget,
-    viewers: Arc<Mutex<Viewers>>,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
-    let ZabbixTarget {
-        server,
-        host,
-        prefix,
-        interval,
-        discovery,
-        streams_url,
-    } = target;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let live = match &streams_url {
-            Some(url) => live_streams(url).await.unwrap_or_else(|| {
-                tracing::warn!(%url, "cannot read the stream list; reporting watched streams only");
-                Vec::new()
-            }),
-            None => Vec::new(),
-        };
-        let now = SystemTime::now();
-        let (counts, requests) = match viewers.lock() {
-            Ok(mut v) => (v.counts(now), v.take_requests()),
-            Err(_) => continue,
-        };
-        let mut counts: std::collections::BTreeMap<String, Counts> = counts.into_iter().collect();
-        let mut requests: std::collections::BTreeMap<String, u64> = requests.into_iter().collect();
-        for stream in live {
-            counts.entry(stream.clone()).or_default();
-            requests.entry(stream).or_default();
-        }
-        let clock = crate::zabbix::clock(now);
-        let value = |key: String, value: String| crate::zabbix::Value {
-            host: host.clone(),
-            key,
-            value,
-            clock,
-        };
-        let mut values = Vec::new();
-        if discovery && !counts.is_empty() {
-            let streams: Vec<serde_json::Value> = counts
-                .keys()
-                .map(|s| serde_json::json!({ "{#STREAM}": s }))
-                .collect();
-            values.push(value(
-                format!("{prefix}.streams.discovery"),
-                serde_json::Value::Array(streams).to_string(),
-            ));
-        }
-        values.extend(counts.iter().map(|(stream, c)| {
-            value(
-                format!("{prefix}.viewers[{stream}]"),
-                c.concurrent.to_string(),
-            )
-        }));
-        values.extend(requests.iter().map(|(stream, n)| {
-            value(
-                format!("{prefix}.requests[{stream}]"),
-                format!("{:.3}", *n as f64 / interval.as_secs_f64()),
-            )
-        }));
-        if values.is_empty() {
-            continue;
-        }
-        match crate::zabbix::send(&server, &values).await {
-            Ok(done) => {
-                metrics
-                    .zabbix_values
-                    .with_label_values(&["processed"])
-                    .inc_by(done.processed);
-                metrics
-                    .zabbix_values
-                    .with_label_values(&["failed"])
-                    .inc_by(done.failed);
-                if done.failed > 0 {
-                    tracing::warn!(failed = done.failed, %host, "zabbix refused values: are the trapper items defined?");
-                }
-            }
-            Err(error) => {
-                metrics
-                    .zabbix_values
-                    .with_label_values(&["unsent"])
-                    .inc_by(values.len() as u64);
-                tracing::warn!(%error, %server, "cannot send to zabbix");
-            }
         }
     }
 }

@@ -6,12 +6,21 @@
 //! The server answers in the same framing with `{"response":"success","info":"processed: N;
 //! failed: M; total: T; seconds spent: S"}`; failed values name items that do not exist or do
 //! not accept trapper data.
+//!
+//! [`report`] is the task that sends, every interval, the streams (for low-level discovery),
+//! then each stream's viewers and request rate; [`values`] decides what one report holds.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use livecast_telemetry::CancellationToken;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::metrics::Metrics;
+use crate::viewers::{Counts, Viewers};
 
 const HEADER: &[u8; 5] = b"ZBXD\x01";
 /// Largest answer accepted from a server.
@@ -120,6 +129,153 @@ pub(crate) fn clock(now: SystemTime) -> u64 {
         .as_secs()
 }
 
+/// Where and how viewer counts go to Zabbix.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The trapper's `HOST:PORT`.
+    pub server: String,
+    /// The Zabbix host the items belong to.
+    pub host: String,
+    /// First part of every item key (`<prefix>.viewers[<stream>]`).
+    pub prefix: String,
+    /// How often a report is sent; request rates are per second over it.
+    pub interval: Duration,
+    /// Whether each report starts with the low-level discovery of the streams.
+    pub discovery: bool,
+    /// The front-ends' stream list: live streams nobody watches are reported with 0.
+    pub streams_url: Option<http::Uri>,
+}
+
+/// The names of the live streams in a stream list (`/api/streams`), or none when it cannot be
+/// had: then only streams with viewers are reported.
+async fn live_streams(url: &http::Uri) -> Option<Vec<String>> {
+    use http_body_util::BodyExt as _;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(url.clone()))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    let list: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    Some(
+        list["streams"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// One report: the discovery value (when asked for and there are streams), then each
+/// stream's concurrent viewers and its requests per second over `target.interval`. Every
+/// stream in `live` is reported, with 0 when nobody watched it.
+pub(crate) fn values(
+    target: &Target,
+    counts: impl IntoIterator<Item = (String, Counts)>,
+    requests: impl IntoIterator<Item = (String, u64)>,
+    live: Vec<String>,
+    now: SystemTime,
+) -> Vec<Value> {
+    let mut counts: BTreeMap<String, Counts> = counts.into_iter().collect();
+    let mut requests: BTreeMap<String, u64> = requests.into_iter().collect();
+    for stream in live {
+        counts.entry(stream.clone()).or_default();
+        requests.entry(stream).or_default();
+    }
+    let clock = clock(now);
+    let prefix = &target.prefix;
+    let value = |key: String, value: String| Value {
+        host: target.host.clone(),
+        key,
+        value,
+        clock,
+    };
+    let mut values = Vec::new();
+    if target.discovery && !counts.is_empty() {
+        let streams: Vec<serde_json::Value> = counts
+            .keys()
+            .map(|s| serde_json::json!({ "{#STREAM}": s }))
+            .collect();
+        values.push(value(
+            format!("{prefix}.streams.discovery"),
+            serde_json::Value::Array(streams).to_string(),
+        ));
+    }
+    values.extend(counts.iter().map(|(stream, c)| {
+        value(
+            format!("{prefix}.viewers[{stream}]"),
+            c.concurrent.to_string(),
+        )
+    }));
+    values.extend(requests.iter().map(|(stream, n)| {
+        value(
+            format!("{prefix}.requests[{stream}]"),
+            format!("{:.3}", *n as f64 / target.interval.as_secs_f64()),
+        )
+    }));
+    values
+}
+
+/// Every interval until `shutdown`: one report to the trapper, counted in
+/// `livecast_logship_zabbix_values_total` by what Zabbix did with each value.
+pub(crate) async fn report(
+    target: Target,
+    viewers: Arc<Mutex<Viewers>>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(target.interval) => {}
+        }
+        let live = match &target.streams_url {
+            Some(url) => live_streams(url).await.unwrap_or_else(|| {
+                tracing::warn!(%url, "cannot read the stream list; reporting watched streams only");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let now = SystemTime::now();
+        let (counts, requests) = match viewers.lock() {
+            Ok(mut v) => (v.counts(now), v.take_requests()),
+            Err(_) => continue,
+        };
+        let values = values(&target, counts, requests, live, now);
+        if values.is_empty() {
+            continue;
+        }
+        let (server, host) = (&target.server, &target.host);
+        match send(server, &values).await {
+            Ok(done) => {
+                metrics
+                    .zabbix_values
+                    .with_label_values(&["processed"])
+                    .inc_by(done.processed);
+                metrics
+                    .zabbix_values
+                    .with_label_values(&["failed"])
+                    .inc_by(done.failed);
+                if done.failed > 0 {
+                    tracing::warn!(failed = done.failed, %host, "zabbix refused values: are the trapper items defined?");
+                }
+            }
+            Err(error) => {
+                metrics
+                    .zabbix_values
+                    .with_label_values(&["unsent"])
+                    .inc_by(values.len() as u64);
+                tracing::warn!(%error, %server, "cannot send to zabbix");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +311,61 @@ mod tests {
         );
         assert!(decode(b"HTTP/1.1 400").is_err());
         assert!(decode(&answer[..20]).is_err());
+    }
+
+    #[test]
+    fn a_report_lists_discovery_then_viewers_then_rates_and_unwatched_live_streams_as_zero() {
+        let target = Target {
+            server: "127.0.0.1:10051".into(),
+            host: "livecast".into(),
+            prefix: "livecast".into(),
+            interval: Duration::from_secs(4),
+            discovery: true,
+            streams_url: None,
+        };
+        let watched = Counts {
+            concurrent: 3,
+            peak: 5,
+            unique: 7,
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let got = values(
+            &target,
+            [("cam".to_string(), watched)],
+            [("cam".to_string(), 10)],
+            vec!["cam".into(), "idle".into()],
+            now,
+        );
+        let pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|v| (v.key.as_str(), v.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "livecast.streams.discovery",
+                    r#"[{"{#STREAM}":"cam"},{"{#STREAM}":"idle"}]"#
+                ),
+                ("livecast.viewers[cam]", "3"),
+                ("livecast.viewers[idle]", "0"),
+                ("livecast.requests[cam]", "2.500"),
+                ("livecast.requests[idle]", "0.000"),
+            ]
+        );
+        assert!(got
+            .iter()
+            .all(|v| v.host == "livecast" && v.clock == 1_700_000_000));
+        // Nothing watched, nothing live: nothing to send, not even a discovery.
+        let none = values(&target, [], [], Vec::new(), now);
+        assert!(none.is_empty());
+        let quiet = Target {
+            discovery: false,
+            ..target
+        };
+        let got = values(&quiet, [("cam".to_string(), watched)], [], Vec::new(), now);
+        // Without discovery, and a stream with viewers but no requests: its viewers only.
+        let keys: Vec<&str> = got.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(keys, ["livecast.viewers[cam]"]);
     }
 }
