@@ -32,7 +32,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{Forwarder, Upstreams, HOP_BY_HOP, TOKEN_PATH};
+use crate::forward::{Forwarder, Upstreams, TOKEN_PATH};
+use crate::headers::HOP_BY_HOP;
 use crate::playback::{Pass, Refused, VIEWER_HEADER};
 use crate::upstream::{Answer, RawBody};
 

@@ -16,7 +16,8 @@
 //! - `pool`: backends, lifecycle, balancing policies ([`Policy`], [`State`]).
 //! - `health`: active health checks.
 //! - `h1`: plain HTTP/1.1 viewers' GET and HEAD, served without hyper.
-//! - `forward`: one request: admission, headers, upstream call, retry.
+//! - `forward`: one request: admission, own answers, upstream call, retry.
+//! - `headers`: hop-by-hop stripping, X-Forwarded-For/-Proto, the request id.
 //! - `upstream`: the inline HTTP/1.1 client for GET and HEAD.
 //! - `limits`: per-client rate limiting.
 //! - [`playback`]: signed playback URLs (tokens, their check, the cookie).
@@ -32,6 +33,7 @@ pub mod discovery;
 pub mod error;
 mod forward;
 mod h1;
+mod headers;
 mod health;
 mod issue;
 mod limits;

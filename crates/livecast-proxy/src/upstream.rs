@@ -339,7 +339,7 @@ fn parse_head(buf: &[u8], method: &Method) -> Result<Option<(usize, Parsed)>, Ra
                 }
             }
             continue;
-        } else if crate::forward::HOP_BY_HOP.iter().any(|n| is(n)) || is("x-request-id") {
+        } else if crate::headers::HOP_BY_HOP.iter().any(|n| is(n)) || is("x-request-id") {
             // Hop-by-hop, or the request id the proxy sets itself.
             continue;
         } else if is("date") {
