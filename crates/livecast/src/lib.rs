@@ -11,16 +11,19 @@
 //! - [`Stack`]: every listener bound (port 0 works, for tests), then [`Stack::run`].
 //! - [`probe`]: `livecast probe URL`, the containers' health check.
 //! - [`token`]: `livecast token`, a signed playback URL for a viewer.
+//! - [`error`]: the umbrella's error type.
 
+pub mod error;
 pub mod probe;
 pub mod token;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use livecast_telemetry::CancellationToken;
+
+use crate::error::LivecastError;
 
 /// Flags of `livecast up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -163,12 +166,13 @@ fn port_plus(base: u16, offset: u16) -> u16 {
 
 impl Stack {
     /// Validates the flags and binds every listener.
-    pub async fn bind(args: &UpArgs) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            (1..=64).contains(&args.web_replicas),
-            "--web-replicas must be between 1 and 64, got {}",
-            args.web_replicas
-        );
+    pub async fn bind(args: &UpArgs) -> error::Result<Self> {
+        if !(1..=64).contains(&args.web_replicas) {
+            return Err(LivecastError::Config(format!(
+                "--web-replicas must be between 1 and 64, got {}",
+                args.web_replicas
+            )));
+        }
         let admin =
             |offset: u16| SocketAddr::new(args.admin_host, port_plus(args.admin_port, offset));
         let mut ingest_args = vec![
@@ -207,15 +211,16 @@ impl Stack {
             ingest_args.push(format!("--publish-allow-cidr={range}"));
         }
         let ingest = livecast_ingest::Config::parse_from(ingest_args);
-        ingest.validate()?;
-        let ingest_listeners = livecast_ingest::Listeners::bind(&ingest)
-            .await
-            .with_context(|| {
-                format!(
+        ingest
+            .validate()
+            .map_err(|e| LivecastError::Config(e.to_string()))?;
+        let ingest_listeners =
+            livecast_ingest::Listeners::bind(&ingest)
+                .await
+                .map_err(LivecastError::io(format!(
                     "cannot bind ingest on {} / {}",
                     ingest.rtmp_listen, ingest.admin_listen
-                )
-            })?;
+                )))?;
         let mut webs = Vec::new();
         for i in 0..args.web_replicas {
             let listen = SocketAddr::new([127, 0, 0, 1].into(), port_plus(args.web_port, i as u16));
@@ -229,9 +234,13 @@ impl Stack {
                 // The balancer stops with them: there is nobody to tell to go elsewhere.
                 "--shutdown-delay-ms=0".to_string(),
             ]);
-            let listeners = livecast_web::Listeners::bind(&web)
-                .await
-                .with_context(|| format!("cannot bind front-end {} on {listen}", i + 1))?;
+            let listeners =
+                livecast_web::Listeners::bind(&web)
+                    .await
+                    .map_err(LivecastError::io(format!(
+                        "cannot bind front-end {} on {listen}",
+                        i + 1
+                    )))?;
             webs.push((web, listeners));
         }
         let web_addrs = webs
@@ -248,10 +257,16 @@ impl Stack {
             logship_args.push(format!("--elasticsearch-url={url}"));
         }
         let logship = livecast_logship::Config::parse_from(logship_args);
-        logship.validate()?;
-        let logship_listeners = livecast_logship::Listeners::bind(&logship)
-            .await
-            .with_context(|| format!("cannot bind the shipper on {}", logship.admin_listen))?;
+        logship
+            .validate()
+            .map_err(|e| LivecastError::Config(e.to_string()))?;
+        let logship_listeners =
+            livecast_logship::Listeners::bind(&logship)
+                .await
+                .map_err(LivecastError::io(format!(
+                    "cannot bind the shipper on {}",
+                    logship.admin_listen
+                )))?;
         let logship_admin = logship_listeners.admin.local_addr()?;
         let mut proxy_args = vec![
             "livecast-proxy".to_string(),
@@ -270,10 +285,16 @@ impl Stack {
         // Set directly, not through the argument list: the secret stays out of any command line.
         proxy.playback_secret = args.playback_secret.clone();
         proxy.admin_token = args.admin_token.clone();
-        proxy.validate()?;
-        let proxy_listeners = livecast_proxy::Listeners::bind(&proxy)
-            .await
-            .with_context(|| format!("cannot bind balancer on {}", proxy.listen))?;
+        proxy
+            .validate()
+            .map_err(|e| LivecastError::Config(e.to_string()))?;
+        let proxy_listeners =
+            livecast_proxy::Listeners::bind(&proxy)
+                .await
+                .map_err(LivecastError::io(format!(
+                    "cannot bind balancer on {}",
+                    proxy.listen
+                )))?;
         let addrs = Addrs {
             rtmp: ingest_listeners.rtmp.local_addr()?,
             rtmps: ingest_listeners
@@ -306,21 +327,21 @@ impl Stack {
     }
 
     /// Runs every service until `shutdown` is cancelled and all have drained.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> error::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         let (config, listeners) = self.ingest;
         let token = shutdown.clone();
         tasks.spawn(async move {
             livecast_ingest::run(config, listeners, token)
                 .await
-                .context("ingest")
+                .map_err(LivecastError::service("ingest"))
         });
         for (config, listeners) in self.webs {
             let token = shutdown.clone();
             tasks.spawn(async move {
                 livecast_web::run(config, listeners, token)
                     .await
-                    .context("front-end")
+                    .map_err(LivecastError::service("front-end"))
             });
         }
         let (config, listeners) = self.proxy;
@@ -328,14 +349,14 @@ impl Stack {
         tasks.spawn(async move {
             livecast_proxy::run(config, listeners, token)
                 .await
-                .context("balancer")
+                .map_err(LivecastError::service("balancer"))
         });
         let (config, listeners) = self.logship;
         let token = shutdown.clone();
         tasks.spawn(async move {
             livecast_logship::run(config, listeners, token)
                 .await
-                .context("log shipper")
+                .map_err(LivecastError::service("log shipper"))
         });
         tracing::info!(
             rtmp = %self.addrs.rtmp,
@@ -348,9 +369,11 @@ impl Stack {
         );
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
-            let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            let result = joined
+                .map_err(LivecastError::service("a service task"))
+                .and_then(|r| r);
             if let Err(error) = result {
-                tracing::error!(error = %format!("{error:#}"), "service stopped");
+                tracing::error!(%error, "service stopped");
                 // One service failing takes the stack down rather than leaving it half-working.
                 shutdown.cancel();
                 first_error.get_or_insert(error);

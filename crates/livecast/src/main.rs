@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Probe { .. } | Command::Token(_) => Ok(()),
         Command::Up(args) => {
             let stack = Stack::bind(&args).await?;
-            stack.run(livecast_telemetry::shutdown_on_signals()).await
+            Ok(stack.run(livecast_telemetry::shutdown_on_signals()).await?)
         }
     }
 }

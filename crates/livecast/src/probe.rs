@@ -8,19 +8,19 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use crate::error::{LivecastError, Result};
 
 /// Checks `url` (`http://HOST:PORT/PATH`), failing unless it answers 2xx within `timeout`.
-pub fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
+pub fn probe(url: &str, timeout: Duration) -> Result<()> {
     let (authority, path) = split(url)?;
     let deadline = Instant::now() + timeout;
     let addr = authority
         .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {authority}"))?
+        .map_err(LivecastError::io(format!("cannot resolve {authority}")))?
         .next()
-        .with_context(|| format!("{authority} has no address"))?;
+        .ok_or_else(|| LivecastError::Probe(format!("{authority} has no address")))?;
     let mut socket = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .map_err(LivecastError::io(format!("cannot connect to {addr}")))?;
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
@@ -35,7 +35,9 @@ pub fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let mut chunk = [0u8; 512];
     while !head.contains(&b'\n') {
         socket.set_read_timeout(Some(left()))?;
-        let n = socket.read(&mut chunk).context("no answer in time")?;
+        let n = socket
+            .read(&mut chunk)
+            .map_err(LivecastError::io("no answer in time"))?;
         if n == 0 {
             break;
         }
@@ -45,22 +47,22 @@ pub fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let line = line.lines().next().unwrap_or_default();
     match line.split(' ').nth(1) {
         Some(code) if code.len() == 3 && code.starts_with('2') => Ok(()),
-        Some(code) => bail!("{url} answered {code}"),
-        None => bail!("{url} sent no status line"),
+        Some(code) => Err(LivecastError::Probe(format!("{url} answered {code}"))),
+        None => Err(LivecastError::Probe(format!("{url} sent no status line"))),
     }
 }
 
 /// `http://host:port/path` → (`host:port`, `/path`).
-fn split(url: &str) -> anyhow::Result<(String, String)> {
+fn split(url: &str) -> Result<(String, String)> {
     let rest = url
         .strip_prefix("http://")
-        .with_context(|| format!("{url}: only http:// URLs can be probed"))?;
+        .ok_or_else(|| LivecastError::Probe(format!("{url}: only http:// URLs can be probed")))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if authority.is_empty() {
-        bail!("{url}: no host");
+        return Err(LivecastError::Probe(format!("{url}: no host")));
     }
     let authority = if authority
         .rsplit_once(':')

@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use livecast_proxy::playback::{claims_for, Playback};
+
+use crate::error::{LivecastError, Result};
 
 /// Flags of `livecast token`.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,24 +33,29 @@ pub struct TokenArgs {
 }
 
 /// The token, then the player and playlist URLs carrying it, one per line.
-pub fn run(args: &TokenArgs) -> anyhow::Result<String> {
+pub fn run(args: &TokenArgs) -> Result<String> {
     let secret = match &args.secret_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+                .map_err(LivecastError::io(format!("cannot read {}", path.display())))?;
             text.trim_end_matches(['\n', '\r']).to_string()
         }
-        None => std::env::var("LIVECAST_PLAYBACK_SECRET")
-            .context("give --secret-file or set LIVECAST_PLAYBACK_SECRET")?,
+        None => std::env::var("LIVECAST_PLAYBACK_SECRET").map_err(|_| {
+            LivecastError::Config("give --secret-file or set LIVECAST_PLAYBACK_SECRET".into())
+        })?,
     };
-    anyhow::ensure!(
-        livecast_media::publish::valid_stream_name(&args.stream),
-        "--stream must be a stream name (letters, digits, . _ -), got {:?}",
-        args.stream
-    );
-    let guard = Playback::new(secret.as_bytes()).map_err(anyhow::Error::msg)?;
+    if !livecast_media::publish::valid_stream_name(&args.stream) {
+        return Err(LivecastError::Config(format!(
+            "--stream must be a stream name (letters, digits, . _ -), got {:?}",
+            args.stream
+        )));
+    }
+    let guard =
+        Playback::new(secret.as_bytes()).map_err(|e| LivecastError::Config(e.to_string()))?;
     let claims = claims_for(&args.stream, args.ttl, &args.viewer, args.address);
-    let token = guard.mint(&claims).map_err(anyhow::Error::msg)?;
+    let token = guard
+        .mint(&claims)
+        .map_err(|e| LivecastError::Config(e.to_string()))?;
     let base = args.base_url.trim_end_matches('/');
     let stream = &args.stream;
     Ok(format!(

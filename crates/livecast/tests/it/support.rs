@@ -23,7 +23,7 @@ pub struct Running {
     pub addrs: Addrs,
     pub dir: tempfile::TempDir,
     shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<livecast::error::Result<()>>>,
 }
 
 impl Running {
