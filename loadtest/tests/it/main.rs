@@ -22,7 +22,7 @@ struct Running {
     rtmp: std::net::SocketAddr,
     dir: tempfile::TempDir,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<livecast::error::Result<()>>,
 }
 
 async fn start(extra: &[&str]) -> Running {
