@@ -40,6 +40,11 @@ impl LivecastError {
         }
     }
 
+    /// A refusal of a flag's value, from whatever the service or library said about it.
+    pub(crate) fn config(refusal: impl std::fmt::Display) -> Self {
+        Self::Config(refusal.to_string())
+    }
+
     /// Wraps a service's error with the service's name.
     pub(crate) fn service<E>(service: &'static str) -> impl FnOnce(E) -> Self
     where

@@ -211,9 +211,7 @@ impl Stack {
             ingest_args.push(format!("--publish-allow-cidr={range}"));
         }
         let ingest = livecast_ingest::Config::parse_from(ingest_args);
-        ingest
-            .validate()
-            .map_err(|e| LivecastError::Config(e.to_string()))?;
+        ingest.validate().map_err(LivecastError::config)?;
         let ingest_listeners =
             livecast_ingest::Listeners::bind(&ingest)
                 .await
@@ -257,9 +255,7 @@ impl Stack {
             logship_args.push(format!("--elasticsearch-url={url}"));
         }
         let logship = livecast_logship::Config::parse_from(logship_args);
-        logship
-            .validate()
-            .map_err(|e| LivecastError::Config(e.to_string()))?;
+        logship.validate().map_err(LivecastError::config)?;
         let logship_listeners =
             livecast_logship::Listeners::bind(&logship)
                 .await
@@ -285,9 +281,7 @@ impl Stack {
         // Set directly, not through the argument list: the secret stays out of any command line.
         proxy.playback_secret = args.playback_secret.clone();
         proxy.admin_token = args.admin_token.clone();
-        proxy
-            .validate()
-            .map_err(|e| LivecastError::Config(e.to_string()))?;
+        proxy.validate().map_err(LivecastError::config)?;
         let proxy_listeners =
             livecast_proxy::Listeners::bind(&proxy)
                 .await

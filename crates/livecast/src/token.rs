@@ -50,12 +50,9 @@ pub fn run(args: &TokenArgs) -> Result<String> {
             args.stream
         )));
     }
-    let guard =
-        Playback::new(secret.as_bytes()).map_err(|e| LivecastError::Config(e.to_string()))?;
+    let guard = Playback::new(secret.as_bytes()).map_err(LivecastError::config)?;
     let claims = claims_for(&args.stream, args.ttl, &args.viewer, args.address);
-    let token = guard
-        .mint(&claims)
-        .map_err(|e| LivecastError::Config(e.to_string()))?;
+    let token = guard.mint(&claims).map_err(LivecastError::config)?;
     let base = args.base_url.trim_end_matches('/');
     let stream = &args.stream;
     Ok(format!(
