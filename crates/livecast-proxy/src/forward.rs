@@ -1,37 +1,27 @@
-//! One proxied request: admission (allow list, rate limit), header rewriting, the upstream
-//! call, passive health feedback and the single retry on another backend.
+//! The forwarding policy, the same for both servers (the plain HTTP/1.1 loop and hyper's side):
+//! what the balancer does with a request ([`Forwarder::decide`]: admission, the playback
+//! guard, its own answers), and how a request goes to a front-end ([`Forwarder::fetch`] with
+//! its single retry on another backend, [`Forwarder::forward_once`] for other methods), with
+//! passive health feedback to the pool. The servers turn requests and answers into their own
+//! wire forms around it.
 
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body::{Frame, SizeHint};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use livecast_telemetry::Cidr;
 
-use crate::headers::{
-    append_forwarded_for, last_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_PROTO,
-    X_REQUEST_ID,
-};
+use crate::client::hyper::UpstreamError;
+use crate::client::inline::{self, Answer, RawError};
+use crate::client::{Body, Upstreams};
 use crate::issue::Issuer;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::playback::{Pass, Playback, Refused};
 use crate::pool::{Backend, Lease, Pool};
-
-/// Error type of bodies on both sides of the proxy.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Body type on both sides of the proxy.
-pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 /// Who may watch and how often.
 #[derive(Debug)]
@@ -47,7 +37,19 @@ pub(crate) struct Admission {
 
 /// The path where the player page gets its playback token.
 pub(crate) const TOKEN_PATH: &str = "/api/token";
-const X_LIVECAST_VIEWER: HeaderName = HeaderName::from_static(crate::playback::VIEWER_HEADER);
+
+/// What the balancer does with a request, whichever server read it.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Answer this text (a refusal, or an answer of its own that is unavailable).
+    Text(StatusCode, &'static str),
+    /// Answer this JSON of its own (the viewer count).
+    Json(Bytes),
+    /// Issue a playback token (`/api/token`).
+    Issue(Arc<Issuer>),
+    /// Send it to a front-end, with the playback guard's pass if the path is guarded.
+    Forward(Option<Pass>),
+}
 
 /// Forwards requests to the backends.
 #[derive(Debug)]
@@ -110,9 +112,39 @@ impl Forwarder {
         livecast_telemetry::any_contains(&self.admission.trusted_proxies, peer)
     }
 
+    /// What to do with a request from `client` for `path`, given the playback guard's verdict
+    /// on it ([`Forwarder::check_playback`]): admission (the allow list, then the rate limit),
+    /// `/api/token`, the guard's refusal, the balancer's own answers, in this order. Every
+    /// refusal is counted.
+    pub fn decide(
+        &self,
+        client: IpAddr,
+        path: &str,
+        playback: Result<Option<Pass>, Refused>,
+    ) -> Decision {
+        if let Err((status, text)) = self.admit(client) {
+            return Decision::Text(status, text);
+        }
+        if let (Some(issuer), TOKEN_PATH) = (&self.admission.issuer, path) {
+            return Decision::Issue(issuer.clone());
+        }
+        let pass = match playback {
+            Ok(pass) => pass,
+            Err(refused) => {
+                let (status, text) = self.refuse_playback(refused);
+                return Decision::Text(status, text);
+            }
+        };
+        match self.own_answer(path) {
+            Some(Ok(json)) => Decision::Json(json),
+            Some(Err((status, text))) => Decision::Text(status, text),
+            None => Decision::Forward(pass),
+        }
+    }
+
     /// Admission of a viewer at `client`: the allow list, then the rate limit. A refusal is
     /// counted and comes with the answer to give.
-    pub fn admit(&self, client: IpAddr) -> Result<(), (StatusCode, &'static str)> {
+    fn admit(&self, client: IpAddr) -> Result<(), (StatusCode, &'static str)> {
         if !livecast_telemetry::any_contains(&self.admission.allow, client) {
             self.metrics
                 .denied
@@ -136,7 +168,7 @@ impl Forwarder {
     }
 
     /// The playback guard's verdict on a request (`Ok(None)`: no guard, or a path it does
-    /// not guard). Call after [`Forwarder::admit`].
+    /// not guard); nothing is counted until [`Forwarder::decide`] acts on it.
     pub fn check_playback<'a>(
         &self,
         path: &str,
@@ -151,7 +183,7 @@ impl Forwarder {
     }
 
     /// Counts a playback refusal and gives the answer for it.
-    pub fn refuse_playback(&self, refused: Refused) -> (StatusCode, &'static str) {
+    fn refuse_playback(&self, refused: Refused) -> (StatusCode, &'static str) {
         self.metrics
             .denied
             .with_label_values(&[refused.reason()])
@@ -171,7 +203,7 @@ impl Forwarder {
 
     /// The balancer's own answer for `path`, if it has one: `Some(Ok(json))` for the viewer
     /// count, `Some(Err(..))` while the count is unavailable.
-    pub fn own_answer(&self, path: &str) -> Option<Result<Bytes, (StatusCode, &'static str)>> {
+    fn own_answer(&self, path: &str) -> Option<Result<Bytes, (StatusCode, &'static str)>> {
         let feed = self.viewers.as_ref().filter(|_| path == "/api/viewers")?;
         Some(feed.latest().ok_or((
             StatusCode::SERVICE_UNAVAILABLE,
@@ -187,7 +219,7 @@ impl Forwarder {
         upstreams: &Upstreams,
         method: &Method,
         head: &[u8],
-    ) -> Result<(crate::upstream::Answer, Lease), (StatusCode, &'static str)> {
+    ) -> Result<(Answer, Lease), (StatusCode, &'static str)> {
         let held = is_held(head.split(|b| *b == b'\n').next().unwrap_or_default());
         let mut exclude = None;
         for attempt in 0..2 {
@@ -198,7 +230,7 @@ impl Forwarder {
             exclude = Some(backend.addr);
             let sent = Instant::now();
             let last_try = attempt == 1;
-            match crate::upstream::send(
+            match inline::send(
                 &upstreams.raw,
                 backend.addr,
                 self.connect_timeout,
@@ -214,7 +246,7 @@ impl Forwarder {
                     return Ok((answer, lease));
                 }
                 Err(error) => {
-                    let connect = matches!(error, crate::upstream::RawError::Connect(_));
+                    let connect = matches!(error, RawError::Connect(_));
                     self.failed(&backend, sent, connect, &error);
                     // No byte has reached the viewer yet. A GET or HEAD may go to another
                     // front-end whatever failed (a front-end dying resets the connections it
@@ -227,6 +259,39 @@ impl Forwarder {
             }
         }
         Err(self.unanswered(exclude.is_some()))
+    }
+
+    /// Sends any other request (its body streamed through, so exactly one attempt) to a
+    /// healthy backend.
+    pub async fn forward_once(
+        &self,
+        upstreams: &Upstreams,
+        request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Lease), (StatusCode, &'static str)> {
+        let Some(lease) = self.pool.pick(None) else {
+            return Err(self.unanswered(false));
+        };
+        let backend = lease.backend.clone();
+        let held = request
+            .uri()
+            .path_and_query()
+            .is_some_and(|pq| is_held(pq.as_str().as_bytes()));
+        let sent = Instant::now();
+        match upstreams
+            .other
+            .send(backend.addr, self.connect_timeout, request)
+            .await
+        {
+            Ok(response) => {
+                self.answered(&backend, sent, held, response.status(), false);
+                Ok((response, lease))
+            }
+            Err(error) => {
+                let connect = matches!(error, UpstreamError::Connect(_));
+                self.failed(&backend, sent, connect, &error);
+                Err(self.unanswered(true))
+            }
+        }
     }
 
     /// Records an answer from `backend`; says whether to try another backend instead (a
@@ -289,293 +354,6 @@ impl Forwarder {
             .inc();
         (StatusCode::BAD_GATEWAY, "front-end unavailable\n")
     }
-
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-        tls: bool,
-        upstreams: &Upstreams,
-    ) -> Response<Body> {
-        let trusted_peer = self.trusts(peer.ip());
-        let client_ip = if trusted_peer {
-            last_forwarded(request.headers()).unwrap_or(peer.ip())
-        } else {
-            peer.ip()
-        };
-        if let Err((status, text)) = self.admit(client_ip) {
-            return plain(status, text);
-        }
-        if let (Some(issuer), TOKEN_PATH) = (&self.admission.issuer, request.uri().path()) {
-            let issued = issuer
-                .issue(request.uri().query(), request.headers(), client_ip)
-                .await;
-            let content_type = if issued.json { JSON } else { TEXT };
-            let mut r = local(issued.status, content_type, issued.body);
-            // A token is for this viewer alone: no cache keeps it.
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            if let Some(cookie) = issued.set_cookie {
-                r.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
-            return r;
-        }
-        let pass = match self.check_playback(
-            request.uri().path(),
-            request.uri().query(),
-            request
-                .headers()
-                .get_all(header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes),
-            client_ip,
-        ) {
-            Ok(pass) => pass,
-            Err(refused) => {
-                let (status, text) = self.refuse_playback(refused);
-                return plain(status, text);
-            }
-        };
-        match self.own_answer(request.uri().path()) {
-            Some(Ok(report)) => return local(StatusCode::OK, JSON, report),
-            Some(Err((status, text))) => return plain(status, text),
-            None => {}
-        }
-        let (parts, body) = request.into_parts();
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        // Only the balancer names the viewer.
-        headers.remove(X_LIVECAST_VIEWER);
-        if let Some(viewer) = pass
-            .as_ref()
-            .filter(|p| !p.viewer.is_empty())
-            .and_then(|p| HeaderValue::from_str(&p.viewer).ok())
-        {
-            headers.insert(X_LIVECAST_VIEWER, viewer);
-        }
-        if !trusted_peer {
-            // An untrusted client's own forwarding headers are not believed.
-            headers.remove(X_FORWARDED_FOR);
-            headers.remove(X_REQUEST_ID);
-        }
-        append_forwarded_for(&mut headers, upstreams.peer_header(peer.ip()));
-        headers.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if tls { "https" } else { "http" }),
-        );
-        let request_id = match headers.get(X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = HeaderValue::from_bytes(&self.request_id())
-                    .unwrap_or(HeaderValue::from_static("0"));
-                headers.insert(X_REQUEST_ID, id.clone());
-                id
-            }
-        };
-        if !headers.contains_key(header::HOST) {
-            // HTTP/2 carries the host as :authority; HTTP/1.1 backends want a Host header.
-            if let Some(v) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                headers.insert(header::HOST, v);
-            }
-        }
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        // The token has done its work here; the front-ends never see it.
-        let target = &*crate::playback::without_token(target);
-        // A GET or HEAD carries no body worth keeping and is safe to send twice (`fetch`);
-        // anything else gets exactly one attempt with its body streamed through.
-        let (mut response, lease) = if parts.method == Method::GET || parts.method == Method::HEAD {
-            // Whatever body a GET announced is not sent on.
-            headers.remove(header::CONTENT_LENGTH);
-            let head = crate::upstream::request_head(&parts.method, target, &headers);
-            match self.fetch(upstreams, &parts.method, &head).await {
-                Ok((answer, lease)) => {
-                    let addr = lease.backend.addr;
-                    let response = answer.into_response(upstreams.raw.clone(), addr);
-                    (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
-                }
-                Err((status, text)) => return plain(status, text),
-            }
-        } else {
-            let Some(lease) = self.pool.pick(None) else {
-                let (status, text) = self.unanswered(false);
-                return plain(status, text);
-            };
-            let backend = lease.backend.clone();
-            let mut upstream = Request::new(body.map_err(BoxError::from).boxed());
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.version_mut() = Version::HTTP_11;
-            *upstream.headers_mut() = headers;
-            *upstream.uri_mut() =
-                http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
-            let sent = Instant::now();
-            match upstreams
-                .send(backend.addr, self.connect_timeout, upstream)
-                .await
-            {
-                Ok(mut response) => {
-                    self.answered(
-                        &backend,
-                        sent,
-                        is_held(target.as_bytes()),
-                        response.status(),
-                        false,
-                    );
-                    // The inline client leaves hop-by-hop lines behind while parsing; hyper's
-                    // keeps them.
-                    strip_hop_by_hop(response.headers_mut());
-                    (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
-                }
-                Err(error) => {
-                    self.failed(
-                        &backend,
-                        sent,
-                        matches!(error, UpstreamError::Connect(_)),
-                        &error,
-                    );
-                    let (status, text) = self.unanswered(true);
-                    return plain(status, text);
-                }
-            }
-        };
-        response.headers_mut().insert(X_REQUEST_ID, request_id);
-        if let Some(cookie) = pass
-            .and_then(|p| p.set_cookie)
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        // The lease travels with the body: a draining backend stays until it is sent.
-        response.map(|inner| {
-            LeasedBody {
-                inner,
-                _lease: lease,
-            }
-            .boxed()
-        })
-    }
-}
-
-/// Why a call through hyper's client failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError {
-    #[error("connect: {0}")]
-    Connect(std::io::Error),
-    #[error("http: {0}")]
-    Http(#[from] hyper::Error),
-}
-
-/// The upstream connections of one client connection, one per backend it has used.
-///
-/// Keeping them with the client connection (on its worker thread) spares every request a trip
-/// through a shared pool: HTTP/1.1 sends one request at a time per connection, so a viewer's
-/// requests simply reuse its own keep-alive connection to the front-end. GET and HEAD use the
-/// inline client's connections (`raw`), other methods hyper's.
-#[derive(Debug, Default)]
-pub(crate) struct Upstreams {
-    pub raw: crate::upstream::IdleConns,
-    idle: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
-    /// The client's address as an `X-Forwarded-For` value, formatted once per connection.
-    peer: std::sync::OnceLock<HeaderValue>,
-}
-
-impl Upstreams {
-    pub fn peer_header(&self, ip: IpAddr) -> &HeaderValue {
-        self.peer.get_or_init(|| {
-            HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
-        })
-    }
-
-    async fn send(
-        &self,
-        addr: SocketAddr,
-        connect_timeout: Duration,
-        request: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.iter()
-                .position(|(a, s)| *a == addr && !s.is_closed())
-                .map(|i| idle.swap_remove(i).1)
-        };
-        let mut sender = match reused {
-            Some(mut sender) => match sender.ready().await {
-                Ok(()) => sender,
-                // A keep-alive connection the front-end closed meanwhile: open a fresh one.
-                Err(_) => connect(addr, connect_timeout).await?,
-            },
-            None => connect(addr, connect_timeout).await?,
-        };
-        let response = sender.send_request(request).await?;
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((addr, sender));
-        Ok(response)
-    }
-}
-
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, UpstreamError> {
-    let stream = crate::upstream::tcp(addr, timeout)
-        .await
-        .map_err(UpstreamError::Connect)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "upstream connection ended");
-        }
-    });
-    Ok(sender)
-}
-
-/// An upstream body that keeps its backend's in-flight slot until it is done.
-struct LeasedBody {
-    inner: Body,
-    _lease: Lease,
-}
-
-impl http_body::Body for LeasedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    local(status, TEXT, Bytes::from_static(text.as_bytes()))
-}
-
-/// Content types of the balancer's own answers.
-const TEXT: &str = "text/plain; charset=utf-8";
-const JSON: &str = "application/json";
-
-/// An answer of the balancer's own, not to be cached.
-fn local(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
 }
 
 /// Whether a request (its request line or target) is one a front-end holds on purpose: an
@@ -587,13 +365,82 @@ pub(crate) fn is_held(target: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::{Policy, Thresholds};
+
+    fn forwarder(allow: &str, viewers: bool) -> Forwarder {
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let thresholds = Thresholds {
+            healthy_after: 1,
+            unhealthy_after: 1,
+            eject_after_errors: 1,
+        };
+        let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
+        let admission = Arc::new(Admission {
+            allow: vec![allow.parse().unwrap()],
+            trusted_proxies: Vec::new(),
+            rate: None,
+            playback: None,
+            issuer: None,
+        });
+        Forwarder::new(pool, metrics, admission, Duration::from_secs(1))
+            .with_viewers(viewers.then(Default::default))
+    }
+
+    fn text(decision: Decision) -> Option<(u16, &'static str)> {
+        match decision {
+            Decision::Text(status, text) => Some((status.as_u16(), text)),
+            _ => None,
+        }
+    }
 
     #[test]
-    fn peer_header_is_the_address() {
-        let upstreams = Upstreams::default();
+    fn admission_comes_first_then_the_guard_then_own_answers() {
+        let inside: IpAddr = "10.1.2.3".parse().unwrap();
+        let outside: IpAddr = "192.0.2.1".parse().unwrap();
+        let f = forwarder("10.0.0.0/8", true);
+        // Outside the allow list: refused whatever the guard or the path says.
+        let refused = f.decide(outside, "/api/viewers", Err(Refused::Missing));
+        assert_eq!(text(refused).map(|t| t.0), Some(403));
+        let not_allowed = f.metrics.denied.with_label_values(&["not_allowed"]);
+        assert_eq!(not_allowed.get(), 1);
+        // Inside: the guard's refusal, counted under its own reason.
+        let refused = f.decide(inside, "/hls/cam/index.m3u8", Err(Refused::Expired));
         assert_eq!(
-            upstreams.peer_header("10.1.2.3".parse().unwrap()),
-            "10.1.2.3"
+            text(refused),
+            Some((403, "this playback token has expired\n"))
         );
+        assert_eq!(
+            f.metrics.denied.with_label_values(&["token_expired"]).get(),
+            1
+        );
+        // The viewer count before the shipper answered: unavailable, not forwarded.
+        assert_eq!(
+            text(f.decide(inside, "/api/viewers", Ok(None))).map(|t| t.0),
+            Some(503)
+        );
+        // Anything else goes to a front-end.
+        assert!(matches!(
+            f.decide(inside, "/hls/cam/index.m3u8", Ok(None)),
+            Decision::Forward(None)
+        ));
+        // Without a feed, /api/viewers is the front-ends' to answer.
+        let f = forwarder("10.0.0.0/8", false);
+        assert!(matches!(
+            f.decide(inside, "/api/viewers", Ok(None)),
+            Decision::Forward(None)
+        ));
+    }
+
+    #[test]
+    fn no_backend_is_503_and_counted() {
+        let f = forwarder("0.0.0.0/0", false);
+        let upstreams = Upstreams::default();
+        let fetched = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f.fetch(&upstreams, &Method::GET, b"GET / HTTP/1.1\r\n\r\n"));
+        assert_eq!(fetched.err().map(|e| e.0.as_u16()), Some(503));
+        assert_eq!(f.metrics.no_backend.get(), 1);
     }
 }

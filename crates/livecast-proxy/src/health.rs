@@ -3,13 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use livecast_telemetry::CancellationToken;
 
+use crate::client::control::ControlClient;
 use crate::metrics::Metrics;
 use crate::pool::{Check, Pool, State};
 
@@ -27,7 +23,7 @@ pub(crate) struct HealthChecker {
 
 impl HealthChecker {
     /// One round over the pool, all backends at once.
-    pub async fn check_all(&self, client: &Client<HttpConnector, Empty<Bytes>>) {
+    pub async fn check_all(&self, client: &ControlClient) {
         let backends = self.pool.snapshot();
         let checks = backends
             .iter()
@@ -36,19 +32,17 @@ impl HealthChecker {
                 let uri = format!("http://{}{}", b.addr, self.path);
                 async move {
                     let check = match uri.parse::<hyper::Uri>() {
-                        Ok(uri) => {
-                            match tokio::time::timeout(self.timeout, client.get(uri)).await {
-                                Ok(Ok(response))
-                                    if response
-                                        .headers()
-                                        .contains_key(livecast_telemetry::LEAVING_HEADER) =>
-                                {
-                                    Check::Leaving
-                                }
-                                Ok(Ok(response)) if response.status().is_success() => Check::Pass,
-                                _ => Check::Fail,
+                        Ok(uri) => match client.head(uri, self.timeout).await {
+                            Some(head)
+                                if head
+                                    .headers
+                                    .contains_key(livecast_telemetry::LEAVING_HEADER) =>
+                            {
+                                Check::Leaving
                             }
-                        }
+                            Some(head) if head.status.is_success() => Check::Pass,
+                            _ => Check::Fail,
+                        },
                         Err(_) => Check::Fail,
                     };
                     let result = if check == Check::Pass { "pass" } else { "fail" };
@@ -64,12 +58,8 @@ impl HealthChecker {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.timeout));
         // A fresh connection per check: a pooled one could hide a backend that stopped accepting.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
+        let client = ControlClient::fresh(self.timeout);
         // Rounds start on a fixed cadence (not an interval after the previous round ended), so
         // a front-end that starts leaving is seen within one interval unless a round runs long.
         let mut ticks = tokio::time::interval(self.interval);

@@ -11,28 +11,31 @@
 //! # Layout
 //!
 //! - [`config`]: flags and their validation.
-//! - [`server`]: accept loop (HTTP/1.1, or HTTPS with HTTP/2), connection cap, [`run`].
-//! - [`discovery`]: the resolver seam and the re-resolution loop.
-//! - `pool`: backends, lifecycle, balancing policies ([`Policy`], [`State`]).
-//! - `health`: active health checks.
-//! - `h1`: plain HTTP/1.1 viewers' GET and HEAD, served without hyper.
-//! - `forward`: one request: admission, own answers, upstream call, retry.
+//! - [`server`]: [`run`], the accept loop and connection cap; `server::h1` (plain HTTP/1.1
+//!   viewers' GET and HEAD without hyper), `server::hyper` (HTTPS with HTTP/2 or HTTP/1.1, and
+//!   what the plain loop hands over), `server::tls`.
+//! - `forward`: the policy both servers follow: admission, own answers, fetch with retry,
+//!   passive health feedback.
+//! - `client`: `client::inline` (the HTTP/1.1 client for GET and HEAD), `client::hyper` (the
+//!   other methods), `client::control` (health checks, status page, viewer count).
 //! - `headers`: hop-by-hop stripping, X-Forwarded-For/-Proto, the request id.
-//! - `upstream`: the inline HTTP/1.1 client for GET and HEAD.
+//! - [`discovery`]: the resolver seam and the re-resolution loop.
+//! - `pool`: which backends exist and their lifecycle ([`State`]); `pool::balance` chooses
+//!   one ([`Policy`]).
+//! - `health`: active health checks.
 //! - `limits`: per-client rate limiting.
 //! - [`playback`]: signed playback URLs (tokens, their check, the cookie).
 //! - `issue`: `/api/token`, tokens for viewers the company's authentication service vouched for.
-//! - `tls`: rustls setup with ALPN.
 //! - `status`: the operator page on the admin port.
 //! - `viewers`: the viewer count copied from the shipper for the player page.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
+mod client;
 pub mod config;
 pub mod discovery;
 pub mod error;
 mod forward;
-mod h1;
 mod headers;
 mod health;
 mod issue;
@@ -42,15 +45,13 @@ pub mod playback;
 mod pool;
 pub mod server;
 mod status;
-mod tls;
-mod upstream;
 mod viewers;
 
 /// Entry points for the `cargo fuzz` targets in `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::h1::fuzzing::RequestHeads;
-    pub use crate::upstream::fuzzing::answer_head;
+    pub use crate::client::inline::fuzzing::answer_head;
+    pub use crate::server::h1::fuzzing::RequestHeads;
 }
 
 pub use config::Config;

@@ -11,15 +11,9 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use serde::Serialize;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
-use crate::forward::Body;
+use crate::client::control::ControlClient;
 use crate::pool::{BackendStatus, Pool, State as BackendState};
 
 #[cfg(test)]
@@ -51,7 +45,7 @@ const PAGE: &str = include_str!("status.html");
 #[derive(Clone)]
 struct StatusState {
     pool: Arc<Pool>,
-    client: Client<HttpConnector, Body>,
+    client: ControlClient,
     viewers: Option<Arc<crate::viewers::ViewerFeed>>,
     admin_port: Option<u16>,
 }
@@ -68,14 +62,11 @@ struct Status {
 /// Routes merged into the admin router; with `token`, each asks for it.
 pub(crate) fn router(
     pool: Arc<Pool>,
-    connect_timeout: Duration,
+    client: ControlClient,
     viewers: Option<Arc<crate::viewers::ViewerFeed>>,
     admin_port: Option<u16>,
     token: Option<String>,
 ) -> Router {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    let client = Client::builder(TokioExecutor::new()).build(connector);
     let routes = Router::new()
         .route("/status", get(|| async { Html(PAGE) }))
         .route("/api/status", get(status))
@@ -170,17 +161,6 @@ async fn fetch_streams(state: &StatusState) -> Option<serde_json::Value> {
         None => backend,
     };
     let uri: hyper::Uri = format!("http://{backend}/api/streams").parse().ok()?;
-    let request = http::Request::get(uri)
-        .body(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(2), state.client.request(request))
-        .await
-        .ok()?
-        .ok()?;
-    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    let bytes = state.client.body(uri, Duration::from_secs(2)).await?;
     serde_json::from_slice(&bytes).ok()
 }

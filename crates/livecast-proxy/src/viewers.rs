@@ -7,10 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use livecast_telemetry::CancellationToken;
+
+use crate::client::control::ControlClient;
 
 const REFRESH: Duration = Duration::from_secs(1);
 
@@ -27,20 +26,14 @@ impl ViewerFeed {
 
     /// Fetches `url` every second until `shutdown`; a failed fetch clears the copy so the page
     /// never shows a stale count as current.
-    pub async fn run(self: Arc<Self>, url: http::Uri, shutdown: CancellationToken) {
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    pub async fn run(
+        self: Arc<Self>,
+        client: ControlClient,
+        url: http::Uri,
+        shutdown: CancellationToken,
+    ) {
         loop {
-            let fetched = async {
-                let response = tokio::time::timeout(REFRESH, client.get(url.clone()))
-                    .await
-                    .ok()?
-                    .ok()?;
-                if !response.status().is_success() {
-                    return None;
-                }
-                Some(response.into_body().collect().await.ok()?.to_bytes())
-            }
-            .await;
+            let fetched = client.body(url.clone(), REFRESH).await;
             if let Ok(mut latest) = self.latest.write() {
                 *latest = fetched;
             }

@@ -1,31 +1,36 @@
-//! The accept loop and the service entry point.
+//! The viewer side: the service entry point, the accept loop and each connection's way in.
+//!
+//! - [`h1`]: the plain HTTP/1.1 loop that serves viewers' GET and HEAD without hyper.
+//! - [`hyper`]: hyper's side (HTTPS with HTTP/2 or HTTP/1.1, and what the plain loop hands over).
+//! - [`tls`]: the TLS acceptor.
 
-use std::convert::Infallible;
+pub(crate) mod h1;
+pub(crate) mod hyper;
+mod tls;
+
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use livecast_telemetry::workers::{Accepted, Incoming};
 use livecast_telemetry::{serve_admin_with, CancellationToken, Health, Registry};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use self::hyper::{Prefixed, Protocol};
+use crate::client::control::ControlClient;
+use crate::client::Upstreams;
 use crate::config::split_host_port;
 use crate::discovery::{Discovery, DnsResolver, Resolve};
-use crate::forward::{Admission, Forwarder, Upstreams};
+use crate::forward::{Admission, Forwarder};
 use crate::health::HealthChecker;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, Thresholds};
-use crate::{h1, status, tls, Config, ProxyError};
+use crate::{status, Config, ProxyError};
 
 /// How long shutdown waits for in-flight requests.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -135,25 +140,27 @@ pub async fn run_with_resolver(
         playback,
         issuer,
     });
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+    // One pooled client for the control plane's calls that may reuse connections.
+    let control = ControlClient::pooled(connect_timeout);
     let viewers = match &config.viewers_url {
         Some(url) => {
             let feed = Arc::new(crate::viewers::ViewerFeed::default());
             let uri = url
                 .parse()
                 .map_err(|_| ProxyError::Config(format!("bad --viewers-url {url:?}")))?;
-            tokio::spawn(feed.clone().run(uri, shutdown.clone()));
+            tokio::spawn(feed.clone().run(control.clone(), uri, shutdown.clone()));
             Some(feed)
         }
         None => None,
     };
-    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
     let admin = tokio::spawn(serve_admin_with(
         listeners.admin,
         registry,
         health.clone(),
         status::router(
             pool.clone(),
-            connect_timeout,
+            control,
             viewers.clone(),
             config.backend_admin_port,
             config.admin_token.as_ref().map(|t| t.0.clone()),
@@ -286,7 +293,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
                 h1::Outcome::Done => {}
                 h1::Outcome::Handoff(stream, read) => {
                     let io = TokioIo::new(Prefixed { read, stream });
-                    serve_http1(io, peer, &connections, upstreams, false, shutdown).await;
+                    let protocol = Protocol::Http1 { tls: false };
+                    hyper::serve(io, peer, &connections, upstreams, protocol, shutdown).await;
                 }
             }
         }
@@ -305,128 +313,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let io = TokioIo::new(tls_stream);
             let upstreams = Arc::new(Upstreams::default());
-            if h2 {
-                serve_http2(io, peer, &connections, upstreams, shutdown).await;
+            let protocol = if h2 {
+                Protocol::Http2
             } else {
-                serve_http1(io, peer, &connections, upstreams, true, shutdown).await;
-            }
+                Protocol::Http1 { tls: true }
+            };
+            hyper::serve(io, peer, &connections, upstreams, protocol, shutdown).await;
         }
-    }
-}
-
-async fn serve_http1<I>(
-    io: TokioIo<I>,
-    peer: SocketAddr,
-    connections: &Connections,
-    upstreams: Arc<Upstreams>,
-    tls: bool,
-    shutdown: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let forwarder = connections.forwarder.clone();
-    let service = service_fn(move |request| {
-        let forwarder = forwarder.clone();
-        let upstreams = upstreams.clone();
-        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, tls, &upstreams).await) }
-    });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(connections.shared.header_timeout)
-        .max_buf_size(connections.shared.max_header_bytes)
-        .serve_connection(io, service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "client connection ended with an error");
-    }
-}
-
-async fn serve_http2<I>(
-    io: TokioIo<I>,
-    peer: SocketAddr,
-    connections: &Connections,
-    upstreams: Arc<Upstreams>,
-    shutdown: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let forwarder = connections.forwarder.clone();
-    let service = service_fn(move |request| {
-        let forwarder = forwarder.clone();
-        let upstreams = upstreams.clone();
-        async move { Ok::<_, Infallible>(forwarder.handle(request, peer, true, &upstreams).await) }
-    });
-    let connection = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_header_list_size(connections.shared.max_header_bytes as u32)
-        .serve_connection(io, service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "client connection ended with an error");
-    }
-}
-
-/// A viewer connection handed to hyper: the bytes the plain loop already read come first.
-struct Prefixed {
-    read: bytes::BytesMut,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.stream).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -1,5 +1,5 @@
-//! The backend pool: every front-end address with its lifecycle state, load and latency, and
-//! the choice of a backend for each request.
+//! The backend pool: which front-ends exist (the addresses discovery found) and where each is
+//! in its lifecycle, with its load and latency; [`balance`] chooses one for each request.
 //!
 //! Lifecycle: a new address is *pending* until its health check passes `healthy_after` times in
 //! a row, then *healthy*. A healthy backend that fails `unhealthy_after` active checks, or
@@ -11,7 +11,6 @@
 //! disappears from DNS is *draining*: it gets no new requests and leaves the pool once its
 //! in-flight requests are done.
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -23,6 +22,10 @@ use prometheus::{Histogram, IntCounter};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+
+mod balance;
+
+pub use balance::Policy;
 
 /// Where a backend is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,17 +82,6 @@ impl State {
             _ => State::Pending,
         }
     }
-}
-
-/// How the balancer spreads requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Policy {
-    /// Power of two random choices, scoring each by in-flight requests and latency (EWMA).
-    P2c,
-    /// The backend with the fewest requests in flight.
-    LeastOutstanding,
-    /// Each backend in turn.
-    RoundRobin,
 }
 
 /// Thresholds of the lifecycle.
@@ -178,20 +170,6 @@ impl Backend {
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
     }
-
-    fn score(&self, now_ms: u64) -> u64 {
-        // Unknown latency counts as 1 ms so new backends are neither shunned nor flooded. A
-        // stale estimate is unknown again: power-of-two choices never picks a backend whose
-        // last answer was slow (a replica's first, cold read), so its estimate would never
-        // get the sample that corrects it.
-        let fresh = now_ms.saturating_sub(self.sampled_ms.load(Ordering::Relaxed)) <= STALE_MS;
-        let latency = if fresh {
-            self.ewma_us.load(Ordering::Relaxed).max(1000)
-        } else {
-            1000
-        };
-        latency.saturating_mul(self.inflight() as u64 + 1)
-    }
 }
 
 /// How long a latency estimate is trusted without a new sample.
@@ -224,32 +202,6 @@ pub struct Pool {
     thresholds: Thresholds,
     next: AtomicUsize,
     metrics: Metrics,
-}
-
-thread_local! {
-    /// Per-thread xorshift state for power-of-two choices, seeded from the clock and the
-    /// thread's stack address so worker threads differ.
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let marker = 0u8;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    (0x9e37_79b9_7f4a_7c15 ^ (&marker as *const u8 as u64) ^ u64::from(nanos)) | 1
-}
-
-fn random() -> u64 {
-    RNG.with(|state| {
-        let mut x = state.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        x
-    })
 }
 
 impl Pool {
@@ -366,38 +318,7 @@ impl Pool {
             &fallback
         };
         let nth = |i: usize| all.iter().filter(|b| usable(b)).nth(i);
-        let chosen = match (n, self.policy) {
-            (0, _) => return None,
-            (1, _) => nth(0)?,
-            (n, Policy::RoundRobin) => nth(self.next.fetch_add(1, Ordering::Relaxed) % n)?,
-            (n, Policy::LeastOutstanding) => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                (0..n)
-                    .filter_map(|i| nth((start + i) % n))
-                    .min_by_key(|b| b.inflight())?
-            }
-            (n, Policy::P2c) => {
-                let a = random() as usize % n;
-                let mut b = random() as usize % (n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (x, y) = (nth(a)?, nth(b)?);
-                let (sx, sy) = (x.score(now_ms), y.score(now_ms));
-                // Only a clear difference decides: the estimate mixes playlists and segments,
-                // so near-equal replicas differ by noise, and a strict comparison would send
-                // nearly everything to whichever looked faster last (one replica of three
-                // idle at light load). Within a factor of two, fewer requests in flight wins,
-                // then the random order.
-                if sy.saturating_mul(2) < sx {
-                    y
-                } else if sx.saturating_mul(2) < sy || x.inflight() <= y.inflight() {
-                    x
-                } else {
-                    y
-                }
-            }
-        };
+        let chosen = balance::choose(self.policy, &self.next, n, nth, now_ms)?;
         chosen.inflight.fetch_add(1, Ordering::AcqRel);
         chosen.requests.fetch_add(1, Ordering::Relaxed);
         Some(Lease {

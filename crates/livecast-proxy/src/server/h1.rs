@@ -25,17 +25,21 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::{Forwarder, Upstreams, TOKEN_PATH};
+use std::ops::Range;
+
+use super::hyper::{JSON, TEXT};
+use crate::client::inline::{Answer, RawBody};
+use crate::client::Upstreams;
+use crate::forward::{Decision, Forwarder, TOKEN_PATH};
 use crate::headers::HOP_BY_HOP;
 use crate::playback::{Pass, Refused, VIEWER_HEADER};
-use crate::upstream::{Answer, RawBody};
 
 /// Most header lines in a request head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -66,8 +70,8 @@ struct Plan {
     method: Method,
     close: bool,
     client: IpAddr,
-    /// The balancer's own answer, for the paths it answers itself.
-    own: Option<Result<Bytes, (StatusCode, &'static str)>>,
+    /// Where the target's path lies in the read buffer.
+    path: Range<usize>,
     /// The playback guard's verdict (`Ok(None)`: not guarded).
     playback: Result<Option<Pass>, Refused>,
     request_id: RequestId,
@@ -182,55 +186,51 @@ pub(crate) async fn serve(
             }
         };
 
-        buf.advance(plan.len);
+        let path = std::str::from_utf8(&buf[plan.path.clone()]).unwrap_or_default();
+        let decision = forwarder.decide(plan.client, path, plan.playback);
         let close = plan.close || shutdown.is_cancelled();
         let head_only = plan.method == Method::HEAD;
-        let set_cookie = match &plan.playback {
-            Ok(Some(pass)) => pass.set_cookie.as_deref(),
-            _ => None,
-        };
-        let sent = if let Err((status, text)) = forwarder.admit(plan.client) {
-            answer_locally(&mut stream, &mut out, status, text, head_only, close).await
-        } else if let Err(refused) = plan.playback {
-            let (status, text) = forwarder.refuse_playback(refused);
-            answer_locally(&mut stream, &mut out, status, text, head_only, close).await
-        } else if let Some(own) = plan.own {
-            match own {
-                Ok(json) => {
-                    let answer = Local {
-                        status: StatusCode::OK,
-                        content_type: JSON,
-                        body: &json,
-                        head_only,
-                    };
-                    write_local(&mut stream, &mut out, answer, close).await
-                }
-                Err((status, text)) => {
-                    answer_locally(&mut stream, &mut out, status, text, head_only, close).await
-                }
+        let sent = match decision {
+            Decision::Text(status, text) => {
+                answer_locally(&mut stream, &mut out, status, text, head_only, close).await
             }
-        } else {
-            match forwarder.fetch(upstreams, &plan.method, &head).await {
-                Ok((answer, lease)) => {
-                    out.clear();
-                    let chunked = answer_head(
-                        &mut out,
-                        &answer,
-                        plan.request_id.as_bytes(),
-                        set_cookie,
-                        close,
-                    );
-                    let body = answer.into_body(upstreams.raw.clone(), lease.backend.addr);
-                    let sent = pass_on(&mut stream, &mut out, body, chunked).await;
-                    // A draining backend stays until its answer is sent.
-                    drop(lease);
-                    sent
-                }
-                Err((status, text)) => {
-                    answer_locally(&mut stream, &mut out, status, text, head_only, close).await
+            Decision::Json(json) => {
+                let answer = Local {
+                    status: StatusCode::OK,
+                    content_type: JSON,
+                    body: &json,
+                    head_only,
+                };
+                write_local(&mut stream, &mut out, answer, close).await
+            }
+            // `plan` hands `/api/token` to hyper before deciding; were one to come here, hyper
+            // would serve it all the same.
+            Decision::Issue(_) => return Outcome::Handoff(stream, buf),
+            Decision::Forward(pass) => {
+                match forwarder.fetch(upstreams, &plan.method, &head).await {
+                    Ok((answer, lease)) => {
+                        out.clear();
+                        let set_cookie = pass.as_ref().and_then(|p| p.set_cookie.as_deref());
+                        let chunked = answer_head(
+                            &mut out,
+                            &answer,
+                            plan.request_id.as_bytes(),
+                            set_cookie,
+                            close,
+                        );
+                        let body = answer.into_body(upstreams.raw.clone(), lease.backend.addr);
+                        let sent = pass_on(&mut stream, &mut out, body, chunked).await;
+                        // A draining backend stays until its answer is sent.
+                        drop(lease);
+                        sent
+                    }
+                    Err((status, text)) => {
+                        answer_locally(&mut stream, &mut out, status, text, head_only, close).await
+                    }
                 }
             }
         };
+        buf.advance(plan.len);
         if sent.is_err() || close {
             let _ = stream.shutdown().await;
             return Outcome::Done;
@@ -386,16 +386,14 @@ fn plan(
         method,
         close,
         client,
-        own: forwarder.own_answer(path),
+        path: {
+            let start = path.as_ptr() as usize - buf.as_ptr() as usize;
+            start..start + path.len()
+        },
         playback,
         request_id,
     })))
 }
-
-/// Content type of the balancer's JSON answers.
-const JSON: &str = "application/json";
-/// Content type of its text answers.
-const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Writes the head of the front-end's answer into `out`: its status, its header lines, the
 /// request id, a `Date` if it had none (RFC 9110 §6.6.1) and the viewer's framing. Says

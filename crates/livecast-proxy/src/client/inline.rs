@@ -1,5 +1,5 @@
-//! The upstream side of a GET or HEAD: a small HTTP/1.1 client driven inline by the viewer's
-//! own task.
+//! The inline HTTP/1.1 client: the upstream side of a viewer's GET or HEAD, driven by the
+//! viewer's own task.
 //!
 //! Almost every request a balancer of live HLS sees is a GET for a playlist, a part or a
 //! segment. A general client (hyper's) runs each upstream connection as a task of its own and
@@ -59,19 +59,9 @@ pub(crate) struct Conn {
     buf: BytesMut,
 }
 
-/// Opens a TCP connection to a front-end within `timeout`, without Nagle's delay.
-pub(crate) async fn tcp(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(result) => result?,
-        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, RawError> {
     Ok(Conn {
-        stream: tcp(addr, timeout).await.map_err(RawError::Connect)?,
+        stream: super::tcp(addr, timeout).await.map_err(RawError::Connect)?,
         buf: BytesMut::with_capacity(8192),
     })
 }

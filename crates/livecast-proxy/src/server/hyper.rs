@@ -1,0 +1,338 @@
+//! hyper's side of the viewer connections: HTTPS (HTTP/2 or HTTP/1.1) and whatever the plain
+//! HTTP/1.1 loop hands over. One serving function for both protocols; each request goes
+//! through the same policy as the plain loop's ([`Forwarder::decide`], then
+//! [`Forwarder::fetch`] or [`Forwarder::forward_once`]), with header maps for its wire form.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use livecast_telemetry::CancellationToken;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::Connections;
+use crate::client::{inline, Body, BoxError, Upstreams};
+use crate::forward::{Decision, Forwarder};
+use crate::headers::{
+    append_forwarded_for, last_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_PROTO,
+    X_REQUEST_ID,
+};
+use crate::pool::Lease;
+
+const X_LIVECAST_VIEWER: HeaderName = HeaderName::from_static(crate::playback::VIEWER_HEADER);
+
+/// Which protocol hyper speaks on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// HTTP/1.1, over TLS or not.
+    Http1 { tls: bool },
+    /// HTTP/2 (always over TLS here).
+    Http2,
+}
+
+/// Serves one viewer connection with hyper until it ends; on shutdown, lets the requests in
+/// flight finish (HTTP/2 sends GOAWAY, HTTP/1.1 closes after the current answer).
+pub(super) async fn serve<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    connections: &Connections,
+    upstreams: Arc<Upstreams>,
+    protocol: Protocol,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let forwarder = connections.forwarder.clone();
+    let tls = protocol != Protocol::Http1 { tls: false };
+    let service = service_fn(move |request| {
+        let forwarder = forwarder.clone();
+        let upstreams = upstreams.clone();
+        async move { Ok::<_, Infallible>(handle(&forwarder, request, peer, tls, &upstreams).await) }
+    });
+    let limits = &connections.shared;
+    let result = match protocol {
+        Protocol::Http1 { .. } => {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .serve_connection(io, service);
+            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown).await
+        }
+        Protocol::Http2 => {
+            let connection = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(limits.max_header_bytes as u32)
+                .serve_connection(io, service);
+            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown).await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+}
+
+/// Drives `connection` to its end, asking it to wind down gracefully once `shutdown` fires.
+async fn until_shutdown<C>(
+    connection: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    shutdown: &CancellationToken,
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            graceful(connection.as_mut());
+            connection.await
+        }
+    }
+}
+
+/// One request: the policy's decision, then the balancer's own answer or the front-end's.
+async fn handle(
+    forwarder: &Forwarder,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+    upstreams: &Upstreams,
+) -> Response<Body> {
+    let trusted_peer = forwarder.trusts(peer.ip());
+    let client_ip = if trusted_peer {
+        last_forwarded(request.headers()).unwrap_or(peer.ip())
+    } else {
+        peer.ip()
+    };
+    let playback = forwarder.check_playback(
+        request.uri().path(),
+        request.uri().query(),
+        request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        client_ip,
+    );
+    let pass = match forwarder.decide(client_ip, request.uri().path(), playback) {
+        Decision::Text(status, text) => return plain(status, text),
+        Decision::Json(json) => return local(StatusCode::OK, JSON, json),
+        Decision::Issue(issuer) => {
+            let issued = issuer
+                .issue(request.uri().query(), request.headers(), client_ip)
+                .await;
+            let content_type = if issued.json { JSON } else { TEXT };
+            let mut r = local(issued.status, content_type, issued.body);
+            // A token is for this viewer alone: no cache keeps it.
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Some(cookie) = issued.set_cookie {
+                r.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            return r;
+        }
+        Decision::Forward(pass) => pass,
+    };
+    let (parts, body) = request.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // Only the balancer names the viewer.
+    headers.remove(X_LIVECAST_VIEWER);
+    if let Some(viewer) = pass
+        .as_ref()
+        .filter(|p| !p.viewer.is_empty())
+        .and_then(|p| HeaderValue::from_str(&p.viewer).ok())
+    {
+        headers.insert(X_LIVECAST_VIEWER, viewer);
+    }
+    if !trusted_peer {
+        // An untrusted client's own forwarding headers are not believed.
+        headers.remove(X_FORWARDED_FOR);
+        headers.remove(X_REQUEST_ID);
+    }
+    append_forwarded_for(&mut headers, upstreams.peer_header(peer.ip()));
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    let request_id = match headers.get(X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = HeaderValue::from_bytes(&forwarder.request_id())
+                .unwrap_or(HeaderValue::from_static("0"));
+            headers.insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    if !headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host as :authority; HTTP/1.1 backends want a Host header.
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(header::HOST, v);
+        }
+    }
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // The token has done its work here; the front-ends never see it.
+    let target = &*crate::playback::without_token(target);
+    // A GET or HEAD carries no body worth keeping and is safe to send twice (`fetch`);
+    // anything else gets exactly one attempt with its body streamed through.
+    let (mut response, lease) = if parts.method == Method::GET || parts.method == Method::HEAD {
+        // Whatever body a GET announced is not sent on.
+        headers.remove(header::CONTENT_LENGTH);
+        let head = inline::request_head(&parts.method, target, &headers);
+        match forwarder.fetch(upstreams, &parts.method, &head).await {
+            Ok((answer, lease)) => {
+                let addr = lease.backend.addr;
+                let response = answer.into_response(upstreams.raw.clone(), addr);
+                (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
+            }
+            Err((status, text)) => return plain(status, text),
+        }
+    } else {
+        let mut upstream = Request::new(body.map_err(BoxError::from).boxed());
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = headers;
+        *upstream.uri_mut() =
+            http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
+        match forwarder.forward_once(upstreams, upstream).await {
+            Ok((mut response, lease)) => {
+                // The inline client leaves hop-by-hop lines behind while parsing; hyper's
+                // keeps them.
+                strip_hop_by_hop(response.headers_mut());
+                (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
+            }
+            Err((status, text)) => return plain(status, text),
+        }
+    };
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    if let Some(cookie) = pass
+        .and_then(|p| p.set_cookie)
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    // The lease travels with the body: a draining backend stays until it is sent.
+    response.map(|inner| {
+        LeasedBody {
+            inner,
+            _lease: lease,
+        }
+        .boxed()
+    })
+}
+
+/// An upstream body that keeps its backend's in-flight slot until it is done.
+struct LeasedBody {
+    inner: Body,
+    _lease: Lease,
+}
+
+impl http_body::Body for LeasedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Content types of the balancer's own answers.
+pub(super) const TEXT: &str = "text/plain; charset=utf-8";
+pub(super) const JSON: &str = "application/json";
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    local(status, TEXT, Bytes::from_static(text.as_bytes()))
+}
+
+/// An answer of the balancer's own, not to be cached.
+fn local(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A viewer connection handed to hyper: the bytes the plain loop already read come first.
+pub(super) struct Prefixed {
+    pub read: bytes::BytesMut,
+    pub stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
