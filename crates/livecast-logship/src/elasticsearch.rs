@@ -23,19 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
+use crate::sink::{Outcome, Sink};
 use crate::source::Line;
 use crate::tls::Connector;
-
-/// How one batch fared.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    pub delivered: usize,
-    pub already_there: usize,
-    /// Indices into the batch to send again.
-    pub retry: Vec<usize>,
-    /// Indices that will never be accepted, with the reason.
-    pub rejected: Vec<(usize, String)>,
-}
 
 /// Why a whole `_bulk` request failed (it will be retried).
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +184,7 @@ impl Elasticsearch {
     }
 
     /// Sends `which` of `lines` in one `_bulk` request.
-    pub async fn send(&self, lines: &[Line], which: &[usize]) -> Result<Outcome, BulkError> {
+    async fn bulk(&self, lines: &[Line], which: &[usize]) -> Result<Outcome, BulkError> {
         self.ensure_template().await?;
         let mut body = self.body(lines, which);
         let mut request =
@@ -283,6 +273,18 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+impl Sink for Elasticsearch {
+    type Error = BulkError;
+
+    fn name(&self) -> &'static str {
+        crate::metrics::SINK
+    }
+
+    async fn send(&self, lines: &[Line], which: &[usize]) -> Result<Outcome, BulkError> {
+        self.bulk(lines, which).await
+    }
 }
 
 #[cfg(test)]

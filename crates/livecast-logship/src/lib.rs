@@ -11,7 +11,11 @@
 //! # Layout
 //!
 //! - [`config`]: flags and their validation.
-//! - [`server`]: the shipping loop, the admin server (`/api/viewers`) and [`run`].
+//! - [`server`]: [`run`]: the wiring, the admin server (`/api/viewers`), the viewer gauges.
+//! - `driver`: read → batch → deliver → acknowledge in order → checkpoint; its spill stage.
+//! - `retry`: one batch's delivery: backoff with jitter, dead-lettering, the drain deadline.
+//! - `sink`: the seam a destination implements ([`Sink`](sink) and its outcome).
+//! - `dead_letter`: the file of lines no sink will take.
 //! - `archive`: closed logs to object storage before they are removed.
 //! - `source`: finding, identifying and reading log files; checkpoints.
 //! - `spill`: the capped disk buffer used while the sink is slow or down.
@@ -24,10 +28,14 @@
 
 mod archive;
 pub mod config;
+mod dead_letter;
+mod driver;
 mod elasticsearch;
 pub mod error;
 mod metrics;
+mod retry;
 pub mod server;
+mod sink;
 mod source;
 mod spill;
 mod tls;
