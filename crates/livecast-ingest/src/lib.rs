@@ -13,7 +13,8 @@
 //! - [`config`]: flags and their validation.
 //! - [`server`]: the accept loop, the admin server and [`run`].
 //! - `connection`: one RTMP connection: handshake, session, publish admission.
-//! - `pipeline`: one publish: segmenter, HLS writer, segment retirement.
+//! - `pipeline`: one publish: segmenter in, the files written in order out.
+//! - `playlist`: the playlist policy of a publish (names, parts, hints, retirement holds).
 //! - `shared`: the state every connection and pipeline shares (admission, metrics, live names).
 //! - `ending`: when a stream whose publisher left ends (the reconnect grace).
 //! - `files`: a stream directory's files: atomic writes, playlist spares, recycled media files.
@@ -29,6 +30,7 @@ pub mod error;
 mod files;
 mod metrics;
 mod pipeline;
+mod playlist;
 pub mod server;
 mod shared;
 

@@ -13,20 +13,17 @@
 //! (RFC 8216 §6.2.2); parts are dropped from the playlist three target durations behind the
 //! live edge.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use livecast_media::playlist::{
-    offset_time, ByteRange, MediaPlaylist, Part as PlaylistPart, PlaylistSegment, PreloadHint,
-    ServerControl, PLAYLIST_NAME as PLAYLIST,
-};
+use livecast_media::playlist::{offset_time, MediaPlaylist, PLAYLIST_NAME as PLAYLIST};
 use livecast_media::segmenter::{Container, Cut, Segmenter};
 
 use crate::files::{remove_quietly, StreamDir};
+use crate::playlist::{LivePlaylist, Settings};
 use crate::shared::Shared;
 
 /// An FLV tag body with its RTMP timestamp (milliseconds).
@@ -36,35 +33,23 @@ pub(crate) enum MediaMessage {
     Audio(u32, Bytes),
 }
 
-/// Media sequence number of a new stream's first segment. Not 0: hls.js (1.6) takes a
-/// playlist whose last segment is number 0 for one without segments and then polls instead of
-/// sending blocking reloads, which costs a new viewer several seconds of latency.
-const FIRST_SEQUENCE: u64 = 1;
-
 pub(crate) struct Pipeline {
     stream: String,
     /// This publish's number (see `Shared::latest`).
     publish: u64,
+    /// The stream's directory on the volume.
     dir: PathBuf,
-    session: String,
     shared: Arc<Shared>,
     container: Container,
     /// Part target in seconds; `None` writes plain HLS.
     part_target: Option<f64>,
     segmenter: Segmenter,
-    playlist: Option<MediaPlaylist>,
-    /// Media sequence number of the segment being built.
-    sequence: u64,
-    /// Parts of the segment being built.
-    parts: Vec<PlaylistPart>,
+    /// What the playlist becomes and which files it let go of.
+    playlist: LivePlaylist,
     /// The init segment's name once written (fMP4).
     init: Option<String>,
-    /// The playlist found on the volume when the publish started, continued by this one.
-    previous: Option<MediaPlaylist>,
     /// Wall-clock anchor: (first media timestamp, when it arrived), for PROGRAM-DATE-TIME.
     anchor: Option<(i64, SystemTime)>,
-    /// Files out of the playlist, with the time after which they may be deleted.
-    retired: VecDeque<(Instant, PathBuf)>,
     /// The stream directory's files. They are written on the stream's own task, as nginx
     /// does: a part or a playlist is a page-cache write of tens of kilobytes, and handing each
     /// to the blocking pool cost more in thread wake-ups than the write itself.
@@ -104,23 +89,30 @@ impl Pipeline {
         if let Ok(mut latest) = shared.latest.lock() {
             latest.insert(stream.clone(), publish);
         }
+        let part_target = (part_ms > 0).then(|| f64::from(part_ms) / 1000.0);
+        let settings = Settings {
+            segment_secs: shared.config.segment_secs,
+            window: shared.config.window,
+            record: shared.config.record,
+            ends_at_once: shared.config.reconnect_grace_secs == 0,
+        };
         Self {
             stream,
             publish,
             files: StreamDir::new(dir.clone()),
             dir,
-            session: base36(millis),
+            playlist: LivePlaylist::new(
+                settings,
+                base36(millis),
+                container.extension(),
+                part_target,
+            ),
             shared,
             container,
-            part_target: (part_ms > 0).then(|| f64::from(part_ms) / 1000.0),
+            part_target,
             segmenter,
-            playlist: None,
-            sequence: FIRST_SEQUENCE,
-            parts: Vec::new(),
             init: None,
-            previous: None,
             anchor: None,
-            retired: VecDeque::new(),
             open: false,
             segment_broken: false,
             writes,
@@ -232,9 +224,8 @@ impl Pipeline {
         });
         let mut listed = std::collections::HashSet::new();
         if let Some(previous) = &previous {
-            self.sequence = previous.next_sequence();
             tracing::info!(
-                media_sequence = self.sequence,
+                media_sequence = previous.next_sequence(),
                 "continuing the stream's playlist after a discontinuity"
             );
             for segment in &previous.segments {
@@ -259,11 +250,13 @@ impl Pipeline {
                     .iter()
                     .any(|ext| name.ends_with(ext));
                 if media && !listed.contains(&name) {
-                    self.retired.push_back((due, entry.path()));
+                    self.playlist.retire_at(due, name);
                 }
             }
         }
-        self.previous = previous;
+        if let Some(previous) = previous {
+            self.playlist.continue_from(previous);
+        }
         self.files.adopt_free_files();
     }
 
@@ -276,22 +269,16 @@ impl Pipeline {
         }
     }
 
-    fn name(&self, sequence: u64) -> String {
-        format!("{}-{sequence}.{}", self.session, self.container.extension())
-    }
-
     /// Writes what a cut produced: the init segment if it is new, the part (LL-HLS: appended
     /// to its segment's file), the segment when it is complete (without parts), then the
     /// playlist, then the files whose time is up.
     fn publish(&mut self, cut: Cut, last: bool) {
         if self.init.is_none() {
             if let Some(init) = self.segmenter.init_segment() {
-                let name = format!("{}-init.mp4", self.session);
+                let name = self.playlist.init_name();
                 let written = self.files.write(&name, init);
                 if self.writes.check(written, "init segment").is_some() {
-                    if let Some(playlist) = self.playlist.as_mut() {
-                        playlist.map = Some(name.clone());
-                    }
+                    self.playlist.set_map(&name);
                     self.init = Some(name);
                 }
             }
@@ -300,44 +287,22 @@ impl Pipeline {
                 self.break_segment();
             }
         }
-        let segment_name = self.name(self.sequence);
+        let segment_name = self.playlist.segment_name();
         if self.part_target.is_some() && !self.segment_broken {
             let appended = self.files.append(&segment_name, &cut.part.data);
             match self.writes.check(appended, "part") {
                 Some(offset) => {
-                    self.parts.push(PlaylistPart {
-                        uri: segment_name.clone(),
-                        duration: cut.part.duration_ms as f64 / 1000.0,
-                        independent: cut.part.independent,
-                        byterange: Some(ByteRange {
-                            length: cut.part.data.len() as u64,
-                            offset,
-                        }),
-                    });
+                    let part = &cut.part;
+                    let length = part.data.len() as u64;
+                    self.playlist
+                        .add_part(part.duration_ms, part.independent, length, offset);
                     self.shared.metrics.parts_written.inc();
                 }
                 None => self.break_segment(),
             }
         }
-        let mut removed = Vec::new();
         if let Some(segment) = cut.segment {
             self.write_publish_info();
-            let continued = self.previous.is_some();
-            if self.playlist.is_none() {
-                let (playlist, dropped) = new_playlist(
-                    &self.shared.config,
-                    self.part_target,
-                    segment.duration_ms,
-                    self.init.clone(),
-                    self.previous.take(),
-                    &mut self.segmenter,
-                );
-                self.playlist = Some(playlist);
-                removed.extend(dropped);
-            }
-            let Some(playlist) = self.playlist.as_mut() else {
-                return;
-            };
             let program_date_time = self
                 .anchor
                 .map(|(first_ms, wall)| offset_time(wall, segment.start_ms - first_ms));
@@ -355,73 +320,25 @@ impl Pipeline {
             let gap = written.is_none();
             if gap {
                 self.shared.metrics.gap_segments.inc();
-                self.parts.clear();
             } else {
                 self.shared.metrics.segments_written.inc();
             }
-            removed.extend(playlist.push(PlaylistSegment {
-                uri: segment_name.clone(),
-                duration: segment.duration_ms as f64 / 1000.0,
+            self.playlist.complete_segment(
+                &mut self.segmenter,
+                self.init.clone(),
+                segment.duration_ms,
                 program_date_time,
-                parts: std::mem::take(&mut self.parts),
-                discontinuity: continued,
                 gap,
-                ..Default::default()
-            }));
+            );
             self.segment_broken = false;
-            self.sequence += 1;
         }
-        // The next part goes at the end of the segment being built, or starts the next one.
-        // None while the segment is broken: its next part will not be listed.
-        let hint =
-            (!last && self.part_target.is_some() && !self.segment_broken).then(|| PreloadHint {
-                uri: self.name(self.sequence),
-                byterange_start: Some(
-                    self.parts
-                        .last()
-                        .and_then(|p| p.byterange)
-                        .map_or(0, |r| r.end()),
-                ),
-            });
-        let mut old_parts = Vec::new();
-        let mut hold = Duration::ZERO;
-        let mut written = None;
-        if let Some(playlist) = self.playlist.as_mut() {
-            playlist.pending_parts.clone_from(&self.parts);
-            old_parts = drop_old_parts(playlist);
-            playlist.preload_hint = hint;
-            if last {
-                playlist.ended = self.shared.config.reconnect_grace_secs == 0;
-                crate::ending::wait_for_publisher(playlist);
-            }
-            written = Some(self.files.write_playlist(playlist.render().as_bytes()));
-            hold = Duration::from_secs_f64(playlist.duration());
-        }
-        if let Some(written) = written {
+        if let Some(text) = self.playlist.render(last, self.segment_broken) {
+            let written = self.files.write_playlist(text.as_bytes());
             self.writes.check_playlist(written, "playlist");
         }
-        let now = Instant::now();
-        for path in self.take_expired(now) {
-            self.files.retire(&path);
+        for name in self.playlist.retire(Instant::now()) {
+            self.files.retire(&self.dir.join(name));
         }
-        for old in removed {
-            let keep = hold + Duration::from_secs_f64(old.duration);
-            self.retired
-                .push_back((now + keep, self.dir.join(&old.uri)));
-            self.retired.extend(
-                old.parts
-                    .into_iter()
-                    .filter(|part| part.uri != old.uri)
-                    .map(|part| (now + keep, self.dir.join(part.uri))),
-            );
-        }
-        // Byte-range parts live on in their segment; only parts of their own are files.
-        self.retired.extend(
-            old_parts
-                .into_iter()
-                .filter(|part| part.byterange.is_none())
-                .map(|part| (now + hold, self.dir.join(part.uri))),
-        );
     }
 
     /// The segment being built lost media: it will be listed as a gap, and the parts of it
@@ -445,39 +362,25 @@ impl Pipeline {
 
     fn break_segment(&mut self) {
         self.segment_broken = true;
-        self.parts.clear();
+        self.playlist.drop_parts();
     }
 
     fn end_playlist(&mut self) {
-        let Some(playlist) = self.playlist.as_mut() else {
-            return;
-        };
-        playlist.ended = self.shared.config.reconnect_grace_secs == 0;
-        crate::ending::wait_for_publisher(playlist);
-        let written = self.files.write_playlist(playlist.render().as_bytes());
-        self.writes.check_playlist(written, "final playlist");
-    }
-
-    /// Takes the retired files whose time is up out of the queue.
-    fn take_expired(&mut self, now: Instant) -> Vec<PathBuf> {
-        // Parts and segments are retired with different holds; the queue is not sorted.
-        let mut keep = VecDeque::with_capacity(self.retired.len());
-        let mut expired = Vec::new();
-        for (due, path) in std::mem::take(&mut self.retired) {
-            if due <= now {
-                expired.push(path);
-            } else {
-                keep.push_back((due, path));
-            }
+        if let Some(text) = self.playlist.render_end() {
+            let written = self.files.write_playlist(text.as_bytes());
+            self.writes.check_playlist(written, "final playlist");
         }
-        self.retired = keep;
-        expired
     }
 
     /// Segments that left the window shortly before the end still have viewers; delete them when
     /// their time is up rather than at once.
     fn schedule_final_cleanup(&mut self) {
-        let mut retired: Vec<_> = std::mem::take(&mut self.retired).into();
+        let mut retired: Vec<_> = self
+            .playlist
+            .take_retired()
+            .into_iter()
+            .map(|(due, name)| (due, self.dir.join(name)))
+            .collect();
         self.files.delete_free_files();
         if retired.is_empty() {
             return;
@@ -490,83 +393,6 @@ impl Pipeline {
             }
         });
     }
-}
-
-/// The playlist of a publish, created when its first segment is complete: the target duration
-/// is the configured one or that segment's rounded length if longer (or the previous
-/// playlist's, which this one continues), and later segments are cut before they could outgrow
-/// it. Returns the playlist and the previous playlist's segments it does not continue.
-fn new_playlist(
-    config: &crate::Config,
-    part_target: Option<f64>,
-    first_ms: i64,
-    init: Option<String>,
-    previous: Option<MediaPlaylist>,
-    segmenter: &mut Segmenter,
-) -> (MediaPlaylist, Vec<PlaylistSegment>) {
-    let configured = config.segment_secs.ceil() as u64;
-    let first = (first_ms as f64 / 1000.0).round() as u64;
-    let target = configured.max(first).max(1);
-    let window = if config.record { 0 } else { config.window };
-    let mut dropped = Vec::new();
-    let mut playlist = match previous {
-        // The target duration of a playlist never changes: continue it only if it fits, and
-        // only in the same container (a TS segment after an EXT-X-MAP would inherit it).
-        Some(mut previous)
-            if previous.target_duration >= target && previous.map.is_some() == init.is_some() =>
-        {
-            previous.window = window;
-            previous
-        }
-        Some(previous) => {
-            dropped.extend(previous.segments.iter().cloned());
-            // A new playlist that still never reuses a sequence number; the discontinuity
-            // sequence moves past every discontinuity the old one had.
-            let mut fresh = MediaPlaylist::new(target, window);
-            fresh.media_sequence = previous.next_sequence();
-            fresh.discontinuity_sequence = previous.discontinuity_sequence
-                + previous.segments.iter().filter(|s| s.discontinuity).count() as u64;
-            fresh
-        }
-        None => {
-            let mut fresh = MediaPlaylist::new(target, window);
-            fresh.media_sequence = FIRST_SEQUENCE;
-            fresh
-        }
-    };
-    let target = playlist.target_duration;
-    // EXTINF must round to at most the target duration; cut before it can.
-    segmenter.set_max_duration((target * 1000 + 400) as u32);
-    playlist.event = config.record;
-    playlist.map = init;
-    if let Some(part) = part_target {
-        playlist.part_target = Some(part);
-        playlist.server_control = Some(ServerControl {
-            can_block_reload: true,
-            can_skip_until: Some(6.0 * target as f64),
-            part_hold_back: Some(3.0 * part),
-            hold_back: None,
-        });
-    } else {
-        playlist.part_target = None;
-        playlist.server_control = None;
-    }
-    (playlist, dropped)
-}
-
-/// Keeps EXT-X-PART tags only for segments within three target durations of the live edge
-/// (draft-pantos-hls-rfc8216bis §6.2.2); returns the parts dropped from older segments.
-fn drop_old_parts(playlist: &mut MediaPlaylist) -> Vec<PlaylistPart> {
-    let horizon = 3.0 * playlist.target_duration as f64;
-    let mut age: f64 = playlist.pending_parts.iter().map(|p| p.duration).sum();
-    let mut dropped = Vec::new();
-    for segment in playlist.segments.iter_mut().rev() {
-        if age > horizon {
-            dropped.append(&mut segment.parts);
-        }
-        age += segment.duration;
-    }
-    dropped
 }
 
 /// Failed writes of one stream's files: counted, and logged once per run of them.
