@@ -55,6 +55,12 @@ def make_handler(stand):
                 stand.lines += n
             self.reply(200, b'{"took":1,"errors":false,"items":[' + b",".join([ITEM] * n) + b"]}")
 
+        def do_PUT(self):
+            # The index template the shipper installs before its first _bulk request
+            # (PUT /_index_template/<name>), acknowledged as Elasticsearch does.
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.reply(200, b'{"acknowledged":true}')
+
         def reply(self, status, payload):
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
