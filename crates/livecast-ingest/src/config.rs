@@ -32,19 +32,30 @@ pub struct Config {
     /// Address for RTMP publishers (rtmp://HOST:PORT/live/<stream>).
     #[arg(long, env = "LIVECAST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
     pub rtmp_listen: SocketAddr,
-    /// Address for RTMPS publishers (rtmps://HOST:PORT/live/<stream>, RTMP over TLS, as OBS
-    /// and ffmpeg publish it); off unless given. Needs --tls-cert and --tls-key.
-    #[arg(long, env = "LIVECAST_RTMPS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
-    pub rtmps_listen: Option<SocketAddr>,
-    /// PEM certificate chain for --rtmps-listen.
-    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
     /// Address of the admin server (/metrics, /livez, /readyz).
     #[arg(long, env = "LIVECAST_ADMIN_LISTEN", default_value = "0.0.0.0:9101")]
     pub admin_listen: SocketAddr,
+    /// Seconds without any data from a publisher before its connection is closed.
+    #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    pub idle_timeout_secs: u64,
+    /// Worker threads, each serving its own publishers from accept to ENDLIST (0: one per
+    /// CPU). One thread serves dozens of publishers on a fraction of a core; more threads
+    /// cost more CPU per stream.
+    #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// How streams are written.
+    #[command(flatten)]
+    pub hls: HlsFlags,
+    /// Who may publish, and over what.
+    #[command(flatten)]
+    pub publish: PublishFlags,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How streams are written to the volume; `livecast up` takes the same flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HlsFlags {
     /// Directory where each stream's playlist and segments are written (<dir>/<stream>/).
     #[arg(long, env = "LIVECAST_HLS_DIR", default_value = "./data/hls")]
     pub hls_dir: PathBuf,
@@ -64,6 +75,27 @@ pub struct Config {
     /// after the end (--window is ignored; nothing is deleted).
     #[arg(long, env = "LIVECAST_RECORD")]
     pub record: bool,
+    /// Seconds a stream waits for its publisher to come back after a publish ends (a dropped
+    /// connection, an encoder restart, an ingest restart) before its playlist gets ENDLIST.
+    /// Meanwhile players keep reloading it, and a new publish of the name continues it after
+    /// a discontinuity. 0 ends it at once.
+    #[arg(long, env = "LIVECAST_RECONNECT_GRACE_SECS", default_value_t = 60)]
+    pub reconnect_grace_secs: u64,
+}
+
+/// Who may publish, and over what; `livecast up` takes the same flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishFlags {
+    /// Address for RTMPS publishers (rtmps://HOST:PORT/live/<stream>, RTMP over TLS, as OBS
+    /// and ffmpeg publish it); off unless given. Needs --tls-cert and --tls-key.
+    #[arg(long, env = "LIVECAST_RTMPS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub rtmps_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --rtmps-listen.
+    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// File of `<stream> <secret>` lines; a publish must then carry `?key=<secret>` on its
     /// stream name. Read again whenever it changes.
     #[arg(long, env = "LIVECAST_STREAM_KEYS")]
@@ -93,61 +125,47 @@ pub struct Config {
         default_value_t = 60
     )]
     pub publish_failure_window_secs: u64,
-    /// Seconds without any data from a publisher before its connection is closed.
-    #[arg(long, env = "LIVECAST_IDLE_TIMEOUT_SECS", default_value_t = 10)]
-    pub idle_timeout_secs: u64,
-    /// Seconds a stream waits for its publisher to come back after a publish ends (a dropped
-    /// connection, an encoder restart, an ingest restart) before its playlist gets ENDLIST.
-    /// Meanwhile players keep reloading it, and a new publish of the name continues it after
-    /// a discontinuity. 0 ends it at once.
-    #[arg(long, env = "LIVECAST_RECONNECT_GRACE_SECS", default_value_t = 60)]
-    pub reconnect_grace_secs: u64,
-    /// Worker threads, each serving its own publishers from accept to ENDLIST (0: one per
-    /// CPU). One thread serves dozens of publishers on a fraction of a core; more threads
-    /// cost more CPU per stream.
-    #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 1)]
-    pub workers: usize,
-    #[command(flatten)]
-    pub log: LogArgs,
 }
 
 impl Config {
     /// Checks values clap cannot check by type.
     pub fn validate(&self) -> Result<(), IngestError> {
-        if !(0.5..=30.0).contains(&self.segment_secs) {
+        if !(0.5..=30.0).contains(&self.hls.segment_secs) {
             return Err(IngestError::Config(format!(
                 "--segment-secs must be between 0.5 and 30, got {}",
-                self.segment_secs
+                self.hls.segment_secs
             )));
         }
         // RFC 8216 §6.2.2: a live playlist should hold at least three target durations.
-        if !(3..=1000).contains(&self.window) {
+        if !(3..=1000).contains(&self.hls.window) {
             return Err(IngestError::Config(format!(
                 "--window must be between 3 and 1000 segments, got {}",
-                self.window
+                self.hls.window
             )));
         }
         // Parts must be shorter than segments, and at least a frame or two long.
-        let segment_ms = self.segment_secs * 1000.0;
-        if self.part_ms != 0 && !(100.0..=segment_ms / 2.0).contains(&f64::from(self.part_ms)) {
+        let segment_ms = self.hls.segment_secs * 1000.0;
+        if self.hls.part_ms != 0
+            && !(100.0..=segment_ms / 2.0).contains(&f64::from(self.hls.part_ms))
+        {
             return Err(IngestError::Config(format!(
                 "--part-ms must be 0 (no parts) or between 100 and half of --segment-secs \
                  ({segment_ms} ms), got {}",
-                self.part_ms
+                self.hls.part_ms
             )));
         }
-        if self.reconnect_grace_secs > 86_400 {
+        if self.hls.reconnect_grace_secs > 86_400 {
             return Err(IngestError::Config(format!(
                 "--reconnect-grace-secs must be at most 86400 (a day), got {}",
-                self.reconnect_grace_secs
+                self.hls.reconnect_grace_secs
             )));
         }
-        if self.tls_cert.is_some() && self.rtmps_listen.is_none() {
+        if self.publish.tls_cert.is_some() && self.publish.rtmps_listen.is_none() {
             return Err(IngestError::Config(
                 "--tls-cert is for RTMPS: give --rtmps-listen too".into(),
             ));
         }
-        if self.publish_failure_window_secs == 0 {
+        if self.publish.publish_failure_window_secs == 0 {
             return Err(IngestError::Config(
                 "--publish-failure-window-secs must be at least 1".into(),
             ));
@@ -171,16 +189,16 @@ mod tests {
         let cfg = Config::parse_from(["livecast-ingest"]);
         assert_eq!(cfg.rtmp_listen.port(), 1935);
         assert_eq!(cfg.admin_listen.port(), 9101);
-        assert_eq!(cfg.segment_secs, 2.0);
-        assert_eq!(cfg.window, 6);
-        assert_eq!(cfg.reconnect_grace_secs, 60);
+        assert_eq!(cfg.hls.segment_secs, 2.0);
+        assert_eq!(cfg.hls.window, 6);
+        assert_eq!(cfg.hls.reconnect_grace_secs, 60);
         cfg.validate().unwrap();
         let bad = Config::parse_from(["livecast-ingest", "--window", "1"]);
         assert!(bad.validate().unwrap_err().to_string().contains("--window"));
         let bad = Config::parse_from(["livecast-ingest", "--segment-secs", "0"]);
         assert!(bad.validate().is_err());
-        assert_eq!(cfg.container, ContainerArg::Fmp4);
-        assert_eq!(cfg.part_ms, 250);
+        assert_eq!(cfg.hls.container, ContainerArg::Fmp4);
+        assert_eq!(cfg.hls.part_ms, 250);
         let bad = Config::parse_from(["livecast-ingest", "--part-ms", "1500"]);
         assert!(bad
             .validate()

@@ -49,10 +49,10 @@ pub(crate) fn schedule(shared: Arc<Shared>, stream: String, publish: u64, grace:
 /// Schedules the end of every waiting stream on the volume, counting its grace from the
 /// playlist's last change.
 pub(crate) fn resume_waiting(shared: &Arc<Shared>) {
-    let Ok(entries) = std::fs::read_dir(&shared.config.hls_dir) else {
+    let Ok(entries) = std::fs::read_dir(&shared.config.hls.hls_dir) else {
         return;
     };
-    let grace = Duration::from_secs(shared.config.reconnect_grace_secs);
+    let grace = Duration::from_secs(shared.config.hls.reconnect_grace_secs);
     for entry in entries.flatten() {
         let path = entry.path().join(PLAYLIST_NAME);
         let Some(stream) = entry.file_name().to_str().map(str::to_string) else {
@@ -103,7 +103,7 @@ fn end_if_abandoned(shared: &Shared, stream: &str, publish: u64) {
     if live.contains(stream) || latest != publish {
         return;
     }
-    match end(&shared.config.hls_dir.join(stream)) {
+    match end(&shared.config.hls.hls_dir.join(stream)) {
         Ok(true) => {
             tracing::info!(
                 stream,

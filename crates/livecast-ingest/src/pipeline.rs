@@ -68,10 +68,10 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     pub fn new(stream: String, shared: Arc<Shared>, publisher: std::net::SocketAddr) -> Self {
-        let dir = shared.config.hls_dir.join(&stream);
-        let target_ms = (shared.config.segment_secs * 1000.0).round() as u32;
-        let container = Container::from(shared.config.container);
-        let part_ms = shared.config.part_ms;
+        let dir = shared.config.hls.hls_dir.join(&stream);
+        let target_ms = (shared.config.hls.segment_secs * 1000.0).round() as u32;
+        let container = Container::from(shared.config.hls.container);
+        let part_ms = shared.config.hls.part_ms;
         let mut segmenter = Segmenter::new(container, target_ms, part_ms);
         // A segment's file is its parts appended; its bytes are not needed a second time.
         segmenter.omit_segment_data();
@@ -91,10 +91,10 @@ impl Pipeline {
         }
         let part_target = (part_ms > 0).then(|| f64::from(part_ms) / 1000.0);
         let settings = Settings {
-            segment_secs: shared.config.segment_secs,
-            window: shared.config.window,
-            record: shared.config.record,
-            ends_at_once: shared.config.reconnect_grace_secs == 0,
+            segment_secs: shared.config.hls.segment_secs,
+            window: shared.config.hls.window,
+            record: shared.config.hls.record,
+            ends_at_once: shared.config.hls.reconnect_grace_secs == 0,
         };
         Self {
             stream,
@@ -178,7 +178,7 @@ impl Pipeline {
         if let Ok(mut live) = self.shared.live.lock() {
             live.remove(&self.stream);
         }
-        let grace = Duration::from_secs(self.shared.config.reconnect_grace_secs);
+        let grace = Duration::from_secs(self.shared.config.hls.reconnect_grace_secs);
         // Also when this publish wrote no playlist of its own: one it meant to continue may be
         // waiting on the volume.
         if self.open {
@@ -240,7 +240,7 @@ impl Pipeline {
             previous
                 .as_ref()
                 .map_or(0.0, MediaPlaylist::duration)
-                .max(self.shared.config.segment_secs * self.shared.config.window as f64),
+                .max(self.shared.config.hls.segment_secs * self.shared.config.hls.window as f64),
         );
         if let Ok(mut entries) = tokio::fs::read_dir(&self.dir).await {
             let due = Instant::now() + hold;
@@ -349,7 +349,7 @@ impl Pipeline {
     fn write_publish_info(&mut self) {
         let mut info = livecast_media::publish::PublishInfo::new(
             self.started_unix_ms,
-            (self.shared.config.segment_secs * 1000.0).round() as u64,
+            (self.shared.config.hls.segment_secs * 1000.0).round() as u64,
             &self.segmenter.info(),
         );
         info.publisher = Some(self.publisher.to_string());

@@ -32,7 +32,7 @@ impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         Ok(Self {
             rtmp: TcpListener::bind(config.rtmp_listen).await?,
-            rtmps: match config.rtmps_listen {
+            rtmps: match config.publish.rtmps_listen {
                 Some(addr) => Some(TcpListener::bind(addr).await?),
                 None => None,
             },
@@ -80,21 +80,21 @@ pub async fn run(
     // A keys file that cannot be read or a bad callback URL stops the start, before any port
     // is served.
     let auth = crate::auth::Auth::new(
-        &config.publish_allow,
-        config.stream_keys.as_deref(),
-        config.on_publish.as_deref(),
+        &config.publish.publish_allow,
+        config.publish.stream_keys.as_deref(),
+        config.publish.on_publish.as_deref(),
         crate::auth::FailureLimit {
-            max: config.publish_max_failures,
-            window: Duration::from_secs(config.publish_failure_window_secs),
+            max: config.publish.publish_max_failures,
+            window: Duration::from_secs(config.publish.publish_failure_window_secs),
         },
     )?;
-    let tls = match (&config.tls_cert, &config.tls_key) {
+    let tls = match (&config.publish.tls_cert, &config.publish.tls_key) {
         (Some(cert), Some(key)) => Some(TlsAcceptor::from(
             livecast_telemetry::tls::server_config(cert, key, &[]).map_err(IngestError::Config)?,
         )),
         _ => None,
     };
-    std::fs::create_dir_all(&config.hls_dir)?;
+    std::fs::create_dir_all(&config.hls.hls_dir)?;
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
     let health = Health::default();
@@ -107,7 +107,7 @@ pub async fn run(
     tracing::info!(
         rtmp = %listeners.rtmp.local_addr()?,
         rtmps = ?listeners.rtmps.as_ref().and_then(|l| l.local_addr().ok()),
-        hls_dir = %config.hls_dir.display(),
+        hls_dir = %config.hls.hls_dir.display(),
         "ingest listening"
     );
     tracing::info!("{}", auth.describe());

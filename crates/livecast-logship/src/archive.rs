@@ -13,8 +13,11 @@ use object_store::{ObjectStore, PutPayload};
 /// Where closed logs go.
 #[derive(Debug, Clone)]
 pub(crate) struct Archive {
+    /// S3 or a local directory (`--archive`).
     store: Arc<dyn ObjectStore>,
+    /// The key prefix archived logs go under.
     prefix: ObjectPath,
+    /// `--archive-after-secs`: how long a rotated log must be untouched to count as closed.
     idle: Duration,
 }
 

@@ -43,13 +43,19 @@ const TEMPLATE: &str = include_str!("../../../deploy/elasticsearch/livecast-acce
 
 #[derive(Debug)]
 pub(crate) struct Elasticsearch {
+    /// One client, its connections kept alive (plain or TLS).
     client: Client<Connector, Full<Bytes>>,
+    /// `<url>/_bulk`.
     bulk_url: http::Uri,
+    /// `--elasticsearch-index`: the data stream or index the lines go to.
     index: String,
+    /// The `Authorization` header (basic or API key), if any.
     auth: Option<HeaderValue>,
+    /// `--elasticsearch-gzip`: request bodies compressed.
     gzip: bool,
     /// `PUT` target and body of the index template, while it is still to be installed.
     template: Option<(http::Uri, Bytes)>,
+    /// The template was installed, found already there, or refused for good.
     template_done: AtomicBool,
 }
 

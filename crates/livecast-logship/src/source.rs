@@ -46,7 +46,9 @@ impl Line {
 
 #[derive(Debug)]
 struct Followed {
+    /// Where the file is now (it may have been renamed since it was found).
     path: PathBuf,
+    /// Its size at the last scan; reading stops there.
     size: u64,
 }
 
@@ -56,7 +58,9 @@ type FileId = (u64, u64);
 /// What the last scan saw of a physical file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
+    /// The fingerprint of its first line.
     fingerprint: u64,
+    /// Size and modification time then: the first line is read again only when they change.
     size: u64,
     modified: Option<std::time::SystemTime>,
 }
@@ -111,8 +115,11 @@ fn glob(pattern: &str, name: &str) -> bool {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Source {
+    /// The log directory (`--log-dir`).
     dir: PathBuf,
+    /// Which of its files are shipped.
     names: Names,
+    /// The checkpoint file in the state directory.
     checkpoint_path: PathBuf,
     /// Held for the life of the source: one shipper per state directory.
     _lock: std::fs::File,
@@ -120,6 +127,7 @@ pub(crate) struct Source {
     offsets: HashMap<u64, u64>,
     /// Where reading goes on: beyond `offsets` while batches are in flight.
     read_to: HashMap<u64, u64>,
+    /// Followed files by fingerprint.
     files: HashMap<u64, Followed>,
     /// Fingerprints by device and inode, from the last scan.
     seen: HashMap<FileId, Seen>,

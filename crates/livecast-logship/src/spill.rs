@@ -36,9 +36,13 @@ pub(crate) struct Dropped {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Spill {
+    /// The spill directory in the state directory.
     dir: PathBuf,
+    /// `--spill-max-mb`: the oldest segments are dropped beyond it.
     max_bytes: u64,
+    /// The segments on disk, oldest first.
     segments: VecDeque<Segment>,
+    /// The number the next segment gets.
     next_seq: u64,
 }
 

@@ -33,8 +33,11 @@ pub(crate) struct Fields<'a> {
 struct Stream {
     /// Requests since the last [`Viewers::take_requests`].
     requests: u64,
+    /// When each session was last seen.
     last_seen: HashMap<String, SystemTime>,
+    /// Every session seen since the stream was first seen.
     unique: HashSet<String>,
+    /// The most sessions seen at once.
     peak: usize,
 }
 
@@ -49,7 +52,9 @@ pub struct Counts {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Viewers {
+    /// A session counts as watching this long after its last request.
     window: Duration,
+    /// Per stream name.
     streams: HashMap<String, Stream>,
 }
 

@@ -91,6 +91,23 @@ pub struct Config {
     /// (0: one per CPU).
     #[arg(long, env = "LIVECAST_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// PEM certificate chain: serve HTTPS (with HTTP/2) instead of HTTP.
+    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Who may watch, and who may see the operator page.
+    #[command(flatten)]
+    pub access: AccessFlags,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Who may watch (signed playback, the authentication service) and who may see the
+/// operator page; `livecast up` takes the same flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccessFlags {
     /// Secret of signed playback URLs: with it, every request under /hls/ needs a valid token
     /// for its stream (README, "Who may watch"); others get 403. At least 16 bytes.
     /// Prefer the environment or --playback-secret-file to the command line.
@@ -124,14 +141,6 @@ pub struct Config {
     /// and health checks. Without it the page is open to whoever reaches the admin port.
     #[arg(long, env = "LIVECAST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
-    /// PEM certificate chain: serve HTTPS (with HTTP/2) instead of HTTP.
-    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    #[command(flatten)]
-    pub log: LogArgs,
 }
 
 impl Config {
@@ -175,9 +184,9 @@ impl Config {
         if let Some(url) = &self.viewers_url {
             http_url("--viewers-url", url)?;
         }
-        if let Some(url) = &self.auth_url {
+        if let Some(url) = &self.access.auth_url {
             http_url("--auth-url", url)?;
-            if self.playback_secret.is_none() && self.playback_secret_file.is_none() {
+            if self.access.playback_secret.is_none() && self.access.playback_secret_file.is_none() {
                 return Err(ProxyError::Config(
                     "--auth-url hands out signed tokens: give --playback-secret or \
                      --playback-secret-file too"
@@ -185,10 +194,10 @@ impl Config {
                 ));
             }
         }
-        if !(60..=7 * 86_400).contains(&self.playback_token_secs) {
+        if !(60..=7 * 86_400).contains(&self.access.playback_token_secs) {
             return Err(ProxyError::Config(format!(
                 "--playback-token-secs must be between 60 and 604800, got {}",
-                self.playback_token_secs
+                self.access.playback_token_secs
             )));
         }
         if self.allow.is_empty() {
@@ -203,7 +212,10 @@ impl Config {
 impl Config {
     /// The playback guard, when a secret is configured (read from its file if given).
     pub fn playback(&self) -> Result<Option<crate::playback::Playback>, ProxyError> {
-        let secret = match (&self.playback_secret, &self.playback_secret_file) {
+        let secret = match (
+            &self.access.playback_secret,
+            &self.access.playback_secret_file,
+        ) {
             (Some(secret), _) => secret.0.as_bytes().to_vec(),
             (None, Some(path)) => {
                 let mut bytes = std::fs::read(path).map_err(|e| {

@@ -31,16 +31,6 @@ pub struct UpArgs {
     /// Address for RTMP publishers.
     #[arg(long, env = "LIVECAST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
     pub rtmp_listen: SocketAddr,
-    /// Address for RTMPS publishers (RTMP over TLS); off unless given. Needs --tls-cert and
-    /// --tls-key.
-    #[arg(long, env = "LIVECAST_RTMPS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
-    pub rtmps_listen: Option<SocketAddr>,
-    /// PEM certificate chain for --rtmps-listen.
-    #[arg(long, env = "LIVECAST_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "LIVECAST_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
     /// Address for viewers (the balancer).
     #[arg(long, env = "LIVECAST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -57,9 +47,6 @@ pub struct UpArgs {
     /// balancer on +2, the shipper on +3 (0: any free port).
     #[arg(long, env = "LIVECAST_ADMIN_PORT", default_value_t = 9101)]
     pub admin_port: u16,
-    /// Directory for HLS output, shared by ingest and front-ends.
-    #[arg(long, env = "LIVECAST_HLS_DIR", default_value = "./data/hls")]
-    pub hls_dir: PathBuf,
     /// Directory for the front-ends' access logs.
     #[arg(long, env = "LIVECAST_ACCESS_LOG_DIR", default_value = "./data/logs")]
     pub access_log_dir: PathBuf,
@@ -70,50 +57,15 @@ pub struct UpArgs {
     /// shipper only counts viewers.
     #[arg(long, env = "LIVECAST_ELASTICSEARCH_URL")]
     pub elasticsearch_url: Option<String>,
-    /// Target segment length in seconds.
-    #[arg(long, env = "LIVECAST_SEGMENT_SECS", default_value_t = 2.0)]
-    pub segment_secs: f64,
-    /// Segments listed in a live playlist.
-    #[arg(long, env = "LIVECAST_WINDOW", default_value_t = 6)]
-    pub window: usize,
-    /// Segment container: fmp4 (CMAF) or ts (MPEG-TS).
-    #[arg(long, env = "LIVECAST_CONTAINER", value_enum, default_value_t = livecast_ingest::config::ContainerArg::Fmp4)]
-    pub container: livecast_ingest::config::ContainerArg,
-    /// LL-HLS part length in milliseconds; 0 writes plain HLS without parts.
-    #[arg(long, env = "LIVECAST_PART_MS", default_value_t = 250)]
-    pub part_ms: u32,
-    /// Seconds a stream waits for its publisher to come back before its playlist ends.
-    #[arg(long, env = "LIVECAST_RECONNECT_GRACE_SECS", default_value_t = 60)]
-    pub reconnect_grace_secs: u64,
-    /// Keep every segment of a publish (EVENT playlist, VOD after the end).
-    #[arg(long, env = "LIVECAST_RECORD")]
-    pub record: bool,
-    /// File of `<stream> <secret>` lines; publishes must carry `?key=<secret>`.
-    #[arg(long, env = "LIVECAST_STREAM_KEYS")]
-    pub stream_keys: Option<PathBuf>,
-    /// http:// URL asked (form POST, like nginx-rtmp's on_publish) before every publish.
-    #[arg(long, env = "LIVECAST_ON_PUBLISH")]
-    pub on_publish: Option<String>,
-    /// Secret of signed playback URLs: viewers then need a token (`livecast token`, or
-    /// /api/token with --auth-url). At least 16 bytes; prefer the environment variable.
-    #[arg(long, env = "LIVECAST_PLAYBACK_SECRET", hide_env_values = true)]
-    pub playback_secret: Option<livecast_proxy::config::Secret>,
-    /// http:// URL of the company's authentication service that vouches for viewers before
-    /// /api/token hands them a token (as nginx's auth_request). Needs --playback-secret.
-    #[arg(long, env = "LIVECAST_AUTH_URL", requires = "playback_secret")]
-    pub auth_url: Option<String>,
-    /// Credential of the balancer's operator page (/status on its admin port): the Basic
-    /// password in a browser, or `Authorization: Bearer <token>`.
-    #[arg(long, env = "LIVECAST_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<livecast_proxy::config::Secret>,
-    /// Addresses publishers may come from (comma-separated CIDRs). Unset: loopback only while
-    /// neither --stream-keys nor --on-publish is set, any address once one is.
-    #[arg(
-        long = "publish-allow-cidr",
-        env = "LIVECAST_PUBLISH_ALLOW_CIDR",
-        value_delimiter = ','
-    )]
-    pub publish_allow: Vec<livecast_telemetry::Cidr>,
+    /// How streams are written (the ingest's flags; --hls-dir is shared with the front-ends).
+    #[command(flatten)]
+    pub hls: livecast_ingest::config::HlsFlags,
+    /// Who may publish (the ingest's flags).
+    #[command(flatten)]
+    pub publish: livecast_ingest::config::PublishFlags,
+    /// Who may watch and see the operator page (the balancer's flags).
+    #[command(flatten)]
+    pub access: livecast_proxy::config::AccessFlags,
 }
 
 /// Addresses the stack actually listens on.
@@ -175,42 +127,14 @@ impl Stack {
         }
         let admin =
             |offset: u16| SocketAddr::new(args.admin_host, port_plus(args.admin_port, offset));
-        let mut ingest_args = vec![
+        let mut ingest = livecast_ingest::Config::parse_from([
             "livecast-ingest".to_string(),
             format!("--rtmp-listen={}", args.rtmp_listen),
             format!("--admin-listen={}", admin(0)),
-            format!("--hls-dir={}", args.hls_dir.display()),
-            format!("--segment-secs={}", args.segment_secs),
-            format!("--window={}", args.window),
-            format!(
-                "--container={}",
-                clap::ValueEnum::to_possible_value(&args.container)
-                    .map(|v| v.get_name().to_string())
-                    .unwrap_or_default()
-            ),
-            format!("--part-ms={}", args.part_ms),
-            format!("--reconnect-grace-secs={}", args.reconnect_grace_secs),
-        ];
-        if args.record {
-            ingest_args.push("--record".into());
-        }
-        if let Some(keys) = &args.stream_keys {
-            ingest_args.push(format!("--stream-keys={}", keys.display()));
-        }
-        if let Some(url) = &args.on_publish {
-            ingest_args.push(format!("--on-publish={url}"));
-        }
-        if let (Some(listen), Some(cert), Some(key)) =
-            (args.rtmps_listen, &args.tls_cert, &args.tls_key)
-        {
-            ingest_args.push(format!("--rtmps-listen={listen}"));
-            ingest_args.push(format!("--tls-cert={}", cert.display()));
-            ingest_args.push(format!("--tls-key={}", key.display()));
-        }
-        for range in &args.publish_allow {
-            ingest_args.push(format!("--publish-allow-cidr={range}"));
-        }
-        let ingest = livecast_ingest::Config::parse_from(ingest_args);
+        ]);
+        // The flag groups `livecast up` shares with the ingest, as given.
+        ingest.hls = args.hls.clone();
+        ingest.publish = args.publish.clone();
         ingest.validate().map_err(LivecastError::config)?;
         let ingest_listeners =
             livecast_ingest::Listeners::bind(&ingest)
@@ -226,7 +150,7 @@ impl Stack {
                 "livecast-web".to_string(),
                 format!("--listen={listen}"),
                 format!("--admin-listen={}", admin(1 + 10 * i as u16)),
-                format!("--hls-dir={}", args.hls_dir.display()),
+                format!("--hls-dir={}", args.hls.hls_dir.display()),
                 format!("--access-log-dir={}", args.access_log_dir.display()),
                 format!("--instance-name=web-{}", i + 1),
                 // The balancer stops with them: there is nobody to tell to go elsewhere.
@@ -274,13 +198,9 @@ impl Stack {
             ),
         ];
         proxy_args.extend(web_addrs.iter().map(|a| format!("--backend={a}")));
-        if let Some(url) = &args.auth_url {
-            proxy_args.push(format!("--auth-url={url}"));
-        }
         let mut proxy = livecast_proxy::Config::parse_from(proxy_args);
-        // Set directly, not through the argument list: the secret stays out of any command line.
-        proxy.playback_secret = args.playback_secret.clone();
-        proxy.admin_token = args.admin_token.clone();
+        // Set directly, not through the argument list: the secrets stay out of any command line.
+        proxy.access = args.access.clone();
         proxy.validate().map_err(LivecastError::config)?;
         let proxy_listeners =
             livecast_proxy::Listeners::bind(&proxy)

@@ -109,13 +109,13 @@ pub async fn run_with_resolver(
     let issuer = playback.as_ref().map(|guard| {
         Arc::new(crate::issue::Issuer::new(
             guard.clone(),
-            config.auth_url.as_deref(),
-            Duration::from_secs(config.playback_token_secs),
-            config.playback_bind_address,
+            config.access.auth_url.as_deref(),
+            Duration::from_secs(config.access.playback_token_secs),
+            config.access.playback_bind_address,
             metrics.clone(),
         ))
     });
-    match (&playback, &config.auth_url) {
+    match (&playback, &config.access.auth_url) {
         (None, _) => {
             tracing::info!("playback open to the allowed addresses (no --playback-secret)")
         }
@@ -163,7 +163,7 @@ pub async fn run_with_resolver(
             control,
             viewers.clone(),
             config.backend_admin_port,
-            config.admin_token.as_ref().map(|t| t.0.clone()),
+            config.access.admin_token.as_ref().map(|t| t.0.clone()),
         ),
         shutdown.clone(),
     ));
