@@ -1,16 +1,12 @@
 //! System tests: the whole stack in-process on port 0, real ffmpeg publishers, ffprobe and a
 //! real browser as viewers.
 
-mod auth;
 mod bad_input;
 mod browser;
 mod continuity;
-mod disk_full;
 mod e2e;
 mod enhanced_rtmp;
 mod k8s;
 mod playback;
-mod reconnect;
-mod rtmp_chunks;
 mod rtmps;
 mod support;
