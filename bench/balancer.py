@@ -7,7 +7,10 @@ workers = --workers), keep-alive to the backend, and X-Forwarded-For added. wrk 
 
 - throughput: req/s at --connections concurrent connections;
 - added latency: p99 through the balancer minus p99 straight to the backend, at a light load
-  (--latency-connections), where queueing does not hide the balancer's own cost.
+  (--latency-connections), where queueing does not hide the balancer's own cost;
+- the tail under load: p50 and p99 with one wrk thread at each of --load-connections (32 and
+  256 by default), the connections an LL-HLS audience holds open when every blocking reload
+  returns at once (target: p99 <= HAProxy's, req/s >= HAProxy's).
 
 Runs the throughput rounds, then the latency rounds; in each round HAProxy and livecast run
 back to back, in alternating order. Prints each system's median over the rounds, the ratio
@@ -17,7 +20,7 @@ each balancer's own CPU time per request (median).
 
 Needs: haproxy, nginx, wrk (apt-get install haproxy nginx wrk).
 Usage: bench/balancer.py [--seconds 5] [--connections 64] [--workers 2] [--rounds 6]
-                        [--object playlist|segment]
+                        [--object playlist|segment] [--load-connections 32,256]
 """
 
 import argparse
@@ -48,6 +51,8 @@ def main():
     p.add_argument("--latency-connections", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--load-connections", default="32,256",
+                   help="comma-separated connection counts of the tail-under-load phase (empty: none)")
     p.add_argument("--object", choices=("playlist", "segment"), default="playlist",
                    help="what the viewers fetch: the live playlist, or a 700 KB MPEG-TS segment")
     args = p.parse_args()
@@ -134,16 +139,23 @@ backend front_ends
     throughput = {name: [] for name in systems}
     latency = {name: [] for name in systems}
     cpu_per_request = {name: [] for name in own}
+    loads = [int(c) for c in args.load_connections.split(",") if c.strip()]
+    # The tail under load: per connection count, per system, every round's wrk figures.
+    under_load = {c: {name: [] for name in systems} for c in loads}
+    phases = [("throughput", args.connections, 2, throughput),
+              ("latency", args.latency_connections, 2, latency)]
+    phases += [(f"load-c{c}", c, 1, under_load[c]) for c in loads]
     try:
         for port in systems.values():
             wait_http(port, path)
-        for phase, connections, figures in (("throughput", args.connections, throughput),
-                                            ("latency", args.latency_connections, latency)):
+        for phase, connections, threads, figures in phases:
             for i in range(args.rounds):
                 order = list(systems) if i % 2 == 0 else list(reversed(systems))
                 for name in order:
+                    if phase.startswith("load") and name not in own:
+                        continue
                     cpu0 = cpu_seconds(own[name]) if name in own else 0.0
-                    r = wrk(f"http://127.0.0.1:{systems[name]}{path}", 2, connections, args.seconds)
+                    r = wrk(f"http://127.0.0.1:{systems[name]}{path}", threads, connections, args.seconds)
                     figures[name].append(r)
                     if phase == "throughput" and name in own:
                         cpu = cpu_seconds(own[name]) - cpu0
@@ -178,6 +190,17 @@ backend front_ends
           f"nginx {added['nginx']:.3f} ms")
     print(f"  p99 livecast/haproxy round by round: {', '.join(f'{x:.2f}' for x in p99_ratios)}; "
           f"median {median(p99_ratios):.2f} (target <= 1.0: added p99 no more than HAProxy's)")
+    for c in loads:
+        figures = under_load[c]
+        lc, hp = figures["livecast"], figures["haproxy"]
+        tail = sorted(a[2] / b[2] for a, b in zip(lc, hp))
+        rate = sorted(a[0] / b[0] for a, b in zip(lc, hp))
+        print(f"  under load, wrk -t1 -c{c}: livecast p50 {median(r[1] for r in lc):.3f} ms p99 "
+              f"{median(r[2] for r in lc):.3f} ms, haproxy p50 {median(r[1] for r in hp):.3f} ms p99 "
+              f"{median(r[2] for r in hp):.3f} ms")
+        print(f"    p99 livecast/haproxy round by round: {', '.join(f'{x:.2f}' for x in tail)}; median "
+              f"{median(tail):.2f} (target <= 1.0); req/s median {median(rate):.2f} (target >= 1.0); "
+              f"errors {sum(r[3] for r in lc + hp)}")
     shutil.rmtree(work, ignore_errors=True)
 
 
