@@ -19,7 +19,10 @@ pub async fn lingering_close(stream: &mut TcpStream) {
     if stream.shutdown().await.is_err() {
         return;
     }
-    let mut sink = [0u8; 16 * 1024];
+    // On the heap, allocated only when a connection lingers: an array here would be part of
+    // every future that may await this one (each viewer connection's task, whether it ever
+    // lingers or not).
+    let mut sink = vec![0u8; 16 * 1024];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
@@ -28,4 +31,22 @@ pub async fn lingering_close(stream: &mut TcpStream) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every viewer connection's task holds room for this future whether it lingers or not,
+    /// so its discard buffer must not live in it.
+    #[tokio::test]
+    async fn the_lingering_future_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let future = lingering_close(&mut stream);
+        let size = std::mem::size_of_val(&future);
+        assert!(size < 1024, "lingering_close's future is {size} bytes");
+    }
 }

@@ -83,6 +83,17 @@ pub(crate) fn request_head(method: &Method, target: &str, headers: &HeaderMap) -
     head
 }
 
+/// Gives back the read buffers of idle connections that hold nothing (the next request on one
+/// allocates again).
+pub(crate) fn release_idle_buffers(idle: &IdleConns) {
+    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, conn) in idle.iter_mut() {
+        if conn.buf.is_empty() {
+            conn.buf = BytesMut::new();
+        }
+    }
+}
+
 /// Sends a GET or HEAD request `head` on an idle connection of `idle` if there is one (falling
 /// back to a new connection when a reused one turns out closed before any byte of an answer),
 /// else on a new connection, and reads the answer's head.

@@ -41,6 +41,11 @@ use crate::forward::{Decision, Forwarder, TOKEN_PATH};
 use crate::headers::HOP_BY_HOP;
 use crate::playback::{Pass, Refused, VIEWER_HEADER};
 
+/// How long a kept-alive connection waits for its next request before it gives its buffers
+/// back (as nginx and HAProxy do): thousands of viewers idle between reloads then cost a few
+/// hundred bytes each instead of tens of kilobytes. Longer than the gap between a busy
+/// player's requests, so a connection in use keeps its buffers.
+const IDLE_RELEASE: Duration = Duration::from_millis(500);
 /// Most header lines in a request head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// Body bytes copied behind a response head to go out in one write; a larger piece goes out
@@ -171,12 +176,28 @@ pub(crate) async fn serve(
                         return Outcome::Done;
                     }
                     let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
-                    tokio::select! {
-                        read = stream.read_buf(&mut buf) => read,
-                        () = tokio::time::sleep_until(since + limits.header_timeout) => {
-                            return Outcome::Done;
+                    let deadline = since + limits.header_timeout;
+                    if buf.is_empty() {
+                        let buffers = Buffers {
+                            read: &mut buf,
+                            head: &mut head,
+                            out: &mut out,
+                            upstreams,
+                        };
+                        match wait_idle(&mut stream, buffers, since, deadline, &mut cancelled).await
+                        {
+                            Idle::Read(read) => read,
+                            Idle::Readable => {
+                                buf.reserve(4096);
+                                continue;
+                            }
+                            Idle::Done => return Outcome::Done,
                         }
-                        () = &mut cancelled, if buf.is_empty() => return Outcome::Done,
+                    } else {
+                        tokio::select! {
+                            read = stream.read_buf(&mut buf) => read,
+                            () = tokio::time::sleep_until(deadline) => return Outcome::Done,
+                        }
                     }
                 }
             };
@@ -235,6 +256,61 @@ pub(crate) async fn serve(
             let _ = stream.shutdown().await;
             return Outcome::Done;
         }
+    }
+}
+
+/// A connection's buffers, given back while it idles.
+struct Buffers<'a> {
+    read: &'a mut BytesMut,
+    head: &'a mut Vec<u8>,
+    out: &'a mut Vec<u8>,
+    upstreams: &'a Upstreams,
+}
+
+impl Buffers<'_> {
+    fn release(self) {
+        *self.read = BytesMut::new();
+        *self.head = Vec::new();
+        *self.out = Vec::new();
+        crate::client::inline::release_idle_buffers(&self.upstreams.raw);
+    }
+}
+
+/// How a wait for the next request ended.
+enum Idle {
+    /// Bytes arrived while the buffers were still held.
+    Read(io::Result<usize>),
+    /// The buffers were given back and the viewer has sent something: read it.
+    Readable,
+    /// Closed by the header timeout or shutdown.
+    Done,
+}
+
+/// Waits for an idle connection's next request: with its buffers for [`IDLE_RELEASE`], then
+/// without them until `deadline`.
+async fn wait_idle(
+    stream: &mut TcpStream,
+    buffers: Buffers<'_>,
+    since: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+    cancelled: &mut Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> Idle {
+    let release_at = since + IDLE_RELEASE;
+    if buffers.read.capacity() > 0 && release_at < deadline {
+        tokio::select! {
+            read = stream.read_buf(buffers.read) => return Idle::Read(read),
+            () = tokio::time::sleep_until(release_at) => {}
+            () = cancelled.as_mut() => return Idle::Done,
+        }
+        buffers.release();
+    }
+    tokio::select! {
+        ready = stream.readable() => match ready {
+            Ok(()) => Idle::Readable,
+            Err(_) => Idle::Done,
+        },
+        () = tokio::time::sleep_until(deadline) => Idle::Done,
+        () = cancelled.as_mut() => Idle::Done,
     }
 }
 
@@ -579,6 +655,51 @@ fn date_line(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(line);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::forward::Admission;
+    use crate::pool::{Policy, Pool, Thresholds};
+
+    /// A viewer connection's task is as large as its largest state, for every connection the
+    /// balancer holds: the plain loop's must stay a few kilobytes (it was 17.5 KB while the
+    /// lingering close kept its discard buffer inline).
+    #[tokio::test]
+    async fn a_plain_connection_task_is_small() {
+        let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new()).unwrap();
+        let thresholds = Thresholds {
+            healthy_after: 1,
+            unhealthy_after: 1,
+            eject_after_errors: 1,
+        };
+        let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
+        let admission = Arc::new(Admission {
+            allow: Vec::new(),
+            trusted_proxies: Vec::new(),
+            rate: None,
+            playback: None,
+            issuer: None,
+        });
+        let forwarder = Forwarder::new(pool, metrics, admission, Duration::from_secs(1));
+        let upstreams = Upstreams::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = Limits {
+            header_timeout: Duration::from_secs(1),
+            max_header_bytes: 16 * 1024,
+        };
+        let peer = stream.peer_addr().unwrap();
+        let future = serve(stream, peer, &forwarder, &upstreams, limits, &shutdown);
+        let size = std::mem::size_of_val(&future);
+        assert!(size < 4096, "the plain loop's future is {size} bytes");
+    }
 }
 
 /// Entry point for the `cargo fuzz` target in `fuzz/`; not an API.

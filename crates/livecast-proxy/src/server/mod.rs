@@ -294,14 +294,26 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
                 h1::Outcome::Handoff(stream, read) => {
                     let io = TokioIo::new(Prefixed { read, stream });
                     let protocol = Protocol::Http1 { tls: false };
-                    hyper::serve(io, peer, &connections, upstreams, protocol, shutdown).await;
+                    // Rare (methods other than GET and HEAD): boxed, so that the hyper
+                    // connection's state does not size every plain connection's task.
+                    Box::pin(hyper::serve(
+                        io,
+                        peer,
+                        &connections,
+                        upstreams,
+                        protocol,
+                        shutdown,
+                    ))
+                    .await;
                 }
             }
         }
         Some(acceptor) => {
-            let accepted =
-                tokio::time::timeout(connections.shared.header_timeout, acceptor.accept(stream))
-                    .await;
+            let accepted = tokio::time::timeout(
+                connections.shared.header_timeout,
+                Box::pin(acceptor.accept(stream)),
+            )
+            .await;
             let tls_stream = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(error)) => {
@@ -318,7 +330,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
             } else {
                 Protocol::Http1 { tls: true }
             };
-            hyper::serve(io, peer, &connections, upstreams, protocol, shutdown).await;
+            // Boxed like the hand-over above: every connection's task is sized by its
+            // largest state, and hyper's connection state is far larger than the plain loop's.
+            Box::pin(hyper::serve(
+                io,
+                peer,
+                &connections,
+                upstreams,
+                protocol,
+                shutdown,
+            ))
+            .await;
         }
     }
 }

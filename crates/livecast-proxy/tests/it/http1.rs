@@ -66,6 +66,53 @@ async fn connected(extra: &[&str]) -> (TestBackend, Proxy, BufReader<TcpStream>)
     (a, proxy, BufReader::new(stream))
 }
 
+/// An idle kept-alive connection gives its buffers back after half a second; what it is sent
+/// afterwards (whole, in pieces, pipelined) is served as before.
+#[tokio::test]
+async fn a_connection_that_idled_past_its_buffer_release_serves_on() {
+    let (_a, _proxy, mut reader) = connected(&[]).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    for round in 0..2 {
+        reader
+            .get_mut()
+            .write_all(get(&format!("/before-{round}")).as_bytes())
+            .await
+            .expect("write");
+        let (head, body) = answer(&mut reader, false).await;
+        assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+        assert!(body.starts_with(b"a xff=127.0.0.1"), "{body:?}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    // A head that arrives in two pieces after the release.
+    let request = get("/pieces");
+    let (first, rest) = request.split_at(10);
+    reader
+        .get_mut()
+        .write_all(first.as_bytes())
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    reader
+        .get_mut()
+        .write_all(rest.as_bytes())
+        .await
+        .expect("write");
+    let (head, _) = answer(&mut reader, false).await;
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Two pipelined requests after the release.
+    let two = format!("{}{}", get("/p1"), get("/p2"));
+    reader
+        .get_mut()
+        .write_all(two.as_bytes())
+        .await
+        .expect("write");
+    for _ in 0..2 {
+        let (head, _) = answer(&mut reader, false).await;
+        assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    }
+}
+
 #[tokio::test]
 async fn one_connection_carries_gets_heads_chunks_and_a_handed_off_post() {
     let (_a, proxy, mut reader) = connected(&[]).await;
