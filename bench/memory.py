@@ -197,7 +197,8 @@ backend front_ends
         procs.append(haproxy)
         hp, _ = measure("haproxy", haproxy.pid, haproxy_port, args.balancer_viewers)
         stop([haproxy])
-        print(f"  per connection livecast/haproxy: {lc / hp:.2f} (target <= 1.0)")
+        ratio = f"{lc / hp:.2f}" if hp > 0 else "n/a (haproxy grew by nothing measurable)"
+        print(f"  per connection livecast/haproxy: {ratio} (target <= 1.0)")
         print(f"front-end, {args.web_viewers} viewers of one stream:")
         web_port = free_port()
         web = subprocess.Popen(
@@ -209,7 +210,8 @@ backend front_ends
         lw, total = measure("livecast", web.pid, web_port, args.web_viewers)
         stop([web])
         ng, _ = measure("nginx", nginx.pid, nginx_web, args.web_viewers)
-        print(f"  per connection livecast/nginx: {lw / ng:.2f}; livecast-web in all: {total / 1024:.1f} MiB "
+        ratio = f"{lw / ng:.2f}" if ng > 0 else "n/a (nginx grew by nothing measurable)"
+        print(f"  per connection livecast/nginx: {ratio}; livecast-web in all: {total / 1024:.1f} MiB "
               f"(target <= 100 MiB)")
     finally:
         stop(procs)
