@@ -1,8 +1,8 @@
 //! The viewer side: the service entry point, the accept loop and each connection's way in.
 //!
-//! - [`h1`]: the plain HTTP/1.1 loop that serves viewers' GET and HEAD without hyper.
-//! - [`hyper`]: hyper's side (HTTPS with HTTP/2 or HTTP/1.1, and what the plain loop hands over).
-//! - [`tls`]: the TLS acceptor.
+//! - `h1`: the plain HTTP/1.1 loop that serves viewers' GET and HEAD without hyper.
+//! - `hyper`: hyper's side (HTTPS with HTTP/2 or HTTP/1.1, and what the plain loop hands over).
+//! - `tls`: the TLS acceptor.
 
 pub(crate) mod h1;
 pub(crate) mod hyper;
