@@ -231,7 +231,7 @@ impl Forwarder {
             let sent = Instant::now();
             let last_try = attempt == 1;
             match inline::send(
-                &upstreams.raw,
+                upstreams.inline(),
                 backend.addr,
                 self.connect_timeout,
                 head,

@@ -83,33 +83,48 @@ pub(crate) fn request_head(method: &Method, target: &str, headers: &HeaderMap) -
     head
 }
 
-/// Gives back the read buffers of idle connections that hold nothing (the next request on one
-/// allocates again).
-pub(crate) fn release_idle_buffers(idle: &IdleConns) {
-    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-    for (_, conn) in idle.iter_mut() {
-        if conn.buf.is_empty() {
+/// Most idle connections to one front-end a worker thread keeps for its idle viewers.
+const WORKER_IDLE_PER_BACKEND: usize = 64;
+
+/// Moves a viewer connection's idle connections (`own`) to its worker thread's shared list,
+/// without their read buffers, while that viewer idles: the next request of any viewer on the
+/// worker may take one. Past [`WORKER_IDLE_PER_BACKEND`] per front-end they are closed, so an
+/// idle audience does not hold one front-end connection per viewer.
+pub(crate) fn park(own: &IdleConns, worker: &IdleConns) {
+    let parked = std::mem::take(&mut *own.lock().unwrap_or_else(|e| e.into_inner()));
+    if parked.is_empty() {
+        return;
+    }
+    let mut worker = worker.lock().unwrap_or_else(|e| e.into_inner());
+    for (addr, mut conn) in parked {
+        let kept = worker.iter().filter(|(a, _)| *a == addr).count();
+        if conn.buf.is_empty() && kept < WORKER_IDLE_PER_BACKEND {
             conn.buf = BytesMut::new();
+            worker.push((addr, conn));
         }
     }
 }
 
-/// Sends a GET or HEAD request `head` on an idle connection of `idle` if there is one (falling
-/// back to a new connection when a reused one turns out closed before any byte of an answer),
-/// else on a new connection, and reads the answer's head.
+/// Takes an idle connection to `addr`, the most recently parked first.
+fn take(idle: &IdleConns, addr: SocketAddr) -> Option<Conn> {
+    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+    idle.iter()
+        .rposition(|(a, _)| *a == addr)
+        .map(|i| idle.swap_remove(i).1)
+}
+
+/// Sends a GET or HEAD request `head` on an idle connection if there is one, the viewer's own
+/// (`own`) before its worker's (`worker`), falling back to a new connection when a reused one
+/// turns out closed before any byte of an answer; else on a new connection. Reads the answer's
+/// head.
 pub(crate) async fn send(
-    idle: &IdleConns,
+    (own, worker): (&IdleConns, &IdleConns),
     addr: SocketAddr,
     connect_timeout: Duration,
     head: &[u8],
     method: &Method,
 ) -> Result<Answer, RawError> {
-    let reused = {
-        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.iter()
-            .position(|(a, _)| *a == addr)
-            .map(|i| idle.swap_remove(i).1)
-    };
+    let reused = take(own, addr).or_else(|| take(worker, addr));
     if let Some(conn) = reused {
         match exchange(conn, head, method).await {
             Ok(answer) => return Ok(answer),
@@ -638,10 +653,19 @@ mod tests {
     }
 
     async fn fetch(idle: &IdleConns, addr: SocketAddr, method: &Method) -> Response<RawBody> {
+        fetch_via(idle, &IdleConns::default(), addr, method).await
+    }
+
+    async fn fetch_via(
+        idle: &IdleConns,
+        worker: &IdleConns,
+        addr: SocketAddr,
+        method: &Method,
+    ) -> Response<RawBody> {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::HOST, HeaderValue::from_static("x"));
         let head = request_head(method, "/a", &headers);
-        send(idle, addr, Duration::from_secs(1), &head, method)
+        send((idle, worker), addr, Duration::from_secs(1), &head, method)
             .await
             .unwrap()
             .into_response(idle.clone(), addr)
@@ -696,6 +720,76 @@ mod tests {
         );
         drop(idle);
         assert_eq!(task.await.unwrap(), 1, "one connection carried them all");
+    }
+
+    /// An idle viewer's front-end connection goes to its worker's list without its buffer,
+    /// and the next viewer on that worker reuses it rather than opening one.
+    #[tokio::test]
+    async fn parked_connections_serve_other_viewers() {
+        let (addr, task) = front_end(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+        ])
+        .await;
+        let (one, two, worker) = (
+            IdleConns::default(),
+            IdleConns::default(),
+            IdleConns::default(),
+        );
+        let body = fetch_via(&one, &worker, addr, &Method::GET)
+            .await
+            .into_body();
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"a");
+        park(&one, &worker);
+        assert!(one.lock().unwrap().is_empty());
+        {
+            let parked = worker.lock().unwrap();
+            assert_eq!(parked.len(), 1);
+            assert_eq!(parked[0].1.buf.capacity(), 0, "parked without its buffer");
+        }
+        let body = fetch_via(&two, &worker, addr, &Method::GET)
+            .await
+            .into_body();
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"b");
+        assert!(worker.lock().unwrap().is_empty(), "taken from the worker");
+        assert_eq!(
+            two.lock().unwrap().len(),
+            1,
+            "and kept by the viewer that used it"
+        );
+        assert_eq!(
+            task.await.unwrap(),
+            1,
+            "one front-end connection for both viewers"
+        );
+    }
+
+    /// A worker keeps a bounded number of idle connections per front-end.
+    #[tokio::test]
+    async fn a_worker_keeps_a_bounded_number_of_idle_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let worker = IdleConns::default();
+        for _ in 0..WORKER_IDLE_PER_BACKEND + 5 {
+            let own = IdleConns::default();
+            let conn = connect(addr, Duration::from_secs(1)).await.unwrap();
+            own.lock().unwrap().push((
+                addr,
+                Conn {
+                    buf: BytesMut::new(),
+                    ..conn
+                },
+            ));
+            park(&own, &worker);
+        }
+        assert_eq!(worker.lock().unwrap().len(), WORKER_IDLE_PER_BACKEND);
+        accept.abort();
     }
 
     #[test]

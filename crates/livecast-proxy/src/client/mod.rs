@@ -28,11 +28,14 @@ pub(crate) type Body = BoxBody<Bytes, BoxError>;
 /// Keeping them with the client connection (on its worker thread) spares every request a trip
 /// through a shared pool: HTTP/1.1 sends one request at a time per connection, so a viewer's
 /// requests simply reuse its own keep-alive connection to the front-end. GET and HEAD use the
-/// inline client's connections (`raw`), other methods hyper's (`other`).
+/// inline client's connections (`raw`), other methods hyper's (`other`). While the viewer idles,
+/// its inline connections wait in its worker thread's list (`worker`) for any viewer there.
 #[derive(Debug, Default)]
 pub(crate) struct Upstreams {
     /// The inline client's idle connections.
     pub raw: inline::IdleConns,
+    /// The worker thread's idle inline connections, shared by its viewer connections.
+    pub worker: inline::IdleConns,
     /// hyper's idle connections.
     pub other: hyper::IdleSenders,
     /// The client's address as an `X-Forwarded-For` value, formatted once per connection.
@@ -40,6 +43,25 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
+    /// The upstream connections of a new viewer connection on the worker whose shared idle
+    /// list is `worker`.
+    pub fn on_worker(worker: inline::IdleConns) -> Self {
+        Self {
+            worker,
+            ..Self::default()
+        }
+    }
+
+    /// The inline client's idle connections, the viewer's own and its worker's.
+    pub fn inline(&self) -> (&inline::IdleConns, &inline::IdleConns) {
+        (&self.raw, &self.worker)
+    }
+
+    /// The viewer idles: its inline connections go to the worker's list.
+    pub fn park_idle(&self) {
+        inline::park(&self.raw, &self.worker);
+    }
+
     pub fn peer_header(&self, ip: IpAddr) -> &HeaderValue {
         self.peer.get_or_init(|| {
             HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))

@@ -17,9 +17,9 @@
 //! closed the lingering way (`livecast_telemetry::lingering_close`). On shutdown, idle
 //! connections close and an answer being sent is finished with `Connection: close`.
 //!
-//! Memory: a connection idle for [`IDLE_RELEASE`] between requests gives its buffers back
-//! (and those of its idle upstream connections), so a large idle audience costs a few
-//! kilobytes per viewer (`bench/memory.py`).
+//! Memory: a connection idle for [`IDLE_RELEASE`] between requests drops its busy state with
+//! its buffers, and its idle upstream connections go to its worker's shared list, so a large
+//! idle audience costs a socket and a small task per viewer (`bench/memory.py`).
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -111,6 +111,13 @@ impl RequestId {
 }
 
 /// Serves `stream` until it is done or a request needs hyper.
+///
+/// The connection alternates between two states. Busy: requests are read and answered by
+/// [`serve_busy`], boxed, with its buffers. Idle: once no request has come for
+/// [`IDLE_RELEASE`], the busy state is dropped (buffers and all) and only this small future
+/// waits for the next request, the header timeout or shutdown; the connection's idle upstream
+/// connections go to its worker's shared list meanwhile. A large idle audience then costs
+/// each viewer its socket and a few hundred bytes of task.
 pub(crate) async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -119,16 +126,64 @@ pub(crate) async fn serve(
     limits: Limits,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    let mut waiting_since = None;
+    loop {
+        let busy = Box::pin(serve_busy(
+            stream,
+            peer,
+            forwarder,
+            upstreams,
+            limits,
+            shutdown,
+            waiting_since,
+        ));
+        let since = match busy.await {
+            Busy::Idle(idle, since) => {
+                stream = idle;
+                since
+            }
+            Busy::Over(outcome) => return outcome,
+        };
+        upstreams.park_idle();
+        tokio::select! {
+            ready = stream.readable() => if ready.is_err() {
+                return Outcome::Done;
+            },
+            () = tokio::time::sleep_until(since + limits.header_timeout) => return Outcome::Done,
+            () = shutdown.cancelled() => return Outcome::Done,
+        }
+        // The header timeout still counts from the end of the last answer.
+        waiting_since = Some(since);
+    }
+}
+
+/// How a busy spell of a connection ended.
+enum Busy {
+    /// No request came for [`IDLE_RELEASE`] since the instant given: the connection idles.
+    Idle(TcpStream, tokio::time::Instant),
+    Over(Outcome),
+}
+
+/// Serves requests on `stream` until it idles, is done, or a request needs hyper.
+/// `waiting_since`: when the wait for the next request head began, if it began earlier.
+async fn serve_busy(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    forwarder: &Forwarder,
+    upstreams: &Upstreams,
+    limits: Limits,
+    shutdown: &CancellationToken,
+    mut waiting_since: Option<tokio::time::Instant>,
+) -> Busy {
     let trusted = forwarder.trusts(peer.ip());
     let mut buf = BytesMut::with_capacity(4096);
     let mut head = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(1024);
-    // One wait for shutdown for the connection's whole life, not one per request.
+    // One wait for shutdown for the whole spell, not one per request.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
         // Read until `buf` starts with a complete request head.
-        let mut waiting_since = None;
         let plan = loop {
             if !buf.is_empty() {
                 head.clear();
@@ -141,7 +196,7 @@ pub(crate) async fn serve(
                 let refusal = match parsed {
                     _ if too_large => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
                     Ok(Some(Some(plan))) => break plan,
-                    Ok(Some(None)) => return Outcome::Handoff(stream, buf),
+                    Ok(Some(None)) => return Busy::Over(Outcome::Handoff(stream, buf)),
                     Ok(None) => None,
                     Err(Unparsable::TooManyHeaders) => {
                         Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
@@ -157,7 +212,7 @@ pub(crate) async fn serve(
                         // connection and could destroy the refusal before it is read.
                         livecast_telemetry::lingering_close(&mut stream).await;
                     }
-                    return Outcome::Done;
+                    return Busy::Over(Outcome::Done);
                 }
             }
             if buf.capacity() - buf.len() < 1024 {
@@ -177,36 +232,34 @@ pub(crate) async fn serve(
                 Poll::Ready(read) => read,
                 Poll::Pending => {
                     if buf.is_empty() && shutdown.is_cancelled() {
-                        return Outcome::Done;
+                        return Busy::Over(Outcome::Done);
                     }
                     let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
                     let deadline = since + limits.header_timeout;
-                    if buf.is_empty() {
-                        let buffers = Buffers {
-                            read: &mut buf,
-                            head: &mut head,
-                            out: &mut out,
-                            upstreams,
-                        };
-                        match wait_idle(&mut stream, buffers, since, deadline, &mut cancelled).await
-                        {
-                            Idle::Read(read) => read,
-                            Idle::Readable => {
-                                buf.reserve(4096);
-                                continue;
-                            }
-                            Idle::Done => return Outcome::Done,
-                        }
+                    // Between requests the buffers are kept for IDLE_RELEASE only.
+                    let release = since + IDLE_RELEASE;
+                    let idle_until = if buf.is_empty() && release < deadline {
+                        release
                     } else {
-                        tokio::select! {
-                            read = stream.read_buf(&mut buf) => read,
-                            () = tokio::time::sleep_until(deadline) => return Outcome::Done,
+                        deadline
+                    };
+                    tokio::select! {
+                        read = stream.read_buf(&mut buf) => read,
+                        () = tokio::time::sleep_until(idle_until) => {
+                            return if idle_until == deadline {
+                                Busy::Over(Outcome::Done)
+                            } else {
+                                Busy::Idle(stream, since)
+                            };
+                        }
+                        () = cancelled.as_mut(), if buf.is_empty() => {
+                            return Busy::Over(Outcome::Done);
                         }
                     }
                 }
             };
             match read {
-                Ok(0) | Err(_) => return Outcome::Done,
+                Ok(0) | Err(_) => return Busy::Over(Outcome::Done),
                 Ok(_) => {}
             }
         };
@@ -230,7 +283,7 @@ pub(crate) async fn serve(
             }
             // `plan` hands `/api/token` to hyper before deciding; were one to come here, hyper
             // would serve it all the same.
-            Decision::Issue(_) => return Outcome::Handoff(stream, buf),
+            Decision::Issue(_) => return Busy::Over(Outcome::Handoff(stream, buf)),
             Decision::Forward(pass) => {
                 match forwarder.fetch(upstreams, &plan.method, &head).await {
                     Ok((answer, lease)) => {
@@ -256,65 +309,11 @@ pub(crate) async fn serve(
             }
         };
         buf.advance(plan.len);
+        waiting_since = None;
         if sent.is_err() || close {
             let _ = stream.shutdown().await;
-            return Outcome::Done;
+            return Busy::Over(Outcome::Done);
         }
-    }
-}
-
-/// A connection's buffers, given back while it idles.
-struct Buffers<'a> {
-    read: &'a mut BytesMut,
-    head: &'a mut Vec<u8>,
-    out: &'a mut Vec<u8>,
-    upstreams: &'a Upstreams,
-}
-
-impl Buffers<'_> {
-    fn release(self) {
-        *self.read = BytesMut::new();
-        *self.head = Vec::new();
-        *self.out = Vec::new();
-        crate::client::inline::release_idle_buffers(&self.upstreams.raw);
-    }
-}
-
-/// How a wait for the next request ended.
-enum Idle {
-    /// Bytes arrived while the buffers were still held.
-    Read(io::Result<usize>),
-    /// The buffers were given back and the viewer has sent something: read it.
-    Readable,
-    /// Closed by the header timeout or shutdown.
-    Done,
-}
-
-/// Waits for an idle connection's next request: with its buffers for [`IDLE_RELEASE`], then
-/// without them until `deadline`.
-async fn wait_idle(
-    stream: &mut TcpStream,
-    buffers: Buffers<'_>,
-    since: tokio::time::Instant,
-    deadline: tokio::time::Instant,
-    cancelled: &mut Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
-) -> Idle {
-    let release_at = since + IDLE_RELEASE;
-    if buffers.read.capacity() > 0 && release_at < deadline {
-        tokio::select! {
-            read = stream.read_buf(buffers.read) => return Idle::Read(read),
-            () = tokio::time::sleep_until(release_at) => {}
-            () = cancelled.as_mut() => return Idle::Done,
-        }
-        buffers.release();
-    }
-    tokio::select! {
-        ready = stream.readable() => match ready {
-            Ok(()) => Idle::Readable,
-            Err(_) => Idle::Done,
-        },
-        () = tokio::time::sleep_until(deadline) => Idle::Done,
-        () = cancelled.as_mut() => Idle::Done,
     }
 }
 
@@ -670,8 +669,9 @@ mod tests {
     use crate::pool::{Policy, Pool, Thresholds};
 
     /// A viewer connection's task is as large as its largest state, for every connection the
-    /// balancer holds: the plain loop's must stay a few kilobytes (it was 17.5 KB while the
-    /// lingering close kept its discard buffer inline).
+    /// balancer holds: what stays while a viewer idles must be well under a kilobyte (it was
+    /// 17.5 KB while the lingering close kept its discard buffer inline, 3.3 KB while the
+    /// busy state was held through the idle wait).
     #[tokio::test]
     async fn a_plain_connection_task_is_small() {
         let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new()).unwrap();
@@ -702,7 +702,7 @@ mod tests {
         let peer = stream.peer_addr().unwrap();
         let future = serve(stream, peer, &forwarder, &upstreams, limits, &shutdown);
         let size = std::mem::size_of_val(&future);
-        assert!(size < 4096, "the plain loop's future is {size} bytes");
+        assert!(size < 1024, "the plain loop's future is {size} bytes");
     }
 }
 

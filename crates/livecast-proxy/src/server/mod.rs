@@ -73,6 +73,8 @@ struct Shared {
 struct Connections {
     shared: Arc<Shared>,
     forwarder: Arc<Forwarder>,
+    /// Idle front-end connections of the worker's idle viewers ([`Upstreams::park_idle`]).
+    idle: crate::client::inline::IdleConns,
 }
 
 /// Runs the balancer with the system resolver; see [`run_with_resolver`].
@@ -234,6 +236,7 @@ async fn accept_loop(mut incoming: Incoming, shared: Arc<Shared>) {
     let connections = Arc::new(Connections {
         shared: shared.clone(),
         forwarder,
+        idle: Default::default(),
     });
     let tracker = TaskTracker::new();
     loop {
@@ -283,7 +286,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
     let shutdown = connections.shared.shutdown.clone();
     match &connections.shared.tls {
         None => {
-            let upstreams = Arc::new(Upstreams::default());
+            let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
             let limits = h1::Limits {
                 header_timeout: connections.shared.header_timeout,
                 max_header_bytes: connections.shared.max_header_bytes,
@@ -324,7 +327,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let io = TokioIo::new(tls_stream);
-            let upstreams = Arc::new(Upstreams::default());
+            let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
             let protocol = if h2 {
                 Protocol::Http2
             } else {

@@ -113,6 +113,52 @@ async fn a_connection_that_idled_past_its_buffer_release_serves_on() {
     }
 }
 
+/// The header timeout of an idle connection counts from the end of its last answer, also when
+/// it idled past the buffer release and a head then starts to arrive; shutdown closes an idle
+/// connection at once.
+#[tokio::test]
+async fn an_idle_connection_is_timed_from_its_last_answer_and_closed_on_shutdown() {
+    let (_a, _proxy, mut reader) = connected(&["--header-timeout-secs=2"]).await;
+    reader
+        .get_mut()
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = answer(&mut reader, false).await;
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    let answered = tokio::time::Instant::now();
+    // Past the release, a head starts and never ends.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    reader
+        .get_mut()
+        .write_all(b"GET /never HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest))
+        .await
+        .expect("closed by the header timeout")
+        .expect("read");
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(1900) && after < Duration::from_millis(2900),
+        "closed {after:?} after the last answer; the timeout is 2 s from it"
+    );
+
+    let (_a, proxy, mut reader) = connected(&[]).await;
+    reader
+        .get_mut()
+        .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    answer(&mut reader, false).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.shutdown.cancel();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), reader.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle connection stayed open on shutdown");
+}
+
 #[tokio::test]
 async fn one_connection_carries_gets_heads_chunks_and_a_handed_off_post() {
     let (_a, proxy, mut reader) = connected(&[]).await;
