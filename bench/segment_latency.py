@@ -48,11 +48,14 @@ class RtmpRelay:
         self.listener.listen(1)
         self.port = self.listener.getsockname()[1]
         self.sent = []  # (rtmp timestamp ms, keyframe or None for audio, monotonic time sent)
+        self.accepted = None  # when the publisher's connection arrived
+        self.first_reply = None  # when the server's first bytes (its handshake) came back
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self):
         client, _ = self.listener.accept()
+        self.accepted = time.monotonic()
         server = socket.create_connection(("127.0.0.1", self.upstream_port))
         # Toward the server the relay keeps Nagle's algorithm on, as ffmpeg's RTMP output does:
         # a message's header and body go out as separate writes, so a server that is slow to
@@ -154,13 +157,14 @@ class RtmpRelay:
         server.close()
         client.close()
 
-    @staticmethod
-    def _pump_back(src, dst):
+    def _pump_back(self, src, dst):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self.first_reply is None:
+                    self.first_reply = time.monotonic()
                 dst.sendall(data)
         except OSError:
             pass
@@ -184,17 +188,24 @@ class PlaylistWatcher:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _read(self):
+        """The playlist's text when it changed since the last call, else None."""
+        st = os.stat(self.path)
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if key == self._last:
+            return None
+        with open(self.path) as f:
+            text = f.read()
+        self._last = key
+        return text
+
     def _run(self):
-        last = None
+        self._last = None
         while not self.stop.is_set():
             try:
-                st = os.stat(self.path)
-                key = (st.st_mtime_ns, st.st_size, st.st_ino)
-                if key != last:
-                    now = time.monotonic()
-                    with open(self.path) as f:
-                        text = f.read()
-                    last = key
+                now = time.monotonic()
+                text = self._read()
+                if text is not None:
                     duration = None
                     seen_parts = {uri for uri, _, _ in self.parts}
                     for line in text.splitlines():
@@ -217,6 +228,39 @@ class PlaylistWatcher:
             time.sleep(0.002)
 
 
+def segment_ends(sent, watcher):
+    """For every segment but the last: (time listed, timestamp of its last frame, time that frame
+    was sent). The last one is left out: servers close it only when the publisher stops."""
+    first_ts = min(ts for ts, _, _ in sent)
+    keyframes = sorted(ts for ts, key, _ in sent if key)
+    out = []
+    elapsed = 0.0
+    for uri in watcher.order[:-1]:
+        elapsed += watcher.durations[uri]
+        target = first_ts + elapsed * 1000.0
+        end = min(keyframes, key=lambda k: abs(k - target))
+        before = [(ts, t) for ts, _, t in sent if ts < end]
+        if before:
+            ts, t = max(before, key=lambda x: x[1])
+            out.append((watcher.first_seen[uri], ts, t))
+    return out
+
+
+def part_ends(sent, watcher):
+    """For every part but the last two: (time listed, timestamp of its last frame, time sent).
+    Each part ends where the next begins; the first begins at the first video frame."""
+    out = []
+    start = min(ts for ts, key, _ in sent if key is not None)
+    end = float(start)
+    for _, duration, seen in watcher.parts[:-2]:
+        end += duration * 1000.0
+        before = [(ts, t) for ts, _, t in sent if ts < round(end)]
+        if before:
+            ts, t = max(before, key=lambda x: x[1])
+            out.append((seen, ts, t))
+    return out
+
+
 def measure(name, rtmp_port, playlist, clip):
     relay = RtmpRelay(rtmp_port)
     watcher = PlaylistWatcher(playlist)
@@ -229,27 +273,8 @@ def measure(name, rtmp_port, playlist, clip):
     sent = relay.sent
     if not sent or not watcher.order:
         raise SystemExit(f"{name}: nothing measured (sent {len(sent)} messages, saw {len(watcher.order)} segments)")
-    first_ts = min(ts for ts, _, _ in sent)
-    keyframes = sorted(ts for ts, key, _ in sent if key)
-    lags = []
-    elapsed = 0.0
-    for uri in watcher.order[:-1]:
-        elapsed += watcher.durations[uri]
-        target = first_ts + elapsed * 1000.0
-        end = min(keyframes, key=lambda k: abs(k - target))
-        before = [t for ts, _, t in sent if ts < end]
-        if not before:
-            continue
-        lags.append(watcher.first_seen[uri] - max(before))
-    # Parts: each ends where the next begins; the first begins at the first video frame.
-    part_lags = []
-    start = min(ts for ts, key, _ in sent if key is not None)
-    end = float(start)
-    for uri, duration, seen in watcher.parts[:-2]:
-        end += duration * 1000.0
-        before = [t for ts, _, t in sent if ts < round(end)]
-        if before:
-            part_lags.append(seen - max(before))
+    lags = [seen - t for seen, _, t in segment_ends(sent, watcher)]
+    part_lags = [seen - t for seen, _, t in part_ends(sent, watcher)]
     return lags, part_lags
 
 

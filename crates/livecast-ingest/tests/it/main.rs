@@ -3,6 +3,7 @@
 
 mod auth;
 mod disk_full;
+mod publisher;
 mod reconnect;
 mod rtmp_chunks;
 mod support;

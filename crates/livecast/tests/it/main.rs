@@ -6,6 +6,7 @@ mod browser;
 mod continuity;
 mod e2e;
 mod enhanced_rtmp;
+mod first_publish;
 mod k8s;
 mod playback;
 mod rtmps;
