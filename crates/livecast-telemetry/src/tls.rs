@@ -34,5 +34,10 @@ pub fn server_config(
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls certificate and key do not match: {e}"))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Stateless session tickets (keys rotated every 6 hours), as HAProxy and nginx issue them:
+    // any number of viewers can resume. The default, a cache of 256 sessions on the server,
+    // forgets a viewer's session once 256 others have connected after it.
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls tickets: {e}"))?;
     Ok(Arc::new(config))
 }

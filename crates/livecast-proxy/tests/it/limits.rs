@@ -169,3 +169,71 @@ async fn tls_termination_speaks_http2() {
         .expect("curl");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n1.1 200"));
 }
+
+/// A viewer's TLS 1.3 session resumes after hundreds of other viewers have connected since:
+/// the balancer issues stateless tickets (a server-side cache of 256 sessions, rustls's
+/// default, would have forgotten it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_after_many_other_viewers() {
+    use tokio_rustls::rustls::{self, client::ClientConfig, HandshakeKind, RootCertStore};
+
+    let a = backend("a").await;
+    let dns = FakeDns::default();
+    dns.set("web", &[a.addr]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write");
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write");
+    let proxy = start(
+        &dns,
+        &[
+            &format!("--tls-cert={}", cert_path.display()),
+            &format!("--tls-key={}", key_path.display()),
+        ],
+    )
+    .await;
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // Each configuration is one viewer, with its own session store.
+    let viewer = || {
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    };
+    let fetch = |connector: tokio_rustls::TlsConnector| async move {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"GET /hls/x/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        // Read the answer to its end: the session tickets come after the handshake.
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = tls.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        tls.get_ref().1.handshake_kind()
+    };
+    let first = viewer();
+    assert_eq!(fetch(first.clone()).await, Some(HandshakeKind::Full));
+    for _ in 0..300 {
+        fetch(viewer()).await;
+    }
+    assert_eq!(
+        fetch(first).await,
+        Some(HandshakeKind::Resumed),
+        "the first viewer's session was forgotten"
+    );
+}
