@@ -303,13 +303,16 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
                         io,
                         peer,
                         &connections,
-                        upstreams,
+                        upstreams.clone(),
                         protocol,
                         shutdown,
                     ))
                     .await;
                 }
             }
+            // Its front-end connections outlive the viewer's: the next viewer on this worker
+            // takes one rather than connecting (a viewer per request costs no connect).
+            upstreams.park_idle();
         }
         Some(acceptor) => {
             let accepted = tokio::time::timeout(
@@ -339,11 +342,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
                 io,
                 peer,
                 &connections,
-                upstreams,
+                upstreams.clone(),
                 protocol,
                 shutdown,
             ))
             .await;
+            upstreams.park_idle();
         }
     }
 }

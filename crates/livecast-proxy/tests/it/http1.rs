@@ -373,3 +373,67 @@ async fn a_valid_token_does_not_open_the_stream_to_an_address_outside_the_allow_
         "uri=/hls/talk/index.m3u8?_HLS_msn=3 viewer=ann@corp"
     );
 }
+
+/// A front-end that counts the connections that carried a viewer's request (health checks
+/// aside) and answers every request on them, kept alive.
+async fn counting_front_end() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                let mut viewer = false;
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        if !viewer && buf.starts_with(b"GET /hls/") {
+                            viewer = true;
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Viewers that make one request per connection (players behind proxies that close, probes)
+/// cost the front-end no new connection each: a closed viewer connection leaves its front-end
+/// connection to the next viewer on the worker.
+#[tokio::test]
+async fn a_viewer_per_request_reuses_the_front_end_connection() {
+    let (addr, count) = counting_front_end().await;
+    let dns = FakeDns::default();
+    dns.set("web", &[addr]);
+    let proxy = start(&dns, &["--workers=1"]).await;
+    for i in 0..5 {
+        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let request =
+            format!("GET /hls/x/{i}.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("read");
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with(b"ok"), "{answer:?}");
+    }
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "front-end connections opened for five viewers"
+    );
+}
