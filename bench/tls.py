@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""The balancer over TLS: livecast-proxy against HAProxy terminating TLS, same certificate, same backend.
+
+Both balancers run with 2 threads in front of one nginx serving a live playlist and a 700 KB
+segment, with the same P-256 certificate (made here with openssl), ALPN h2 and http/1.1, and
+keep-alive to the backend. In alternating rounds:
+
+  - HTTP/1.1 over TLS: wrk (one thread, --connections) on each object: req/s and p99;
+  - HTTP/2: h2load (one thread, --connections, --streams concurrent streams each) on each
+    object: req/s and p99 (from h2load's per-request log);
+  - handshakes per second: `openssl s_time` (one client, one request per connection) with a
+    full handshake each time (-new) and with TLS 1.3 session resumption (-reuse);
+  - resumption: a Python client resumes a session after other clients' 600 handshakes (a
+    server with a small session cache forgets it).
+
+Prints each round's figures, the medians and the ratios livecast / HAProxy (req/s: higher is
+better; p99: lower is better), and whether each target is met (issue 18: req/s >= 1.0x,
+p99 <= HAProxy's, TLS 1.3 resumption works).
+Needs: nginx, haproxy, wrk, h2load (apt-get install nginx haproxy wrk nghttp2-client), openssl.
+Usage: bench/tls.py [--seconds 5] [--connections 32] [--streams 10] [--rounds 3]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import build, free_port, stop, wait_http, wrk
+from frontend import make_volume
+
+OBJECTS = {"playlist": "/hls/bench/index.m3u8", "segment": "/hls/bench/s-100.ts"}
+
+
+def h2load(url, connections, streams, seconds, log):
+    """Runs h2load; returns (requests per second, p99 ms, failed requests)."""
+    out = subprocess.run(
+        ["h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{seconds}",
+         f"--log-file={log}", url],
+        check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    failed = int(re.search(r"requests: .*? (\d+) failed", out).group(1))
+    # Each line: start time, status, time to the answer's end in microseconds (the last column).
+    with open(log) as f:
+        durations = sorted(int(line.split()[-1]) for line in f if line.strip())
+    os.unlink(log)
+    p99 = durations[min(len(durations) - 1, int(len(durations) * 0.99))] / 1000.0 if durations else 0.0
+    return rps, p99, failed
+
+
+def s_time(port, path, reuse, seconds):
+    """Handshakes per second of one sequential client (openssl s_time), TLS 1.3."""
+    out = subprocess.run(
+        ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-www", path, "-tls1_3",
+         "-reuse" if reuse else "-new", "-time", str(seconds)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+    m = re.search(r"(\d+) connections in ([\d.]+)s", out)
+    if not m:
+        raise SystemExit(f"openssl s_time printed nothing usable:\n{out}")
+    return int(m.group(1)) / float(m.group(2))
+
+
+def resumes(port, others):
+    """Whether a TLS 1.3 session survives `others` other clients' full handshakes."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+
+    def fetch(session=None):
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+                s.sendall(b"GET /hls/bench/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while s.recv(65536):
+                    pass
+                return s.session, s.session_reused
+
+    session, _ = fetch()
+    for _ in range(others):
+        fetch()
+    _, reused = fetch(session)
+    return reused
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--streams", type=int, default=10, help="concurrent HTTP/2 streams per connection")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--tests", default="h1,h2,handshakes", help="which of h1, h2, handshakes to run")
+    p.add_argument("--objects", default="playlist,segment", help="which of playlist, segment to fetch")
+    args = p.parse_args()
+    tests = set(args.tests.split(","))
+    objects = {name: OBJECTS[name] for name in args.objects.split(",")}
+    for tool in ("nginx", "haproxy", "wrk", "h2load", "openssl"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install nginx haproxy wrk nghttp2-client openssl")
+    bin_dir = build("livecast-proxy")
+    work = tempfile.mkdtemp(prefix="livecast-tls-")
+    os.chmod(work, 0o777)
+    hls = os.path.join(work, "hls")
+    os.makedirs(hls)
+    make_volume(hls)
+    subprocess.run(["chmod", "-R", "a+rX", work], check=True)
+    cert, key, both = (os.path.join(work, n) for n in ("cert.pem", "key.pem", "both.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", "/CN=localhost", "-days", "2", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+
+    backend, haproxy_port, livecast_port = free_port(), free_port(), free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off;
+worker_processes {args.workers};
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}
+  server {{ listen 127.0.0.1:{backend}; location /hls/ {{ alias {hls}/; }} location = /readyz {{ return 200; }} }}
+}}
+""")
+    hconf = os.path.join(work, "haproxy.cfg")
+    with open(hconf, "w") as f:
+        f.write(f"""global
+  nbthread {args.workers}
+  maxconn 8000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  option forwardfor
+frontend viewers
+  bind 127.0.0.1:{haproxy_port} ssl crt {both} alpn h2,http/1.1
+  default_backend front_ends
+backend front_ends
+  http-reuse always
+  server web1 127.0.0.1:{backend}
+""")
+    env = dict(os.environ, RUST_LOG="warn")
+    procs = [subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])]
+    try:
+        wait_http(backend, "/readyz")
+        procs.append(subprocess.Popen(["haproxy", "-f", hconf, "-db"], stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(
+            [os.path.join(bin_dir, "livecast-proxy"), f"--listen=127.0.0.1:{livecast_port}",
+             f"--admin-listen=127.0.0.1:{free_port()}", f"--backend=127.0.0.1:{backend}",
+             f"--workers={args.workers}", f"--tls-cert={cert}", f"--tls-key={key}"], env=env))
+        systems = {"livecast": livecast_port, "haproxy": haproxy_port}
+        for port in systems.values():
+            deadline = time.monotonic() + 10
+            while subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief"],
+                                 input="", capture_output=True, text=True).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"nothing speaks TLS on 127.0.0.1:{port}")
+                time.sleep(0.2)
+        # The balancer reports ready once its backend's health check passed.
+        time.sleep(1.5)
+        figures = {}  # (test, system) -> list of (req/s or handshakes/s, p99 ms)
+
+        def note(test, name, value, p99=None):
+            figures.setdefault((test, name), []).append((value, p99))
+
+        log = os.path.join(work, "h2load.log")
+        for round_ in range(args.rounds):
+            order = list(systems) if round_ % 2 == 0 else list(systems)[::-1]
+            for name in order:
+                port = systems[name]
+                line = []
+                for obj, path in objects.items():
+                    url = f"https://127.0.0.1:{port}{path}"
+                    if "h1" in tests:
+                        rps, _, p99, errors = wrk(url, 1, args.connections, args.seconds)
+                        if errors:
+                            raise SystemExit(f"{name}: {errors} failed HTTP/1.1 requests")
+                        note(f"http/1.1 {obj}", name, rps, p99)
+                        line.append(f"h1 {obj} {rps:8.0f} req/s p99 {p99:6.2f} ms")
+                    if "h2" in tests:
+                        rps, p99, failed = h2load(url, args.connections, args.streams, args.seconds, log)
+                        if failed:
+                            raise SystemExit(f"{name}: {failed} failed HTTP/2 requests")
+                        note(f"http/2 {obj}", name, rps, p99)
+                        line.append(f"h2 {obj} {rps:8.0f} req/s p99 {p99:6.2f} ms")
+                for reuse in (False, True) if "handshakes" in tests else ():
+                    rate = s_time(port, OBJECTS["playlist"], reuse, args.seconds)
+                    test = "handshakes resumed" if reuse else "handshakes full"
+                    note(test, name, rate)
+                    line.append(f"{test} {rate:6.0f}/s")
+                print(f"round {round_ + 1} {name:<8} " + " | ".join(line), flush=True)
+
+        print("\nmedians, ratio livecast / haproxy (req/s and handshakes/s: >= 1.0 is the target; "
+              "p99: <= 1.0)")
+        met = True
+        for test in dict.fromkeys(t for t, _ in figures):
+            lc, hp = figures[(test, "livecast")], figures[(test, "haproxy")]
+            rate = statistics.median(v for v, _ in lc) / statistics.median(v for v, _ in hp)
+            text = f"  {test:<20} rate {rate:5.2f}"
+            met &= rate >= 1.0
+            if lc[0][1] is not None:
+                tail = statistics.median(p for _, p in lc) / statistics.median(p for _, p in hp)
+                text += f"  p99 {tail:5.2f} ({statistics.median(p for _, p in lc):.2f} vs " \
+                        f"{statistics.median(p for _, p in hp):.2f} ms)"
+                met &= tail <= 1.0
+            print(text)
+        for name, port in systems.items():
+            ok = resumes(port, 600)
+            met &= ok
+            print(f"  {name:<8} resumes a TLS 1.3 session after 600 other clients: {'yes' if ok else 'NO'}")
+        print(f"targets: {'met' if met else 'NOT all met'}")
+    finally:
+        stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
