@@ -12,8 +12,8 @@ per connection, measured once the count has held still for a second.
 Targets (issue 18): livecast-proxy <= HAProxy per connection (HAProxy documents about 50 kB);
 a front-end <= 100 MB in all at 3,000 viewers of one stream.
 
-Needs: haproxy, nginx (apt-get install haproxy nginx); a descriptor per viewer under
-`ulimit -n` (the viewer count is lowered to fit, and says so).
+Needs: haproxy, nginx (apt-get install haproxy nginx); two descriptors per balancer viewer
+under `ulimit -n` for HAProxy (the viewer count is lowered to fit, and says so).
 Usage: bench/memory.py [--balancer-viewers 10000] [--web-viewers 3000]
 """
 
@@ -116,15 +116,15 @@ def main():
     for tool in ("nginx", "haproxy"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install {tool}")
-    # The servers and this script inherit the limit: one descriptor per viewer each (an idle
-    # viewer holds no front-end connection of its own on either balancer).
+    # The servers inherit the limit. HAProxy reserves two descriptors per connection it may
+    # hold (the viewer's and a server side), so the balancer's viewers are half of it.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
     except (ValueError, OSError):
         pass
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    fit = limit - 1000
+    fit = (limit - 1000) // 2
     if args.balancer_viewers > fit:
         print(f"ulimit -n is {limit}: the balancer gets {fit} viewers, not {args.balancer_viewers} "
               f"(raise the hard limit for more)")
