@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{backend, get_path, raw, start, status, FakeDns};
+use crate::{backend, get_path, raw, start, status, FakeDns, Proxy, TestBackend};
 
 #[tokio::test]
 async fn disallowed_address_gets_403() {
@@ -123,8 +123,10 @@ async fn rate_limit_answers_429() {
     assert_eq!(ok + limited, 20);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_termination_speaks_http2() {
+/// A balancer terminating TLS with a fresh self-signed certificate for `localhost`, in front of
+/// one backend; the backend and the directory of the certificate files live as long as the
+/// returned values.
+async fn tls_proxy() -> (TestBackend, Proxy, rcgen::CertifiedKey, tempfile::TempDir) {
     let a = backend("a").await;
     let dns = FakeDns::default();
     dns.set("web", &[a.addr]);
@@ -141,6 +143,12 @@ async fn tls_termination_speaks_http2() {
         ],
     )
     .await;
+    (a, proxy, cert, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_speaks_http2() {
+    let (_a, proxy, _cert, _dir) = tls_proxy().await;
     let url = format!("https://localhost:{}/hls/x/index.m3u8", proxy.addr.port());
     let out = tokio::process::Command::new("curl")
         .args([
@@ -177,22 +185,7 @@ async fn tls_termination_speaks_http2() {
 async fn tls_sessions_resume_after_many_other_viewers() {
     use tokio_rustls::rustls::{self, client::ClientConfig, HandshakeKind, RootCertStore};
 
-    let a = backend("a").await;
-    let dns = FakeDns::default();
-    dns.set("web", &[a.addr]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write");
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write");
-    let proxy = start(
-        &dns,
-        &[
-            &format!("--tls-cert={}", cert_path.display()),
-            &format!("--tls-key={}", key_path.display()),
-        ],
-    )
-    .await;
+    let (_a, proxy, cert, _dir) = tls_proxy().await;
     let mut roots = RootCertStore::empty();
     roots.add(cert.cert.der().clone()).expect("root");
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
