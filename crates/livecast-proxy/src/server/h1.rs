@@ -662,11 +662,7 @@ fn date_line(out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::forward::Admission;
-    use crate::pool::{Policy, Pool, Thresholds};
 
     /// A viewer connection's task is as large as its largest state, for every connection the
     /// balancer holds: what stays while a viewer idles must be well under a kilobyte (it was
@@ -674,22 +670,7 @@ mod tests {
     /// busy state was held through the idle wait).
     #[tokio::test]
     async fn a_plain_connection_task_is_small() {
-        let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new()).unwrap();
-        let thresholds = Thresholds {
-            healthy_after: 1,
-            unhealthy_after: 1,
-            eject_after_errors: 1,
-        };
-        let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
-        let admission = Arc::new(Admission {
-            allow: Vec::new(),
-            trusted_proxies: Vec::new(),
-            rate: None,
-            playback: None,
-            issuer: None,
-        });
-        let forwarder = Forwarder::new(pool, metrics, admission, Duration::from_secs(1));
-        let upstreams = Upstreams::default();
+        let balancer = super::fuzzing::RequestHeads::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -700,7 +681,14 @@ mod tests {
             max_header_bytes: 16 * 1024,
         };
         let peer = stream.peer_addr().unwrap();
-        let future = serve(stream, peer, &forwarder, &upstreams, limits, &shutdown);
+        let future = serve(
+            stream,
+            peer,
+            &balancer.forwarder,
+            &balancer.upstreams,
+            limits,
+            &shutdown,
+        );
         let size = std::mem::size_of_val(&future);
         assert!(size < 1024, "the plain loop's future is {size} bytes");
     }
@@ -717,8 +705,8 @@ pub mod fuzzing {
 
     /// The request-head step of the plain HTTP/1.1 loop, with a balancer of its own.
     pub struct RequestHeads {
-        forwarder: Forwarder,
-        upstreams: Upstreams,
+        pub(super) forwarder: Forwarder,
+        pub(super) upstreams: Upstreams,
     }
 
     impl std::fmt::Debug for RequestHeads {

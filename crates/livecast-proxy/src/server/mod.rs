@@ -284,9 +284,9 @@ async fn track_readiness(pool: Arc<Pool>, health: Health, shutdown: Cancellation
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<Connections>) {
     let _ = stream.set_nodelay(true);
     let shutdown = connections.shared.shutdown.clone();
+    let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
     match &connections.shared.tls {
         None => {
-            let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
             let limits = h1::Limits {
                 header_timeout: connections.shared.header_timeout,
                 max_header_bytes: connections.shared.max_header_bytes,
@@ -310,9 +310,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
                     .await;
                 }
             }
-            // Its front-end connections outlive the viewer's: the next viewer on this worker
-            // takes one rather than connecting (a viewer per request costs no connect).
-            upstreams.park_idle();
         }
         Some(acceptor) => {
             let accepted = tokio::time::timeout(
@@ -330,7 +327,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let io = TokioIo::new(tls_stream);
-            let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
             let protocol = if h2 {
                 Protocol::Http2
             } else {
@@ -347,7 +343,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<
                 shutdown,
             ))
             .await;
-            upstreams.park_idle();
         }
     }
+    // Its front-end connections outlive the viewer's: the next viewer on this worker takes one
+    // rather than connecting (a viewer per request costs no connect).
+    upstreams.park_idle();
 }
