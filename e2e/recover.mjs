@@ -5,7 +5,10 @@
 //   - "plain": a bare page that plays the stream with hls.js and its default settings
 //     (served at the same origin, loading the front-end's self-hosted hls.js).
 // Usage: node recover.mjs <origin> <stream> <seconds>
-// Each line: {"t": ms since start, "page": {time, fatal, restarts, status}, "plain": {time, fatal}}.
+// Each line: {"t": ms since start, "page": {time, played, fatal, restarts, status},
+// "plain": {time, played, fatal}}. "played" is the media played since the start, summed over
+// the samples: it keeps counting across a page's restart, which moves currentTime back, and a
+// jump (a seek to the live edge) is not counted as played.
 import { launchChromium } from "./chromium.mjs";
 
 const [origin, stream, seconds] = process.argv.slice(2);
@@ -38,6 +41,19 @@ try {
     route.fulfill({ status: 200, contentType: "text/html", body: plainPage }));
   await plain.goto(`${origin}/plain-hls-js.html`);
   const started = Date.now();
+  // Per viewer: the previous sample's currentTime and wall clock, and the media played so far.
+  const progress = { page: { time: null, at: 0, played: 0 }, plain: { time: null, at: 0, played: 0 } };
+  const account = (who, time, at) => {
+    const p = progress[who];
+    if (p.time !== null) {
+      const moved = time - p.time;
+      // Playback moves at most at hls.js's catch-up rate (below 2x); more than that is a seek.
+      if (moved > 0 && moved <= 2 * ((at - p.at) / 1000) + 0.1) p.played += moved;
+    }
+    p.time = time;
+    p.at = at;
+    return p.played;
+  };
   while (Date.now() - started < Number(seconds) * 1000) {
     const [p, q] = await Promise.all([
       page.evaluate(() => ({
@@ -51,7 +67,10 @@ try {
         fatal: window.state.fatal,
       })),
     ]);
-    console.log(JSON.stringify({ t: Date.now() - started, page: p, plain: q }));
+    const at = Date.now();
+    p.played = account("page", p.time, at);
+    q.played = account("plain", q.time, at);
+    console.log(JSON.stringify({ t: at - started, page: p, plain: q }));
     await new Promise((r) => setTimeout(r, 250));
   }
 } finally {
