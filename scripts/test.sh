@@ -36,5 +36,9 @@ python3 -c "import imageio_ffmpeg" 2>/dev/null ||
 [ -f crates/livecast-web/player/node_modules/hls.js/dist/hls.min.js ] ||
   npm ci --prefix crates/livecast-web/player --no-audit --no-fund --loglevel=error
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+# The Zabbix tests copy a database with Zabbix's schema; load it once, outside their time limits.
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/zabbix-test-server.sh prepare
+fi
 
 exec cargo nextest run --workspace --profile ci "$@"

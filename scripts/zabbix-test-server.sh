@@ -9,8 +9,12 @@
 #       127.0.0.1:<api-port> with PHP's built-in server, for the template import test; it
 #       writes /etc/zabbix/zabbix.conf.php, where that frontend reads its database
 #   scripts/zabbix-test-server.sh stop <port> <dir>
+#   scripts/zabbix-test-server.sh prepare
+#       starts PostgreSQL and loads the Zabbix schema into the template database that each
+#       test's database is copied from (scripts/test.sh runs it before the tests, so that no
+#       test spends its time budget on it)
 set -euo pipefail
-action=$1 port=$2 dir=$3
+action=$1 port=${2:-} dir=${3:-}
 db="livecast_zbx_${port}"
 pg() { su postgres -c "$*"; }
 
@@ -92,13 +96,28 @@ if ! pg_up; then
   for _ in $(seq 1 100); do pg_up && break; sleep 0.2; done
   pg_up || { echo "PostgreSQL $version/$cluster does not answer" >&2; exit 1; }
 fi
+# Loading Zabbix's schema takes tens of seconds on a busy machine, so it is loaded once into a
+# template database (named after the installed package's version), and each test's database is
+# a copy of it. The template is built under another name and renamed when complete, so a run
+# cut off half-way leaves no template that looks finished.
+zbx_version=$(dpkg-query -W -f '${Version}' zabbix-server-pgsql | tr -c 'a-zA-Z0-9\n' _)
+template="livecast_zbx_template_${zbx_version}"
+has_db() { [ "$(pg "psql -qAtc \"select 1 from pg_database where datname = '$1'\"")" = 1 ]; }
+if ! has_db "$template"; then
+  pg "dropdb --if-exists --force ${template}_building" >/dev/null 2>&1
+  pg "createdb ${template}_building"
+  for part in schema images data; do
+    zcat "/usr/share/zabbix-server-pgsql/$part.sql.gz" | pg "psql -q -d ${template}_building" >/dev/null
+  done
+  pg "psql -qc 'alter database ${template}_building rename to $template'" >/dev/null
+fi
+if [ "$action" = prepare ]; then
+  exit 0
+fi
+pg "dropdb --if-exists --force $db" >/dev/null
+pg "createdb -T $template $db"
 flock -u 9
 exec 9>&-
-pg "dropdb --if-exists --force $db" >/dev/null
-pg "createdb $db"
-for part in schema images data; do
-  zcat "/usr/share/zabbix-server-pgsql/$part.sql.gz" | pg "psql -q -d $db" >/dev/null
-done
 pg "psql -q -d $db" <<'SQL'
 -- The server monitoring itself only adds noise to a test.
 UPDATE hosts SET status = 1 WHERE host = 'Zabbix server';

@@ -198,7 +198,9 @@ async fn the_template_imports_and_discovers_every_live_stream() {
     std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let t0 = std::time::Instant::now();
     let zabbix = ZabbixServer::start(&dir.path().join("zabbix"));
+    eprintln!("zabbix server up after {:?}", t0.elapsed());
     let api_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -215,6 +217,7 @@ async fn the_template_imports_and_discovers_every_live_stream() {
          installs them): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("its API up after {:?}", t0.elapsed());
     let token = api(
         api_port,
         None,
@@ -242,6 +245,7 @@ async fn the_template_imports_and_discovers_every_live_stream() {
         }),
     );
     assert_eq!(imported, true);
+    eprintln!("template imported after {:?}", t0.elapsed());
     let templates = api(
         api_port,
         Some(token),
@@ -291,6 +295,7 @@ async fn the_template_imports_and_discovers_every_live_stream() {
         ],
     )
     .await;
+    eprintln!("host linked and shipper started after {:?}", t0.elapsed());
     let value_of = |key: &str| {
         zabbix.query(&format!(
             "select hu.value from history_uint hu join items i on i.itemid = hu.itemid \
@@ -322,6 +327,7 @@ async fn the_template_imports_and_discovers_every_live_stream() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    eprintln!("discovered items got their values after {:?}", t0.elapsed());
     // The trigger prototypes became triggers for each stream.
     let triggers = zabbix.query(
         "select count(distinct t.triggerid) from triggers t join functions f on f.triggerid = t.triggerid \
