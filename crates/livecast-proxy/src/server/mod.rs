@@ -251,11 +251,7 @@ async fn accept_loop(mut incoming: Incoming, shared: Arc<Shared>) {
                     drop(stream);
                     continue;
                 };
-                let connections = connections.clone();
-                tracker.spawn(async move {
-                    serve_connection(stream, peer, connections).await;
-                    drop((slot, load));
-                });
+                tracker.spawn(connection(stream, peer, connections.clone(), (slot, load)));
             }
         }
     }
@@ -281,71 +277,160 @@ async fn track_readiness(pool: Arc<Pool>, health: Health, shutdown: Cancellation
     health.set_ready(false);
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, connections: Arc<Connections>) {
+/// One viewer connection's task, holding `held` (its connection slot and its worker's load
+/// count) until it is done.
+///
+/// Its size is every idle viewer's cost, so it holds the plain loop's state only: the TLS
+/// handshake and session and hyper's connection state are boxed when a connection has them.
+async fn connection<H>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    connections: Arc<Connections>,
+    held: H,
+) {
     let _ = stream.set_nodelay(true);
-    let shutdown = connections.shared.shutdown.clone();
     let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
     match &connections.shared.tls {
-        None => {
-            let limits = h1::Limits {
-                header_timeout: connections.shared.header_timeout,
-                max_header_bytes: connections.shared.max_header_bytes,
-            };
-            let forwarder = &connections.forwarder;
-            match h1::serve(stream, peer, forwarder, &upstreams, limits, &shutdown).await {
-                h1::Outcome::Done => {}
-                h1::Outcome::Handoff(stream, read) => {
-                    let io = TokioIo::new(Prefixed { read, stream });
-                    let protocol = Protocol::Http1 { tls: false };
-                    // Rare (methods other than GET and HEAD): boxed, so that the hyper
-                    // connection's state does not size every plain connection's task.
-                    Box::pin(hyper::serve(
-                        io,
-                        peer,
-                        &connections,
-                        upstreams.clone(),
-                        protocol,
-                        shutdown,
-                    ))
-                    .await;
-                }
-            }
-        }
+        None => serve_plain(stream, peer, &connections, &upstreams).await,
+        // Boxed: the handshake's and the TLS session's state (kilobytes) would otherwise size
+        // every plain viewer's task too.
         Some(acceptor) => {
-            let accepted = tokio::time::timeout(
-                connections.shared.header_timeout,
-                Box::pin(acceptor.accept(stream)),
-            )
-            .await;
-            let tls_stream = match accepted {
-                Ok(Ok(s)) => s,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "tls handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-            let io = TokioIo::new(tls_stream);
-            let protocol = if h2 {
-                Protocol::Http2
-            } else {
-                Protocol::Http1 { tls: true }
-            };
-            // Boxed like the hand-over above: every connection's task is sized by its
-            // largest state, and hyper's connection state is far larger than the plain loop's.
-            Box::pin(hyper::serve(
-                io,
-                peer,
-                &connections,
-                upstreams.clone(),
-                protocol,
-                shutdown,
-            ))
-            .await;
+            Box::pin(serve_tls(stream, peer, acceptor, &connections, &upstreams)).await
         }
     }
     // Its front-end connections outlive the viewer's: the next viewer on this worker takes one
     // rather than connecting (a viewer per request costs no connect).
     upstreams.park_idle();
+    drop(held);
+}
+
+/// A plain HTTP/1.1 connection: the plain loop, then hyper if the loop hands it over.
+async fn serve_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    connections: &Arc<Connections>,
+    upstreams: &Arc<Upstreams>,
+) {
+    let shutdown = &connections.shared.shutdown;
+    let limits = h1::Limits {
+        header_timeout: connections.shared.header_timeout,
+        max_header_bytes: connections.shared.max_header_bytes,
+    };
+    let forwarder = &connections.forwarder;
+    match h1::serve(stream, peer, forwarder, upstreams, limits, shutdown).await {
+        h1::Outcome::Done => {}
+        // Rare (methods other than GET and HEAD): boxed, so that the hyper connection's state
+        // does not size every plain connection's task.
+        h1::Outcome::Handoff(stream, read) => {
+            let io = TokioIo::new(Prefixed { read, stream });
+            let protocol = Protocol::Http1 { tls: false };
+            Box::pin(hyper::serve(
+                io,
+                peer,
+                connections,
+                upstreams.clone(),
+                protocol,
+                shutdown.clone(),
+            ))
+            .await;
+        }
+    }
+}
+
+/// An HTTPS connection: the handshake within the header timeout, then hyper with the protocol
+/// the viewer chose by ALPN.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    connections: &Arc<Connections>,
+    upstreams: &Arc<Upstreams>,
+) {
+    let accepted =
+        tokio::time::timeout(connections.shared.header_timeout, acceptor.accept(stream)).await;
+    let tls_stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "tls handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(tls_stream);
+    let protocol = if h2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1 { tls: true }
+    };
+    // Boxed: hyper's connection state is large, and this task's size is the largest of its
+    // states.
+    Box::pin(hyper::serve(
+        io,
+        peer,
+        connections,
+        upstreams.clone(),
+        protocol,
+        connections.shared.shutdown.clone(),
+    ))
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::Policy;
+
+    /// An idle viewer costs its connection's task, which is as large as its largest state:
+    /// the plain loop's, not the TLS session's or hyper's (2.8 kB when they were inline).
+    #[tokio::test]
+    async fn a_plain_viewer_connection_task_is_small() {
+        let metrics =
+            Metrics::register(&Registry::new()).expect("metrics register in a fresh registry");
+        let thresholds = Thresholds {
+            healthy_after: 2,
+            unhealthy_after: 2,
+            eject_after_errors: 3,
+        };
+        let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
+        let admission = Arc::new(Admission {
+            allow: Vec::new(),
+            trusted_proxies: Vec::new(),
+            rate: None,
+            playback: None,
+            issuer: None,
+        });
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            admission: admission.clone(),
+            connect_timeout: Duration::from_secs(1),
+            tls: None,
+            header_timeout: Duration::from_secs(1),
+            max_header_bytes: 16 * 1024,
+            slots: Arc::new(Semaphore::new(1)),
+            viewers: None,
+            shutdown: CancellationToken::new(),
+        });
+        let connections = Arc::new(Connections {
+            forwarder: Arc::new(Forwarder::new(
+                pool,
+                metrics,
+                admission,
+                Duration::from_secs(1),
+            )),
+            shared: shared.clone(),
+            idle: Default::default(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let peer = stream.peer_addr().unwrap();
+        let slot = shared.slots.clone().try_acquire_owned().unwrap();
+        let task = connection(stream, peer, connections, slot);
+        let size = std::mem::size_of_val(&task);
+        // 992 bytes in a release build, 1024 in a test build.
+        assert!(size <= 1100, "a viewer connection's task is {size} bytes");
+    }
 }
