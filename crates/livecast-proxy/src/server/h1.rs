@@ -146,7 +146,9 @@ pub(crate) async fn serve(
         };
         upstreams.park_idle();
         tokio::select! {
-            ready = stream.readable() => if ready.is_err() {
+            // Polled in place rather than through `readable()`, whose future would add 150
+            // bytes to every idle viewer's task.
+            ready = poll_fn(|cx| stream.poll_read_ready(cx)) => if ready.is_err() {
                 return Outcome::Done;
             },
             () = tokio::time::sleep_until(since + limits.header_timeout) => return Outcome::Done,
@@ -667,7 +669,8 @@ mod tests {
     /// A viewer connection's task is as large as its largest state, for every connection the
     /// balancer holds: what stays while a viewer idles must be well under a kilobyte (it was
     /// 17.5 KB while the lingering close kept its discard buffer inline, 3.3 KB while the
-    /// busy state was held through the idle wait).
+    /// busy state was held through the idle wait, 624 B while the idle wait went through
+    /// `readable()`; 480 B now, in a test build).
     #[tokio::test]
     async fn a_plain_connection_task_is_small() {
         let balancer = super::fuzzing::RequestHeads::default();
@@ -690,7 +693,7 @@ mod tests {
             &shutdown,
         );
         let size = std::mem::size_of_val(&future);
-        assert!(size < 1024, "the plain loop's future is {size} bytes");
+        assert!(size <= 560, "the plain loop's future is {size} bytes");
     }
 }
 
