@@ -718,23 +718,29 @@ pub mod fuzzing {
         }
     }
 
+    /// A balancer's shared parts with no front-ends and no admission rules.
+    pub(crate) fn parts() -> (Arc<Pool>, crate::metrics::Metrics, Arc<Admission>) {
+        let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new())
+            .expect("metrics register in a fresh registry");
+        let thresholds = Thresholds {
+            healthy_after: 2,
+            unhealthy_after: 2,
+            eject_after_errors: 3,
+        };
+        let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
+        let admission = Arc::new(Admission {
+            allow: Vec::new(),
+            trusted_proxies: Vec::new(),
+            rate: None,
+            playback: None,
+            issuer: None,
+        });
+        (pool, metrics, admission)
+    }
+
     impl Default for RequestHeads {
         fn default() -> Self {
-            let metrics = crate::metrics::Metrics::register(&prometheus::Registry::new())
-                .expect("metrics register in a fresh registry");
-            let thresholds = Thresholds {
-                healthy_after: 2,
-                unhealthy_after: 2,
-                eject_after_errors: 3,
-            };
-            let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
-            let admission = Arc::new(Admission {
-                allow: Vec::new(),
-                trusted_proxies: Vec::new(),
-                rate: None,
-                playback: None,
-                issuer: None,
-            });
+            let (pool, metrics, admission) = parts();
             Self {
                 forwarder: Forwarder::new(pool, metrics, admission, Duration::from_secs(1)),
                 upstreams: Upstreams::default(),

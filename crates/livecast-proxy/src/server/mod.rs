@@ -382,28 +382,13 @@ async fn serve_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::Policy;
 
     /// An idle viewer costs its connection's task, which is as large as its largest state:
     /// the plain loop's, not the TLS session's or hyper's (2.9 kB in a test build when they
     /// were inline, 880 B with the plain loop behind a function of its own; 760 B now).
     #[tokio::test]
     async fn a_plain_viewer_connection_task_is_small() {
-        let metrics =
-            Metrics::register(&Registry::new()).expect("metrics register in a fresh registry");
-        let thresholds = Thresholds {
-            healthy_after: 2,
-            unhealthy_after: 2,
-            eject_after_errors: 3,
-        };
-        let pool = Arc::new(Pool::new(Policy::P2c, thresholds, metrics.clone()));
-        let admission = Arc::new(Admission {
-            allow: Vec::new(),
-            trusted_proxies: Vec::new(),
-            rate: None,
-            playback: None,
-            issuer: None,
-        });
+        let (pool, metrics, admission) = h1::fuzzing::parts();
         let shared = Arc::new(Shared {
             pool: pool.clone(),
             metrics: metrics.clone(),
