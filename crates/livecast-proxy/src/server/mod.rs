@@ -366,17 +366,10 @@ async fn serve_tls(
     } else {
         Protocol::Http1 { tls: true }
     };
-    // Boxed: hyper's connection state is large, and this task's size is the largest of its
-    // states.
-    Box::pin(hyper::serve(
-        io,
-        peer,
-        connections,
-        upstreams.clone(),
-        protocol,
-        connections.shared.shutdown.clone(),
-    ))
-    .await;
+    // Not boxed again: this whole future is boxed out of the connection's task already, and
+    // the handshake's state and hyper's share its space.
+    let shutdown = connections.shared.shutdown.clone();
+    hyper::serve(io, peer, connections, upstreams.clone(), protocol, shutdown).await;
 }
 
 #[cfg(test)]
