@@ -87,12 +87,24 @@ fi
 # this script, so the start is serialised by a lock, and a cluster that another caller is
 # still starting counts as started once it answers.
 pg_up() { pg "psql -qAtc 'select 1'" >/dev/null 2>&1; }
-exec 9>/tmp/livecast-zabbix-test-postgres.lock
-flock 9
+lock=/tmp/livecast-zabbix-test-postgres.lock
+exec 9>"$lock"
+flock -w 60 9 || {
+  echo "the lock $lock is still taken after 60 s; processes holding it open:" >&2
+  for fd in /proc/[0-9]*/fd/*; do
+    if [ "$(readlink "$fd" 2>/dev/null)" = "$lock" ]; then
+      ps -o pid=,args= -p "$(cut -d/ -f3 <<<"$fd")" >&2 || true
+    fi
+  done
+  exit 1
+}
 if ! pg_up; then
   read -r version cluster _ < <(pg_lsclusters -h | head -1)
   # Its messages ("Removed stale pid file") go to stderr: stdout carries only the database name.
-  pg_ctlcluster "$version" "$cluster" start >&2 || true
+  # The server it starts must not inherit the lock's descriptor: a flock belongs to the open
+  # file, so a daemon holding a copy would keep the lock taken after this script exits, and
+  # every later caller would wait for it forever.
+  pg_ctlcluster "$version" "$cluster" start >&2 9>&- || true
   for _ in $(seq 1 100); do pg_up && break; sleep 0.2; done
   pg_up || { echo "PostgreSQL $version/$cluster does not answer" >&2; exit 1; }
 fi
@@ -112,6 +124,7 @@ if ! has_db "$template"; then
   pg "psql -qc 'alter database ${template}_building rename to $template'" >/dev/null
 fi
 if [ "$action" = prepare ]; then
+  flock -u 9
   exit 0
 fi
 pg "dropdb --if-exists --force $db" >/dev/null

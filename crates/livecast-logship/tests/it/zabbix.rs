@@ -76,6 +76,52 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/zabbix-test-server.sh")
 }
 
+/// The script serialises starting PostgreSQL with a lock file. A flock belongs to the open
+/// file, so a server started while the script held it, and inheriting the descriptor, would
+/// keep it taken after the script exits: every later start of a test server would then wait
+/// for it forever (which is how a run where PostgreSQL was down before `prepare` once hung).
+#[test]
+fn postgresql_started_for_the_tests_does_not_keep_the_scripts_lock() {
+    let out = Command::new(script())
+        .arg("prepare")
+        .output()
+        .expect("run scripts/zabbix-test-server.sh prepare");
+    assert!(
+        out.status.success(),
+        "prepare failed (needs root, postgresql and zabbix-server-pgsql): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lock = Path::new("/tmp/livecast-zabbix-test-postgres.lock");
+    // Other tests' runs of the script (and the psql it runs) hold the file for a moment; a
+    // daemon must never.
+    let daemons = ["postgres", "zabbix_server", "php"];
+    let mut holders = Vec::new();
+    for process in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let comm = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+        if !daemons.contains(&comm.trim()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == lock))
+        {
+            holders.push(format!(
+                "{} {}",
+                process.file_name().to_string_lossy(),
+                comm.trim()
+            ));
+        }
+    }
+    assert!(
+        holders.is_empty(),
+        "these servers hold {} open: {holders:?}",
+        lock.display()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_counts_and_request_rates_arrive_in_a_real_zabbix() {
     let dir = tempfile::tempdir().expect("tempdir");
