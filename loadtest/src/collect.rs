@@ -326,6 +326,10 @@ pub(crate) async fn collect(
                     shipper_viewers: u64::try_from(live.shipper_viewers.get()).ok(),
                 });
                 write_interval(&mut hlog, &interval, second)?;
+                // Each second's requests reach the file, so it can be followed during the run.
+                if let Some(out) = requests_out.as_mut() {
+                    out.flush()?;
+                }
                 total.add(&interval);
                 interval.reset();
                 (i_requests, i_errors, i_bytes, i_stalls) = (0, 0, 0, 0);

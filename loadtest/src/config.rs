@@ -110,7 +110,8 @@ pub struct RunArgs {
     /// Serve the load tester's own metrics (Prometheus text, `/metrics`) on this address.
     #[arg(long, env = "LIVECAST_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Write one JSON line per request to this file (NDJSON).
+    /// Write one JSON line per request to this file (NDJSON), flushed every second so that
+    /// it can be followed while the run goes (`tail -f`).
     #[arg(long, env = "LIVECAST_REQUESTS_OUT")]
     pub requests_out: Option<PathBuf>,
     /// A test seam: every viewer downloads each segment and part twice (the report's honesty

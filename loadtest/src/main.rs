@@ -24,7 +24,10 @@ fn main() {
     });
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => livecast_loadtest::run(&args).await,
+            // SIGINT or SIGTERM ends the run early; its summary is still written.
+            Command::Run(args) => {
+                livecast_loadtest::run(&args, livecast_telemetry::shutdown_on_signals()).await
+            }
             Command::Merge(args) => livecast_loadtest::merge(&args).await,
         }
     });

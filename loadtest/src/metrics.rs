@@ -2,7 +2,7 @@
 //! in the Prometheus text format with `--metrics-listen` (a long soak can be watched in the
 //! same Grafana as the system under test).
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{Counter, IntCounter, IntGauge, Registry};
 
 /// Live counters of a run.
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub(crate) struct Live {
     pub bytes: IntCounter,
     pub errors: IntCounter,
     pub stalls: IntCounter,
+    /// Their time, booked when each ends.
+    pub stalled_secs: Counter,
     /// The concurrent viewers the log shipper counts (`--viewers-url`); -1 until known.
     pub shipper_viewers: IntGauge,
 }
@@ -38,7 +40,7 @@ impl Default for Live {
         let viewers = gauge("livecast_loadtest_viewers", "Viewers watching now");
         let requests = counter(
             "livecast_loadtest_requests_total",
-            "Requests sent (answered or failed)",
+            "Requests answered or failed",
         );
         let bytes = counter(
             "livecast_loadtest_response_bytes_total",
@@ -52,6 +54,14 @@ impl Default for Live {
             "livecast_loadtest_stalls_total",
             "Waits for media of at least 250 ms",
         );
+        let stalled_secs = Counter::new(
+            "livecast_loadtest_stalled_seconds_total",
+            "Time spent in those waits, counted when each ends",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(stalled_secs.clone()))
+            .expect("registered once");
         let shipper_viewers = gauge(
             "livecast_loadtest_shipper_viewers",
             "Concurrent viewers the log shipper reports (-1: not asked or not known)",
@@ -65,6 +75,7 @@ impl Default for Live {
             bytes,
             errors,
             stalls,
+            stalled_secs,
         }
     }
 }

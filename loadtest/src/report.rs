@@ -73,6 +73,9 @@ pub struct Tally {
     /// The viewers' own totals, summed.
     pub totals: ViewerStats,
     pub timer_lateness_p99_ms: f64,
+    /// The run was stopped (SIGINT, SIGTERM) before its end; the figures cover it up to then.
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 impl Tally {
@@ -107,6 +110,7 @@ impl Tally {
             (viewers.0 + other.viewers, viewers.1 + other.never_started);
         self.duration_secs = self.duration_secs.max(other.duration_secs);
         self.timer_lateness_p99_ms = self.timer_lateness_p99_ms.max(other.timer_lateness_p99_ms);
+        self.stopped_early |= other.stopped_early;
         let c = &mut self.counts;
         let o = &other.counts;
         for (map, from) in [
@@ -178,6 +182,9 @@ pub struct Summary {
     pub honesty: Honesty,
     pub passed: bool,
     pub failures: Vec<String>,
+    /// Stopped (SIGINT, SIGTERM) before its end: the figures cover the run up to then.
+    #[serde(default)]
+    pub stopped_early: bool,
     /// What `merge` adds up (and the report's time series).
     pub tally: Tally,
 }
@@ -277,6 +284,7 @@ impl Summary {
             honesty,
             passed: failures.is_empty(),
             failures,
+            stopped_early: tally.stopped_early,
             tally,
         }
     }
@@ -290,11 +298,13 @@ impl Summary {
             .get("blocking_reload")
             .map_or("-".to_string(), |r| fmt(r.first_byte_ms.p50));
         format!(
-            "viewers {}  duration {:.0} s\nrequests: master {}, playlist {}, blocking reload {} (held p50 {} ms), init {}, segment {}, part {} ({} preload hints); errors {:?} (rate {})\n\
+            "viewers {}  duration {:.0} s{}\nrequests: master {}, playlist {}, blocking reload {} (held p50 {} ms), init {}, segment {}, part {} ({} preload hints); errors {:?} (rate {})\n\
              startup ms p50 {} p95 {}; stalls {} ({:.1} s, rebuffer ratio {}), short waits {} ({:.2} s); latency s p50 {} p95 {} p99 {}; switches up {} down {}\n\
              front-ends: {:?}\n\
              honesty: download ratio {}, duplicates {}, skipped segments {}, timer lateness p99 {} ms ({})\nresult: {}",
-            self.viewers, self.duration_secs, count("master"), count("playlist"), count("blocking_reload"), held, count("init"), count("segment"), count("part"),
+            self.viewers, self.duration_secs,
+            if self.stopped_early { " (stopped early)" } else { "" },
+            count("master"), count("playlist"), count("blocking_reload"), held, count("init"), count("segment"), count("part"),
             self.preload_hints, self.errors, self.error_rate, fmt(self.startup_ms.p50), fmt(self.startup_ms.p95), self.stalls, self.stalled_secs,
             self.rebuffer_ratio, self.short_waits, self.short_wait_secs, fmt(self.latency_secs.p50), fmt(self.latency_secs.p95), fmt(self.latency_secs.p99),
             self.switches_up, self.switches_down, self.frontends,

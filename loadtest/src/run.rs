@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use livecast_media::master::MasterPlaylist;
 use livecast_media::playlist::MediaPlaylist;
+use livecast_telemetry::CancellationToken;
 
 use std::path::Path;
 
@@ -22,8 +23,10 @@ use crate::stats::Recorder;
 use crate::viewer::{Outlet, Plan, Viewer};
 
 /// Runs the audience `args` describes; writes `<out>/summary.json`, `<out>/report.html` and
-/// `<out>/histograms.hlog`, and returns the summary.
-pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
+/// `<out>/histograms.hlog`, and returns the summary. Cancelling `stop` ends the run early
+/// (every viewer leaves at once, requests in flight are dropped, not counted) and the summary
+/// covers the run up to then, marked `stopped_early`.
+pub async fn run(args: &RunArgs, stop: CancellationToken) -> anyhow::Result<Summary> {
     let scenario = match &args.scenario {
         Some(path) => Scenario::load(path)?,
         None => {
@@ -68,7 +71,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     let base = args.start_at.unwrap_or_else(SystemTime::now);
     if let Ok(wait) = base.duration_since(SystemTime::now()) {
         tracing::info!(wait_secs = wait.as_secs_f64(), "waiting for --start-at");
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => bail!("stopped while waiting for --start-at"),
+        }
     }
     let late = SystemTime::now().duration_since(base).unwrap_or_default();
     let duration = audience.duration;
@@ -111,12 +117,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
             offset_secs: late.as_secs(),
         },
     ));
-    let lateness = tokio::spawn(timer_lateness(until));
+    let lateness = tokio::spawn(timer_lateness(until, stop.clone()));
     let progress = (args.progress_secs > 0).then(|| {
         tokio::spawn(progress(
             live.clone(),
             Duration::from_secs(args.progress_secs),
             until,
+            stop.clone(),
         ))
     });
     let seed = started_wall
@@ -134,16 +141,22 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         let out = Outlet {
             live: live.clone(),
             recorder: recorder.clone(),
+            stop: stop.clone(),
         };
         let viewer = Viewer::new(i as u32, session_id(seed, i as u128), out);
         let plan = plans[slot.kind].clone();
         let live = live.clone();
+        let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(join_at)).await;
+            // A viewer that had not joined when the run was stopped is not in the summary.
+            tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(join_at)) => {}
+                () = stop.cancelled() => return None,
+            }
             live.viewers.inc();
             let stats = viewer.watch(plan, leave_at).await;
             live.viewers.dec();
-            stats
+            Some(stats)
         }));
     }
     drop(recorder);
@@ -152,8 +165,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         ..Tally::default()
     };
     for task in tasks {
-        tally.add_viewer(&task.await.context("a viewer task failed")?);
+        if let Some(stats) = task.await.context("a viewer task failed")? {
+            tally.add_viewer(&stats);
+        }
     }
+    tally.stopped_early = stop.is_cancelled();
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -329,9 +345,9 @@ fn session_id(seed: u128, i: u128) -> u128 {
 }
 
 /// The p99 of how late a 10 ms sleep wakes, in milliseconds, until `until`.
-async fn timer_lateness(until: Instant) -> f64 {
+async fn timer_lateness(until: Instant, stop: CancellationToken) -> f64 {
     let mut late = histogram();
-    while Instant::now() < until {
+    while Instant::now() < until && !stop.is_cancelled() {
         let asked = Instant::now() + Duration::from_millis(10);
         tokio::time::sleep_until(tokio::time::Instant::from_std(asked)).await;
         let micros = Instant::now().saturating_duration_since(asked).as_micros() as u64;
@@ -342,7 +358,7 @@ async fn timer_lateness(until: Instant) -> f64 {
 
 /// Progress every `every` on stderr: viewers, requests/s, Mb/s, stalls, errors. A bar that
 /// redraws itself on a terminal, a line each time otherwise (logs, CI).
-async fn progress(live: Arc<Live>, every: Duration, until: Instant) {
+async fn progress(live: Arc<Live>, every: Duration, until: Instant, stop: CancellationToken) {
     let started = Instant::now();
     let bar = std::io::stderr().is_terminal().then(|| {
         let total = until.saturating_duration_since(started).as_secs();
@@ -354,7 +370,7 @@ async fn progress(live: Arc<Live>, every: Duration, until: Instant) {
         bar
     });
     let (mut requests, mut bytes) = (0, 0);
-    while Instant::now() < until {
+    while Instant::now() < until && !stop.is_cancelled() {
         tokio::time::sleep(every).await;
         let r = live.requests.get();
         let b = live.bytes.get();

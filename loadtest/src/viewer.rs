@@ -11,6 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use livecast_media::master::MasterPlaylist;
 use livecast_media::playlist::{ByteRange, MediaPlaylist};
+use livecast_telemetry::CancellationToken;
 
 use crate::abr::{self, Estimator};
 use crate::config::VariantChoice;
@@ -28,6 +29,8 @@ const STALL_MIN: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Recent media units remembered to catch a second download of one.
 const RECENT: usize = 64;
+/// What a request cut off by an early stop returns; never recorded.
+const STOPPED: &str = "stopped";
 
 /// The playback clock: buffer = media downloaded − media played.
 #[derive(Debug)]
@@ -82,6 +85,7 @@ impl Clock {
             stats.stalls += 1;
             stats.stalled_secs += waited.as_secs_f64();
             out.live.stalls.inc();
+            out.live.stalled_secs.inc_by(waited.as_secs_f64());
             out.recorder.send(Event::Stall);
         } else {
             stats.short_waits += 1;
@@ -134,6 +138,9 @@ impl Clock {
 pub(crate) struct Outlet {
     pub live: Arc<Live>,
     pub recorder: Recorder,
+    /// Cancelled when the run is stopped early (SIGINT, SIGTERM): every viewer leaves at once,
+    /// its requests in flight dropped and not counted.
+    pub stop: CancellationToken,
 }
 
 /// How a viewer plays, the same for a group of viewers.
@@ -194,6 +201,20 @@ impl Viewer {
         }
     }
 
+    /// Whether the viewer still watches: before its leave time and the run not stopped.
+    fn before(&self, until: Instant) -> bool {
+        Instant::now() < until && !self.out.stop.is_cancelled()
+    }
+
+    /// Sleeps until `at`, or until the viewer leaves, whichever comes first.
+    async fn sleep_until(&self, at: Instant, until: Instant) {
+        let wake = tokio::time::Instant::from_std(at.min(until));
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = self.out.stop.cancelled() => {}
+        }
+    }
+
     /// GET `url` and tell the collector about it: the body, or the error's kind (a status code
     /// or a transport failure).
     async fn get(
@@ -203,11 +224,10 @@ impl Viewer {
         range: Option<(u64, Option<u64>)>,
         hinted: bool,
     ) -> Result<Fetched, String> {
-        self.out.live.requests.inc();
         let started = Instant::now();
         let mut replica = None;
         let mut status = 0;
-        let outcome = async {
+        let fetch = async {
             let uri: http::Uri = url.parse().map_err(|_| "bad_url".to_string())?;
             let mut request = http::Request::get(uri).header(http::header::COOKIE, &self.cookie);
             if let Some((start, end)) = range {
@@ -255,8 +275,13 @@ impl Viewer {
                 first,
                 last: started.elapsed(),
             })
-        }
-        .await;
+        };
+        let outcome = tokio::select! {
+            biased;
+            () = self.out.stop.cancelled() => return Err(STOPPED.to_string()),
+            outcome = fetch => outcome,
+        };
+        self.out.live.requests.inc();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let (first_ms, last_ms, bytes, error) = match &outcome {
             Ok(f) => (Some(ms(f.first)), Some(ms(f.last)), f.len, None),
@@ -286,7 +311,7 @@ impl Viewer {
     /// `until`.
     async fn variants(&self, plan: &Plan, until: Instant) -> Option<Vec<Choice>> {
         let mut backoff = Duration::from_secs(1);
-        while Instant::now() < until {
+        while self.before(until) {
             if let Ok(f) = self.get(&plan.url, Kind::Master, None, false).await {
                 if let Ok(master) = MasterPlaylist::parse(&String::from_utf8_lossy(&f.body)) {
                     let mut out: Vec<Choice> = master
@@ -305,7 +330,7 @@ impl Viewer {
                     return Some(out);
                 }
             }
-            sleep_until(Instant::now() + backoff, until).await;
+            self.sleep_until(Instant::now() + backoff, until).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         None
@@ -358,7 +383,7 @@ impl Viewer {
         let mut hinted: Option<(String, u64, Result<Fetched, String>)> = None;
         // A blocking reload sent together with the preload hint, already answered.
         let mut pending: Option<Result<Fetched, String>> = None;
-        'outer: while Instant::now() < until {
+        'outer: while self.before(until) {
             let kind = if blocking {
                 Kind::BlockingReload
             } else {
@@ -373,7 +398,7 @@ impl Viewer {
                 Ok(f) => f.body,
                 Err(_) => {
                     clock.advance(Instant::now(), &mut stats);
-                    sleep_until(Instant::now() + backoff, until).await;
+                    self.sleep_until(Instant::now() + backoff, until).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     reload = url.clone();
                     blocking = false;
@@ -397,7 +422,7 @@ impl Viewer {
                     hinted: false,
                 }));
                 self.out.live.errors.inc();
-                sleep_until(Instant::now() + backoff, until).await;
+                self.sleep_until(Instant::now() + backoff, until).await;
                 reload = url.clone();
                 blocking = false;
                 continue;
@@ -427,7 +452,7 @@ impl Viewer {
             let mut unfetched = units.iter().map(|u| u.duration).sum::<f64>();
             for unit in units {
                 clock.advance(Instant::now(), &mut stats);
-                if clock.buffer() > MAX_BUFFER_SECS || Instant::now() >= until {
+                if clock.buffer() > MAX_BUFFER_SECS || !self.before(until) {
                     break;
                 }
                 if let Some(map) = unit
@@ -573,7 +598,7 @@ impl Viewer {
                 reload = url.clone();
                 let wait = Duration::from_secs(playlist.target_duration.max(1));
                 let wait = if changed { wait } else { wait / 2 };
-                sleep_until(loaded_at + wait, until).await;
+                self.sleep_until(loaded_at + wait, until).await;
             }
         }
         let end = Instant::now().min(until);
@@ -615,10 +640,6 @@ impl Viewer {
     }
 }
 
-async fn sleep_until(at: Instant, until: Instant) {
-    tokio::time::sleep_until(tokio::time::Instant::from_std(at.min(until))).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,6 +649,7 @@ mod tests {
         let out = Outlet {
             live: Arc::new(Live::default()),
             recorder: Recorder::new(tx, Instant::now()),
+            stop: CancellationToken::new(),
         };
         (out, rx)
     }

@@ -131,6 +131,11 @@ fn publish_at(
         .expect("ffmpeg")
 }
 
+/// A run that is never stopped early.
+async fn run_to_end(args: &RunArgs) -> anyhow::Result<livecast_loadtest::Summary> {
+    livecast_loadtest::run(args, CancellationToken::new()).await
+}
+
 fn args(url: String, out: &Path, viewers: usize, secs: u64) -> RunArgs {
     RunArgs {
         url,
@@ -223,7 +228,7 @@ async fn audience_agrees_with_the_access_logs(extra: &[&str], blocking: bool) {
             .expect("curl");
         String::from_utf8_lossy(&out.stdout).to_string()
     });
-    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let summary = run_to_end(&a).await.expect("run");
     let metrics = scrape.await.expect("scrape");
     assert!(
         metrics.contains("livecast_loadtest_viewers 4"),
@@ -422,7 +427,7 @@ async fn a_low_latency_audience_holds_blocking_reloads() {
 async fn bad_input_is_a_clear_error() {
     let stack = start(&[]).await;
     let out = stack.dir.path().join("out");
-    let missing = livecast_loadtest::run(&args(
+    let missing = run_to_end(&args(
         format!("http://{}/hls/nope/index.m3u8", stack.proxy),
         &out,
         1,
@@ -434,11 +439,10 @@ async fn bad_input_is_a_clear_error() {
         error.contains("404") && error.contains("no such stream"),
         "{error}"
     );
-    let page = livecast_loadtest::run(&args(format!("http://{}/", stack.proxy), &out, 1, 1)).await;
+    let page = run_to_end(&args(format!("http://{}/", stack.proxy), &out, 1, 1)).await;
     let error = format!("{:#}", page.expect_err("not a playlist"));
     assert!(error.contains("not an HLS playlist"), "{error}");
-    let nothing =
-        livecast_loadtest::run(&args("http://127.0.0.1:1/x.m3u8".into(), &out, 1, 1)).await;
+    let nothing = run_to_end(&args("http://127.0.0.1:1/x.m3u8".into(), &out, 1, 1)).await;
     assert!(format!("{:#}", nothing.expect_err("nothing listens")).contains("cannot reach"));
     stack.shutdown.cancel();
     let _ = stack.task.await;
@@ -549,9 +553,7 @@ async fn a_slow_front_end_makes_stalls_the_report_counts() {
         .store(50_000, std::sync::atomic::Ordering::Relaxed);
     let out = stack.dir.path().join("out-slow");
     let url = format!("http://{}/hls/slow/index.m3u8", relay.addr);
-    let summary = livecast_loadtest::run(&args(url, &out, 2, 16))
-        .await
-        .expect("run");
+    let summary = run_to_end(&args(url, &out, 2, 16)).await.expect("run");
     let _ = publisher.kill().await;
     stack.shutdown.cancel();
     let _ = stack.task.await;
@@ -592,7 +594,7 @@ async fn abr_moves_down_when_the_link_is_throttled() {
     let out = stack.dir.path().join("out-abr");
     let mut a = args(format!("http://{master}/master.m3u8"), &out, 2, 34);
     a.thresholds.max_stall_ratio = None;
-    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let summary = run_to_end(&a).await.expect("run");
     let _ = hi.kill().await;
     let _ = lo.kill().await;
     stack.shutdown.cancel();
@@ -625,7 +627,7 @@ async fn the_honesty_checks_catch_a_viewer_that_downloads_twice() {
     let mut a = args(url, &out, 2, 8);
     a.download_twice = true;
     a.requests_out = Some(stack.dir.path().join("requests.ndjson"));
-    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let summary = run_to_end(&a).await.expect("run");
     let _ = publisher.kill().await;
     stack.shutdown.cancel();
     let _ = stack.task.await;
@@ -652,6 +654,89 @@ async fn the_honesty_checks_catch_a_viewer_that_downloads_twice() {
         .all(|l| l["type"].is_string() && l["status"].is_u64()));
 }
 
+/// SIGTERM (or Ctrl-C) ends a run early, as k6 does: the viewers leave at once and the
+/// summary of the run so far is written; the per-request file could be followed during it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_ends_the_run_early_with_its_summary() {
+    let stack = start(&[]).await;
+    let mut publisher = publish(stack.dir.path(), stack.rtmp, "cut");
+    let url = format!("http://{}/hls/cut/index.m3u8", stack.proxy);
+    wait_for_playlist(&url).await;
+    let out = stack.dir.path().join("out-cut");
+    let requests = stack.dir.path().join("cut.ndjson");
+    // One plain HLS viewer: about a request a second, far less than fills a write buffer in
+    // the eight seconds below.
+    let scenario = stack.dir.path().join("cut.toml");
+    std::fs::write(
+        &scenario,
+        "duration = \"120s\"\n[[steps]]\nviewers = 1\n[[mix]]\nweight = 1\nlow_latency = false\n",
+    )
+    .expect("write scenario");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_livecast-loadtest"))
+        .args(["run", &url, "--progress-secs=0"])
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .arg("--requests-out")
+        .arg(&requests)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run livecast-loadtest");
+    // Lines reach the file while the run goes (every second), not when a buffer fills or
+    // at the end: eight seconds in, the newest line is from the last few seconds.
+    let spawned = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let text = std::fs::read_to_string(&requests).unwrap_or_default();
+    let newest = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["t_ms"].as_f64())
+        .fold(0.0f64, f64::max);
+    let running_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+    assert!(
+        newest > running_ms - 3000.0,
+        "{} ms into the run, the newest of {} lines in {} is from {newest} ms",
+        running_ms.round(),
+        text.lines().count(),
+        requests.display()
+    );
+    let during = text.lines().count();
+    let signalled = std::time::Instant::now();
+    let pid = child.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the run ends within 10 s of SIGTERM")
+        .expect("wait");
+    let stopped_in = signalled.elapsed();
+    let _ = publisher.kill().await;
+    stack.shutdown.cancel();
+    let _ = stack.task.await;
+    assert!(status.success(), "exit status {status}");
+    let summary: livecast_loadtest::Summary =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json"))
+            .expect("summary");
+    assert!(summary.stopped_early, "{}", summary.text());
+    assert!(summary.duration_secs < 60.0, "{}", summary.text());
+    assert_eq!(summary.viewers, 1, "{}", summary.text());
+    // Requests cut off by the stop are not failures, and every counted one is in the file.
+    assert!(summary.errors.is_empty(), "{}", summary.text());
+    let lines = std::fs::read_to_string(&requests)
+        .expect("ndjson")
+        .lines()
+        .count();
+    let counted: u64 = summary.requests.values().map(|r| r.count).sum();
+    assert_eq!(lines as u64, counted);
+    assert!(lines >= during);
+    assert!(out.join("report.html").exists());
+    eprintln!("stopped {stopped_in:?} after SIGTERM, {counted} requests");
+}
+
 /// Two shards started for the same --start-at are one audience: `merge` (the binary) adds
 /// them up, and the sum agrees with the front-ends' access logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -672,7 +757,7 @@ async fn shards_merge_into_one_report() {
         a
     };
     let (a, b) = (shard(0), shard(1));
-    let (first, second) = tokio::join!(livecast_loadtest::run(&a), livecast_loadtest::run(&b));
+    let (first, second) = tokio::join!(run_to_end(&a), run_to_end(&b));
     let (first, second) = (first.expect("shard 0"), second.expect("shard 1"));
     let _ = publisher.kill().await;
     stack.shutdown.cancel();
@@ -753,7 +838,7 @@ async fn a_scenario_mixes_kinds_and_churns() {
     let mut a = args(url, &stack.dir.path().join("out-mix"), 1, 60);
     a.scenario = Some(file);
     a.thresholds.max_stall_ratio = None;
-    let summary = livecast_loadtest::run(&a).await.expect("run");
+    let summary = run_to_end(&a).await.expect("run");
     let _ = publisher.kill().await;
     stack.shutdown.cancel();
     let _ = stack.task.await;
