@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: ports, waiting, wrk runs and their parsing."""
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -9,10 +10,30 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, below the kernel's ephemeral range: a port from that
+    range can be taken as the local end of any outgoing connection while a service is down
+    (a restart), and then the service cannot bind it again."""
+    low, _ = _ephemeral_range()
+    top = min(low, 32768) - 1
+    for _ in range(200):
+        port = random.randint(10000, top)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"no free loopback port in 10000-{top}")
 
 
 def wait_http(port, path="/", timeout=10.0):
@@ -75,15 +96,30 @@ def stop(procs, timeout=5.0):
             p.kill()
 
 
-def wait_port(port, timeout=10.0):
+def wait_port(port, timeout=10.0, proc=None, log=None):
+    """Waits until something accepts on 127.0.0.1:`port`. Given the process that should listen
+    there (and its output file), says so at once when it exits, with the end of its output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                break
             time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+    why = f"nothing listens on 127.0.0.1:{port}"
+    if proc is not None:
+        why += f" (process {proc.pid}: " + (
+            f"exited with {proc.returncode})" if proc.poll() is not None else f"still running after {timeout} s)")
+    if log is not None:
+        try:
+            with open(log, "rb") as f:
+                tail = f.read()[-2000:].decode(errors="replace")
+            why += f"\nlast output of {log}:\n{tail}"
+        except OSError:
+            pass
+    raise SystemExit(why)
 
 
 def make_clip(path, seconds):

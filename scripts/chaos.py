@@ -2,9 +2,9 @@
 """The fault suite: faults and hostile input against a whole stack on loopback, under load.
 
 Starts the real services as separate processes (ingest, three front-ends, the balancer, the
-shipper), a real ffmpeg publisher, and a crowd of viewers that behave like players (each with
-its own session cookie: reload the playlist, fetch every new segment, keep a playback clock
-and count stalls). Then it breaks things one case at a time and prints, for each case, what
+shipper), a real ffmpeg publisher, and an audience of viewers that behave like players
+(livecast-loadtest: each with its own session cookie, LL-HLS blocking reloads, preload hints
+and parts, a playback clock that counts stalls). Then it breaks things one case at a time and prints, for each case, what
 viewers saw: failed requests of total, stalls, seconds until playback resumed; for the
 shipper, lines delivered of lines written and duplicates; and the RSS of every process before,
 at the peak and after.
@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from common import ROOT, free_port, make_clip, wait_http, wait_port  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Bulk, Crowd  # noqa: E402
+from harness import Audience, Bulk  # noqa: E402
 
 STREAM = "chaos"
 
@@ -57,6 +57,9 @@ class Service:
         log = open(os.path.join(self.work, f"{self.name}.out"), "ab")
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, env=env)
+
+    def wait_port(self, port):
+        wait_port(port, proc=self.proc, log=os.path.join(self.work, f"{self.name}.out"))
 
     def rss_kb(self):
         try:
@@ -251,8 +254,8 @@ class Stack:
             f"--elasticsearch-url=http://127.0.0.1:{self.bulk.port}", "--poll-interval-ms=200"])
         for port in self.web_ports:
             wait_http(port, "/readyz")
-        wait_port(self.rtmp)
-        wait_port(self.proxy_port)
+        self.services["ingest"].wait_port(self.rtmp)
+        self.services["proxy"].wait_port(self.proxy_port)
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self):
@@ -345,7 +348,8 @@ def case_web_cold_restart(stack, crowd, a):
     stack.services["web-2"].restart()
     wait_http(stack.web_ports[2], "/readyz")
     # A burst of new viewers arrives at once, some on the cold front-end.
-    burst = Crowd(stack.proxy_port, a.burst, STREAM)
+    burst = Audience(os.path.join(stack.bins, "livecast-loadtest"), stack.proxy_port, a.burst, STREAM,
+                     stack.work, name="burst")
     time.sleep(a.hold)
     row = viewers_row("front-end restart, cold cache, burst", crowd)
     r2, f2, _, _ = burst.totals()
@@ -390,7 +394,7 @@ def case_ingest_restart(stack, crowd, a, publisher, how):
     else:
         ingest.stop()
     ingest.start()
-    wait_port(stack.rtmp)
+    ingest.wait_port(stack.rtmp)
     return publisher_returns(crowd, a, publisher, before, f"ingest {how} + restart")
 
 
@@ -627,7 +631,7 @@ def main():
             raise SystemExit("the publisher's stream never appeared")
         time.sleep(4)
         rss["before"] = stack.rss()
-        crowd = Crowd(stack.proxy_port, a.viewers, STREAM)
+        crowd = Audience(os.path.join(bins, "livecast-loadtest"), stack.proxy_port, a.viewers, STREAM, work)
         browsers = Browsers(stack.proxy_port, 3600)
         time.sleep(a.settle + 6)
         cases = [

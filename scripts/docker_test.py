@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -46,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 sys.path.insert(0, HERE)
 from common import ROOT, free_port, make_clip  # noqa: E402
-from harness import Crowd  # noqa: E402
+from harness import Audience  # noqa: E402
 
 PROJECT = "livecast-ci"
 IMAGE = "livecast:test"
@@ -414,6 +415,7 @@ def main():
     })
     publisher = viewers = hammer = None
     figures = {}
+    work = tempfile.mkdtemp(prefix="livecast-docker-")
     try:
         figures["image_bytes"] = build_image()
         config_checks()
@@ -476,7 +478,8 @@ def main():
         step(f"docker-compose logs: {len(logs.splitlines())} lines, no ANSI codes")
 
         logs_dir, logship_dir = volume_dir("logs"), volume_dir("logship")
-        viewers = Crowd(ports["http"], a.viewers, STREAM)
+        viewers = Audience(os.path.join(ROOT, "target", "debug", "livecast-loadtest"), ports["http"],
+                           a.viewers, STREAM, work)
         time.sleep(4)
         joined, _ = scale(compose, 3, ports, logs_dir, viewers)
         figures["joins"] = joined

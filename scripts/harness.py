@@ -9,7 +9,7 @@
   matching template is refused per item with Elasticsearch's `document_parsing_exception`.
   `GET /_stand_in/docs` returns what was stored (for tests).
   Run alone: `python3 scripts/harness.py bulk --listen 0.0.0.0:9200` (the Docker tests' stack).
-- `Viewer` / `Crowd`: viewers that behave like players (see `Viewer`).
+- `Audience`: viewers that behave like players (livecast-loadtest, followed while it runs).
 """
 
 import argparse
@@ -18,8 +18,10 @@ import gzip
 import http.client
 import ipaddress
 import json
-import random
+import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -297,143 +299,143 @@ class BulkHandler(BaseHTTPRequestHandler):
 # Viewers
 
 
-class Viewer(threading.Thread):
-    """One viewer through the balancer, as a player behaves: reloads the live playlist every
-    half target duration, starts three segments behind the live edge, fetches every new
-    segment whole (skipping EXT-X-GAP ones), keeps a playback clock (buffer = media fetched -
-    media played) and counts stalls. Sends its own session cookie, as the player page does."""
+class Audience:
+    """Viewers that behave like players: livecast-loadtest (LL-HLS with blocking reloads,
+    preload hints and parts, a playback clock per viewer, each with its own session cookie)
+    run as a child process for as long as the audience lasts, and followed while it runs:
+    its per-request file (`--requests-out`, flushed every second) answers what failed and when
+    each viewer first fetched media of a new publishing session; its metrics
+    (`--metrics-listen`) count stalls. `reset()` starts a new window for the next question.
+    `close()` stops it with SIGTERM, after which `summary` holds its summary.json."""
 
-    def __init__(self, port, stop, stream):
-        super().__init__(daemon=True)
-        self.port, self.stop, self.stream = port, stop, stream
-        self.session = "%032x" % random.getrandbits(128)
+    def __init__(self, binary, port, n, stream, work, name="audience"):
+        # Not at the top: the Docker tests' stand-in container runs this file without bench/.
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+        from common import free_port
+
+        self.viewers = list(range(n))
+        self.work, self.name = work, name
+        self.requests_path = os.path.join(work, f"{name}.ndjson")
+        self.metrics_port = free_port()
+        self.out = os.path.join(work, name)
+        self.summary = None
         self.lock = threading.Lock()
+        # Its clock: a request's `t_ms` counts from --start-at; this maps it onto ours.
+        self.base = time.time() + 0.5
+        self.mono_minus_wall = time.monotonic() - time.time()
+        self.lines = []  # (monotonic time sent, viewer, type, url, error)
+        self.log = open(os.path.join(work, f"{name}.out"), "ab")
+        self.proc = subprocess.Popen(
+            [binary, "run", f"http://127.0.0.1:{port}/hls/{stream}/index.m3u8",
+             f"--viewers={n}", "--duration=6h", "--ramp=0s", f"--out={self.out}",
+             f"--requests-out={self.requests_path}", f"--metrics-listen=127.0.0.1:{self.metrics_port}",
+             "--progress-secs=0", f"--start-at={self.base:.3f}"],
+            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
         self.reset()
+        threading.Thread(target=self._follow, daemon=True).start()
+        deadline = time.monotonic() + 15
+        while self._metric("livecast_loadtest_viewers") != n:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"livecast-loadtest did not start its {n} viewers "
+                                   f"(exit {self.proc.poll()}; see {self.log.name})")
+            time.sleep(0.1)
 
-    def reset(self):
-        with getattr(self, "lock", threading.Lock()):
-            self.requests = 0
-            self.failures = {}
-            self.failed = []  # (time, path, kind) of the last failures
-            self.stalls = 0
-            self.stalled_s = 0.0
-            self.sessions_seen = {}  # segment-name session -> first time fetched
-
-    def fail(self, kind, path=""):
-        with self.lock:
-            self.failures[kind] = self.failures.get(kind, 0) + 1
-            self.failed = (self.failed + [(time.time(), path, kind)])[-20:]
-
-    def get(self, conn, path):
-        with self.lock:
-            self.requests += 1
-        try:
-            conn.request("GET", path, headers={"Cookie": f"livecast_session={self.session}"})
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            self.fail(type(error).__name__, path)
-            conn.close()
-            return None
-        if response.status != 200:
-            self.fail(str(response.status), path)
-            return None
-        return body
-
-    def run(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        fetched = set()
-        buffer_s, playing, last_tick = 0.0, False, time.monotonic()
-        stall_started = None
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if playing and stall_started is None:
-                buffer_s -= now - last_tick
-                if buffer_s <= 0:
-                    stall_started, buffer_s = now, 0.0
-                    with self.lock:
-                        self.stalls += 1
-            last_tick = now
-            text = self.get(conn, f"/hls/{self.stream}/index.m3u8")
-            segments = parse_segments(text.decode()) if text else []
-            if not fetched and len(segments) > 3:
-                fetched.update(uri for uri, _, _ in segments[:-3])
-            for uri, duration, gap in segments:
-                if uri in fetched:
+    def _follow(self):
+        """Reads the per-request file as it grows, a whole line at a time."""
+        while not os.path.exists(self.requests_path):
+            if self.proc.poll() is not None:
+                return
+            time.sleep(0.1)
+        with open(self.requests_path, encoding="utf-8") as f:
+            partial = ""
+            while True:
+                chunk = f.readline()
+                if not chunk:
+                    if self.proc.poll() is not None and not partial:
+                        return
+                    time.sleep(0.2)
                     continue
-                fetched.add(uri)
-                if gap:
-                    buffer_s += duration  # a player skips the gap's time
+                partial += chunk
+                if not partial.endswith("\n"):
                     continue
-                if self.get(conn, f"/hls/{self.stream}/{uri}") is None:
-                    continue
-                buffer_s += duration
-                playing = True
-                session = uri.split("-")[0]
+                r = json.loads(partial)
+                partial = ""
+                sent = self.base + r["t_ms"] / 1000 + self.mono_minus_wall
                 with self.lock:
-                    self.sessions_seen.setdefault(session, time.monotonic())
-                # After a stall a player rebuffers: it plays on once it holds 1.5 segments.
-                if stall_started is not None and buffer_s >= 1.5 * duration:
-                    with self.lock:
-                        self.stalled_s += time.monotonic() - stall_started
-                    stall_started = None
-                    last_tick = time.monotonic()
-            time.sleep(0.5)
+                    self.lines.append((sent, r["viewer"], r["type"], r["url"], r["error"]))
 
-
-def parse_segments(text):
-    """(uri, duration, gap) of every segment of a media playlist."""
-    out, duration, gap = [], 0.0, False
-    for line in text.splitlines():
-        if line.startswith("#EXTINF:"):
-            duration = float(line[8:].split(",")[0])
-        elif line == "#EXT-X-GAP":
-            gap = True
-        elif line and not line.startswith("#"):
-            out.append((line, duration, gap))
-            gap = False
-    return out
-
-
-class Crowd:
-    def __init__(self, port, n, stream):
-        self.stop = threading.Event()
-        self.viewers = [Viewer(port, self.stop, stream) for _ in range(n)]
-        for v in self.viewers:
-            v.start()
+    def _metric(self, name):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=2)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return None
 
     def reset(self):
-        for v in self.viewers:
-            v.reset()
+        """Starts a new window: what follows counts requests sent from now on."""
+        self.since = time.monotonic()
+        self.stalls_at = (self._metric("livecast_loadtest_stalls_total") or 0,
+                          self._metric("livecast_loadtest_stalled_seconds_total") or 0)
+
+    def _window(self):
+        # A request is in the file within a second of its answer (the file is flushed every
+        # second); one held past that (a blocking reload) is in the next window.
+        time.sleep(1.2)
+        with self.lock:
+            return [line for line in self.lines if line[0] >= self.since]
 
     def totals(self):
-        requests = sum(v.requests for v in self.viewers)
+        """(requests, failures by kind, stalls, stalled seconds) since the last reset."""
+        window = self._window()
         failures = {}
-        for v in self.viewers:
-            for k, n in v.failures.items():
-                failures[k] = failures.get(k, 0) + n
-        return requests, failures, sum(v.stalls for v in self.viewers), sum(v.stalled_s for v in self.viewers)
+        for _, _, _, _, error in window:
+            if error:
+                failures[error] = failures.get(error, 0) + 1
+        stalls = (self._metric("livecast_loadtest_stalls_total") or 0) - self.stalls_at[0]
+        stalled = (self._metric("livecast_loadtest_stalled_seconds_total") or 0) - self.stalls_at[1]
+        return len(window), failures, int(stalls), stalled
 
     def failed(self):
-        """The last failed requests of every viewer: (time, path, kind), oldest first."""
-        return sorted(f for v in self.viewers for f in v.failed)
+        """The last failed requests since the last reset: (time, path, kind), oldest first."""
+        return [(t, url, error) for t, _, _, url, error in self._window() if error][-20:]
+
+    def _media(self):
+        """(time, viewer, session) of every media fetched since the last reset."""
+        for t, viewer, kind, url, error in self._window():
+            if kind in ("segment", "part") and not error:
+                yield t, viewer, url.rsplit("/", 1)[-1].split("-")[0]
 
     def resumed_after(self, since, old_sessions):
-        """Seconds from `since` until each viewer fetched a segment of a new session."""
-        times = []
-        for v in self.viewers:
-            new = [t for s, t in v.sessions_seen.items() if s not in old_sessions]
-            times.append(min(new) - since if new else None)
-        return times
+        """Seconds from `since` (time.monotonic()) until each viewer fetched media of a session
+        not in `old_sessions`; None for a viewer that has not."""
+        first = {}
+        for t, viewer, session in self._media():
+            if session not in old_sessions and t >= since:
+                first[viewer] = min(first.get(viewer, t), t)
+        return [first[v] - since if v in first else None for v in self.viewers]
 
     def sessions(self):
-        seen = set()
-        for v in self.viewers:
-            seen.update(v.sessions_seen)
-        return seen
+        return {session for _, _, session in self._media()}
 
     def close(self):
-        self.stop.set()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            with open(os.path.join(self.out, "summary.json")) as f:
+                self.summary = json.load(f)
+        except (OSError, ValueError):
+            self.summary = None
+        self.log.close()
 
 
 def main():
