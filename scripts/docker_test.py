@@ -560,6 +560,7 @@ def main():
             publisher.wait()
         if not a.keep:
             compose("down", "-v", "--remove-orphans", check=False)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
