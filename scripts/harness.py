@@ -13,6 +13,7 @@
 """
 
 import argparse
+import ctypes
 import fnmatch
 import gzip
 import http.client
@@ -299,6 +300,13 @@ class BulkHandler(BaseHTTPRequestHandler):
 # Viewers
 
 
+def _die_with_parent():
+    """In the child before it runs: SIGTERM when the script that started it dies, even by
+    kill -9, so an audience never outlives its run (an hour at most in any case)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Audience:
     """Viewers that behave like players: livecast-loadtest (LL-HLS with blocking reloads,
     preload hints and parts, a playback clock per viewer, each with its own session cookie)
@@ -327,10 +335,10 @@ class Audience:
         self.log = open(os.path.join(work, f"{name}.out"), "ab")
         self.proc = subprocess.Popen(
             [binary, "run", f"http://127.0.0.1:{port}/hls/{stream}/index.m3u8",
-             f"--viewers={n}", "--duration=6h", "--ramp=0s", f"--out={self.out}",
+             f"--viewers={n}", "--duration=1h", "--ramp=0s", f"--out={self.out}",
              f"--requests-out={self.requests_path}", f"--metrics-listen=127.0.0.1:{self.metrics_port}",
              "--progress-secs=0", f"--start-at={self.base:.3f}"],
-            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self.reset()
         threading.Thread(target=self._follow, daemon=True).start()
         deadline = time.monotonic() + 15
