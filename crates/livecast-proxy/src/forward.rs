@@ -230,15 +230,27 @@ impl Forwarder {
             exclude = Some(backend.addr);
             let sent = Instant::now();
             let last_try = attempt == 1;
-            match inline::send(
+            let send = inline::send(
                 upstreams.inline(),
                 backend.addr,
                 self.connect_timeout,
                 head,
                 method,
-            )
-            .await
-            {
+            );
+            // A front-end that stops answering (a dead link holds the request without closing
+            // it) is ejected by its health checks; a request waiting on it then goes to
+            // another, unless it already is the second try.
+            let outcome = if last_try {
+                send.await
+            } else {
+                let ejected = backend.ejection();
+                tokio::select! {
+                    biased;
+                    outcome = send => outcome,
+                    () = ejected => Err(RawError::Ejected),
+                }
+            };
+            match outcome {
                 Ok(answer) => {
                     if self.answered(&backend, sent, held, answer.status(), !last_try) {
                         continue;

@@ -50,6 +50,8 @@ pub(crate) enum RawError {
     Io(#[from] io::Error),
     #[error("bad response from the front-end: {0}")]
     Protocol(&'static str),
+    #[error("the front-end was ejected while the request waited for its answer")]
+    Ejected,
 }
 
 /// One keep-alive connection to a front-end.

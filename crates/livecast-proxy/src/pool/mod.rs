@@ -20,6 +20,8 @@ use std::time::Duration;
 use prometheus::{Histogram, IntCounter};
 
 use serde::Serialize;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -110,6 +112,8 @@ pub struct Backend {
     requests: AtomicU64,
     /// This backend's metric children, looked up once instead of per request.
     handles: OnceLock<BackendMetrics>,
+    /// Woken when the backend is ejected: requests still waiting for its answer go elsewhere.
+    ejected: Notify,
 }
 
 /// Per-backend metric handles.
@@ -134,7 +138,15 @@ impl Backend {
             failures: AtomicU32::new(0),
             errors: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            ejected: Notify::new(),
         }
+    }
+
+    /// Resolves when this backend is next ejected. Counts from when it is called, not from
+    /// its first poll: a request creates it before it sends, so an ejection while it sends
+    /// is not missed.
+    pub fn ejection(&self) -> Notified<'_> {
+        self.ejected.notified()
     }
 
     /// The metric label of this backend (its address).
@@ -163,6 +175,9 @@ impl Backend {
             self.failures.store(0, Ordering::Relaxed);
             self.errors.store(0, Ordering::Relaxed);
             tracing::info!(backend = %self.addr, from = State::from_u8(old).as_str(), to = state.as_str(), "backend state changed");
+            if state == State::Ejected {
+                self.ejected.notify_waiters();
+            }
         }
         old != new
     }

@@ -1,5 +1,7 @@
 //! Backend lifecycle: failures, membership changes, draining.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{backend, body, eventually, get_path, start, status, FakeDns};
@@ -224,4 +226,78 @@ async fn status_until(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A front-end whose link goes dead (a cable pulled, a host frozen): it stops answering
+/// anything, health checks included, without closing a connection. A request already
+/// waiting on it goes to another front-end once the health checks eject it, instead of
+/// waiting for as long as the link stays dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_front_end_that_stopped_answering_go_elsewhere_once_it_is_ejected() {
+    let good = backend("good").await;
+    let frozen = Arc::new(AtomicBool::new(false));
+    let hole = {
+        let frozen = frozen.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().fallback(axum::routing::get(move || {
+            let frozen = frozen.clone();
+            async move {
+                if frozen.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                "hole"
+            }
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    };
+    let dns = FakeDns::default();
+    dns.set("web", &[good.addr, hole]);
+    let proxy = start(
+        &dns,
+        &[
+            "--balance=round-robin",
+            "--health-timeout-ms=200",
+            "--unhealthy-after=2",
+        ],
+    )
+    .await;
+    eventually("both front-ends in rotation", || async {
+        get_path(proxy.admin, "/metrics")
+            .await
+            .contains("livecast_proxy_backends{state=\"healthy\"} 2")
+    })
+    .await;
+    frozen.store(true, Ordering::SeqCst);
+    // Round robin: half of these wait on the dead front-end (a held blocking reload among
+    // them, which no first-byte limit could cut short).
+    let started = std::time::Instant::now();
+    let requests = (0..4).map(|i| {
+        let addr = proxy.addr;
+        let path = if i % 2 == 0 {
+            "/hls/talk/index.m3u8?_HLS_msn=9&_HLS_part=0".to_string()
+        } else {
+            format!("/hls/talk/seg-{i}.m4s")
+        };
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(8), get_path(addr, &path)).await
+        })
+    });
+    let mut answers = Vec::new();
+    for request in requests.collect::<Vec<_>>() {
+        answers.push(request.await.expect("join"));
+    }
+    let waited = started.elapsed();
+    for answer in &answers {
+        let answer = answer
+            .as_ref()
+            .expect("a request was still waiting on the dead front-end after 8 s");
+        assert_eq!(status(answer), "200", "{answer}");
+        assert!(body(answer).starts_with("uri=/hls/talk/"), "{answer}");
+    }
+    assert!(waited < Duration::from_secs(4), "answered after {waited:?}");
+    frozen.store(false, Ordering::SeqCst);
 }
