@@ -19,7 +19,6 @@ non-zero when a case misses its target, after printing the whole table.
 
 import argparse
 import gzip
-import http.client
 import json
 import os
 import shutil
@@ -35,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from common import ROOT, free_port, make_clip, wait_http, wait_port  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Audience, Bulk  # noqa: E402
+from harness import Audience, Bulk, metric  # noqa: E402
 
 STREAM = "chaos"
 
@@ -269,16 +268,7 @@ class Stack:
         return self.admin[name]
 
     def metric(self, service, name):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.admin[service], timeout=2)
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return 0.0
+        return metric(self.admin[service], name, absent=0.0)
 
     def rss(self):
         return {name: s.rss_kb() for name, s in self.services.items()}

@@ -300,6 +300,21 @@ class BulkHandler(BaseHTTPRequestHandler):
 # Viewers
 
 
+def metric(port, name, absent=None):
+    """The value of the unlabelled Prometheus sample `name` at 127.0.0.1:`port`/metrics;
+    None when nothing answers, `absent` when the sample is not there."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return absent
+
+
 def _die_with_parent():
     """In the child before it runs: SIGTERM when the script that started it dies, even by
     kill -9, so an audience never outlives its run (an hour at most in any case)."""
@@ -373,16 +388,7 @@ class Audience:
                     self.lines.append((sent, r["viewer"], r["type"], r["url"], r["error"]))
 
     def _metric(self, name):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=2)
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return None
+        return metric(self.metrics_port, name)
 
     def reset(self):
         """Starts a new window: what follows counts requests sent from now on."""
