@@ -347,6 +347,7 @@ class Audience:
         self.base = time.time() + 0.5
         self.mono_minus_wall = time.monotonic() - time.time()
         self.lines = []  # (monotonic time sent, viewer, type, url, error)
+        # A failed early request for a preload-hinted part has its error kind as "hint <kind>".
         self.log = open(os.path.join(work, f"{name}.out"), "ab")
         self.proc = subprocess.Popen(
             [binary, "run", f"http://127.0.0.1:{port}/hls/{stream}/index.m3u8",
@@ -385,7 +386,8 @@ class Audience:
                 partial = ""
                 sent = self.base + r["t_ms"] / 1000 + self.mono_minus_wall
                 with self.lock:
-                    self.lines.append((sent, r["viewer"], r["type"], r["url"], r["error"]))
+                    error = r["error"] and (f"hint {r['error']}" if r.get("hinted") else r["error"])
+                    self.lines.append((sent, r["viewer"], r["type"], r["url"], error))
 
     def _metric(self, name):
         return metric(self.metrics_port, name)
@@ -404,7 +406,8 @@ class Audience:
             return [line for line in self.lines if line[0] >= self.since]
 
     def totals(self):
-        """(requests, failures by kind, stalls, stalled seconds) since the last reset."""
+        """(requests, failures by kind, stalls, stalled seconds) since the last reset. A kind
+        is a status code or a transport failure, "hint ..." for a preload-hinted part."""
         window = self._window()
         failures = {}
         for _, _, _, _, error in window:

@@ -12,8 +12,8 @@
 //!   over by the next new file or segment: on ext4 each new inode costs a scan past the
 //!   recently deleted ones (`recently_deleted`, `find_inode_bit`), and writing over blocks a
 //!   file already has skips their allocation. A segment grown over a free file holds old bytes
-//!   past its parts until it is complete and trimmed; a reader goes only as far as the
-//!   playlist lists its parts.
+//!   past its parts until it is complete or loses a part and is trimmed; until then a reader
+//!   goes only as far as the playlist lists its parts.
 //!
 //! Every method blocks on the file system (page-cache writes of a part or a playlist).
 
@@ -129,6 +129,15 @@ impl StreamDir {
         match self.growing.take() {
             Some(growing) => growing.file.set_len(growing.len),
             None => Ok(()),
+        }
+    }
+
+    /// The segment being built lost a part: nothing more is appended to it, and its file is cut
+    /// back to the parts written so far at once. Over a free file it would otherwise hold old
+    /// bytes past them, and a file the playlist no longer names as growing is served whole.
+    pub fn cut_back_segment(&mut self) {
+        if let Some(growing) = &self.growing {
+            let _ = growing.file.set_len(growing.len);
         }
     }
 
@@ -411,5 +420,24 @@ mod tests {
         assert_eq!(std::fs::read(&third).unwrap(), b"4");
         assert_eq!(std::fs::read(dir.path().join("a-2.m4s")).unwrap(), b"three");
         assert_eq!(names(dir.path()), vec!["a-2.m4s", "a-3.m4s"]);
+    }
+
+    #[test]
+    fn a_segment_that_lost_a_part_holds_only_what_was_written_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = StreamDir::new(dir.path().to_owned());
+        files.write("old.m4s", &[0xAA; 1000]).unwrap();
+        files.retire(&dir.path().join("old.m4s"));
+        files.append("b-1.m4s", b"part").unwrap();
+        let path = dir.path().join("b-1.m4s");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            1000,
+            "grown over the free file"
+        );
+        files.cut_back_segment();
+        assert_eq!(std::fs::read(&path).unwrap(), b"part");
+        files.abandon_segment();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 }

@@ -341,8 +341,6 @@ impl Pipeline {
         }
     }
 
-    /// The segment being built lost media: it will be listed as a gap, and the parts of it
-    /// listed so far are taken back (a player that fetched them already has their media).
     /// Leaves what the publish carries (codecs, size, frame rate, keyframe interval) beside
     /// the playlist for operators; refreshed with every segment. Not media: a failure here is
     /// logged once with the other write errors and does not touch the stream.
@@ -360,8 +358,12 @@ impl Pipeline {
         self.writes.check_playlist(written, "publish info");
     }
 
+    /// The segment being built lost media: it will be listed as a gap, and the parts of it
+    /// listed so far are taken back (a player that fetched them already has their media; the
+    /// file keeps them for one that is about to).
     fn break_segment(&mut self) {
         self.segment_broken = true;
+        self.files.cut_back_segment();
         self.playlist.drop_parts();
     }
 

@@ -311,11 +311,17 @@ fn lists(model: &MediaPlaylist, file: &str) -> bool {
         || model.map.as_deref() == Some(file)
 }
 
+/// Whether a live `model` has given up on `file`: names it nowhere, or lists it as a gap.
+fn withdrawn(model: &MediaPlaylist, file: &str) -> bool {
+    !model.ended && (!lists(model, file) || model.segments.iter().any(|s| s.uri == file && s.gap))
+}
+
 /// Requests of the segment being built, whose parts are byte ranges of it: a range within the
 /// listed parts is answered at once; a range that starts where the listed parts end (the
 /// preload-hinted part) waits until that part is listed and gets exactly it; a request for
-/// the whole file waits until the segment is complete. Nothing past the listed bytes is ever
-/// sent. A request for a file the view does not know, or for bytes past the hinted part,
+/// the whole file waits until the segment is complete; a waiting request whose segment the
+/// playlist takes back (listed as a gap, or no more) gets 404. Nothing past the listed bytes
+/// is ever sent. A request for a file the view does not know, or for bytes past the hinted part,
 /// first makes the view catch up with the volume once (another front-end may have served a
 /// newer playlist). `None` when `file` is not in progress: the caller serves it as a complete
 /// file.
@@ -332,10 +338,15 @@ async fn growing_segment(
     let range = requested_range(headers);
     let target = entry.model.as_ref().map_or(1, |m| m.target_duration);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target).min(MAX_WAIT);
-    let mut caught_up = false;
+    let (mut caught_up, mut waited) = (false, false);
     loop {
         let model = entry.model.as_ref()?;
         let listed = listed_so_far(model, file);
+        // It was in progress and the playlist took it back (the ingest lost a write of it):
+        // what was asked for will never exist, and what is on disk is not a whole segment.
+        if waited && listed.is_none() && withdrawn(model, file) {
+            return Some(StatusCode::NOT_FOUND.into_response());
+        }
         // A file this view does not know while the stream is live, or bytes past what it
         // lists: the viewer may have this from a newer playlist another front-end served.
         let ahead = match (listed, range) {
@@ -368,6 +379,7 @@ async fn growing_segment(
             // The hinted part, or the whole segment: wait for the playlist to move on.
             _ => {}
         }
+        waited = true;
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => entry = rx.borrow_and_update().clone()?,
             _ => return Some(StatusCode::NOT_FOUND.into_response()),

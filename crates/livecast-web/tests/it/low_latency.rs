@@ -222,6 +222,49 @@ async fn the_segment_being_built_is_served_as_far_as_its_parts_are_listed() {
     web.stop().await;
 }
 
+/// What the ingest lists when a write of the segment being built failed: its parts taken
+/// back and no hint until the next segment; with `gap`, the segment is complete as a gap.
+fn taken_back(segments: u64, gap: bool) -> String {
+    let mut pl = MediaPlaylist::parse(&playlist(segments, 0)).expect("parse");
+    pl.preload_hint = None;
+    if gap {
+        pl.push(PlaylistSegment {
+            uri: format!("s{segments}.m4s"),
+            duration: 2.0,
+            gap: true,
+            ..Default::default()
+        });
+    }
+    pl.render()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_segment_the_playlist_takes_back_get_404() {
+    for gap in [false, true] {
+        let web = start().await;
+        append(&web, "cam/s3.m4s", &(part_bytes(3, 0) + &part_bytes(3, 1)));
+        web.publish("cam/index.m3u8", playlist(3, 2).as_bytes());
+        let addr = web.addr;
+        let hinted = tokio::spawn(async move { raw(addr, "/hls/cam/s3.m4s", &range("20-")).await });
+        let whole = tokio::spawn(async move { raw(addr, "/hls/cam/s3.m4s", "").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!hinted.is_finished() && !whole.is_finished());
+        web.publish("cam/index.m3u8", taken_back(3, gap).as_bytes());
+        for waiter in [hinted, whole] {
+            let response = tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .expect("answered at once")
+                .expect("join");
+            // Neither a range error nor the part-written file passed off as a whole segment.
+            assert_eq!(status(&response), "404", "gap {gap}: {response}");
+        }
+        // The parts listed before are still there for a viewer that is about to fetch them.
+        let first = raw(addr, "/hls/cam/s3.m4s", &range("0-9")).await;
+        assert!(first.ends_with(&part_bytes(3, 0)), "{first}");
+        web.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_updates_skip_old_segments() {
     let web = start().await;
