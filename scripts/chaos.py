@@ -658,6 +658,9 @@ def main():
             for key, (fatal, _, first) in judged.items():
                 if fatal:
                     row["note"] += f" {key} hls.js fatal: {first.splitlines()[0][:120]}"
+                    # The whole text (hls.js puts both playlists in a sequence error).
+                    print(f"  {key} hls.js fatal error, in full:\n    " + first.replace("\n", "\n    "),
+                          flush=True)
             # The target is 0 fatal errors where another front-end can answer (the issue's
             # wording); a full HLS volume is shared by all of them, so there it is reported only.
             if row.get("fatal_is_target", True) and any(f for f, _, _ in judged.values()):

@@ -170,18 +170,27 @@ impl LivePlaylist {
     }
 
     /// The playlist after a cut, to be written (none before the first segment): the parts
-    /// of the segment being built, the hint for the next part (none when `last` or while
-    /// the segment is `broken`), old parts dropped; when `last`, the waiting state.
+    /// of the segment being built, the hint for the next part (none when `last`), old parts
+    /// dropped; when `last`, the waiting state.
+    ///
+    /// While the segment being built is `broken` (a write of it failed), the next part there
+    /// is will start the next segment, and the hint says so. A live LL-HLS playlist must not
+    /// end on a segment's URI either: hls.js then takes that segment for the one being built
+    /// and, when the next playlist lists the next segment, stops for good (`levelParsingError:
+    /// media sequence mismatch`).
     pub fn render(&mut self, last: bool, broken: bool) -> Option<String> {
         // The next part goes at the end of the segment being built, or starts the next one.
-        let hint = (!last && self.part_target.is_some() && !broken).then(|| PreloadHint {
-            uri: self.name(self.sequence),
-            byterange_start: Some(
-                self.parts
-                    .last()
-                    .and_then(|p| p.byterange)
-                    .map_or(0, |r| r.end()),
-            ),
+        let hint = (!last && self.part_target.is_some()).then(|| {
+            let (sequence, start) = if broken {
+                (self.sequence + 1, 0)
+            } else {
+                let end = self.parts.last().and_then(|p| p.byterange);
+                (self.sequence, end.map_or(0, |r| r.end()))
+            };
+            PreloadHint {
+                uri: self.name(sequence),
+                byterange_start: Some(start),
+            }
         });
         let playlist = self.playlist.as_mut()?;
         playlist.pending_parts.clone_from(&self.parts);
@@ -394,11 +403,15 @@ mod tests {
             text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s-2.m4s\",BYTERANGE-START=90"),
             "{text}"
         );
-        // A broken segment or the last cut offers no hint.
-        assert!(!playlist
-            .render(false, true)
-            .unwrap()
-            .contains("PRELOAD-HINT"));
+        // While the segment being built is broken, the hint names the next segment's start.
+        playlist.drop_parts();
+        let broken = playlist.render(false, true).unwrap();
+        assert!(!broken.contains("URI=\"s-2.m4s\""), "{broken}");
+        assert!(
+            broken.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s-3.m4s\",BYTERANGE-START=0\n"),
+            "{broken}"
+        );
+        // The last cut offers no hint.
         let last = playlist.render(true, false).unwrap();
         assert!(
             !last.contains("PRELOAD-HINT") && !last.contains("#EXT-X-ENDLIST"),
