@@ -2,7 +2,7 @@
 //! client's.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Balancer metrics.
@@ -20,6 +20,7 @@ pub(crate) struct Metrics {
     pub denied: IntCounterVec,
     pub fail_open: IntCounter,
     pub tokens_issued: IntCounter,
+    pub idle_connections: IntGauge,
 }
 
 impl Metrics {
@@ -78,8 +79,13 @@ impl Metrics {
                 "livecast_proxy_tokens_issued_total",
                 "Playback tokens handed out at /api/token after the authentication service agreed",
             )?,
+            idle_connections: IntGauge::new(
+                "livecast_proxy_idle_connections",
+                "Plain viewer connections idle between requests, kept in their worker's idle table",
+            )?,
         };
         registry.register(Box::new(m.tokens_issued.clone()))?;
+        registry.register(Box::new(m.idle_connections.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.upstream_errors.clone()))?;
         registry.register(Box::new(m.upstream_duration.clone()))?;

@@ -18,8 +18,9 @@
 //! connections close and an answer being sent is finished with `Connection: close`.
 //!
 //! Memory: a connection idle for [`IDLE_RELEASE`] between requests drops its busy state with
-//! its buffers, and its idle upstream connections go to its worker's shared list, so a large
-//! idle audience costs a socket and a small task per viewer (`bench/memory.py`).
+//! its buffers and leaves its task for its worker's idle table (`server::idle`), and its idle
+//! upstream connections go to its worker's shared list, so a large idle audience costs a
+//! socket and a small record per viewer (`bench/memory.py`).
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -63,6 +64,9 @@ pub(crate) enum Outcome {
     /// A request this loop does not serve: hyper takes the connection, starting with the
     /// bytes already read.
     Handoff(TcpStream, BytesMut),
+    /// No request came for [`IDLE_RELEASE`] since the instant given, and nothing of one has
+    /// been read: the connection idles.
+    Idle(TcpStream, tokio::time::Instant),
 }
 
 /// The limits on viewers' request heads.
@@ -110,52 +114,35 @@ impl RequestId {
     }
 }
 
-/// Serves `stream` until it is done or a request needs hyper.
+/// Serves `stream` until it is done, idles, or a request needs hyper. `waiting_since`: when
+/// the wait for the next request head began, if it began earlier (a connection back from
+/// its worker's idle table).
 ///
-/// The connection alternates between two states. Busy: requests are read and answered by
-/// [`serve_busy`], boxed, with its buffers. Idle: once no request has come for
-/// [`IDLE_RELEASE`], the busy state is dropped (buffers and all) and only this small future
-/// waits for the next request, the header timeout or shutdown; the connection's idle upstream
-/// connections go to its worker's shared list meanwhile. A large idle audience then costs
-/// each viewer its socket and a few hundred bytes of task.
+/// Requests are read and answered by [`serve_busy`], boxed, with its buffers. Once no request
+/// has come for [`IDLE_RELEASE`], the busy state is dropped (buffers and all) and the
+/// connection is given back as [`Outcome::Idle`]: the caller parks it in its worker's idle
+/// table, where it costs a slot instead of a task until its next request.
 pub(crate) async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     forwarder: &Forwarder,
     upstreams: &Upstreams,
     limits: Limits,
     shutdown: &CancellationToken,
+    waiting_since: Option<tokio::time::Instant>,
 ) -> Outcome {
-    let mut waiting_since = None;
-    loop {
-        let busy = Box::pin(serve_busy(
-            stream,
-            peer,
-            forwarder,
-            upstreams,
-            limits,
-            shutdown,
-            waiting_since,
-        ));
-        let since = match busy.await {
-            Busy::Idle(idle, since) => {
-                stream = idle;
-                since
-            }
-            Busy::Over(outcome) => return outcome,
-        };
-        upstreams.park_idle();
-        tokio::select! {
-            // Polled in place rather than through `readable()`, whose future would add 150
-            // bytes to every idle viewer's task.
-            ready = poll_fn(|cx| stream.poll_read_ready(cx)) => if ready.is_err() {
-                return Outcome::Done;
-            },
-            () = tokio::time::sleep_until(since + limits.header_timeout) => return Outcome::Done,
-            () = shutdown.cancelled() => return Outcome::Done,
-        }
-        // The header timeout still counts from the end of the last answer.
-        waiting_since = Some(since);
+    let busy = Box::pin(serve_busy(
+        stream,
+        peer,
+        forwarder,
+        upstreams,
+        limits,
+        shutdown,
+        waiting_since,
+    ));
+    match busy.await {
+        Busy::Idle(idle, since) => Outcome::Idle(idle, since),
+        Busy::Over(outcome) => outcome,
     }
 }
 
@@ -691,6 +678,7 @@ mod tests {
             &balancer.upstreams,
             limits,
             &shutdown,
+            None,
         );
         let size = std::mem::size_of_val(&future);
         assert!(size <= 560, "the plain loop's future is {size} bytes");

@@ -2,10 +2,12 @@
 //!
 //! - `h1`: the plain HTTP/1.1 loop that serves viewers' GET and HEAD without hyper.
 //! - `hyper`: hyper's side (HTTPS with HTTP/2 or HTTP/1.1, and what the plain loop hands over).
+//! - `idle`: each worker's table of idle plain connections, kept out of tasks.
 //! - `tls`: the TLS acceptor.
 
 pub(crate) mod h1;
 pub(crate) mod hyper;
+mod idle;
 mod tls;
 
 use std::net::SocketAddr;
@@ -75,6 +77,10 @@ struct Connections {
     forwarder: Arc<Forwarder>,
     /// Idle front-end connections of the worker's idle viewers ([`Upstreams::park_idle`]).
     idle: crate::client::inline::IdleConns,
+    /// The worker's idle plain viewer connections.
+    parked: Arc<idle::Parked>,
+    /// The worker's connection tasks, waited for on shutdown.
+    tracker: TaskTracker,
 }
 
 /// Runs the balancer with the system resolver; see [`run_with_resolver`].
@@ -233,12 +239,31 @@ async fn accept_loop(mut incoming: Incoming, shared: Arc<Shared>) {
         )
         .with_viewers(shared.viewers.clone()),
     );
+    let tracker = TaskTracker::new();
     let connections = Arc::new(Connections {
         shared: shared.clone(),
         forwarder,
         idle: Default::default(),
+        parked: Arc::new(idle::Parked::new(shared.metrics.idle_connections.clone())),
+        tracker: tracker.clone(),
     });
-    let tracker = TaskTracker::new();
+    let resumer = connections.clone();
+    let resume = move |idle: idle::Idle| {
+        let connections = resumer.clone();
+        resumer.tracker.spawn(serve_plain(
+            idle.stream,
+            idle.peer,
+            connections,
+            idle.held,
+            Some(idle.since),
+        ));
+    };
+    tracker.spawn(
+        connections
+            .parked
+            .clone()
+            .run(resume, shared.shutdown.clone()),
+    );
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -278,52 +303,87 @@ async fn track_readiness(pool: Arc<Pool>, health: Health, shutdown: Cancellation
 }
 
 /// One viewer connection's task, holding `held` (its connection slot and its worker's load
-/// count) until it is done.
-///
-/// Its size is every idle viewer's cost, so it holds the plain loop's state only: the TLS
-/// handshake and session and hyper's connection state are boxed when a connection has them.
-async fn connection<H>(
+/// count) until it is done. A plain connection that idles leaves its task for its worker's
+/// idle table, and gets a new one with its next request.
+async fn connection<H: Send + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
     connections: Arc<Connections>,
     held: H,
 ) {
     let _ = stream.set_nodelay(true);
-    let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
     match &connections.shared.tls {
-        // The plain loop is awaited right here, not through a function of its own: each
-        // level of async function keeps its own copy of the socket and the peer's address.
-        None => {
-            let shared = &connections.shared;
-            let limits = h1::Limits {
-                header_timeout: shared.header_timeout,
-                max_header_bytes: shared.max_header_bytes,
-            };
-            let forwarder = &connections.forwarder;
-            let served = h1::serve(
-                stream,
-                peer,
-                forwarder,
-                &upstreams,
-                limits,
-                &shared.shutdown,
-            );
-            if let h1::Outcome::Handoff(stream, read) = served.await {
-                // Rare (methods other than GET and HEAD): boxed, so that the hyper
-                // connection's state does not size every plain connection's task.
-                Box::pin(hand_over(stream, read, peer, &connections, &upstreams)).await;
-            }
-        }
+        None => serve_plain(stream, peer, connections, Box::new(held), None).await,
         // Boxed: the handshake's and the TLS session's state (kilobytes) would otherwise size
         // every plain viewer's task too.
         Some(acceptor) => {
-            Box::pin(serve_tls(stream, peer, acceptor, &connections, &upstreams)).await
+            let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
+            Box::pin(serve_tls(stream, peer, acceptor, &connections, &upstreams)).await;
+            upstreams.park_idle();
+            drop(held);
         }
     }
-    // Its front-end connections outlive the viewer's: the next viewer on this worker takes one
-    // rather than connecting (a viewer per request costs no connect).
-    upstreams.park_idle();
-    drop(held);
+}
+
+/// A plain connection from `waiting_since` on (see [`h1::serve`]): served by the plain loop
+/// until it is done, handed to hyper, or idles; an idle one is parked in the worker's table,
+/// and this task ends unless it is readable already.
+async fn serve_plain(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    connections: Arc<Connections>,
+    mut held: idle::Held,
+    mut waiting_since: Option<tokio::time::Instant>,
+) {
+    let shared = &connections.shared;
+    let limits = h1::Limits {
+        header_timeout: shared.header_timeout,
+        max_header_bytes: shared.max_header_bytes,
+    };
+    loop {
+        let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
+        let served = h1::serve(
+            stream,
+            peer,
+            &connections.forwarder,
+            &upstreams,
+            limits,
+            &shared.shutdown,
+            waiting_since,
+        )
+        .await;
+        // Its front-end connections outlive the viewer's spell: the next viewer on this
+        // worker takes one rather than connecting (a viewer per request costs no connect).
+        let (idle, since) = match served {
+            h1::Outcome::Idle(idle, since) => (idle, since),
+            h1::Outcome::Done => return upstreams.park_idle(),
+            h1::Outcome::Handoff(stream, read) => {
+                // Rare (methods other than GET and HEAD): boxed, so that the hyper
+                // connection's state does not size every plain connection's task.
+                Box::pin(hand_over(stream, read, peer, &connections, &upstreams)).await;
+                return upstreams.park_idle();
+            }
+        };
+        upstreams.park_idle();
+        drop(upstreams);
+        let parked = idle::Idle {
+            stream: idle,
+            peer,
+            held,
+            since,
+        };
+        let deadline = since + limits.header_timeout;
+        match connections.parked.park(parked, deadline) {
+            // Parked (or closed on shutdown): the table has it now.
+            None => return,
+            // Readable already: served on.
+            Some(back) => {
+                stream = back.stream;
+                held = back.held;
+                waiting_since = Some(since);
+            }
+        }
+    }
 }
 
 /// A plain connection the plain loop handed over goes to hyper, with the bytes already read.
@@ -403,6 +463,8 @@ mod tests {
             )),
             shared: shared.clone(),
             idle: Default::default(),
+            parked: Arc::new(idle::Parked::new(shared.metrics.idle_connections.clone())),
+            tracker: TaskTracker::new(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap())

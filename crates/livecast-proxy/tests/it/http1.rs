@@ -113,6 +113,51 @@ async fn a_connection_that_idled_past_its_buffer_release_serves_on() {
     }
 }
 
+/// Idle viewers leave their tasks for their worker's idle table (`livecast_proxy_idle_connections`
+/// counts them): each is served again when its next request comes, and closed when its
+/// header timeout passes.
+#[tokio::test]
+async fn idle_viewers_are_parked_served_again_and_timed_out() {
+    let (_a, proxy, first) = connected(&["--header-timeout-secs=3"]).await;
+    let mut viewers = vec![first];
+    for _ in 0..39 {
+        let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        viewers.push(BufReader::new(stream));
+    }
+    let idle = || async {
+        let metrics = crate::get_path(proxy.admin, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("livecast_proxy_idle_connections "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the idle gauge")
+    };
+    for round in 0..2 {
+        for viewer in &mut viewers {
+            let request = format!("GET /r{round} HTTP/1.1\r\nHost: x\r\n\r\n");
+            viewer
+                .get_mut()
+                .write_all(request.as_bytes())
+                .await
+                .expect("write");
+            let (head, body) = answer(viewer, false).await;
+            assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+            assert!(body.starts_with(b"a xff=127.0.0.1"), "{body:?}");
+        }
+        assert!(idle().await < 40, "busy viewers are not parked");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(idle().await, 40, "round {round}");
+    }
+    // Past the header timeout counted from the last answer, every one is closed.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    for viewer in &mut viewers {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), viewer.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    }
+    assert_eq!(idle().await, 0);
+}
+
 /// The header timeout of an idle connection counts from the end of its last answer, also when
 /// it idled past the buffer release and a head then starts to arrive; shutdown closes an idle
 /// connection at once.
