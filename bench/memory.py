@@ -14,7 +14,7 @@ a front-end <= 100 MB in all at 3,000 viewers of one stream.
 
 Needs: haproxy, nginx (apt-get install haproxy nginx); two descriptors per balancer viewer
 under `ulimit -n` for HAProxy (the viewer count is lowered to fit, and says so).
-Usage: bench/memory.py [--balancer-viewers 10000] [--web-viewers 3000]
+Usage: bench/memory.py [--balancer-viewers 10000] [--web-viewers 3000] [--pace N]
 """
 
 import argparse
@@ -83,10 +83,17 @@ def connect_viewers(port, count):
     return viewers
 
 
-def measure(name, pid, port, count):
+def measure(name, pid, port, count, pace=0):
+    """`pace`: viewers arrive in groups of this many, 0.3 s apart (0: all at once, one after
+    the other)."""
     wait_http(port, PATH)
     before = settle(pid)
-    viewers = connect_viewers(port, count)
+    viewers = []
+    while len(viewers) < count:
+        group = count - len(viewers) if pace <= 0 else min(pace, count - len(viewers))
+        viewers += connect_viewers(port, group)
+        if pace > 0:
+            time.sleep(0.3)
     after = settle(pid)
     # Still open: the server kept every viewer.
     alive = sum(1 for s in viewers if not closed(s))
@@ -111,7 +118,9 @@ def closed(sock):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--balancer-viewers", type=int, default=10_000)
-    p.add_argument("--web-viewers", type=int, default=3_000)
+    p.add_argument("--web-viewers", type=int, default=3_000, help="0: no front-end run")
+    p.add_argument("--pace", type=int, default=0,
+                   help="viewers arrive in groups of this many, 0.3 s apart (default: all at once)")
     args = p.parse_args()
     for tool in ("nginx", "haproxy"):
         if not shutil.which(tool):
@@ -191,14 +200,16 @@ backend front_ends
              f"--admin-listen=127.0.0.1:{free_port()}", f"--backend=127.0.0.1:{backend}",
              "--workers=2", f"--max-connections={need}", f"--header-timeout-secs={IDLE_SECS}"], env=env)
         procs.append(proxy)
-        lc, _ = measure("livecast", proxy.pid, proxy_port, args.balancer_viewers)
+        lc, _ = measure("livecast", proxy.pid, proxy_port, args.balancer_viewers, args.pace)
         stop([proxy])
         haproxy = subprocess.Popen(["haproxy", "-f", hconf, "-db"], stdout=subprocess.DEVNULL)
         procs.append(haproxy)
-        hp, _ = measure("haproxy", haproxy.pid, haproxy_port, args.balancer_viewers)
+        hp, _ = measure("haproxy", haproxy.pid, haproxy_port, args.balancer_viewers, args.pace)
         stop([haproxy])
         ratio = f"{lc / hp:.2f}" if hp > 0 else "n/a (haproxy grew by nothing measurable)"
         print(f"  per connection livecast/haproxy: {ratio} (target <= 1.0)")
+        if args.web_viewers <= 0:
+            return 0
         print(f"front-end, {args.web_viewers} viewers of one stream:")
         web_port = free_port()
         web = subprocess.Popen(
@@ -207,9 +218,9 @@ backend front_ends
              "--instance-name=bench", f"--max-connections={need}", f"--header-timeout-secs={IDLE_SECS}"],
             env=env)
         procs.append(web)
-        lw, total = measure("livecast", web.pid, web_port, args.web_viewers)
+        lw, total = measure("livecast", web.pid, web_port, args.web_viewers, args.pace)
         stop([web])
-        ng, _ = measure("nginx", nginx.pid, nginx_web, args.web_viewers)
+        ng, _ = measure("nginx", nginx.pid, nginx_web, args.web_viewers, args.pace)
         ratio = f"{lw / ng:.2f}" if ng > 0 else "n/a (nginx grew by nothing measurable)"
         print(f"  per connection livecast/nginx: {ratio}; livecast-web in all: {total / 1024:.1f} MiB "
               f"(target <= 100 MiB)")
