@@ -653,11 +653,10 @@ fn date_line(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    /// A viewer connection's task is as large as its largest state, for every connection the
-    /// balancer holds: what stays while a viewer idles must be well under a kilobyte (it was
-    /// 17.5 KB while the lingering close kept its discard buffer inline, 3.3 KB while the
-    /// busy state was held through the idle wait, 624 B while the idle wait went through
-    /// `readable()`; 480 B now, in a test build).
+    /// The plain loop's future sizes every plain connection's task, and its busy state is
+    /// boxed apart from it: it must stay well under a kilobyte (it was 17.5 KB while the
+    /// lingering close kept its discard buffer inline, 3.3 KB while the busy state was held
+    /// through the idle wait).
     #[tokio::test]
     async fn a_plain_connection_task_is_small() {
         let balancer = super::fuzzing::RequestHeads::default();

@@ -436,9 +436,9 @@ async fn serve_tls(
 mod tests {
     use super::*;
 
-    /// An idle viewer costs its connection's task, which is as large as its largest state:
-    /// the plain loop's, not the TLS session's or hyper's (2.9 kB in a test build when they
-    /// were inline, 880 B with the plain loop behind a function of its own; 760 B now).
+    /// A plain viewer's task (while it is busy; an idle one is parked without a task) is as
+    /// large as its largest state: the plain loop's, not the TLS session's or hyper's (2.9 kB
+    /// in a test build when they were inline).
     #[tokio::test]
     async fn a_plain_viewer_connection_task_is_small() {
         let (pool, metrics, admission) = h1::fuzzing::parts();
