@@ -44,7 +44,9 @@ pub(super) enum Protocol {
 }
 
 /// Serves one viewer connection with hyper until it ends; on shutdown, lets the requests in
-/// flight finish (HTTP/2 sends GOAWAY, HTTP/1.1 closes after the current answer).
+/// flight finish (HTTP/2 sends GOAWAY, HTTP/1.1 closes after the current answer). `drain`
+/// runs after every poll of hyper's connection: it writes out what hyper wrote meanwhile when
+/// `io` gathers writes ([`super::coalesce`]), and is `Ready` at once when it does not.
 pub(super) async fn serve<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
@@ -52,6 +54,7 @@ pub(super) async fn serve<I>(
     upstreams: Arc<Upstreams>,
     protocol: Protocol,
     shutdown: CancellationToken,
+    drain: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -70,14 +73,14 @@ pub(super) async fn serve<I>(
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes)
                 .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown).await
+            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown, drain).await
         }
         Protocol::Http2 => {
             let connection = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(limits.max_header_bytes as u32)
                 .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown).await
+            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown, drain).await
         }
     };
     if let Err(error) = result {
@@ -85,23 +88,44 @@ pub(super) async fn serve<I>(
     }
 }
 
-/// Drives `connection` to its end, asking it to wind down gracefully once `shutdown` fires.
+/// Drives `connection` to its end, asking it to wind down gracefully once `shutdown` fires,
+/// and runs `drain` after each of its polls (the end waits for `drain` too). A connection
+/// whose writes cannot go out any more is over.
 async fn until_shutdown<C>(
     connection: C,
     graceful: impl FnOnce(Pin<&mut C>),
     shutdown: &CancellationToken,
+    mut drain: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
 ) -> hyper::Result<()>
 where
     C: Future<Output = hyper::Result<()>>,
 {
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
-            graceful(connection.as_mut());
-            connection.await
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut graceful = Some(graceful);
+    let mut done = None;
+    std::future::poll_fn(|cx| {
+        if done.is_none() {
+            if graceful.is_some() && cancelled.as_mut().poll(cx).is_ready() {
+                if let Some(graceful) = graceful.take() {
+                    graceful(connection.as_mut());
+                }
+            }
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                done = Some(result);
+            }
         }
-    }
+        match drain(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(drained) => match done.take() {
+                Some(result) => Poll::Ready(result),
+                None if drained.is_err() => Poll::Ready(Ok(())),
+                None => Poll::Pending,
+            },
+        }
+    })
+    .await
 }
 
 /// One request: the policy's decision, then the balancer's own answer or the front-end's.

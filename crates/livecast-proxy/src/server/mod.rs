@@ -2,9 +2,11 @@
 //!
 //! - `h1`: the plain HTTP/1.1 loop that serves viewers' GET and HEAD without hyper.
 //! - `hyper`: hyper's side (HTTPS with HTTP/2 or HTTP/1.1, and what the plain loop hands over).
+//! - `coalesce`: a TLS connection's writes gathered over one turn of its task.
 //! - `idle`: each worker's table of idle plain connections, kept out of tasks.
 //! - `tls`: the TLS acceptor.
 
+mod coalesce;
 pub(crate) mod h1;
 pub(crate) mod hyper;
 mod idle;
@@ -397,7 +399,8 @@ async fn hand_over(
     let io = TokioIo::new(Prefixed { read, stream });
     let protocol = Protocol::Http1 { tls: false };
     let shutdown = connections.shared.shutdown.clone();
-    hyper::serve(io, peer, connections, upstreams.clone(), protocol, shutdown).await;
+    let drain = |_: &mut std::task::Context<'_>| std::task::Poll::Ready(Ok(()));
+    hyper::serve(io, peer, connections, upstreams.clone(), protocol, shutdown, drain).await;
 }
 
 /// An HTTPS connection: the handshake within the header timeout, then hyper with the protocol
@@ -420,7 +423,10 @@ async fn serve_tls(
         Err(_) => return,
     };
     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    let io = TokioIo::new(tls_stream);
+    // What hyper writes in one turn of this task goes out together (HTTP/2's answers to
+    // streams in flight share TLS records and system calls).
+    let (io, drain) = coalesce::split(tls_stream);
+    let io = TokioIo::new(io);
     let protocol = if h2 {
         Protocol::Http2
     } else {
@@ -429,7 +435,8 @@ async fn serve_tls(
     // Not boxed again: this whole future is boxed out of the connection's task already, and
     // the handshake's state and hyper's share its space.
     let shutdown = connections.shared.shutdown.clone();
-    hyper::serve(io, peer, connections, upstreams.clone(), protocol, shutdown).await;
+    let drain = |cx: &mut std::task::Context<'_>| drain.poll_drain(cx);
+    hyper::serve(io, peer, connections, upstreams.clone(), protocol, shutdown, drain).await;
 }
 
 #[cfg(test)]
