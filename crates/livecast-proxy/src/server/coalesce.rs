@@ -141,13 +141,13 @@ mod tests {
         io.write_all(b"two ").await.unwrap();
         io.flush().await.unwrap();
         let mut byte = [0u8; 1];
-        let early = tokio::time::timeout(
-            std::time::Duration::from_millis(50),
-            theirs.read(&mut byte),
-        )
-        .await;
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), theirs.read(&mut byte))
+                .await;
         assert!(early.is_err(), "nothing goes out before the drain");
-        std::future::poll_fn(|cx| drain.poll_drain(cx)).await.unwrap();
+        std::future::poll_fn(|cx| drain.poll_drain(cx))
+            .await
+            .unwrap();
         let mut got = [0u8; 8];
         theirs.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"one two ");

@@ -400,7 +400,16 @@ async fn hand_over(
     let protocol = Protocol::Http1 { tls: false };
     let shutdown = connections.shared.shutdown.clone();
     let drain = |_: &mut std::task::Context<'_>| std::task::Poll::Ready(Ok(()));
-    hyper::serve(io, peer, connections, upstreams.clone(), protocol, shutdown, drain).await;
+    hyper::serve(
+        io,
+        peer,
+        connections,
+        upstreams.clone(),
+        protocol,
+        shutdown,
+        drain,
+    )
+    .await;
 }
 
 /// An HTTPS connection: the handshake within the header timeout, then hyper with the protocol
@@ -436,7 +445,16 @@ async fn serve_tls(
     // the handshake's state and hyper's share its space.
     let shutdown = connections.shared.shutdown.clone();
     let drain = |cx: &mut std::task::Context<'_>| drain.poll_drain(cx);
-    hyper::serve(io, peer, connections, upstreams.clone(), protocol, shutdown, drain).await;
+    hyper::serve(
+        io,
+        peer,
+        connections,
+        upstreams.clone(),
+        protocol,
+        shutdown,
+        drain,
+    )
+    .await;
 }
 
 #[cfg(test)]
