@@ -132,8 +132,8 @@ impl StreamDir {
         }
     }
 
-    /// The segment being built lost a part: nothing more is appended to it, and its file is cut
-    /// back to the parts written so far at once. Over a free file it would otherwise hold old
+    /// The segment being built lost a part (the pipeline appends nothing more to it): its file
+    /// is cut back to the parts written so far at once. Over a free file it would otherwise hold old
     /// bytes past them, and a file the playlist no longer names as growing is served whole.
     pub fn cut_back_segment(&mut self) {
         if let Some(growing) = &self.growing {

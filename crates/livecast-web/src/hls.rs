@@ -342,7 +342,8 @@ async fn growing_segment(
     loop {
         let model = entry.model.as_ref()?;
         let listed = listed_so_far(model, file);
-        // It was in progress and the playlist took it back (the ingest lost a write of it):
+        // It was in progress and the playlist took it back (a write of it failed, or the
+        // publish ended before it was listed):
         // what was asked for will never exist, and what is on disk is not a whole segment.
         if waited && listed.is_none() && withdrawn(model, file) {
             return Some(StatusCode::NOT_FOUND.into_response());

@@ -51,13 +51,14 @@ pub(super) async fn serve<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     connections: &Connections,
-    upstreams: Arc<Upstreams>,
+    upstreams: &Arc<Upstreams>,
     protocol: Protocol,
-    shutdown: CancellationToken,
     drain: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let shutdown = &connections.shared.shutdown;
+    let upstreams = upstreams.clone();
     let forwarder = connections.forwarder.clone();
     let tls = protocol != Protocol::Http1 { tls: false };
     let service = service_fn(move |request| {
@@ -73,14 +74,14 @@ pub(super) async fn serve<I>(
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes)
                 .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown, drain).await
+            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, drain).await
         }
         Protocol::Http2 => {
             let connection = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(limits.max_header_bytes as u32)
                 .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), &shutdown, drain).await
+            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, drain).await
         }
     };
     if let Err(error) = result {

@@ -398,18 +398,8 @@ async fn hand_over(
 ) {
     let io = TokioIo::new(Prefixed { read, stream });
     let protocol = Protocol::Http1 { tls: false };
-    let shutdown = connections.shared.shutdown.clone();
     let drain = |_: &mut std::task::Context<'_>| std::task::Poll::Ready(Ok(()));
-    hyper::serve(
-        io,
-        peer,
-        connections,
-        upstreams.clone(),
-        protocol,
-        shutdown,
-        drain,
-    )
-    .await;
+    hyper::serve(io, peer, connections, upstreams, protocol, drain).await;
 }
 
 /// An HTTPS connection: the handshake within the header timeout, then hyper with the protocol
@@ -443,18 +433,8 @@ async fn serve_tls(
     };
     // Not boxed again: this whole future is boxed out of the connection's task already, and
     // the handshake's state and hyper's share its space.
-    let shutdown = connections.shared.shutdown.clone();
     let drain = |cx: &mut std::task::Context<'_>| drain.poll_drain(cx);
-    hyper::serve(
-        io,
-        peer,
-        connections,
-        upstreams.clone(),
-        protocol,
-        shutdown,
-        drain,
-    )
-    .await;
+    hyper::serve(io, peer, connections, upstreams, protocol, drain).await;
 }
 
 #[cfg(test)]
