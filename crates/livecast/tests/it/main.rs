@@ -4,6 +4,7 @@
 mod bad_input;
 mod browser;
 mod continuity;
+mod deploy;
 mod e2e;
 mod enhanced_rtmp;
 mod first_publish;
