@@ -46,11 +46,11 @@ resource "aws_launch_template" "role" {
   }
 
   user_data = base64encode(templatefile("${path.module}/user-data.sh.tftpl", {
-    role            = each.key
-    region          = var.region
-    efs_id          = aws_efs_file_system.shared.id
-    release_bucket  = var.release_bucket
-    release_version = var.release_version
+    role              = each.key
+    region            = var.region
+    efs_id            = aws_efs_file_system.shared.id
+    release_bucket    = var.release_bucket
+    release_parameter = aws_ssm_parameter.release.name
   }))
 
   tag_specifications {

@@ -50,6 +50,12 @@ data "aws_iam_policy_document" "role" {
   }
 
   statement {
+    sid       = "version"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.release.arn]
+  }
+
+  statement {
     sid       = "lifecycle"
     actions   = local.lifecycle_actions[each.key]
     resources = [local.group_arn[each.key]]

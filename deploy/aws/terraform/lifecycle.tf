@@ -8,6 +8,10 @@ resource "aws_ssm_parameter" "release" {
   description = "The release every livecast instance must run (the launch check compares it)."
   type        = "String"
   value       = var.release_version
+  # Later releases are set by scripts/deploy.sh aws (then an instance refresh).
+  lifecycle {
+    ignore_changes = [value]
+  }
 }
 
 resource "aws_ssm_document" "playbook" {

@@ -69,7 +69,7 @@ variable "instance_type_logship" {
 }
 
 variable "release_version" {
-  description = "The livecast release every instance must run; the launch check compares `livecast-<role> --version` with it."
+  description = "The first release every instance must run (scripts/deploy.sh aws sets later ones); the launch check compares `livecast-<role> --version` with it."
   type        = string
 }
 

@@ -460,3 +460,78 @@ fn a_variable_no_binary_reads_is_refused() {
         "empty counts as unset"
     );
 }
+
+/// The settings the Ansible template renders for `role`: the lines outside any
+/// `{% if livecast_role == … %}` block and those of the role's block (a value with a Jinja
+/// placeholder is left open).
+fn ansible_env(template: &str, role: &str) -> Vec<(String, Option<String>)> {
+    let mut current: Option<String> = None;
+    let mut env = Vec::new();
+    for line in template.lines() {
+        let line = line.trim();
+        if let Some(rest) = line
+            .strip_prefix("{% if livecast_role == '")
+            .or_else(|| line.strip_prefix("{% elif livecast_role == '"))
+        {
+            current = Some(rest.split('\'').next().expect("a role").to_string());
+            continue;
+        }
+        if line.starts_with("{% endif") {
+            current = None;
+            continue;
+        }
+        if line.starts_with('#') || line.starts_with("{%") || line.is_empty() {
+            continue;
+        }
+        if current.as_deref().is_some_and(|r| r != role) {
+            continue;
+        }
+        let (name, value) = line.split_once('=').expect("NAME=value");
+        let value = (!value.contains("{{")).then(|| value.to_string());
+        env.push((name.to_string(), value));
+    }
+    env
+}
+
+#[test]
+fn the_aws_instances_run_what_the_binaries_accept() {
+    let dir = workspace_dir().join("deploy/aws/ansible");
+    let template = read(&dir.join("templates/livecast.env.j2"));
+    let unit = read(&dir.join("templates/livecast.service.j2"));
+    let defaults = yaml_documents(&dir.join("group_vars/all.yml")).remove(0);
+    let stop_timeout = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .map(|s| Duration::from_secs(s.parse().expect("seconds")))
+        .expect("TimeoutStopSec");
+    assert!(
+        unit.contains("ExecStart={{ livecast_bin_dir }}/livecast-{{ livecast_role }}\n"),
+        "the unit runs the role's binary with its settings from the environment file"
+    );
+    for role in ["web", "ingest", "logship"] {
+        let launch = Launch {
+            origin: format!("deploy/aws/ansible/templates/livecast.env.j2 ({role})"),
+            argv: vec![format!("livecast-{role}")],
+            env: ansible_env(&template, role),
+        };
+        assert!(
+            launch.env.iter().any(|(k, _)| k.ends_with("_DIR")),
+            "{}: no settings found",
+            launch.origin
+        );
+        let parsed = accept(&launch).unwrap_or_else(|e| panic!("{}: {e}", launch.origin));
+        // The playbooks wait on /readyz at the port group_vars names: the service's own.
+        assert_eq!(
+            defaults["livecast_admin_ports"][role].as_u64(),
+            parsed.admin_port.map(u64::from),
+            "{}: admin port",
+            launch.origin
+        );
+        assert!(
+            stop_timeout > parsed.stop,
+            "{}: TimeoutStopSec {stop_timeout:?} does not cover {:?}",
+            launch.origin,
+            parsed.stop
+        );
+    }
+}
