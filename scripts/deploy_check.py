@@ -52,23 +52,14 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+sys.path.insert(0, HERE)
+from common import ROOT, free_port  # noqa: E402
+from docker_test import Failure, check, step  # noqa: E402
+
 VENV = os.environ.get("LIVECAST_DEPLOY_VENV", "/var/cache/livecast-deploy-venv")
 REQUIREMENTS = os.path.join(ROOT, "scripts", "deploy-requirements.txt")
-T0 = time.monotonic()
-
-
-class Failure(Exception):
-    pass
-
-
-def step(text):
-    print(f"[{time.monotonic() - T0:6.1f}s] {text}", flush=True)
-
-
-def check(ok, text):
-    if not ok:
-        raise Failure(text)
 
 
 def run(args, cwd=ROOT, ok=(0,), **kw):
@@ -107,12 +98,6 @@ def ensure_venv():
     run([tool("pip"), "install", "--quiet", "--disable-pip-version-check", "-r", REQUIREMENTS])
     with open(stamp, "w") as f:
         f.write(want)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------

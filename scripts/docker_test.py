@@ -293,6 +293,32 @@ def scale(compose, n, ports, logs_dir, viewers):
     return joined, removed
 
 
+def publish(rtmp_port, http_port, stream):
+    """ffmpeg on the host publishing a looped clip to the stack's RTMP port, once the balancer's
+    /api/streams lists the stream."""
+    clip = os.path.join(ROOT, "target", "docker-clip.flv")
+    if not os.path.exists(clip):
+        make_clip(clip, 20)
+    publisher = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
+         "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{rtmp_port}/live/{stream}"],
+        stdin=subprocess.DEVNULL)
+
+    def listed():
+        try:
+            _, body = http_get(f"http://127.0.0.1:{http_port}/api/streams")
+        except OSError:
+            return False
+        return any(s["name"] == stream for s in json.loads(body)["streams"])
+    try:
+        wait_until("/api/streams listing the stream", 60, listed)
+    except Failure:
+        publisher.kill()
+        publisher.wait()
+        raise
+    return publisher
+
+
 class Hammer:
     """A bounded request loop beside the viewers: a few connections asking for the playlist
     back to back, so that a replica leaving while it is still chosen shows up as failures."""
@@ -441,21 +467,8 @@ def main():
         step("every livecast container: read-only root, no capabilities, no-new-privileges")
         step(f"healthy: {', '.join(sorted(inspect(c)['Name'].lstrip('/') for c in ids))}")
 
-        clip = os.path.join(ROOT, "target", "docker-clip.flv")
-        make_clip(clip, 20)
-        publisher = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
-             "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{ports['rtmp']}/live/{STREAM}"],
-            stdin=subprocess.DEVNULL)
+        publisher = publish(ports["rtmp"], ports["http"], STREAM)
         base = f"http://127.0.0.1:{ports['http']}"
-
-        def listed():
-            try:
-                _, body = http_get(f"{base}/api/streams")
-            except OSError:
-                return False
-            return any(s["name"] == STREAM for s in json.loads(body)["streams"])
-        wait_until("/api/streams listing the stream", 60, listed)
         step("published from the host; /api/streams lists it through the balancer")
 
         playlist = f"{base}/hls/{STREAM}/index.m3u8"

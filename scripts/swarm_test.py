@@ -28,14 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 sys.path.insert(0, HERE)
-from common import ROOT, free_port, make_clip  # noqa: E402
-from docker_test import (IMAGE, Failure, Hammer, build_image, check, run, step,  # noqa: E402
-                         wait_until)
+from common import ROOT, free_port  # noqa: E402
+from docker_test import (IMAGE, Failure, Hammer, build_image, check, publish, run,  # noqa: E402
+                         step, wait_until)
 from harness import Audience  # noqa: E402
 
 STACK = "livecast-swarm"
@@ -157,21 +156,7 @@ def main():
         figures["deploy_s"] = round(time.monotonic() - started, 1)
         step(f"every service converged and healthy after {figures['deploy_s']} s")
 
-        clip = os.path.join(ROOT, "target", "swarm-clip.flv")
-        make_clip(clip, 20)
-        publisher = subprocess.Popen(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
-             "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{ports['rtmp']}/live/{STREAM}"],
-            stdin=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{ports['http']}"
-
-        def listed():
-            try:
-                with urllib.request.urlopen(f"{base}/api/streams", timeout=5) as r:
-                    return any(s["name"] == STREAM for s in json.load(r)["streams"])
-            except OSError:
-                return False
-        wait_until("/api/streams listing the stream", 60, listed)
+        publisher = publish(ports["rtmp"], ports["http"], STREAM)
         step("published from the host to the stack's RTMP port; the balancer lists the stream")
 
         logs_dir = volume_dir("logs")
