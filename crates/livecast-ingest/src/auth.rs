@@ -298,7 +298,9 @@ impl KeysFile {
                 }
             }
         }
-        let expected = state.keys.get(name).or_else(|| state.keys.get("*"));
+        // One key covers every rendition of a stream (`talk@720p` is keyed as `talk`).
+        let stream = livecast_media::publish::split_rendition(name).map_or(name, |(s, _)| s);
+        let expected = state.keys.get(stream).or_else(|| state.keys.get("*"));
         match expected {
             Some(secret) if !key.is_empty() && constant_time_eq(secret, key) => Ok(()),
             _ => Err(Denied::BadKey),
@@ -326,7 +328,7 @@ fn parse_keys(text: &str) -> Result<HashMap<String, String>, String> {
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess matched.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {

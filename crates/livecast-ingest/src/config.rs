@@ -49,6 +49,9 @@ pub struct Config {
     /// Who may publish, and over what.
     #[command(flatten)]
     pub publish: PublishFlags,
+    /// The server-side rendition ladder.
+    #[command(flatten)]
+    pub ladder: crate::ladder::LadderFlags,
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use livecast_media::publish::valid_stream_name;
+use livecast_media::publish::split_rendition;
 
 use crate::chunk::{self, single_chunk, ChunkReader, Message};
 use crate::error::ConnectionError;
@@ -109,6 +109,8 @@ pub(crate) async fn serve(
 struct Publish {
     stream: String,
     pipeline: Option<Pipeline>,
+    /// The server-side ladder's feed (`--ladder`); dropping it stops the transcoder.
+    ladder: Option<crate::ladder::LadderFeed>,
 }
 
 impl Drop for Publish {
@@ -397,12 +399,20 @@ impl<S: Transport> Connection<S> {
                 )
                 .await;
         }
-        if !valid_stream_name(name) {
+        if split_rendition(name).is_none() {
             return self
                 .refuse(session, request_id, name, "bad_name", "invalid stream name")
                 .await;
         }
-        if let Err(denied) = self.shared.auth.check(name, query, self.peer).await {
+        // The ladder's own publishes carry its secret; the stream they transcode was admitted.
+        let ladder = name.contains(livecast_media::publish::RENDITION_SEPARATOR)
+            && self.shared.is_ladder_publish(query);
+        let admitted = if ladder {
+            Ok(())
+        } else {
+            self.shared.auth.check(name, query, self.peer).await
+        };
+        if let Err(denied) = admitted {
             self.audit(name, denied.reason());
             let refusal = session.reject_request(
                 request_id,
@@ -439,6 +449,7 @@ impl<S: Transport> Connection<S> {
         self.publish = Some(Publish {
             stream: name.to_string(),
             pipeline: Some(pipeline),
+            ladder: crate::ladder::LadderFeed::start(&self.shared, name),
         });
         Ok(results)
     }
@@ -487,8 +498,14 @@ impl<S: Transport> Connection<S> {
     }
 
     fn forward(&mut self, message: MediaMessage) {
-        if let Some(pipeline) = self.publish.as_mut().and_then(|p| p.pipeline.as_mut()) {
+        let Some(publish) = self.publish.as_mut() else {
+            return;
+        };
+        if let Some(pipeline) = publish.pipeline.as_mut() {
             self.activity = Instant::now();
+            if let Some(ladder) = publish.ladder.as_mut() {
+                ladder.push(&message);
+            }
             pipeline.push(message);
         }
     }

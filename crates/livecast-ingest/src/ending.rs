@@ -109,6 +109,14 @@ fn end_if_abandoned(shared: &Shared, stream: &str, publish: u64) {
                 stream,
                 "stream ended: no publisher came back within the grace period"
             );
+            if let Some((group, rendition)) = livecast_media::publish::split_rendition(stream) {
+                if let Err(error) = shared
+                    .renditions
+                    .ended(group, rendition.unwrap_or_default())
+                {
+                    tracing::error!(%error, stream, "cannot rewrite the master playlist");
+                }
+            }
         }
         Ok(false) => {}
         Err(error) => tracing::error!(%error, stream, "cannot end the stream's playlist"),

@@ -18,6 +18,9 @@
 //! - `shared`: the state every connection and pipeline shares (admission, metrics, live names).
 //! - `ending`: when a stream whose publisher left ends (the reconnect grace).
 //! - `files`: a stream directory's files: atomic writes, playlist spares, recycled media files.
+//! - `renditions`: what ties a stream's renditions together: aligned segment numbers, the
+//!   master playlist, rendition reports.
+//! - [`ladder`]: the server-side ladder, an ffmpeg child per publish, supervised.
 //! - `metrics`: every metric this crate exports.
 //! - [`error`]: the crate's error type.
 
@@ -28,9 +31,11 @@ mod connection;
 mod ending;
 pub mod error;
 mod files;
+pub mod ladder;
 mod metrics;
 mod pipeline;
 mod playlist;
+mod renditions;
 pub mod server;
 mod shared;
 

@@ -16,6 +16,11 @@ pub(crate) struct Metrics {
     pub write_errors: IntCounterVec,
     pub volume_full: IntGauge,
     pub gap_segments: IntCounter,
+    pub ladder_processes: IntGauge,
+    pub ladder_restarts: IntCounter,
+    pub ladder_failures: IntCounterVec,
+    pub ladder_dropped: IntCounter,
+    pub ladder_cpu: prometheus::Counter,
 }
 
 impl Metrics {
@@ -74,7 +79,35 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            ladder_processes: IntGauge::new(
+                "livecast_ingest_ladder_processes",
+                "Server-side ladder transcoders (ffmpeg children) running",
+            )?,
+            ladder_restarts: IntCounter::new(
+                "livecast_ingest_ladder_restarts_total",
+                "Ladder transcoders started again after one stopped",
+            )?,
+            ladder_failures: IntCounterVec::new(
+                Opts::new(
+                    "livecast_ingest_ladder_failures_total",
+                    "Ladder transcoders that could not start (spawn) or stopped during their publish (exit)",
+                ),
+                &["reason"],
+            )?,
+            ladder_dropped: IntCounter::new(
+                "livecast_ingest_ladder_dropped_messages_total",
+                "Media messages not copied to a ladder transcoder that was behind (dropped to the next keyframe)",
+            )?,
+            ladder_cpu: prometheus::Counter::new(
+                "livecast_ingest_ladder_cpu_seconds_total",
+                "CPU time (user and system) used by ladder transcoders",
+            )?,
         };
+        registry.register(Box::new(m.ladder_processes.clone()))?;
+        registry.register(Box::new(m.ladder_restarts.clone()))?;
+        registry.register(Box::new(m.ladder_failures.clone()))?;
+        registry.register(Box::new(m.ladder_dropped.clone()))?;
+        registry.register(Box::new(m.ladder_cpu.clone()))?;
         registry.register(Box::new(m.publish_attempts.clone()))?;
         registry.register(Box::new(m.streams_active.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;

@@ -24,6 +24,7 @@ use livecast_media::segmenter::{Container, Cut, Segmenter};
 
 use crate::files::{remove_quietly, StreamDir};
 use crate::playlist::{LivePlaylist, Settings};
+use crate::renditions::{BitRates, Facts};
 use crate::shared::Shared;
 
 /// An FLV tag body with its RTMP timestamp (milliseconds).
@@ -64,6 +65,21 @@ pub(crate) struct Pipeline {
     /// When this publish began (ms since the epoch), for `livecast_media::publish`.
     started_unix_ms: u64,
     publisher: std::net::SocketAddr,
+    /// The stream this publish is a rendition of, if it is one (see `renditions`).
+    rendition: Option<Rendition>,
+}
+
+/// A publish that is one rendition of a stream.
+struct Rendition {
+    /// The stream's name (`talk` for `talk@720p`).
+    stream: String,
+    /// The rendition's name; "" for the stream's own publish under a server-side ladder.
+    name: String,
+    /// Its first segment's number has been taken from the group.
+    aligned: bool,
+    /// Bytes of the segment being built.
+    segment_bytes: u64,
+    rates: BitRates,
 }
 
 impl Pipeline {
@@ -75,6 +91,21 @@ impl Pipeline {
         let mut segmenter = Segmenter::new(container, target_ms, part_ms);
         // A segment's file is its parts appended; its bytes are not needed a second time.
         segmenter.omit_segment_data();
+        let rendition = match livecast_media::publish::split_rendition(&stream) {
+            Some((name, Some(rendition))) => Some((name, rendition)),
+            Some((name, None)) if shared.config.ladder.enabled() => Some((name, "")),
+            _ => None,
+        }
+        .map(|(name, rendition)| {
+            segmenter.align_to_clock();
+            Rendition {
+                stream: name.to_string(),
+                name: rendition.to_string(),
+                aligned: false,
+                segment_bytes: 0,
+                rates: BitRates::new(shared.config.hls.window, i64::from(target_ms)),
+            }
+        });
         // Milliseconds since the epoch, in base 36: short, unique per session, sortable.
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -120,6 +151,7 @@ impl Pipeline {
             jumps_seen: 0,
             started_unix_ms: u64::try_from(millis).unwrap_or(u64::MAX),
             publisher,
+            rendition,
         }
     }
 
@@ -273,6 +305,7 @@ impl Pipeline {
     /// to its segment's file), the segment when it is complete (without parts), then the
     /// playlist, then the files whose time is up.
     fn publish(&mut self, cut: Cut, last: bool) {
+        self.align_first_segment(&cut);
         if self.init.is_none() {
             if let Some(init) = self.segmenter.init_segment() {
                 let name = self.playlist.init_name();
@@ -297,6 +330,9 @@ impl Pipeline {
                     self.playlist
                         .add_part(part.duration_ms, part.independent, length, offset);
                     self.shared.metrics.parts_written.inc();
+                    if let Some(rendition) = self.rendition.as_mut() {
+                        rendition.segment_bytes += length;
+                    }
                 }
                 None => self.break_segment(),
             }
@@ -323,6 +359,17 @@ impl Pipeline {
             } else {
                 self.shared.metrics.segments_written.inc();
             }
+            if let Some(rendition) = self.rendition.as_mut() {
+                let bytes = if self.part_target.is_some() {
+                    rendition.segment_bytes
+                } else {
+                    segment.data.len() as u64
+                };
+                if !gap {
+                    rendition.rates.add(bytes, segment.duration_ms);
+                }
+                rendition.segment_bytes = 0;
+            }
             self.playlist.complete_segment(
                 &mut self.segmenter,
                 self.init.clone(),
@@ -331,13 +378,95 @@ impl Pipeline {
                 gap,
             );
             self.segment_broken = false;
+            self.record_segment_start();
         }
         if let Some(text) = self.playlist.render(last, self.segment_broken) {
             let written = self.files.write_playlist(text.as_bytes());
             self.writes.check_playlist(written, "playlist");
         }
+        self.report_rendition();
         for name in self.playlist.retire(Instant::now()) {
             self.files.retire(&self.dir.join(name));
+        }
+    }
+
+    /// The clock slot of a segment starting at presentation time `pts_ms`.
+    fn slot(&self, pts_ms: i64) -> i64 {
+        let target_ms = (self.shared.config.hls.segment_secs * 1000.0).round() as i64;
+        pts_ms.div_euclid(target_ms.max(1))
+    }
+
+    /// A rendition's first cut: its first segment takes the number the group gave the segment
+    /// starting in the same clock slot (see `renditions`), and its start is recorded.
+    fn align_first_segment(&mut self, cut: &Cut) {
+        let Some(rendition) = self.rendition.as_ref().filter(|r| !r.aligned) else {
+            return;
+        };
+        let pts = cut
+            .segment
+            .as_ref()
+            .map(|s| s.start_pts_ms)
+            .or_else(|| self.segmenter.segment_start_pts_ms());
+        let Some(pts) = pts else {
+            return;
+        };
+        let slot = self.slot(pts);
+        let renditions = &self.shared.renditions;
+        if let Some(sequence) = renditions.sequence_for(&rendition.stream, &rendition.name, slot) {
+            self.playlist.align_sequence(sequence);
+            if self.playlist.sequence() != sequence {
+                tracing::warn!(
+                    sequence = self.playlist.sequence(),
+                    group_sequence = sequence,
+                    "this rendition's segment numbers are ahead of its stream's other renditions"
+                );
+            }
+        }
+        renditions.segment_started(&rendition.stream, slot, self.playlist.sequence());
+        if let Some(rendition) = self.rendition.as_mut() {
+            rendition.aligned = true;
+        }
+    }
+
+    /// A rendition's next segment started: the group learns its slot and number.
+    fn record_segment_start(&mut self) {
+        let (Some(rendition), Some(pts)) = (
+            self.rendition.as_ref(),
+            self.segmenter.segment_start_pts_ms(),
+        ) else {
+            return;
+        };
+        let slot = self.slot(pts);
+        self.shared
+            .renditions
+            .segment_started(&rendition.stream, slot, self.playlist.sequence());
+    }
+
+    /// Tells the group where this rendition stands and what it carries (the master playlist
+    /// follows), and takes the other renditions' reports for the next playlist update.
+    fn report_rendition(&mut self) {
+        let Some(rendition) = self.rendition.as_ref() else {
+            return;
+        };
+        let info = self.segmenter.info();
+        let (bandwidth, average) = rendition.rates.rates().unwrap_or((0, 0));
+        let facts = Facts {
+            variant: livecast_media::master::Variant {
+                uri: String::new(),
+                bandwidth,
+                average_bandwidth: (average > 0).then_some(average),
+                codecs: info.codecs,
+                resolution: (info.width > 0).then_some((info.width, info.height)),
+                frame_rate: info.frame_rate,
+            },
+            position: self.playlist.position(),
+        };
+        let reports = self
+            .shared
+            .renditions
+            .update(&rendition.stream, &rendition.name, facts);
+        if let Some(reports) = self.writes.check_playlist(reports, "master playlist") {
+            self.playlist.set_reports(reports);
         }
     }
 
@@ -351,6 +480,10 @@ impl Pipeline {
             &self.segmenter.info(),
         );
         info.publisher = Some(self.publisher.to_string());
+        if let Some((peak, average)) = self.rendition.as_ref().and_then(|r| r.rates.rates()) {
+            info.bandwidth = Some(peak);
+            info.average_bandwidth = Some(average);
+        }
         let written = self.files.write_hidden(
             livecast_media::publish::PUBLISH_INFO_NAME,
             info.render().as_bytes(),

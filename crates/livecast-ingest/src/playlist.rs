@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use livecast_media::playlist::{
-    ByteRange, MediaPlaylist, Part as PlaylistPart, PlaylistSegment, PreloadHint, ServerControl,
+    ByteRange, MediaPlaylist, Part as PlaylistPart, PlaylistSegment, PreloadHint, RenditionReport,
+    ServerControl,
 };
 use livecast_media::segmenter::Segmenter;
 
@@ -88,6 +89,40 @@ impl LivePlaylist {
         self.name(self.sequence)
     }
 
+    /// Media sequence number of the segment being built.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// A rendition's first segment takes the number its group gave the segment starting with
+    /// it (see `renditions`). Only forward, and only before the first segment is listed: a
+    /// number is never used twice, and a playlist continued from an earlier publish lists the
+    /// numbers it skipped as gaps.
+    pub fn align_sequence(&mut self, sequence: u64) {
+        if self.playlist.is_none() && sequence > self.sequence {
+            self.sequence = sequence;
+        }
+    }
+
+    /// Where this rendition stands for the others' reports: the segment being built and its
+    /// newest part, or the newest complete segment.
+    pub fn position(&self) -> Option<(u64, Option<u64>)> {
+        let playlist = self.playlist.as_ref()?;
+        if let Some(last) = self.parts.len().checked_sub(1) {
+            return Some((self.sequence, Some(last as u64)));
+        }
+        let last = playlist.segments.back()?;
+        let part = last.parts.len().checked_sub(1).map(|p| p as u64);
+        Some((self.sequence.checked_sub(1)?, part))
+    }
+
+    /// The other renditions' reports, written into the playlist from the next update on.
+    pub fn set_reports(&mut self, reports: Vec<RenditionReport>) {
+        if let Some(playlist) = self.playlist.as_mut() {
+            playlist.rendition_reports = reports;
+        }
+    }
+
     /// The init segment's file: `<session>-init.mp4`.
     pub fn init_name(&self) -> String {
         format!("{}-init.mp4", self.session)
@@ -139,16 +174,22 @@ impl LivePlaylist {
     ) {
         let continued = self.previous.is_some();
         if self.playlist.is_none() {
-            let (playlist, dropped) = new_playlist(
+            let (mut playlist, dropped) = new_playlist(
                 self.settings,
                 self.part_target,
                 duration_ms,
                 init,
                 self.previous.take(),
+                self.sequence,
                 segmenter,
             );
-            self.playlist = Some(playlist);
             self.leaving.extend(dropped);
+            let (session, extension) = (&self.session, self.extension);
+            self.leaving
+                .extend(fill_skipped(&mut playlist, self.sequence, |sequence| {
+                    format!("{session}-{sequence}.{extension}")
+                }));
+            self.playlist = Some(playlist);
         }
         let uri = self.segment_name();
         let Some(playlist) = self.playlist.as_mut() else {
@@ -260,6 +301,42 @@ impl LivePlaylist {
     }
 }
 
+/// Lists the sequence numbers between a continued playlist's last segment and `sequence` as
+/// EXT-X-GAP segments of the target duration (a rendition that was away while its group went
+/// on), at most a window of them; returns the segments that left the window.
+fn fill_skipped(
+    playlist: &mut MediaPlaylist,
+    sequence: u64,
+    name: impl Fn(u64) -> String,
+) -> Vec<PlaylistSegment> {
+    let next = playlist.next_sequence();
+    if sequence <= next {
+        return Vec::new();
+    }
+    let mut left = Vec::new();
+    let mut first = next;
+    let window = playlist.window as u64;
+    if window > 0 && sequence - next > window {
+        // None of the listed segments would stay: the window starts afresh, its
+        // discontinuities counted as gone.
+        playlist.discontinuity_sequence +=
+            playlist.segments.iter().filter(|s| s.discontinuity).count() as u64;
+        left.extend(playlist.segments.drain(..));
+        first = sequence - window;
+        playlist.media_sequence = first;
+    }
+    let duration = playlist.target_duration as f64;
+    for number in first..sequence {
+        left.extend(playlist.push(PlaylistSegment {
+            uri: name(number),
+            duration,
+            gap: true,
+            ..Default::default()
+        }));
+    }
+    left
+}
+
 /// A stopped publish's playlist: ENDLIST at once, or waiting for the publisher.
 fn wait(playlist: &mut MediaPlaylist, ends_at_once: bool) {
     playlist.ended = ends_at_once;
@@ -276,6 +353,7 @@ fn new_playlist(
     first_ms: i64,
     init: Option<String>,
     previous: Option<MediaPlaylist>,
+    first_sequence: u64,
     segmenter: &mut Segmenter,
 ) -> (MediaPlaylist, Vec<PlaylistSegment>) {
     let configured = settings.segment_secs.ceil() as u64;
@@ -297,14 +375,14 @@ fn new_playlist(
             // A new playlist that still never reuses a sequence number; the discontinuity
             // sequence moves past every discontinuity the old one had.
             let mut fresh = MediaPlaylist::new(target, window);
-            fresh.media_sequence = previous.next_sequence();
+            fresh.media_sequence = previous.next_sequence().max(first_sequence);
             fresh.discontinuity_sequence = previous.discontinuity_sequence
                 + previous.segments.iter().filter(|s| s.discontinuity).count() as u64;
             fresh
         }
         None => {
             let mut fresh = MediaPlaylist::new(target, window);
-            fresh.media_sequence = FIRST_SEQUENCE;
+            fresh.media_sequence = first_sequence;
             fresh
         }
     };
@@ -512,6 +590,70 @@ mod tests {
             .map(|(_, n)| n)
             .collect();
         assert_eq!(held, ["old-40.m4s", "old-41.m4s", "old-42.m4s"]);
+    }
+
+    #[test]
+    fn a_rendition_starts_at_its_groups_number_and_lists_what_it_missed_as_gaps() {
+        // A new rendition takes the number it is given.
+        let (mut playlist, mut segmenter) = ll(SETTINGS);
+        playlist.align_sequence(17);
+        assert_eq!(playlist.segment_name(), "s-17.m4s");
+        segment(&mut playlist, &mut segmenter, false);
+        playlist.align_sequence(30);
+        assert_eq!(playlist.sequence(), 18, "only before the first segment");
+        let text = playlist.render(false, false).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:17\n"), "{text}");
+        assert_eq!(playlist.position(), Some((17, Some(3))));
+
+        // A rendition that comes back two numbers late: two gaps, then its segment.
+        let mut before = MediaPlaylist::new(2, 3);
+        before.media_sequence = 40;
+        for n in 40..43 {
+            before.push(PlaylistSegment {
+                uri: format!("old-{n}.m4s"),
+                duration: 2.0,
+                ..Default::default()
+            });
+        }
+        let (mut playlist, mut segmenter) = ll(Settings {
+            window: 5,
+            ..SETTINGS
+        });
+        playlist.continue_from(before.clone());
+        playlist.align_sequence(45);
+        playlist.align_sequence(44);
+        segment(&mut playlist, &mut segmenter, false);
+        let parsed = MediaPlaylist::parse(&playlist.render(false, false).unwrap()).unwrap();
+        let listed: Vec<(&str, bool, bool)> = parsed
+            .segments
+            .iter()
+            .map(|s| (s.uri.as_str(), s.gap, s.discontinuity))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("old-41.m4s", false, false),
+                ("old-42.m4s", false, false),
+                ("s-43.m4s", true, false),
+                ("s-44.m4s", true, false),
+                ("s-45.m4s", false, true),
+            ]
+        );
+        assert_eq!(parsed.media_sequence, 41);
+
+        // Away for longer than the window: a window of gaps, the old segments retired.
+        let (mut playlist, mut segmenter) = ll(SETTINGS);
+        playlist.continue_from(before);
+        playlist.align_sequence(100);
+        segment(&mut playlist, &mut segmenter, false);
+        let parsed = MediaPlaylist::parse(&playlist.render(false, false).unwrap()).unwrap();
+        assert_eq!(parsed.media_sequence, 98);
+        assert_eq!(parsed.segments.len(), 3);
+        assert!(parsed.segments[0].gap && parsed.segments[1].gap);
+        assert!(!parsed.segments[2].gap && parsed.segments[2].discontinuity);
+        playlist.retire(Instant::now());
+        let held = playlist.take_retired().len();
+        assert_eq!(held, 4, "three old segments and the gap that slid out");
     }
 
     #[test]

@@ -111,7 +111,19 @@ pub async fn run(
         "ingest listening"
     );
     tracing::info!("{}", auth.describe());
-    let shared = Arc::new(Shared::new(config, auth, metrics));
+    let ladder_secret = if config.ladder.enabled() {
+        crate::ladder::new_secret()?
+    } else {
+        String::new()
+    };
+    let rtmp_local = listeners.rtmp.local_addr().ok();
+    let shared = Arc::new(Shared::new(
+        config,
+        auth,
+        metrics,
+        rtmp_local,
+        ladder_secret,
+    ));
     // Streams an earlier run left waiting for their publishers (a restart is not an end)
     // are ended when their grace runs out, unless a publisher comes back first.
     crate::ending::resume_waiting(&shared);

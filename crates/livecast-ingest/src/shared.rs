@@ -24,12 +24,27 @@ pub(crate) struct Shared {
     pub latest: Mutex<HashMap<String, u64>>,
     /// Number of the next publish (0 stands for one of an earlier run of the ingest).
     pub next_publish: AtomicU64,
+    /// Every stream's renditions and master playlist.
+    pub renditions: crate::renditions::Renditions,
+    /// What admits the server-side ladder's own publishes (made at start, never logged).
+    pub ladder_secret: String,
+    /// Where the ladder publishes: the plain RTMP listener's address.
+    pub rtmp_local: Option<std::net::SocketAddr>,
 }
 
 impl Shared {
     /// The state at start: nothing live, publishes numbered from 1.
-    pub fn new(config: Config, auth: crate::auth::Auth, metrics: Metrics) -> Self {
+    pub fn new(
+        config: Config,
+        auth: crate::auth::Auth,
+        metrics: Metrics,
+        rtmp_local: Option<std::net::SocketAddr>,
+        ladder_secret: String,
+    ) -> Self {
         Self {
+            renditions: crate::renditions::Renditions::new(config.hls.hls_dir.clone()),
+            ladder_secret,
+            rtmp_local,
             config,
             auth,
             metrics,
@@ -37,5 +52,18 @@ impl Shared {
             latest: Mutex::new(HashMap::new()),
             next_publish: AtomicU64::new(1),
         }
+    }
+
+    /// rtmp://HOST:PORT/live where the ladder publishes its renditions.
+    pub fn ladder_target(&self) -> Option<String> {
+        self.rtmp_local.map(crate::ladder::target_for)
+    }
+
+    /// Whether a publish's query carries the ladder's secret (see `ladder`).
+    pub fn is_ladder_publish(&self, query: &str) -> bool {
+        !self.ladder_secret.is_empty()
+            && form_urlencoded::parse(query.as_bytes()).any(|(k, v)| {
+                k == "ladder" && crate::auth::constant_time_eq(&v, &self.ladder_secret)
+            })
     }
 }

@@ -27,6 +27,7 @@ pub mod aac;
 pub mod av1;
 pub mod avc;
 mod bits;
+pub mod codecs;
 mod error;
 pub mod flv;
 pub mod fmp4;

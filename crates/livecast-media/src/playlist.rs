@@ -83,6 +83,18 @@ pub struct ServerControl {
     pub hold_back: Option<f64>,
 }
 
+/// An EXT-X-RENDITION-REPORT: where another rendition of the stream stands, so a player
+/// switching to it can ask for the right part at once (draft-pantos-hls-rfc8216bis §4.4.5.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// The rendition's media playlist, relative to this one.
+    pub uri: String,
+    /// Media sequence number of its last segment (or of the segment its last part is in).
+    pub last_msn: u64,
+    /// Index of its last part, with parts.
+    pub last_part: Option<u64>,
+}
+
 /// A media playlist with a sliding window of segments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlaylist {
@@ -114,6 +126,8 @@ pub struct MediaPlaylist {
     pub event: bool,
     /// Segments replaced by EXT-X-SKIP in a delta update.
     pub skipped: u64,
+    /// Where the stream's other renditions stand.
+    pub rendition_reports: Vec<RenditionReport>,
 }
 
 impl MediaPlaylist {
@@ -133,6 +147,7 @@ impl MediaPlaylist {
             map: None,
             event: false,
             skipped: 0,
+            rendition_reports: Vec::new(),
         }
     }
 
@@ -294,6 +309,17 @@ impl MediaPlaylist {
             }
             out.push('\n');
         }
+        for report in &self.rendition_reports {
+            let _ = write!(
+                out,
+                "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+                report.uri, report.last_msn
+            );
+            if let Some(part) = report.last_part {
+                let _ = write!(out, ",LAST-PART={part}");
+            }
+            out.push('\n');
+        }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
         }
@@ -410,6 +436,17 @@ impl MediaPlaylist {
                     pl.skipped = attr(&attributes(value), "SKIPPED-SEGMENTS")
                         .and_then(|v| v.parse().ok())
                         .ok_or(ParseError("bad EXT-X-SKIP"))?
+                }
+                "EXT-X-RENDITION-REPORT" => {
+                    let attrs = attributes(value);
+                    let number = |k| attr(&attrs, k).and_then(|v: &str| v.parse().ok());
+                    if let (Some(uri), Some(last_msn)) = (attr(&attrs, "URI"), number("LAST-MSN")) {
+                        pl.rendition_reports.push(RenditionReport {
+                            uri: uri.to_string(),
+                            last_msn,
+                            last_part: number("LAST-PART"),
+                        });
+                    }
                 }
                 "EXT-X-ENDLIST" => pl.ended = true,
                 "EXT-X-PLAYLIST-TYPE" => pl.event = matches!(value, "EVENT" | "VOD"),
@@ -660,6 +697,29 @@ mod tests {
         let parsed = MediaPlaylist::parse(&text).unwrap();
         assert_eq!(parsed.render(), text);
         assert_eq!(parsed.last_position(), Some((10, 0)));
+    }
+
+    #[test]
+    fn rendition_reports_round_trip_after_the_parts() {
+        let mut pl = low_latency();
+        pl.rendition_reports = vec![
+            RenditionReport {
+                uri: "../360p/index.m3u8".into(),
+                last_msn: 10,
+                last_part: Some(2),
+            },
+            RenditionReport {
+                uri: "../index.m3u8".into(),
+                last_msn: 9,
+                last_part: None,
+            },
+        ];
+        let text = pl.render();
+        assert!(text.ends_with(
+            "#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\",LAST-MSN=10,LAST-PART=2\n\
+             #EXT-X-RENDITION-REPORT:URI=\"../index.m3u8\",LAST-MSN=9\n"
+        ));
+        assert_eq!(MediaPlaylist::parse(&text).unwrap(), pl);
     }
 
     #[test]

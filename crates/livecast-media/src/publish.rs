@@ -26,6 +26,33 @@ pub fn valid_stream_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
+/// What separates a stream's name from a rendition's in a publish: `talk@720p` is the
+/// `720p` rendition of stream `talk` (see [`split_rendition`]).
+pub const RENDITION_SEPARATOR: char = '@';
+
+/// Whether `name` may be a rendition's name: 1 to 16 letters, digits, `_` and `-`, not
+/// starting with `-`. It becomes a directory name (`<stream>@<rendition>`) and a URL path
+/// segment (`/hls/<stream>/<rendition>/`).
+pub fn valid_rendition_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 16
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Splits a publish name into the stream's name and the rendition's, if it names one
+/// (`talk@720p` → `("talk", Some("720p"))`); `None` when either part is not a valid name.
+/// The same split turns a rendition's directory on the volume back into its stream.
+pub fn split_rendition(name: &str) -> Option<(&str, Option<&str>)> {
+    match name.split_once(RENDITION_SEPARATOR) {
+        None => valid_stream_name(name).then_some((name, None)),
+        Some((stream, rendition)) => (valid_stream_name(stream) && valid_rendition_name(rendition))
+            .then_some((stream, Some(rendition))),
+    }
+}
+
 use crate::segmenter::StreamInfo;
 
 /// The file's name in the stream directory.
@@ -46,6 +73,11 @@ pub struct PublishInfo {
     pub audio_codec: Option<String>,
     /// The publisher's address (`IP:port`), for operators only.
     pub publisher: Option<String>,
+    /// RFC 6381 codec strings of the tracks, comma-separated.
+    pub codecs: Option<String>,
+    /// Peak and average bits per second of the segments in the playlist window, as written.
+    pub bandwidth: Option<u64>,
+    pub average_bandwidth: Option<u64>,
 }
 
 impl PublishInfo {
@@ -63,6 +95,9 @@ impl PublishInfo {
                 .and_then(|ms| u64::try_from(ms).ok()),
             audio_codec: info.audio_codec.map(str::to_string),
             publisher: None,
+            codecs: info.codecs.clone(),
+            bandwidth: None,
+            average_bandwidth: None,
         }
     }
 
@@ -87,6 +122,15 @@ impl PublishInfo {
         if let Some(publisher) = &self.publisher {
             out.push_str(&format!("publisher={publisher}\n"));
         }
+        if let Some(codecs) = &self.codecs {
+            out.push_str(&format!("codecs={codecs}\n"));
+        }
+        if let Some(bps) = self.bandwidth {
+            out.push_str(&format!("bandwidth={bps}\n"));
+        }
+        if let Some(bps) = self.average_bandwidth {
+            out.push_str(&format!("average_bandwidth={bps}\n"));
+        }
         out
     }
 
@@ -109,6 +153,9 @@ impl PublishInfo {
                 "keyframe_interval_ms" => info.keyframe_interval_ms = value.parse().ok(),
                 "audio" => info.audio_codec = Some(value.to_string()),
                 "publisher" => info.publisher = Some(value.to_string()),
+                "codecs" => info.codecs = Some(value.to_string()),
+                "bandwidth" => info.bandwidth = value.parse().ok(),
+                "average_bandwidth" => info.average_bandwidth = value.parse().ok(),
                 _ => {}
             }
         }
@@ -158,6 +205,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn renditions_are_named_after_their_stream() {
+        assert_eq!(split_rendition("talk"), Some(("talk", None)));
+        assert_eq!(split_rendition("talk@720p"), Some(("talk", Some("720p"))));
+        assert_eq!(split_rendition("a.b@low_1"), Some(("a.b", Some("low_1"))));
+        for bad in [
+            "@720p",
+            "talk@",
+            "talk@7.2",
+            "talk@a@b",
+            "talk@-x",
+            ".x@720p",
+            "talk@../x",
+        ] {
+            assert_eq!(split_rendition(bad), None, "{bad}");
+        }
+        assert!(!valid_stream_name("talk@720p"));
+        assert!(!valid_rendition_name(&"x".repeat(17)));
+    }
+
+    #[test]
     fn round_trips_and_skips_unknown_lines() {
         let info = PublishInfo {
             started_unix_ms: 1_796_186_401_123,
@@ -169,6 +236,9 @@ mod tests {
             keyframe_interval_ms: Some(2000),
             audio_codec: Some("aac".into()),
             publisher: Some("10.1.2.3:50123".into()),
+            codecs: Some("avc1.64001f,mp4a.40.2".into()),
+            bandwidth: Some(2_900_000),
+            average_bandwidth: Some(2_500_000),
         };
         let text = info.render() + "later=field\ngarbage\n";
         assert_eq!(PublishInfo::parse(&text), info);

@@ -74,6 +74,9 @@ pub struct Segment {
     pub duration_ms: i64,
     /// Whether the segment starts with a keyframe (or carries no video).
     pub independent: bool,
+    /// Presentation time of the first frame, in milliseconds (the decode time plus the
+    /// keyframe's composition offset): what lines segments of several renditions up.
+    pub start_pts_ms: i64,
 }
 
 /// What one frame closed: always a part, and the segment when the part ended one.
@@ -91,6 +94,7 @@ struct Building {
     /// Bytes of the segment so far (with or without `data`).
     len: usize,
     start_ms: i64,
+    start_pts_ms: i64,
     independent: bool,
 }
 
@@ -169,6 +173,8 @@ pub struct StreamInfo {
     pub keyframe_interval_ms: Option<i64>,
     /// `aac`, once the audio sequence header came.
     pub audio_codec: Option<&'static str>,
+    /// The tracks' RFC 6381 codec strings, comma-separated (see [`crate::codecs`]).
+    pub codecs: Option<String>,
 }
 
 /// Frame counts behind [`StreamInfo`].
@@ -198,6 +204,8 @@ pub struct Segmenter {
     target_ms: i64,
     part_ms: Option<i64>,
     max_ms: Option<i64>,
+    /// Segments are cut on the clock (see [`Segmenter::align_to_clock`]).
+    aligned: bool,
     clock: TimestampExtender,
     /// Correction added to extended timestamps after jumps, and the newest output timestamp.
     shift_ms: i64,
@@ -242,6 +250,7 @@ impl Segmenter {
             target_ms: i64::from(target_ms.max(1)),
             part_ms: (part_ms > 0).then_some(i64::from(part_ms)),
             max_ms: None,
+            aligned: false,
             clock: TimestampExtender::default(),
             shift_ms: 0,
             newest_ms: None,
@@ -290,6 +299,19 @@ impl Segmenter {
                 ((m.video_frames - 1) as f64 * 1000.0 / span as f64 * 100.0).round() / 100.0
             })
         });
+        let video_string = self
+            .video
+            .as_ref()
+            .and_then(|(config, record)| match config {
+                VideoConfig::Avc(_) => crate::codecs::avc(record),
+                VideoConfig::Hevc(_) => crate::codecs::hevc(record),
+                VideoConfig::Av1(_) => crate::codecs::av1(record),
+            });
+        let audio_string = self
+            .aac
+            .as_ref()
+            .map(|(config, _)| crate::codecs::aac(config));
+        let codecs: Vec<String> = video_string.into_iter().chain(audio_string).collect();
         StreamInfo {
             video_codec,
             width,
@@ -297,6 +319,7 @@ impl Segmenter {
             frame_rate,
             keyframe_interval_ms: m.keyframe_interval_ms,
             audio_codec: self.aac.as_ref().map(|_| "aac"),
+            codecs: (!codecs.is_empty()).then(|| codecs.join(",")),
         }
     }
 
@@ -304,6 +327,32 @@ impl Segmenter {
     /// if it is not a keyframe.
     pub fn set_max_duration(&mut self, max_ms: u32) {
         self.max_ms = Some(i64::from(max_ms));
+    }
+
+    /// Cuts segments on the clock rather than on their own length: at the first keyframe whose
+    /// presentation time is in a later multiple of the target duration than the segment's
+    /// start. Renditions of one source whose keyframes share presentation times (one encoder
+    /// with several outputs, or a transcoder that keeps the source's keyframes and
+    /// timestamps) are then cut at the same frames, whenever each of them started, so a player
+    /// switches between them at segment boundaries without a gap. A rendition that joins late
+    /// gets a shorter first segment.
+    pub fn align_to_clock(&mut self) {
+        self.aligned = true;
+    }
+
+    /// Presentation time of the first frame of the segment being built.
+    pub fn segment_start_pts_ms(&self) -> Option<i64> {
+        self.segment.as_ref().map(|s| s.start_pts_ms)
+    }
+
+    /// Whether a keyframe at `pts` closes a segment that started at `start_pts` and has lasted
+    /// `elapsed` so far.
+    fn segment_due(&self, start_pts: i64, pts: i64, elapsed: i64) -> bool {
+        if self.aligned {
+            pts.div_euclid(self.target_ms) > start_pts.div_euclid(self.target_ms)
+        } else {
+            elapsed >= self.target_ms
+        }
     }
 
     /// For a caller that keeps a segment as its parts back to back (byte-range parts): with
@@ -398,7 +447,8 @@ impl Segmenter {
                 let cut = match (&self.segment, &self.part) {
                     (Some(seg), Some(part)) => {
                         let elapsed = dts - seg.start_ms;
-                        let due = elapsed >= self.target_ms && keyframe;
+                        let pts = dts + i64::from(composition_ms);
+                        let due = keyframe && self.segment_due(seg.start_pts_ms, pts, elapsed);
                         let forced = self.max_ms.is_some_and(|max| elapsed >= max);
                         let part_due = self.part_due(part.start_ms, dts, self.video_step_ms);
                         if due || forced {
@@ -411,7 +461,7 @@ impl Segmenter {
                     }
                     _ => None,
                 };
-                self.open(dts, keyframe);
+                self.open(dts, i64::from(composition_ms), keyframe);
                 match self.container {
                     Container::Ts => {
                         let pts = dts + i64::from(composition_ms);
@@ -477,7 +527,7 @@ impl Segmenter {
                 }
                 let cut = match (&self.segment, &self.part) {
                     (Some(seg), Some(part)) if !tracks.video => {
-                        if ts - seg.start_ms >= self.target_ms {
+                        if self.segment_due(seg.start_pts_ms, ts, ts - seg.start_ms) {
                             self.close(ts, true)
                         } else if self.part_due(part.start_ms, ts, self.audio_step_ms) {
                             self.close(ts, false)
@@ -492,7 +542,7 @@ impl Segmenter {
                     // keyframe; it is dropped until video begins.
                     return Ok(cut);
                 }
-                self.open(ts, true);
+                self.open(ts, 0, true);
                 match self.container {
                     Container::Ts => {
                         let mut frame = Vec::with_capacity(header.len() + raw.len());
@@ -658,8 +708,9 @@ impl Segmenter {
         self.audio_next = Some(at + u64::from(AAC_FRAME_SAMPLES));
     }
 
-    /// Opens a segment and a part at `ts` if none is open, and records `ts` as the latest frame.
-    fn open(&mut self, ts: i64, independent: bool) {
+    /// Opens a segment and a part at `ts` (whose frame is presented `composition_ms` later) if
+    /// none is open, and records `ts` as the latest frame.
+    fn open(&mut self, ts: i64, composition_ms: i64, independent: bool) {
         let started = self.part.is_some() || self.segment.is_some();
         if started {
             let step = ts - self.last_ms;
@@ -680,6 +731,7 @@ impl Segmenter {
                 data: Vec::with_capacity(capacity),
                 len: 0,
                 start_ms: ts,
+                start_pts_ms: ts + composition_ms,
                 independent,
             });
         }
@@ -739,6 +791,7 @@ impl Segmenter {
             self.segment.take().map(|seg| Segment {
                 duration_ms: (end_ms - seg.start_ms).max(0),
                 start_ms: seg.start_ms,
+                start_pts_ms: seg.start_pts_ms,
                 independent: seg.independent,
                 data: seg.data,
             })
@@ -820,6 +873,41 @@ mod tests {
         assert_eq!(info.frame_rate, Some(25.0));
         assert_eq!(info.keyframe_interval_ms, Some(2000));
         assert_eq!(info.audio_codec, Some("aac"));
+    }
+
+    #[test]
+    fn clock_aligned_renditions_cut_at_the_same_frames_whenever_they_join() {
+        // Keyframes every 1 s (25 fps); one rendition from the start, one from the keyframe at
+        // 3 s. On the clock both cut at 2 s, 4 s, 6 s...; by length the late one would cut at
+        // 5 s, 7 s...
+        let starts = |join_ms: u32, aligned: bool| {
+            let mut seg = Segmenter::new(Container::Fmp4, 2000, 500);
+            if aligned {
+                seg.align_to_clock();
+            }
+            seg.push_video(join_ms, &AVC_HEADER_640X360).unwrap();
+            let mut starts = Vec::new();
+            for i in join_ms / 40..300u32 {
+                if let Some(segment) = seg
+                    .push_video(i * 40, &frame(i % 25 == 0))
+                    .unwrap()
+                    .and_then(|c| c.segment)
+                {
+                    starts.push(segment.start_pts_ms);
+                }
+            }
+            starts
+        };
+        let early = starts(0, true);
+        let late = starts(3000, true);
+        assert_eq!(early[..3], [0, 2000, 4000]);
+        assert_eq!(
+            late[..3],
+            [3000, 4000, 6000],
+            "a short first segment, then in step"
+        );
+        assert!(early.ends_with(&late[1..]), "{early:?} {late:?}");
+        assert_eq!(starts(3000, false)[..3], [3000, 5000, 7000]);
     }
 
     #[test]

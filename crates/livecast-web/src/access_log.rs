@@ -446,8 +446,12 @@ fn display<T: std::fmt::Display, S: serde::Serializer>(
 
 fn route_label(matched: Option<&str>, path: &str) -> &'static str {
     match matched {
-        Some("/hls/{stream}/{file}") if path.ends_with(".m3u8") => "playlist",
-        Some("/hls/{stream}/{file}") => "segment",
+        Some("/hls/{stream}/{file}" | "/hls/{stream}/{rendition}/{file}")
+            if path.ends_with(".m3u8") =>
+        {
+            "playlist"
+        }
+        Some("/hls/{stream}/{file}" | "/hls/{stream}/{rendition}/{file}") => "segment",
         Some("/api/streams") => "api",
         Some("/") => "player",
         Some(p) if p.starts_with("/assets") => "asset",

@@ -52,26 +52,68 @@ pub(crate) fn kind_of(file: &str) -> Option<Kind> {
     })
 }
 
+/// The master playlist's name in a stream's directory (written by the ingest when the stream
+/// has renditions).
+pub(crate) const MASTER: &str = "master.m3u8";
+
 pub(crate) async fn serve(
     State(app): State<Arc<App>>,
     Path((stream, file)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !safe_component(&stream) || !safe_component(&file) {
+    if !safe_component(&stream) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let Some(kind) = kind_of(&file) else {
+    if file == MASTER {
+        return master(&app, &stream, &headers).await;
+    }
+    serve_file(&app, &stream, &file, &query, &headers).await
+}
+
+/// `/hls/<stream>/<rendition>/<file>`: a rendition's files, from `<hls-dir>/<stream>@<rendition>/`
+/// (the name it was published under).
+pub(crate) async fn serve_rendition(
+    State(app): State<Arc<App>>,
+    Path((stream, rendition, file)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !safe_component(&stream)
+        || stream.contains(livecast_media::publish::RENDITION_SEPARATOR)
+        || !livecast_media::publish::valid_rendition_name(&rendition)
+    {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let dir = format!(
+        "{stream}{}{rendition}",
+        livecast_media::publish::RENDITION_SEPARATOR
+    );
+    serve_file(&app, &dir, &file, &query, &headers).await
+}
+
+/// A file of the stream directory `stream` (already checked to be a safe name).
+async fn serve_file(
+    app: &App,
+    stream: &str,
+    file: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    if !safe_component(file) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Some(kind) = kind_of(file) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if file == PLAYLIST {
-        return playlist(&app, &stream, &query, &headers).await;
+        return playlist(app, stream, query, headers).await;
     }
-    if let Some(response) = growing_segment(&app, &stream, &file, &kind, &headers).await {
+    if let Some(response) = growing_segment(app, stream, file, &kind, headers).await {
         return response;
     }
-    match app.volume.file(&stream, &file).await {
-        Ok(Some(found)) => file_response(&found, &kind, &headers),
+    match app.volume.file(stream, file).await {
+        Ok(Some(found)) => file_response(&found, &kind, headers),
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(error) => {
             tracing::warn!(%error, %stream, %file, "cannot read hls file");
@@ -253,6 +295,27 @@ async fn playlist(
     } else {
         LIVE_PLAYLIST_CACHE
     };
+    playlist_response(served, headers, cache)
+}
+
+/// The master playlist: served like a playlist (validators, gzip, the live cache rule);
+/// delivery directives do not apply to it and are ignored.
+async fn master(app: &App, stream: &str, headers: &HeaderMap) -> Response {
+    match app.volume.file(stream, MASTER).await {
+        Ok(Some(found)) => {
+            let entry = entry_for(found.body.clone(), None, found.modified);
+            playlist_response(&entry, headers, LIVE_PLAYLIST_CACHE)
+        }
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(error) => {
+            tracing::warn!(%error, %stream, "cannot read the master playlist");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// A playlist's answer: 304 when the validators match, else the body (gzip when accepted).
+fn playlist_response(served: &PlaylistEntry, headers: &HeaderMap, cache: &'static str) -> Response {
     let mut response = conditional(headers, &served.etag, served.modified).unwrap_or_else(|| {
         let gzip = accepts_gzip(headers) && !served.gzip.is_empty();
         let mut r = Response::new(Body::from(if gzip {

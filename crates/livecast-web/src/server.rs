@@ -59,6 +59,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/assets/hls.min.js", get(player::hls_js))
         .route("/api/streams", get(streams::list).options(preflight))
         .route("/hls/{stream}/{file}", get(hls::serve).options(preflight))
+        .route(
+            "/hls/{stream}/{rendition}/{file}",
+            get(hls::serve_rendition).options(preflight),
+        )
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(middleware::from_fn_with_state(
             app.clone(),

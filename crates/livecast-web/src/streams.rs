@@ -3,6 +3,7 @@
 //! codecs, picture size, frame rate, keyframe interval and whether it suits the segments). The scan is cached for a second, so a page refresh
 //! from every viewer does not turn into a directory walk each.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,14 +17,16 @@ use livecast_media::publish::{PublishInfo, PUBLISH_INFO_NAME};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::http::safe_component;
 
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
-/// One live stream as the API lists it.
-#[derive(Debug, Serialize)]
+/// One live stream (or one of its renditions) as the API lists it.
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct StreamInfo {
+    /// The stream's name, or the rendition's (`720p`; `source` for the stream's own publish
+    /// under a server-side ladder).
     pub name: String,
+    /// What a player loads: the master playlist when the stream has renditions.
     pub playlist: String,
     /// Seconds since the playlist last changed (a new segment or part).
     pub last_update_age_secs: f64,
@@ -43,10 +46,17 @@ pub(crate) struct StreamInfo {
     /// The publisher's address: only in the operator list on the admin port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publisher: Option<String>,
+    /// RFC 6381 codec strings, as the master playlist names them.
+    pub codecs: Option<String>,
+    /// Peak bits per second of recent segments (a rendition's BANDWIDTH in the master).
+    pub bandwidth_bps: Option<u64>,
+    /// The stream's renditions, highest first (empty without a master playlist).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<StreamInfo>,
 }
 
 /// The video track as the ingest measured it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Video {
     /// `h264`, `hevc` or `av1`.
     pub codec: String,
@@ -119,72 +129,142 @@ pub(crate) async fn list(State(app): State<Arc<App>>) -> axum::response::Respons
 
 /// A stream is live when its playlist has no ENDLIST and changed within three target durations
 /// (plus slack): a playlist left behind by a crashed ingest does not stay "live" forever.
+/// Renditions (`<stream>@<rendition>/` on the volume) are listed under their stream, whose
+/// `playlist` is then the master playlist; a stream published only as renditions is listed
+/// with the facts of its highest one.
 pub(crate) fn scan(dir: &Path, now: SystemTime, operator: bool) -> Vec<StreamInfo> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut streams: Vec<StreamInfo> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            if !safe_component(&name) {
-                return None;
-            }
-            let stream_dir = entry.path();
-            let path = stream_dir.join(crate::volume::PLAYLIST);
-            let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-            let playlist = MediaPlaylist::parse(&std::fs::read_to_string(&path).ok()?).ok()?;
-            let age = now.duration_since(modified).unwrap_or_default();
-            if playlist.ended || age > Duration::from_secs(3 * playlist.target_duration + 5) {
-                return None;
-            }
-            let bytes: u64 = playlist
-                .segments
-                .iter()
-                .filter_map(|s| std::fs::metadata(stream_dir.join(&s.uri)).ok())
-                .map(|m| m.len())
-                .sum();
-            let seconds = playlist.duration();
-            let publish = std::fs::read_to_string(stream_dir.join(PUBLISH_INFO_NAME))
-                .ok()
-                .map(|text| PublishInfo::parse(&text));
-            let started = publish
-                .as_ref()
-                .map(|p| SystemTime::UNIX_EPOCH + Duration::from_millis(p.started_unix_ms));
-            Some(StreamInfo {
-                uptime_secs: started
-                    .and_then(|at| now.duration_since(at).ok())
-                    .map(|d| d.as_secs()),
-                video: publish.as_ref().and_then(|p| {
-                    Some(Video {
-                        codec: p.video_codec.clone()?,
-                        width: p.width,
-                        height: p.height,
-                        frame_rate: p.frame_rate,
-                        keyframe_interval_secs: p.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0),
-                    })
+    let mut streams: BTreeMap<String, StreamInfo> = BTreeMap::new();
+    let mut renditions: BTreeMap<String, Vec<StreamInfo>> = BTreeMap::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some((stream, rendition)) = livecast_media::publish::split_rendition(&name) else {
+            continue;
+        };
+        let playlist = match rendition {
+            Some(rendition) => format!("/hls/{stream}/{rendition}/index.m3u8"),
+            None => format!("/hls/{stream}/index.m3u8"),
+        };
+        let Some(info) = live_playlist(&entry.path(), now, operator, playlist) else {
+            continue;
+        };
+        match rendition {
+            Some(rendition) => renditions
+                .entry(stream.to_string())
+                .or_default()
+                .push(StreamInfo {
+                    name: rendition.to_string(),
+                    ..info
                 }),
-                audio: publish.as_ref().and_then(|p| p.audio_codec.clone()),
-                keyframe_warning: publish.as_ref().and_then(PublishInfo::keyframe_warning),
-                publisher: publish
-                    .as_ref()
-                    .and_then(|p| p.publisher.clone())
-                    .filter(|_| operator),
-                playlist: format!("/hls/{name}/index.m3u8"),
-                name,
-                last_update_age_secs: (age.as_secs_f64() * 1000.0).round() / 1000.0,
-                bitrate_bps: if seconds > 0.0 {
-                    (bytes as f64 * 8.0 / seconds) as u64
-                } else {
-                    0
-                },
-                segments: playlist.segments.len(),
-                low_latency: playlist.part_target.is_some(),
+            None => {
+                streams.insert(name.clone(), StreamInfo { name, ..info });
+            }
+        }
+    }
+    for (stream, mut list) in renditions {
+        list.sort_by(|a, b| b.bandwidth_bps.cmp(&a.bandwidth_bps));
+        let master = format!("/hls/{stream}/master.m3u8");
+        if !dir.join(&stream).join(crate::hls::MASTER).exists() {
+            continue;
+        }
+        let entry = match streams.remove(&stream) {
+            Some(mut source) => {
+                // The stream's own publish is the source rendition of a server-side ladder.
+                let mut own = StreamInfo {
+                    name: "source".into(),
+                    renditions: Vec::new(),
+                    ..source.clone()
+                };
+                own.publisher = None;
+                list.insert(0, own);
+                source.renditions = list;
+                source
+            }
+            None => {
+                let Some(top) = list.first() else {
+                    continue;
+                };
+                let mut top = top.clone();
+                top.name = stream.clone();
+                top.renditions = list;
+                top
+            }
+        };
+        streams.insert(
+            stream,
+            StreamInfo {
+                playlist: master,
+                ..entry
+            },
+        );
+    }
+    streams.into_values().collect()
+}
+
+/// The facts of one live media playlist in `stream_dir`, or `None` when it is not live.
+fn live_playlist(
+    stream_dir: &Path,
+    now: SystemTime,
+    operator: bool,
+    url: String,
+) -> Option<StreamInfo> {
+    let path = stream_dir.join(crate::volume::PLAYLIST);
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    let playlist = MediaPlaylist::parse(&std::fs::read_to_string(&path).ok()?).ok()?;
+    let age = now.duration_since(modified).unwrap_or_default();
+    if playlist.ended || age > Duration::from_secs(3 * playlist.target_duration + 5) {
+        return None;
+    }
+    let bytes: u64 = playlist
+        .segments
+        .iter()
+        .filter_map(|s| std::fs::metadata(stream_dir.join(&s.uri)).ok())
+        .map(|m| m.len())
+        .sum();
+    let seconds = playlist.duration();
+    let publish = std::fs::read_to_string(stream_dir.join(PUBLISH_INFO_NAME))
+        .ok()
+        .map(|text| PublishInfo::parse(&text));
+    let started = publish
+        .as_ref()
+        .map(|p| SystemTime::UNIX_EPOCH + Duration::from_millis(p.started_unix_ms));
+    Some(StreamInfo {
+        uptime_secs: started
+            .and_then(|at| now.duration_since(at).ok())
+            .map(|d| d.as_secs()),
+        video: publish.as_ref().and_then(|p| {
+            Some(Video {
+                codec: p.video_codec.clone()?,
+                width: p.width,
+                height: p.height,
+                frame_rate: p.frame_rate,
+                keyframe_interval_secs: p.keyframe_interval_ms.map(|ms| ms as f64 / 1000.0),
             })
-        })
-        .collect();
-    streams.sort_by(|a, b| a.name.cmp(&b.name));
-    streams
+        }),
+        audio: publish.as_ref().and_then(|p| p.audio_codec.clone()),
+        codecs: publish.as_ref().and_then(|p| p.codecs.clone()),
+        bandwidth_bps: publish.as_ref().and_then(|p| p.bandwidth),
+        keyframe_warning: publish.as_ref().and_then(PublishInfo::keyframe_warning),
+        publisher: publish
+            .as_ref()
+            .and_then(|p| p.publisher.clone())
+            .filter(|_| operator),
+        playlist: url,
+        name: String::new(),
+        last_update_age_secs: (age.as_secs_f64() * 1000.0).round() / 1000.0,
+        bitrate_bps: if seconds > 0.0 {
+            (bytes as f64 * 8.0 / seconds) as u64
+        } else {
+            0
+        },
+        segments: playlist.segments.len(),
+        low_latency: playlist.part_target.is_some(),
+        renditions: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -219,6 +299,7 @@ mod tests {
             keyframe_interval_ms: Some(4000),
             audio_codec: Some("aac".into()),
             publisher: Some("10.1.2.3:50123".into()),
+            ..PublishInfo::default()
         };
         std::fs::write(
             dir.path().join("a").join(PUBLISH_INFO_NAME),
@@ -254,5 +335,65 @@ mod tests {
         assert_eq!(operator[0].publisher.as_deref(), Some("10.1.2.3:50123"));
         // Twelve seconds after the last write, a 2 s playlist is stale.
         assert!(scan(dir.path(), now + Duration::from_secs(12), false).is_empty());
+    }
+
+    #[test]
+    fn renditions_are_listed_under_their_stream_with_the_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.ts\n";
+        for name in [
+            "talk",
+            "talk@480p",
+            "talk@240p",
+            "conf@720p",
+            "conf@360p",
+            "orphan@360p",
+        ] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("index.m3u8"), live).unwrap();
+        }
+        for (name, bandwidth) in [
+            ("talk@480p", 1_300_000),
+            ("talk@240p", 450_000),
+            ("conf@720p", 2_800_000),
+            ("conf@360p", 900_000),
+        ] {
+            let info = PublishInfo {
+                bandwidth: Some(bandwidth),
+                codecs: Some("avc1.4d401e,mp4a.40.2".into()),
+                ..PublishInfo::default()
+            };
+            std::fs::write(dir.path().join(name).join(PUBLISH_INFO_NAME), info.render()).unwrap();
+        }
+        std::fs::write(dir.path().join("talk/master.m3u8"), "#EXTM3U\n").unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        std::fs::write(dir.path().join("conf/master.m3u8"), "#EXTM3U\n").unwrap();
+        let found = scan(dir.path(), SystemTime::now(), false);
+        let names: Vec<_> = found.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["conf", "talk"],
+            "no master, no listing: orphan@360p is left out"
+        );
+        let conf = &found[0];
+        assert_eq!(conf.playlist, "/hls/conf/master.m3u8");
+        let listed: Vec<_> = conf
+            .renditions
+            .iter()
+            .map(|r| (r.name.as_str(), r.playlist.as_str(), r.bandwidth_bps))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("720p", "/hls/conf/720p/index.m3u8", Some(2_800_000)),
+                ("360p", "/hls/conf/360p/index.m3u8", Some(900_000))
+            ]
+        );
+        assert_eq!(conf.bandwidth_bps, Some(2_800_000));
+        let talk = &found[1];
+        assert_eq!(talk.playlist, "/hls/talk/master.m3u8");
+        let names: Vec<_> = talk.renditions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["source", "480p", "240p"]);
+        assert_eq!(talk.renditions[0].playlist, "/hls/talk/index.m3u8");
     }
 }
