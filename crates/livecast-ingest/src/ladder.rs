@@ -287,6 +287,17 @@ fn is_keyframe(body: &Bytes) -> bool {
     )
 }
 
+fn is_sequence_header(kind: u8, body: &Bytes) -> bool {
+    if kind == 9 {
+        is_header(body)
+    } else {
+        matches!(
+            flv::parse_audio(body),
+            Ok(flv::AudioTag::AacSequenceHeader(_))
+        )
+    }
+}
+
 fn is_header(body: &Bytes) -> bool {
     matches!(flv::parse_video(body), Ok(VideoTag::SequenceHeader { .. }))
 }
@@ -434,12 +445,7 @@ impl Supervisor {
             MediaMessage::Video(ts, body) if is_header(body) => {
                 self.video_header = Some((*ts, body.clone()));
             }
-            MediaMessage::Audio(ts, body)
-                if matches!(
-                    flv::parse_audio(body),
-                    Ok(flv::AudioTag::AacSequenceHeader(_))
-                ) =>
-            {
+            MediaMessage::Audio(ts, body) if is_sequence_header(8, body) => {
                 self.audio_header = Some((*ts, body.clone()));
             }
             _ => {}
@@ -469,7 +475,8 @@ impl Supervisor {
                 }
             });
         }
-        let mut start = flv_header(self.audio_header.is_some());
+        // Audio is announced whether or not its header is in yet: it may follow.
+        let mut start = flv_header(true);
         for (ts, body) in [&self.video_header, &self.audio_header]
             .into_iter()
             .flatten()
@@ -501,11 +508,12 @@ impl Supervisor {
                         MediaMessage::Video(ts, body) => (9, *ts, body),
                         MediaMessage::Audio(ts, body) => (8, *ts, body),
                     };
-                    // A child starts at a keyframe; what comes before it cannot be decoded.
+                    // A child starts at a keyframe; frames before it cannot be decoded. Sequence
+                    // headers go through: the audio one may come after the child started.
                     if !keyframe_seen {
                         if kind == 9 && is_keyframe(body) {
                             keyframe_seen = true;
-                        } else {
+                        } else if !is_sequence_header(kind, body) {
                             continue;
                         }
                     }

@@ -63,6 +63,9 @@ pub struct UpArgs {
     /// Who may publish (the ingest's flags).
     #[command(flatten)]
     pub publish: livecast_ingest::config::PublishFlags,
+    /// The server-side rendition ladder (the ingest's flags).
+    #[command(flatten)]
+    pub ladder: livecast_ingest::ladder::LadderFlags,
     /// Who may watch and see the operator page (the balancer's flags).
     #[command(flatten)]
     pub access: livecast_proxy::config::AccessFlags,
@@ -135,6 +138,7 @@ impl Stack {
         // The flag groups `livecast up` shares with the ingest, as given.
         ingest.hls = args.hls.clone();
         ingest.publish = args.publish.clone();
+        ingest.ladder = args.ladder.clone();
         ingest.validate().map_err(LivecastError::config)?;
         let ingest_listeners =
             livecast_ingest::Listeners::bind(&ingest)

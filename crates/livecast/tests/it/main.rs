@@ -10,5 +10,6 @@ mod enhanced_rtmp;
 mod first_publish;
 mod k8s;
 mod playback;
+mod renditions;
 mod rtmps;
 mod support;
