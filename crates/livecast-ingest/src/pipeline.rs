@@ -77,6 +77,9 @@ struct Rendition {
     name: String,
     /// Its first segment's number has been taken from the group.
     aligned: bool,
+    /// Frames are held back until a keyframe whose segment number is free (see
+    /// [`Pipeline::holds_back`]).
+    holding: bool,
     /// Bytes of the segment being built.
     segment_bytes: u64,
     rates: BitRates,
@@ -102,6 +105,7 @@ impl Pipeline {
                 stream: name.to_string(),
                 name: rendition.to_string(),
                 aligned: false,
+                holding: true,
                 segment_bytes: 0,
                 rates: BitRates::new(shared.config.hls.window, i64::from(target_ms)),
             }
@@ -172,7 +176,7 @@ impl Pipeline {
 
     /// Takes one media message: whatever it completes is written before this returns.
     pub fn push(&mut self, message: MediaMessage) {
-        if !self.open {
+        if !self.open || self.holds_back(&message) {
             return;
         }
         let (ts, result) = match &message {
@@ -388,6 +392,47 @@ impl Pipeline {
         for name in self.playlist.retire(Instant::now()) {
             self.files.retire(&self.dir.join(name));
         }
+    }
+
+    /// A rendition that comes back (a restarted transcoder, a reconnecting encoder) may rejoin
+    /// inside the segment it was cut off in, whose number its playlist has used already: it
+    /// starts with the first keyframe of a segment whose number is still free, so its numbers
+    /// stay those of its group. Until then its frames are dropped (sequence headers are kept).
+    fn holds_back(&mut self, message: &MediaMessage) -> bool {
+        let Some(rendition) = self.rendition.as_mut().filter(|r| r.holding) else {
+            return false;
+        };
+        let keyframe_pts = match message {
+            MediaMessage::Video(ts, body) => match livecast_media::flv::parse_video(body) {
+                Ok(livecast_media::flv::VideoTag::Frame {
+                    keyframe: true,
+                    composition_ms,
+                    ..
+                }) => Some(i64::from(*ts) + i64::from(composition_ms)),
+                Ok(livecast_media::flv::VideoTag::Frame { .. }) => return true,
+                _ => return false,
+            },
+            MediaMessage::Audio(_, body) => {
+                return !matches!(
+                    livecast_media::flv::parse_audio(body),
+                    Ok(livecast_media::flv::AudioTag::AacSequenceHeader(_)) | Err(_)
+                );
+            }
+        };
+        let Some(pts) = keyframe_pts else {
+            return true;
+        };
+        let target_ms = (self.shared.config.hls.segment_secs * 1000.0).round() as i64;
+        let slot = pts.div_euclid(target_ms.max(1));
+        let taken = self
+            .shared
+            .renditions
+            .sequence_for(&rendition.stream, &rendition.name, slot)
+            .is_some_and(|sequence| sequence < self.playlist.sequence());
+        if !taken {
+            rendition.holding = false;
+        }
+        taken
     }
 
     /// The clock slot of a segment starting at presentation time `pts_ms`.
