@@ -203,12 +203,15 @@ async fn metric(stack: &Running, name: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_publisher_side_ladder_makes_a_master_with_aligned_variants() {
-    let stack = start_stack_with(1, &["--segment-secs=1"]).await;
-    // One encoder, two outputs with keyframes at the same frames: what OBS with two outputs
-    // or an ffmpeg ladder sends.
-    let outputs = [("360p", "640x360", "700k"), ("180p", "320x180", "200k")];
+/// One encoder publishing `stream` as several renditions (name, size, video rate) for
+/// `seconds`, with keyframes at the same frames: what OBS with several outputs, or an ffmpeg
+/// ladder, sends.
+fn publish_ladder(
+    stack: &Running,
+    stream: &str,
+    outputs: &[(&str, &str, &str)],
+    seconds: u32,
+) -> tokio::process::Child {
     let mut command = tokio::process::Command::new("ffmpeg");
     command
         .args([
@@ -220,38 +223,84 @@ async fn a_publisher_side_ladder_makes_a_master_with_aligned_variants() {
             "lavfi",
             "-i",
         ])
-        .arg("testsrc2=size=640x360:rate=30:duration=14")
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100:duration=14",
-        ]);
+        .arg(format!("testsrc2=size=640x360:rate=30:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=44100:duration={seconds}"
+        ));
     for (name, size, rate) in outputs {
         command
+            .args(["-map", "0:v", "-map", "1:a", "-s", size, "-c:v", "libx264"])
+            .args(["-preset", "veryfast", "-g", "30", "-keyint_min", "30"])
             .args([
-                "-map", "0:v", "-map", "1:a", "-s", size, "-c:v", "libx264", "-preset", "veryfast",
-            ])
-            .args([
-                "-g",
-                "30",
-                "-keyint_min",
-                "30",
                 "-sc_threshold",
                 "0",
                 "-b:v",
+                rate,
+                "-maxrate",
+                rate,
+                "-bufsize",
                 rate,
             ])
             .args([
                 "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "flv",
             ])
-            .arg(stack.rtmp_url(&format!("live/talk@{name}")));
+            .arg(stack.rtmp_url(&format!("live/{stream}@{name}")));
     }
-    let mut encoder = command
+    command
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("ffmpeg must be installed");
+        .expect("ffmpeg must be installed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hls_js_switches_down_to_the_low_rendition_when_throttled_and_keeps_playing() {
+    let e2e = crate::support::workspace_dir().join("e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "run `npm ci --prefix e2e` first (scripts/test.sh does)"
+    );
+    let stack = start_stack_with(1, &[]).await;
+    let outputs = [("360p", "640x360", "1500k"), ("180p", "320x180", "150k")];
+    let _encoder = publish_ladder(&stack, "abr", &outputs, 90);
+    check_aligned(&stack, "abr", 2, 2).await;
+    let output = tokio::process::Command::new("node")
+        .env("THROTTLE_KBPS", "600")
+        .arg(e2e.join("abr.mjs"))
+        .arg(stack.url("/?stream=abr"))
+        .output()
+        .await
+        .expect("node must be installed");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "hls.js did not switch down and keep playing: {report} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(report.trim()).expect("json report");
+    let menu: Vec<&str> = report["menu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert_eq!(menu.len(), 3, "Auto and one entry per rendition: {menu:?}");
+    assert!(menu[0].starts_with("Auto"), "{menu:?}");
+    assert!(menu.iter().any(|m| m.starts_with("180p")), "{menu:?}");
+    // The switch time is a figure for the notes, not a pass mark.
+    println!(
+        "switched down {} ms after the throttle",
+        report["switchedAfterMs"]
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publisher_side_ladder_makes_a_master_with_aligned_variants() {
+    let stack = start_stack_with(1, &["--segment-secs=1"]).await;
+    let outputs = [("360p", "640x360", "700k"), ("180p", "320x180", "200k")];
+    let mut encoder = publish_ladder(&stack, "talk", &outputs, 14);
 
     let master = check_aligned(&stack, "talk", 2, 4).await;
     let uris: Vec<&str> = master.variants.iter().map(|v| v.uri.as_str()).collect();
