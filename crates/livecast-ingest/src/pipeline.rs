@@ -511,7 +511,10 @@ impl Pipeline {
             .renditions
             .update(&rendition.stream, &rendition.name, facts);
         if let Some(reports) = self.writes.check_playlist(reports, "master playlist") {
-            self.playlist.set_reports(reports);
+            // Rendition reports are an LL-HLS tag; a playlist without parts has no use for them.
+            if self.part_target.is_some() {
+                self.playlist.set_reports(reports);
+            }
         }
     }
 

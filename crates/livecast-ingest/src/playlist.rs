@@ -608,6 +608,7 @@ mod tests {
         // A rendition that comes back two numbers late: two gaps, then its segment.
         let mut before = MediaPlaylist::new(2, 3);
         before.media_sequence = 40;
+        before.map = Some("old-init.mp4".into());
         for n in 40..43 {
             before.push(PlaylistSegment {
                 uri: format!("old-{n}.m4s"),

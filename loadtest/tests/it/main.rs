@@ -498,46 +498,6 @@ async fn relay(upstream: std::net::SocketAddr) -> Relay {
     Relay { addr, rate }
 }
 
-/// Serves `body` as a master playlist at any path, HTTP/1.1 with keep-alive.
-async fn serve_master(body: String) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut seen = Vec::new();
-                loop {
-                    let Ok(n) = conn.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\nContent-Length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        if conn.write_all(head.as_bytes()).await.is_err()
-                            || conn.write_all(body.as_bytes()).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// A viewer on a thin link (the relay) sees stalls, and the report counts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_front_end_makes_stalls_the_report_counts() {
@@ -568,23 +528,32 @@ async fn a_slow_front_end_makes_stalls_the_report_counts() {
 }
 
 /// The ABR viewer, like hls.js, starts low, moves up on a fast link and back down when the
-/// link is throttled below the high variant's bitrate.
+/// link is throttled below the high variant's bitrate; it plays the master playlist the ingest
+/// writes for a stream published in two renditions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abr_moves_down_when_the_link_is_throttled() {
     let stack = start(&["--container=ts", "--part-ms=0"]).await;
-    let mut hi = publish_at(stack.dir.path(), stack.rtmp, "talk-hi", "640x360", 1500);
-    let mut lo = publish_at(stack.dir.path(), stack.rtmp, "talk-lo", "320x180", 150);
+    let mut hi = publish_at(stack.dir.path(), stack.rtmp, "talk@hi", "640x360", 1500);
+    let mut lo = publish_at(stack.dir.path(), stack.rtmp, "talk@lo", "320x180", 150);
     let relay = relay(stack.proxy).await;
-    for name in ["talk-hi", "talk-lo"] {
-        wait_for_playlist(&format!("http://{}/hls/{name}/index.m3u8", stack.proxy)).await;
+    for name in ["hi", "lo"] {
+        wait_for_playlist(&format!(
+            "http://{}/hls/talk/{name}/index.m3u8",
+            stack.proxy
+        ))
+        .await;
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let r = relay.addr;
-    let master = serve_master(format!(
-        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1800000,RESOLUTION=640x360\nhttp://{r}/hls/talk-hi/index.m3u8\n\
-         #EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=320x180\nhttp://{r}/hls/talk-lo/index.m3u8\n"
-    ))
-    .await;
+    let master_url = format!("http://{}/hls/talk/master.m3u8", relay.addr);
+    let text = tokio::process::Command::new("curl")
+        .args(["-fsS", &master_url])
+        .output()
+        .await
+        .expect("curl");
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let master = livecast_media::master::MasterPlaylist::parse(&text).expect("master");
+    let uris: Vec<&str> = master.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(uris, ["hi/index.m3u8", "lo/index.m3u8"], "{text}");
     let rate = relay.rate.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -592,7 +561,7 @@ async fn abr_moves_down_when_the_link_is_throttled() {
         rate.store(100_000, std::sync::atomic::Ordering::Relaxed);
     });
     let out = stack.dir.path().join("out-abr");
-    let mut a = args(format!("http://{master}/master.m3u8"), &out, 2, 34);
+    let mut a = args(master_url, &out, 2, 34);
     a.thresholds.max_stall_ratio = None;
     let summary = run_to_end(&a).await.expect("run");
     let _ = hi.kill().await;
