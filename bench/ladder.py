@@ -112,7 +112,7 @@ def start_livecast(binaries, port, hls):
     return subprocess.Popen(
         [os.path.join(binaries, "livecast-ingest"), f"--rtmp-listen=127.0.0.1:{port}",
          f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}", f"--ladder={ladder}"],
-        stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def measure(name, server, port, hls, clip, seconds, warmup, expect):

@@ -362,8 +362,8 @@ mod tests {
         rates.add(100_000, 200); // a short first segment: 4 Mb/s
         rates.add(250_000, 2000); // 1 Mb/s
         rates.add(300_000, 2000); // 1.2 Mb/s
-        // The short segment is left out of the peak, not of the average; BANDWIDTH is never
-        // below AVERAGE-BANDWIDTH.
+                                  // The short segment is left out of the peak, not of the average; BANDWIDTH is never
+                                  // below AVERAGE-BANDWIDTH.
         let (peak, average) = rates.rates().unwrap();
         assert_eq!(average, 650_000 * 8000 / 4200);
         assert_eq!(peak, average);

@@ -480,3 +480,89 @@ async fn a_burst_of_first_requests_finds_the_playlist_and_reads_a_segment_once()
     );
     web.stop().await;
 }
+
+/// A stream's master playlist is served like a playlist (validators, gzip, the live cache
+/// rule) with delivery directives ignored, and a rendition's files only under its stream's
+/// URL (`/hls/<stream>/<rendition>/`), from `<stream>@<rendition>/` on the volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_and_renditions_are_served_under_the_stream() {
+    let web = start().await;
+    let volume = web.dir.path().join("volume");
+    std::fs::write(
+        volume.join("cam/master.m3u8"),
+        "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=900000\nindex.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=300000\n240p/index.m3u8\n",
+    )
+    .expect("write");
+    std::fs::create_dir_all(volume.join("cam@240p")).expect("mkdir");
+    std::fs::write(
+        volume.join("cam@240p/index.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nlow-0.ts\n",
+    )
+    .expect("write");
+    std::fs::write(volume.join("cam@240p/low-0.ts"), vec![0x47u8; 188]).expect("write");
+
+    let master = raw(web.addr, "/hls/cam/master.m3u8?_HLS_msn=99", "").await;
+    assert_eq!(status(&master), "200", "no blocking on a master: {master}");
+    assert_eq!(
+        header(&master, "content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(header(&master, "cache-control"), Some("public, max-age=1"));
+    assert!(master.ends_with("240p/index.m3u8\n"), "{master}");
+    let etag = header(&master, "etag").expect("etag").to_string();
+    let again = raw(
+        web.addr,
+        "/hls/cam/master.m3u8",
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!(status(&again), "304");
+    let gz = raw(
+        web.addr,
+        "/hls/cam/master.m3u8",
+        "Accept-Encoding: gzip\r\n",
+    )
+    .await;
+    assert_eq!(header(&gz, "content-encoding"), Some("gzip"));
+
+    let low = raw(web.addr, "/hls/cam/240p/index.m3u8", "").await;
+    assert_eq!(status(&low), "200");
+    assert!(low.contains("low-0.ts"), "{low}");
+    assert_eq!(
+        status(&raw(web.addr, "/hls/cam/240p/low-0.ts", "").await),
+        "200"
+    );
+    for path in [
+        "/hls/cam@240p/index.m3u8",
+        "/hls/cam/240p%2F..%2Fx/index.m3u8",
+        "/hls/cam/..%2Fcam/index.m3u8",
+        "/hls/cam/240p@x/index.m3u8",
+        "/hls/cam@240p/240p/index.m3u8",
+        "/hls/cam/240p/.hidden.ts",
+        "/hls/nothere/master.m3u8",
+    ] {
+        assert_eq!(status(&raw(web.addr, path, "").await), "404", "{path}");
+    }
+    // A rewritten master is served at once (the file watcher keeps the cache coherent).
+    std::fs::write(
+        volume.join("cam/.master.tmp"),
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nindex.m3u8\n",
+    )
+    .unwrap();
+    std::fs::rename(
+        volume.join("cam/.master.tmp"),
+        volume.join("cam/master.m3u8"),
+    )
+    .unwrap();
+    let mut fresh = String::new();
+    for _ in 0..50 {
+        fresh = raw(web.addr, "/hls/cam/master.m3u8", "").await;
+        if fresh.contains("BANDWIDTH=1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh.contains("BANDWIDTH=1\n"), "{fresh}");
+    web.stop().await;
+}
