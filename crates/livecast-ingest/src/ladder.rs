@@ -84,7 +84,7 @@ impl std::str::FromStr for Ladder {
                 .trim_end_matches('k')
                 .parse()
                 .map_err(|_| format!("{item:?}: the bit rate is not a number of kb/s"))?;
-            if !(64..=2160).contains(&height) || height % 2 != 0 {
+            if !(64..=2160).contains(&height) || !height.is_multiple_of(2) {
                 return Err(format!(
                     "{item:?}: the height must be even and between 64 and 2160"
                 ));
@@ -102,7 +102,7 @@ impl std::str::FromStr for Ladder {
         if rungs.len() > 6 {
             return Err("at most 6 rungs".into());
         }
-        rungs.sort_by(|a, b| b.height.cmp(&a.height));
+        rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
         Ok(Self(rungs))
     }
 }
@@ -176,42 +176,39 @@ pub fn ffmpeg_args(
     .to_vec();
     for rung in &rungs {
         let kbps = rung.kbps;
-        args.extend(
-            [
-                "-map".to_string(),
-                "0:v:0".into(),
-                "-map".into(),
-                "0:a:0?".into(),
-                "-vf".into(),
-                format!("scale=-2:{}", rung.height),
-                "-c:v".into(),
-                "libx264".into(),
-                "-preset".into(),
-                flags.ladder_preset.clone(),
-                "-tune".into(),
-                "zerolatency".into(),
-                "-profile:v".into(),
-                "main".into(),
-                "-pix_fmt".into(),
-                "yuv420p".into(),
-                "-force_key_frames".into(),
-                "source".into(),
-                "-sc_threshold".into(),
-                "0".into(),
-                "-b:v".into(),
-                format!("{kbps}k"),
-                "-maxrate".into(),
-                format!("{}k", kbps + kbps / 10),
-                "-bufsize".into(),
-                format!("{}k", kbps * 2),
-                "-c:a".into(),
-                "copy".into(),
-                "-f".into(),
-                "flv".into(),
-                format!("{target}/{stream}@{}?ladder={secret}", rung.name()),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            "-map".to_string(),
+            "0:v:0".into(),
+            "-map".into(),
+            "0:a:0?".into(),
+            "-vf".into(),
+            format!("scale=-2:{}", rung.height),
+            "-c:v".into(),
+            "libx264".into(),
+            "-preset".into(),
+            flags.ladder_preset.clone(),
+            "-tune".into(),
+            "zerolatency".into(),
+            "-profile:v".into(),
+            "main".into(),
+            "-pix_fmt".into(),
+            "yuv420p".into(),
+            "-force_key_frames".into(),
+            "source".into(),
+            "-sc_threshold".into(),
+            "0".into(),
+            "-b:v".into(),
+            format!("{kbps}k"),
+            "-maxrate".into(),
+            format!("{}k", kbps + kbps / 10),
+            "-bufsize".into(),
+            format!("{}k", kbps * 2),
+            "-c:a".into(),
+            "copy".into(),
+            "-f".into(),
+            "flv".into(),
+            format!("{target}/{stream}@{}?ladder={secret}", rung.name()),
+        ]);
     }
     Some(args)
 }

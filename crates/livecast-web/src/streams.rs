@@ -166,7 +166,7 @@ pub(crate) fn scan(dir: &Path, now: SystemTime, operator: bool) -> Vec<StreamInf
         }
     }
     for (stream, mut list) in renditions {
-        list.sort_by(|a, b| b.bandwidth_bps.cmp(&a.bandwidth_bps));
+        list.sort_by_key(|r| std::cmp::Reverse(r.bandwidth_bps));
         let master = format!("/hls/{stream}/master.m3u8");
         if !dir.join(&stream).join(crate::hls::MASTER).exists() {
             continue;

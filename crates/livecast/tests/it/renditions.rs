@@ -146,7 +146,7 @@ async fn check_aligned(
             .iter()
             .filter(|s| !s.gap && s.duration >= target / 2.0)
         {
-            let url = format!("{}/{}", path.rsplit_once('/').unwrap().0, segment.uri);
+            let url = format!("{}/{}", path.rsplit_once('/').expect("a path").0, segment.uri);
             let fetched = get(&stack.url(&url)).await;
             assert_eq!(fetched.status, 200, "{url}");
             peak = peak.max(fetched.body.len() as f64 * 8.0 / segment.duration);
@@ -182,7 +182,7 @@ async fn check_aligned(
 
 /// Resolves `uri` against `base` the way a player does (`..` included).
 fn join(base: &str, uri: &str) -> String {
-    let mut parts: Vec<&str> = base.rsplit_once('/').unwrap().0.split('/').collect();
+    let mut parts: Vec<&str> = base.rsplit_once('/').expect("a url").0.split('/').collect();
     for segment in uri.split('/') {
         match segment {
             ".." => {
