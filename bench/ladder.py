@@ -12,7 +12,8 @@ CPU is the whole process tree of each server (nginx master, worker and the ffmpe
 livecast-ingest and its ffmpeg), user + system from /proc, over --seconds after --warmup.
 The transcode dominates both; the ratio shows what the wrapper around it costs.
 
-The two run one after the other, alternating (a ladder takes most of a core; two at once on
+livecast runs twice per round: with nginx-rtmp's output (MPEG-TS, no parts) and with its default
+(fMP4 with LL-HLS parts). The three run one after the other, alternating (a ladder takes most of a core; two at once on
 a 2-core machine would starve each other), --rounds times; prints each pair's ratio and the
 median. Target: livecast / nginx-rtmp <= 1.0.
 Usage: bench/ladder.py [--seconds 30] [--warmup 15] [--rounds 3]
@@ -53,15 +54,20 @@ def descendants(pid):
 
 
 def cpu(pid):
-    total = 0.0
+    """CPU seconds of the tree: (all of it, its ffmpeg processes)."""
+    total = transcoder = 0.0
     for p in descendants(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
+                name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+            fields = rest.split()
+            used = (int(fields[11]) + int(fields[12])) / TICK
+            total += used
+            if name == "ffmpeg":
+                transcoder += used
         except OSError:
             pass
-    return total
+    return total, transcoder
 
 
 def rung_flags(height, kbps):
@@ -107,11 +113,11 @@ rtmp {{
     return subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-ladder-error.log"])
 
 
-def start_livecast(binaries, port, hls):
+def start_livecast(binaries, port, hls, flags):
     ladder = ",".join(f"{h}:{k}" for h, k in RUNGS)
     return subprocess.Popen(
         [os.path.join(binaries, "livecast-ingest"), f"--rtmp-listen=127.0.0.1:{port}",
-         f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}", f"--ladder={ladder}"],
+         f"--admin-listen=127.0.0.1:{free_port()}", f"--hls-dir={hls}", f"--ladder={ladder}"] + flags,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -126,16 +132,18 @@ def measure(name, server, port, hls, clip, seconds, warmup, expect):
         missing = [p for p in expect if not os.path.exists(os.path.join(hls, p))]
         if missing:
             raise SystemExit(f"{name}: no {missing} after {warmup} s: the ladder is not running")
-        start = cpu(server.pid)
+        start, start_ffmpeg = cpu(server.pid)
         time.sleep(seconds)
-        used = cpu(server.pid) - start
+        end, end_ffmpeg = cpu(server.pid)
+        used, ffmpeg = end - start, end_ffmpeg - start_ffmpeg
         if publisher.poll() is not None:
             raise SystemExit(f"{name}: the publisher stopped")
     finally:
         publisher.kill()
         publisher.wait()
-    per = used / seconds
-    print(f"{name:<24} cpu {used:6.2f} s over {seconds} s: {per:.3f} s per stream-second", flush=True)
+    per = (used / seconds, (used - ffmpeg) / seconds)
+    print(f"{name:<26} cpu {used:6.2f} s over {seconds} s: {per[0]:.3f} s per stream-second "
+          f"(ffmpeg {ffmpeg / seconds:.3f}, the server itself {(used - ffmpeg) / seconds:.3f})", flush=True)
     return per
 
 
@@ -153,22 +161,25 @@ def main():
     os.makedirs(cache, exist_ok=True)
     clip = os.path.join(cache, "clip-720p-60s.flv")
     make_clip(clip, 60)
-    ratios = []
+    # livecast in nginx-rtmp's output (MPEG-TS, no parts) and in its default (fMP4, LL-HLS parts).
+    modes = {"livecast --ladder ts": ["--container=ts", "--part-ms=0"], "livecast --ladder ll-hls": []}
+    ratios = {mode: [] for mode in modes}
+    wrapper = {mode: [] for mode in modes}
     for round_ in range(args.rounds):
         work = tempfile.mkdtemp(prefix="livecast-ladder-")
         os.chmod(work, 0o777)
         try:
             results = {}
-            for name in ("nginx-rtmp exec", "livecast --ladder"):
+            for name in ("nginx-rtmp exec", *modes):
                 port = free_port()
-                hls = os.path.join(work, name.split()[0])
+                hls = os.path.join(work, name.replace(" ", "_"))
                 os.makedirs(hls)
                 os.chmod(hls, 0o777)
                 if name.startswith("nginx"):
                     server = start_nginx(work, port, hls)
                     expect = [f"talk_{h}p/index.m3u8" for h, _ in RUNGS]
                 else:
-                    server = start_livecast(binaries, port, hls)
+                    server = start_livecast(binaries, port, hls, modes[name])
                     expect = ["talk/master.m3u8"] + [f"talk@{h}p/index.m3u8" for h, _ in RUNGS]
                 try:
                     results[name] = measure(name, server, port, hls, clip, args.seconds, args.warmup, expect)
@@ -177,14 +188,19 @@ def main():
                     server.wait()
                     # nginx-rtmp's exec'd ffmpeg outlives a terminated worker for a moment.
                     subprocess.run(["pkill", "-f", f"rtmp://127.0.0.1:{port}/"], check=False)
-            ratio = results["livecast --ladder"] / results["nginx-rtmp exec"]
-            ratios.append(ratio)
-            print(f"  round {round_ + 1}: livecast/nginx-rtmp cpu per stream-second {ratio:.3f}", flush=True)
+            for mode in modes:
+                ratio = results[mode][0] / results["nginx-rtmp exec"][0]
+                ratios[mode].append(ratio)
+                wrapper[mode].append(results[mode][1] / results["nginx-rtmp exec"][1])
+                print(f"  round {round_ + 1}: {mode} / nginx-rtmp exec cpu per stream-second {ratio:.3f} "
+                      f"(the server without ffmpeg {wrapper[mode][-1]:.3f})", flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    runs = ", ".join(f"{r:.3f}" for r in ratios)
-    print(f"ratio livecast --ladder / nginx-rtmp exec: cpu median {statistics.median(ratios):.3f} "
-          f"(rounds {runs}; target <= 1.0)", flush=True)
+    for mode in modes:
+        runs = ", ".join(f"{r:.3f}" for r in ratios[mode])
+        print(f"ratio {mode} / nginx-rtmp exec: cpu median {statistics.median(ratios[mode]):.3f} "
+              f"(rounds {runs}; target <= 1.0); the server without ffmpeg: median "
+              f"{statistics.median(wrapper[mode]):.3f}", flush=True)
 
 
 if __name__ == "__main__":

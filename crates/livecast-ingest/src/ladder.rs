@@ -29,6 +29,7 @@ use livecast_media::flv::{self, VideoTag};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::pipeline::MediaMessage;
 use crate::shared::Shared;
@@ -238,7 +239,8 @@ impl LadderFeed {
             video_header: None,
             audio_header: None,
         };
-        tokio::spawn(supervisor.run());
+        let span = tracing::info_span!("ladder", stream = %stream);
+        tokio::spawn(supervisor.run().instrument(span));
         Some(Self {
             queue,
             resync: false,
@@ -321,9 +323,6 @@ enum Ended {
 
 impl Supervisor {
     async fn run(mut self) {
-        let span = tracing::info_span!("ladder", stream = %self.stream);
-        let _guard = span.enter();
-        drop(_guard);
         let mut backoff = BACKOFF_FIRST;
         let mut logged_spawn_error = false;
         loop {
@@ -339,7 +338,10 @@ impl Supervisor {
                 &self.target,
                 &secret,
             ) else {
-                tracing::info!(parent: &span, source_height = height, "no rung of the ladder is shorter than the source; not transcoding");
+                tracing::info!(
+                    source_height = height,
+                    "no rung of the ladder is shorter than the source; not transcoding"
+                );
                 self.drain().await;
                 return;
             };
@@ -360,7 +362,7 @@ impl Supervisor {
                         .inc();
                     if !logged_spawn_error {
                         logged_spawn_error = true;
-                        tracing::error!(parent: &span, %error, ffmpeg = %self.shared.config.ladder.ladder_ffmpeg.display(), "cannot start the ladder's ffmpeg: the stream runs at its source rendition only");
+                        tracing::error!(%error, ffmpeg = %self.shared.config.ladder.ladder_ffmpeg.display(), "cannot start the ladder's ffmpeg: the stream runs at its source rendition only");
                     }
                     if !self.pause(backoff).await {
                         return;
@@ -370,14 +372,14 @@ impl Supervisor {
                 }
             };
             logged_spawn_error = false;
-            tracing::info!(parent: &span, pid = child.id(), source_height = height, "ladder started");
+            tracing::info!(pid = child.id(), source_height = height, "ladder started");
             let started = Instant::now();
             self.shared.metrics.ladder_processes.inc();
-            let ended = self.feed(&mut child, &span).await;
+            let ended = self.feed(&mut child).await;
             self.shared.metrics.ladder_processes.dec();
             match ended {
                 Ended::Publish => {
-                    stop(child, &self.shared, &span).await;
+                    stop(child, &self.shared).await;
                     return;
                 }
                 Ended::Child(why) => {
@@ -386,7 +388,7 @@ impl Supervisor {
                         .ladder_failures
                         .with_label_values(&["exit"])
                         .inc();
-                    tracing::warn!(parent: &span, why, "the ladder's ffmpeg stopped; restarting it");
+                    tracing::warn!(why, "the ladder's ffmpeg stopped; restarting it");
                     let _ = child.kill().await;
                     if started.elapsed() >= RAN_LONG_ENOUGH {
                         backoff = BACKOFF_FIRST;
@@ -450,39 +452,36 @@ impl Supervisor {
     }
 
     /// Feeds `child` until it or the publish ends.
-    async fn feed(&mut self, child: &mut Child, span: &tracing::Span) -> Ended {
+    async fn feed(&mut self, child: &mut Child) -> Ended {
         let Some(mut stdin) = child.stdin.take() else {
             return Ended::Child("no stdin".into());
         };
         let last_line = Arc::new(std::sync::Mutex::new(String::new()));
         if let Some(stderr) = child.stderr.take() {
             let last_line = last_line.clone();
-            let span = span.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                let mut logged = 0;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if logged < STDERR_LINES {
-                        logged += 1;
-                        tracing::warn!(parent: &span, ffmpeg = %line, "ladder");
-                    }
-                    if let Ok(mut last) = last_line.lock() {
-                        *last = line;
+            tokio::spawn(
+                async move {
+                    let mut lines = BufReader::new(stderr).lines();
+                    let mut logged = 0;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if logged < STDERR_LINES {
+                            logged += 1;
+                            tracing::warn!(ffmpeg = %line, "ladder");
+                        }
+                        if let Ok(mut last) = last_line.lock() {
+                            *last = line;
+                        }
                     }
                 }
-            });
+                .in_current_span(),
+            );
         }
         // Audio is announced whether or not its header is in yet: it may follow.
         let mut start = flv_header(true);
-        for (ts, body) in [&self.video_header, &self.audio_header]
+        for (kind, (ts, body)) in [(9, &self.video_header), (8, &self.audio_header)]
             .into_iter()
-            .flatten()
+            .filter_map(|(kind, header)| Some((kind, header.as_ref()?)))
         {
-            let kind = if Some(body) == self.video_header.as_ref().map(|(_, b)| b) {
-                9
-            } else {
-                8
-            };
             flv_tag(&mut start, kind, *ts, body);
         }
         if let Err(error) = stdin.write_all(&start).await {
@@ -544,14 +543,14 @@ async fn write_to(stdin: &mut ChildStdin, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Lets a child whose publish ended finish, then kills it.
-async fn stop(mut child: Child, shared: &Shared, span: &tracing::Span) {
+async fn stop(mut child: Child, shared: &Shared) {
     let mut cpu = CpuClock::new(child.id());
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        Ok(_) => tracing::info!(parent: span, "ladder stopped with its publish"),
+        Ok(_) => tracing::info!("ladder stopped with its publish"),
         Err(_) => {
             cpu.sample(shared);
             let _ = child.kill().await;
-            tracing::warn!(parent: span, "the ladder's ffmpeg did not stop with its publish; killed");
+            tracing::warn!("the ladder's ffmpeg did not stop with its publish; killed");
         }
     }
 }

@@ -428,6 +428,15 @@ mod tests {
                 set_cookie: None
             }
         );
+        // The stream's cookie (path /hls/talk/) covers its renditions under /hls/talk/<rendition>/.
+        assert!(g
+            .admit(
+                "/hls/talk/480p/index.m3u8",
+                None,
+                [header.as_bytes()].into_iter(),
+                HOME
+            )
+            .is_ok_and(|pass| pass.is_some()));
         // The cookie of one stream does not open another.
         assert_eq!(
             g.admit(

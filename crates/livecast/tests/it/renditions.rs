@@ -146,7 +146,11 @@ async fn check_aligned(
             .iter()
             .filter(|s| !s.gap && s.duration >= target / 2.0)
         {
-            let url = format!("{}/{}", path.rsplit_once('/').expect("a path").0, segment.uri);
+            let url = format!(
+                "{}/{}",
+                path.rsplit_once('/').expect("a path").0,
+                segment.uri
+            );
             let fetched = get(&stack.url(&url)).await;
             assert_eq!(fetched.status, 200, "{url}");
             peak = peak.max(fetched.body.len() as f64 * 8.0 / segment.duration);
