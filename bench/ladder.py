@@ -170,7 +170,9 @@ def main():
         os.chmod(work, 0o777)
         try:
             results = {}
-            for name in ("nginx-rtmp exec", *modes):
+            # The order alternates from round to round: the machine drifts within a round too.
+            order = ["nginx-rtmp exec", *modes]
+            for name in order if round_ % 2 == 0 else order[::-1]:
                 port = free_port()
                 hls = os.path.join(work, name.replace(" ", "_"))
                 os.makedirs(hls)

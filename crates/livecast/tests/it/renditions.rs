@@ -433,6 +433,11 @@ async fn the_server_side_ladder_transcodes_one_publish_and_comes_back_when_kille
             codecs.starts_with("avc1.4d") && codecs.ends_with(",mp4a.40.2"),
             "the ladder encodes Main profile: {codecs}"
         );
+        assert!(
+            variant.frame_rate.is_some_and(|f| (f - 30.0).abs() < 1.0),
+            "the source's frame rate, no frames made up: {:?}",
+            variant.frame_rate
+        );
     }
     assert_eq!(
         metric(&stack, "livecast_ingest_ladder_processes").await,
