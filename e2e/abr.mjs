@@ -3,6 +3,9 @@
 // the page's network through the DevTools protocol (Network.emulateNetworkConditions) to
 // THROTTLE_KBPS and measures how long hls.js takes to switch down to the lowest rendition, and
 // whether playback goes on without a stall afterwards.
+// The page must expose its Hls instance as window.livecast.hls, the levels as
+// window.livecast.levels ({height, bitrate}) and the current level as window.livecast.level, as
+// the player page does.
 // Usage: node abr.mjs <player-url>
 // Prints one JSON line; exits 0 when hls.js switched down and kept playing, 1 otherwise.
 import { launchChromium } from "./chromium.mjs";
@@ -29,7 +32,11 @@ try {
     document.getElementById("video").addEventListener("waiting", () => { window.abr.stalls += 1; });
     window.livecast.hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => window.abr.switches.push([performance.now(), d.level]));
   });
-  const menu = await page.evaluate(() => [...document.getElementById("quality").options].map((o) => o.textContent));
+  // The player page's quality menu (a bare page without one gives null).
+  const menu = await page.evaluate(() => {
+    const select = document.getElementById("quality");
+    return select ? [...select.options].map((o) => o.textContent) : null;
+  });
   const levels = await page.evaluate(() => window.livecast.levels);
   await page.waitForFunction(() => document.getElementById("video").currentTime > 2, null, { timeout: 40000 });
   const lowest = levels.reduce((best, l, i) => (l.bitrate < levels[best].bitrate ? i : best), 0);
