@@ -399,7 +399,7 @@ impl Pipeline {
     /// starts with the first keyframe of a segment whose number is still free, so its numbers
     /// stay those of its group. Until then its frames are dropped (sequence headers are kept).
     fn holds_back(&mut self, message: &MediaMessage) -> bool {
-        let Some(rendition) = self.rendition.as_mut().filter(|r| r.holding) else {
+        let Some(rendition) = self.rendition.as_ref().filter(|r| r.holding) else {
             return false;
         };
         let keyframe_pts = match message {
@@ -422,14 +422,12 @@ impl Pipeline {
         let Some(pts) = keyframe_pts else {
             return true;
         };
-        let target_ms = (self.shared.config.hls.segment_secs * 1000.0).round() as i64;
-        let slot = pts.div_euclid(target_ms.max(1));
         let taken = self
             .shared
             .renditions
-            .sequence_for(&rendition.stream, &rendition.name, slot)
+            .sequence_for(&rendition.stream, &rendition.name, self.slot(pts))
             .is_some_and(|sequence| sequence < self.playlist.sequence());
-        if !taken {
+        if let Some(rendition) = self.rendition.as_mut().filter(|_| !taken) {
             rendition.holding = false;
         }
         taken

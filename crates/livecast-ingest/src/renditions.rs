@@ -127,7 +127,8 @@ impl Renditions {
             return Ok(Vec::new());
         };
         let group = groups.entry(stream.to_string()).or_default();
-        let changed = group.members.get(rendition) != Some(&facts);
+        // Positions change with every part; the master only with what it lists.
+        let changed = group.members.get(rendition).map(|f| &f.variant) != Some(&facts.variant);
         group.members.insert(rendition.to_string(), facts);
         let reports = group
             .members
