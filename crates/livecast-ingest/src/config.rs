@@ -62,7 +62,9 @@ pub struct HlsFlags {
     /// Directory where each stream's playlist and segments are written (<dir>/<stream>/).
     #[arg(long, env = "LIVECAST_HLS_DIR", default_value = "./data/hls")]
     pub hls_dir: PathBuf,
-    /// Target segment length in seconds; segments are cut at the first keyframe after it.
+    /// Target segment length in seconds; segments are cut at the first keyframe after it
+    /// (a stream's renditions, `<stream>@<rendition>`, at the first keyframe in each next
+    /// multiple of it, so that their segments line up).
     #[arg(long, env = "LIVECAST_SEGMENT_SECS", default_value_t = 2.0)]
     pub segment_secs: f64,
     /// Segment container: fmp4 (CMAF, init segment + .m4s) or ts (MPEG-TS).
