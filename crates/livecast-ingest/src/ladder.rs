@@ -126,7 +126,12 @@ pub struct LadderFlags {
     #[arg(long, env = "LIVECAST_LADDER_FFMPEG", default_value = "ffmpeg")]
     pub ladder_ffmpeg: PathBuf,
     /// x264 preset of the ladder (faster presets cost less CPU for more bits).
-    #[arg(long, env = "LIVECAST_LADDER_PRESET", default_value = "veryfast")]
+    #[arg(
+        long,
+        env = "LIVECAST_LADDER_PRESET",
+        default_value = "veryfast",
+        value_parser = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"]
+    )]
     pub ladder_preset: String,
 }
 
