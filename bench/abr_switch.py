@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, build, free_port, stop, wait_http, wait_port
+from common import ROOT, free_port, livecast_up, nginx_rtmp, stop, wait_http, wait_port
 
 HLS_JS = os.path.join(ROOT, "crates", "livecast-web", "player", "node_modules", "hls.js", "dist", "hls.min.js")
 OUTPUTS = (("360p", "640x360", "1500k"), ("180p", "320x180", "150k"))
@@ -88,20 +88,13 @@ def wait_file(path, timeout=40.0):
 
 
 def run_livecast(work, kbps):
-    binaries = build("livecast")
-    rtmp, http = free_port(), free_port()
-    data = os.path.join(work, "livecast")
-    stack = subprocess.Popen(
-        [os.path.join(binaries, "livecast"), "up", f"--rtmp-listen=127.0.0.1:{rtmp}",
-         f"--listen=127.0.0.1:{http}", "--web-port=0", "--admin-host=127.0.0.1", "--admin-port=0",
-         f"--hls-dir={data}/hls", f"--access-log-dir={data}/logs", f"--state-dir={data}/logship"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack, rtmp, http = livecast_up(work)
     publisher = None
     try:
         wait_port(rtmp)
         wait_http(http, "/")
         publisher = encoder(rtmp, [f"abr@{name}" for name, _, _ in OUTPUTS])
-        wait_file(os.path.join(data, "hls", "abr", "master.m3u8"))
+        wait_file(os.path.join(work, "livecast", "hls", "abr", "master.m3u8"))
         time.sleep(4)
         return switch(f"http://127.0.0.1:{http}/?stream=abr", kbps)
     finally:
@@ -117,42 +110,16 @@ def run_nginx(work, kbps):
     with open(os.path.join(root, "abr.html"), "w") as f:
         f.write(PAGE)
     os.system(f"chmod -R a+rwX {work}")
-    conf = os.path.join(work, "nginx-abr.conf")
     variants = "\n".join(f"      hls_variant _{name} BANDWIDTH={int(rate[:-1]) * 1000 + 100000};"
                          for name, _, rate in OUTPUTS)
-    with open(conf, "w") as f:
-        f.write(f"""load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-worker_processes 1;
-pid {work}/nginx-abr.pid;
-error_log {work}/nginx-abr-error.log;
-events {{ worker_connections 1024; }}
-rtmp {{
-  server {{
-    listen 127.0.0.1:{rtmp};
-    chunk_size 4096;
-    application live {{
-      live on;
-      hls on;
-      hls_path {hls};
-      hls_nested on;
-      hls_fragment 2s;
-      hls_playlist_length 12s;
-{variants}
-    }}
-  }}
-}}
-http {{
+    nginx = nginx_rtmp(work, "nginx-abr", rtmp, hls, live=variants, http=f"""
   access_log off;
   types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; text/html html; application/javascript js; }}
   server {{
     listen 127.0.0.1:{http};
     root {root};
     location /hls/ {{ add_header Cache-Control no-cache; }}
-  }}
-}}
-""")
-    nginx = subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-abr-error.log"])
+  }}""")
     publisher = None
     try:
         wait_port(rtmp)

@@ -122,6 +122,20 @@ def wait_port(port, timeout=10.0, proc=None, log=None):
     raise SystemExit(why)
 
 
+def livecast_up(work):
+    """Starts `livecast up` (debug build of the workspace) on free loopback ports with its data
+    under `work/livecast`; returns (process, rtmp port, viewer port)."""
+    binaries = build("livecast")
+    rtmp, http = free_port(), free_port()
+    data = os.path.join(work, "livecast")
+    stack = subprocess.Popen(
+        [os.path.join(binaries, "livecast"), "up", f"--rtmp-listen=127.0.0.1:{rtmp}",
+         f"--listen=127.0.0.1:{http}", "--web-port=0", "--admin-host=127.0.0.1", "--admin-port=0",
+         f"--hls-dir={data}/hls", f"--access-log-dir={data}/logs", f"--state-dir={data}/logship"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return stack, rtmp, http
+
+
 def make_clip(path, seconds):
     """A 720p30 H.264 (2.5 Mb/s, 2 s GOP) + AAC FLV clip, made once and cached."""
     if os.path.exists(path):
@@ -136,10 +150,11 @@ def make_clip(path, seconds):
         check=True)
 
 
-def nginx_rtmp(work, name, rtmp_port, hls_dir, http="", wrap=()):
+def nginx_rtmp(work, name, rtmp_port, hls_dir, http="", wrap=(), live=""):
     """Starts Debian's nginx with libnginx-mod-rtmp (one worker, `hls on`, 2 s fragments,
-    nested per-stream directories) and an optional `http { ... }` body, its command line after
-    `wrap` (e.g. a `taskset`); returns the process."""
+    nested per-stream directories, plus the directives `live` in that application) and an
+    optional `http { ... }` body, its command line after `wrap` (e.g. a `taskset`); returns the
+    process."""
     conf = os.path.join(work, f"{name}.conf")
     http_block = f"http {{\n{http}\n}}\n" if http else ""
     with open(conf, "w") as f:
@@ -161,6 +176,7 @@ rtmp {{
       hls_nested on;
       hls_fragment 2s;
       hls_playlist_length 12s;
+{live}
     }}
   }}
 }}

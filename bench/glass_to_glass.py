@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, build, free_port, make_clip, nginx_rtmp, wait_http, wait_port
+from common import ROOT, free_port, livecast_up, make_clip, nginx_rtmp, wait_http, wait_port
 
 CLIP_SECONDS = 60
 HLS_JS = os.path.join(ROOT, "crates", "livecast-web", "player", "node_modules", "hls.js", "dist", "hls.min.js")
@@ -75,14 +75,7 @@ def watch(server, clip, rtmp, http, ready_path, page):
 
 
 def run_livecast(work, clip):
-    binaries = build("livecast")
-    rtmp, http = free_port(), free_port()
-    data = os.path.join(work, "livecast")
-    stack = subprocess.Popen(
-        [os.path.join(binaries, "livecast"), "up", f"--rtmp-listen=127.0.0.1:{rtmp}",
-         f"--listen=127.0.0.1:{http}", "--web-port=0", "--admin-host=127.0.0.1", "--admin-port=0",
-         f"--hls-dir={data}/hls", f"--access-log-dir={data}/logs", f"--state-dir={data}/logship"],
-        stderr=subprocess.DEVNULL)
+    stack, rtmp, http = livecast_up(work)
     return watch(stack, clip, rtmp, http, "/", "/?stream=g2g")
 
 
