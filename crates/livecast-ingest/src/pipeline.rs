@@ -425,18 +425,12 @@ impl Pipeline {
         let taken = self
             .shared
             .renditions
-            .sequence_for(&rendition.stream, &rendition.name, self.slot(pts))
+            .sequence_for(&rendition.stream, &rendition.name, pts)
             .is_some_and(|sequence| sequence < self.playlist.sequence());
         if let Some(rendition) = self.rendition.as_mut().filter(|_| !taken) {
             rendition.holding = false;
         }
         taken
-    }
-
-    /// The clock slot of a segment starting at presentation time `pts_ms`.
-    fn slot(&self, pts_ms: i64) -> i64 {
-        let target_ms = (self.shared.config.hls.segment_secs * 1000.0).round() as i64;
-        pts_ms.div_euclid(target_ms.max(1))
     }
 
     /// A rendition's first cut: its first segment takes the number the group gave the segment
@@ -453,9 +447,8 @@ impl Pipeline {
         let Some(pts) = pts else {
             return;
         };
-        let slot = self.slot(pts);
         let renditions = &self.shared.renditions;
-        if let Some(sequence) = renditions.sequence_for(&rendition.stream, &rendition.name, slot) {
+        if let Some(sequence) = renditions.sequence_for(&rendition.stream, &rendition.name, pts) {
             self.playlist.align_sequence(sequence);
             if self.playlist.sequence() != sequence {
                 tracing::warn!(
@@ -465,7 +458,7 @@ impl Pipeline {
                 );
             }
         }
-        renditions.segment_started(&rendition.stream, slot, self.playlist.sequence());
+        renditions.segment_started(&rendition.stream, pts, self.playlist.sequence());
         if let Some(rendition) = self.rendition.as_mut() {
             rendition.aligned = true;
         }
@@ -479,10 +472,9 @@ impl Pipeline {
         ) else {
             return;
         };
-        let slot = self.slot(pts);
         self.shared
             .renditions
-            .segment_started(&rendition.stream, slot, self.playlist.sequence());
+            .segment_started(&rendition.stream, pts, self.playlist.sequence());
     }
 
     /// Tells the group where this rendition stands and what it carries (the master playlist

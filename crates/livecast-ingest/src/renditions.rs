@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use livecast_media::master::{MasterPlaylist, Variant};
 use livecast_media::playlist::{RenditionReport, PLAYLIST_NAME};
@@ -31,6 +32,22 @@ pub(crate) const MASTER_NAME: &str = "master.m3u8";
 
 /// Segment starts kept per group for renditions that join later.
 const STARTS_KEPT: usize = 32;
+
+/// How far a joining rendition's presentation time may be from where the group's timeline
+/// stands now before it is taken for another timeline (an encoder that restarted counts from
+/// 0 again). A transcoder lags its source by a few seconds at most.
+const TIMELINE_SLACK_MS: i64 = 10_000;
+
+/// Where a segment of the group started.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    /// Its clock slot (presentation time divided by the target duration).
+    slot: i64,
+    sequence: u64,
+    /// Its presentation time, and when it was recorded: where the timeline stands now.
+    pts_ms: i64,
+    at: Instant,
+}
 
 /// What one rendition says about itself after a cut.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,8 +62,8 @@ pub(crate) struct Facts {
 struct Group {
     /// By rendition name; the stream's own publish (the source of a server-side ladder) is "".
     members: BTreeMap<String, Facts>,
-    /// Where recent segments started: (clock slot, media sequence number), newest last.
-    starts: VecDeque<(i64, u64)>,
+    /// Where recent segments started, by slot.
+    starts: VecDeque<Start>,
     /// The master text last written.
     written: Option<String>,
 }
@@ -55,6 +72,8 @@ struct Group {
 #[derive(Debug)]
 pub(crate) struct Renditions {
     hls_dir: PathBuf,
+    /// The target duration: the length of a clock slot.
+    target_ms: i64,
     groups: Mutex<HashMap<String, Group>>,
 }
 
@@ -78,38 +97,64 @@ fn relative_uri(from: &str, to: &str) -> String {
 }
 
 impl Renditions {
-    pub fn new(hls_dir: PathBuf) -> Self {
+    /// Every stream's renditions under `hls_dir`, cut on a clock of `target_ms` slots.
+    pub fn new(hls_dir: PathBuf, target_ms: i64) -> Self {
         Self {
             hls_dir,
+            target_ms: target_ms.max(1),
             groups: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The media sequence number for a publish of `rendition` whose first segment starts in
-    /// clock slot `slot`: the one the group gave (or is about to give) the segment starting in
-    /// that slot. `None` when the group has no segments to go by.
-    pub fn sequence_for(&self, stream: &str, rendition: &str, slot: i64) -> Option<u64> {
-        let groups = self.groups.lock().ok()?;
-        let group = groups.get(stream)?;
+    /// The clock slot of presentation time `pts_ms`.
+    pub fn slot(&self, pts_ms: i64) -> i64 {
+        pts_ms.div_euclid(self.target_ms)
+    }
+
+    /// The media sequence number for a publish of `rendition` whose first segment starts at
+    /// presentation time `pts_ms`: the one the group gave (or is about to give) the segment
+    /// starting in that clock slot. `None` when the group has no segments to go by, or when
+    /// they are of another timeline (their encoder restarted, or this one did): those are
+    /// forgotten.
+    pub fn sequence_for(&self, stream: &str, rendition: &str, pts_ms: i64) -> Option<u64> {
+        let mut groups = self.groups.lock().ok()?;
+        let group = groups.get_mut(stream)?;
         let others = group.members.keys().any(|name| name != rendition);
         if !others {
             return None;
         }
-        let (start, sequence) = group.starts.iter().rev().find(|(s, _)| *s <= slot)?;
-        Some(sequence + u64::from(slot > *start))
+        let newest = group.starts.iter().max_by_key(|s| s.at)?;
+        let elapsed = i64::try_from(newest.at.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let timeline_now = newest.pts_ms.saturating_add(elapsed);
+        if (pts_ms - timeline_now).abs() > TIMELINE_SLACK_MS {
+            group.starts.clear();
+            return None;
+        }
+        let slot = self.slot(pts_ms);
+        let start = group.starts.iter().rev().find(|s| s.slot <= slot)?;
+        Some(start.sequence + u64::from(slot > start.slot))
     }
 
-    /// A segment of the group with number `sequence` started in clock slot `slot`.
-    pub fn segment_started(&self, stream: &str, slot: i64, sequence: u64) {
+    /// A segment of the group with number `sequence` started at presentation time `pts_ms`.
+    pub fn segment_started(&self, stream: &str, pts_ms: i64, sequence: u64) {
         let Ok(mut groups) = self.groups.lock() else {
             return;
         };
+        let slot = self.slot(pts_ms);
         let group = groups.entry(stream.to_string()).or_default();
-        if group.starts.iter().any(|(s, _)| *s == slot) {
+        if group.starts.iter().any(|s| s.slot == slot) {
             return;
         }
-        let at = group.starts.partition_point(|(s, _)| *s < slot);
-        group.starts.insert(at, (slot, sequence));
+        let at = group.starts.partition_point(|s| s.slot < slot);
+        group.starts.insert(
+            at,
+            Start {
+                slot,
+                sequence,
+                pts_ms,
+                at: Instant::now(),
+            },
+        );
         while group.starts.len() > STARTS_KEPT {
             group.starts.pop_front();
         }
@@ -291,7 +336,7 @@ mod tests {
     #[test]
     fn the_master_lists_live_renditions_highest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let renditions = Renditions::new(dir.path().to_path_buf());
+        let renditions = Renditions::new(dir.path().to_path_buf(), 2000);
         let master = dir.path().join("talk").join(MASTER_NAME);
         // The source alone makes no master.
         assert!(renditions
@@ -324,10 +369,11 @@ mod tests {
 
     #[test]
     fn a_late_rendition_takes_the_sequence_number_of_its_slot() {
-        let renditions = Renditions::new(PathBuf::from("/nonexistent"));
-        assert_eq!(renditions.sequence_for("s", "a", 5), None);
-        renditions.segment_started("s", 4, 10);
-        renditions.segment_started("s", 6, 11);
+        // Slots of 1 s; the group's segments 10 and 11 started at 4 s and 6 s.
+        let renditions = Renditions::new(PathBuf::from("/nonexistent"), 1000);
+        assert_eq!(renditions.sequence_for("s", "a", 5000), None);
+        renditions.segment_started("s", 4000, 10);
+        renditions.segment_started("s", 6000, 11);
         // Only the rendition itself recorded starts: nothing to align with.
         if let Ok(mut groups) = renditions.groups.lock() {
             groups
@@ -336,24 +382,35 @@ mod tests {
                 .members
                 .insert("b".into(), Facts::default());
         }
-        assert_eq!(renditions.sequence_for("s", "b", 6), None);
-        assert_eq!(renditions.sequence_for("s", "a", 6), Some(11));
+        assert_eq!(renditions.sequence_for("s", "b", 6000), None);
+        assert_eq!(renditions.sequence_for("s", "a", 6500), Some(11));
         assert_eq!(
-            renditions.sequence_for("s", "a", 5),
+            renditions.sequence_for("s", "a", 5000),
             Some(11),
             "a slot the others had no keyframe in: the next number"
         );
-        assert_eq!(renditions.sequence_for("s", "a", 4), Some(10));
+        assert_eq!(renditions.sequence_for("s", "a", 4000), Some(10));
         assert_eq!(
-            renditions.sequence_for("s", "a", 9),
+            renditions.sequence_for("s", "a", 9000),
             Some(12),
             "ahead of the others"
         );
         assert_eq!(
-            renditions.sequence_for("s", "a", 1),
+            renditions.sequence_for("s", "a", 1000),
             None,
             "older than any start"
         );
+        // An encoder that restarted counts from 0 again: the old timeline's starts say
+        // nothing about the new one, and are forgotten.
+        renditions.segment_started("s", 120_000, 40);
+        assert_eq!(renditions.sequence_for("s", "a", 500), None);
+        assert_eq!(
+            renditions.sequence_for("s", "a", 120_500),
+            None,
+            "forgotten"
+        );
+        renditions.segment_started("s", 0, 41);
+        assert_eq!(renditions.sequence_for("s", "a", 1500), Some(42));
     }
 
     #[test]

@@ -42,7 +42,10 @@ impl Shared {
         ladder_secret: String,
     ) -> Self {
         Self {
-            renditions: crate::renditions::Renditions::new(config.hls.hls_dir.clone()),
+            renditions: crate::renditions::Renditions::new(
+                config.hls.hls_dir.clone(),
+                (config.hls.segment_secs * 1000.0).round() as i64,
+            ),
             ladder_secret,
             rtmp_local,
             config,

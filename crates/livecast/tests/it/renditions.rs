@@ -366,6 +366,53 @@ async fn a_publisher_side_ladder_makes_a_master_with_aligned_variants() {
     stack.stop().await;
 }
 
+/// An encoder that restarts (its timestamps begin at 0 again) within the reconnect grace: every
+/// rendition continues after a discontinuity at once, and their numbers still agree. The
+/// group's segment starts from before the restart belong to another timeline and must not
+/// hold a rendition back until its new timestamps reach the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_encoder_continues_every_rendition_at_once() {
+    let stack = start_stack_with(1, &["--segment-secs=1", "--reconnect-grace-secs=30"]).await;
+    let outputs = [("360p", "640x360", "700k"), ("180p", "320x180", "200k")];
+    let mut first = publish_ladder(&stack, "again", &outputs, 12);
+    let _ = first.wait().await;
+    let restarted = tokio::time::Instant::now();
+    let _second = publish_ladder(&stack, "again", &outputs, 20);
+    let resumed = |p: &MediaPlaylist| {
+        p.segments
+            .iter()
+            .rposition(|s| s.discontinuity)
+            .is_some_and(|at| p.segments.len() >= at + 3)
+    };
+    wait_until(
+        "both renditions list two segments after the restart",
+        Duration::from_secs(20),
+        || async {
+            let mut all = true;
+            for name in ["360p", "180p"] {
+                let path = format!("/hls/again/{name}/index.m3u8");
+                all &= media(&stack, &path).await.is_some_and(|p| resumed(&p));
+            }
+            all
+        },
+    )
+    .await;
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the renditions came back {took:?} after the encoder (its first run lasted 12 s)"
+    );
+    let high = media(&stack, "/hls/again/360p/index.m3u8")
+        .await
+        .expect("360p");
+    let low = media(&stack, "/hls/again/180p/index.m3u8")
+        .await
+        .expect("180p");
+    let (a, b) = (high.next_sequence() as i64, low.next_sequence() as i64);
+    assert!((a - b).abs() <= 1, "360p next {a}, 180p next {b}");
+    stack.stop().await;
+}
+
 /// A 1280×720 clip of `seconds` with a keyframe every second.
 fn clip_720p(dir: &Path, seconds: u32) -> std::path::PathBuf {
     let path = dir.join("clip-720p.flv");
