@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, free_port, livecast_up, nginx_rtmp, stop, wait_http, wait_port
+from common import ROOT, free_port, livecast_up, player_site, nginx_rtmp, stop, wait_http, wait_port
 
 HLS_JS = os.path.join(ROOT, "crates", "livecast-web", "player", "node_modules", "hls.js", "dist", "hls.min.js")
 OUTPUTS = (("360p", "640x360", "1500k"), ("180p", "320x180", "150k"))
@@ -112,14 +112,7 @@ def run_nginx(work, kbps):
     os.system(f"chmod -R a+rwX {work}")
     variants = "\n".join(f"      hls_variant _{name} BANDWIDTH={int(rate[:-1]) * 1000 + 100000};"
                          for name, _, rate in OUTPUTS)
-    nginx = nginx_rtmp(work, "nginx-abr", rtmp, hls, live=variants, http=f"""
-  access_log off;
-  types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; text/html html; application/javascript js; }}
-  server {{
-    listen 127.0.0.1:{http};
-    root {root};
-    location /hls/ {{ add_header Cache-Control no-cache; }}
-  }}""")
+    nginx = nginx_rtmp(work, "nginx-abr", rtmp, hls, live=variants, http=player_site(http, root))
     publisher = None
     try:
         wait_port(rtmp)

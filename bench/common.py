@@ -122,6 +122,19 @@ def wait_port(port, timeout=10.0, proc=None, log=None):
     raise SystemExit(why)
 
 
+def player_site(port, root):
+    """The `http { ... }` body of nginx_rtmp for a bare player page: `root` (the page, hls.js and
+    nginx-rtmp's `hls/`) on 127.0.0.1:`port`, playlists not cached."""
+    return f"""
+  access_log off;
+  types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; text/html html; application/javascript js; }}
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    location /hls/ {{ add_header Cache-Control no-cache; }}
+  }}"""
+
+
 def livecast_up(work):
     """Starts `livecast up` (debug build of the workspace) on free loopback ports with its data
     under `work/livecast`; returns (process, rtmp port, viewer port)."""

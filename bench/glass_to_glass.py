@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, free_port, livecast_up, make_clip, nginx_rtmp, wait_http, wait_port
+from common import ROOT, free_port, livecast_up, player_site, make_clip, nginx_rtmp, wait_http, wait_port
 
 CLIP_SECONDS = 60
 HLS_JS = os.path.join(ROOT, "crates", "livecast-web", "player", "node_modules", "hls.js", "dist", "hls.min.js")
@@ -87,14 +87,7 @@ def run_nginx(work, clip):
     with open(os.path.join(root, "latency.html"), "w") as f:
         f.write(PAGE)
     os.system(f"chmod -R a+rwX {work}")
-    nginx = nginx_rtmp(work, "nginx", rtmp, os.path.join(root, "hls"), http=f"""
-  access_log off;
-  types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; text/html html; application/javascript js; }}
-  server {{
-    listen 127.0.0.1:{http};
-    root {root};
-    location /hls/ {{ add_header Cache-Control no-cache; }}
-  }}""")
+    nginx = nginx_rtmp(work, "nginx", rtmp, os.path.join(root, "hls"), http=player_site(http, root))
     return watch(nginx, clip, rtmp, http, "/latency.html", "/latency.html?src=/hls/g2g/index.m3u8")
 
 
