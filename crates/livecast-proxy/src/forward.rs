@@ -231,7 +231,7 @@ impl Forwarder {
             let sent = Instant::now();
             let last_try = attempt == 1;
             let send = inline::send(
-                upstreams.inline(),
+                &upstreams.worker,
                 backend.addr,
                 self.connect_timeout,
                 head,

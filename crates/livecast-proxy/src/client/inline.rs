@@ -6,7 +6,8 @@
 //! hands the request, the response head and every body chunk across channels; here the viewer's
 //! task writes the request head, reads and parses the response head (httparse) and then
 //! streams the body straight from the socket as the client side asks for it. The connection
-//! goes back to its viewer connection's idle list once the body is read to its end.
+//! goes back to its worker thread's idle list once the body is read to its end, where the next
+//! request of any viewer on that worker takes it.
 //!
 //! Bodies are framed per RFC 9112 §6: none for HEAD, 1xx, 204 and 304; `Transfer-Encoding:
 //! chunked` decoded (the client side frames the result again); `Content-Length`; otherwise
@@ -38,7 +39,8 @@ const MAX_LINE: usize = 4096;
 /// HAProxy's req/s, 32 KB 1.30x, 16 KB 1.08x, 8 KB 0.95x.
 const READ_CHUNK: usize = 32 * 1024;
 
-/// Idle keep-alive connections of one viewer connection, by front-end address.
+/// Idle keep-alive connections to the front-ends of one worker thread, by front-end address,
+/// the most recently used last.
 pub(crate) type IdleConns = Arc<Mutex<Vec<(SocketAddr, Conn)>>>;
 
 /// Why a request failed.
@@ -85,49 +87,55 @@ pub(crate) fn request_head(method: &Method, target: &str, headers: &HeaderMap) -
     head
 }
 
-/// Most idle connections to one front-end a worker thread keeps for its idle viewers.
+/// Most idle connections to one front-end a worker thread keeps once its viewers idle.
 const WORKER_IDLE_PER_BACKEND: usize = 64;
 
-/// Moves a viewer connection's idle connections (`own`) to its worker thread's shared list,
-/// without their read buffers, while that viewer idles: the next request of any viewer on the
-/// worker may take one. Past [`WORKER_IDLE_PER_BACKEND`] per front-end they are closed, so an
-/// idle audience does not hold one front-end connection per viewer.
-pub(crate) fn park(own: &IdleConns, worker: &IdleConns) {
-    let parked = std::mem::take(&mut *own.lock().unwrap_or_else(|e| e.into_inner()));
-    if parked.is_empty() {
+/// Closes the worker's idle connections past [`WORKER_IDLE_PER_BACKEND`] per front-end, the
+/// least recently used first. Called when a viewer connection idles or ends: while viewers are
+/// busy the list holds as many connections as were in use at once, so that none is closed only
+/// to be opened again; once they idle, an idle audience does not hold one front-end connection
+/// per viewer.
+pub(crate) fn trim(idle: &IdleConns) {
+    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+    if idle.len() <= WORKER_IDLE_PER_BACKEND {
         return;
     }
-    let mut worker = worker.lock().unwrap_or_else(|e| e.into_inner());
-    for (addr, mut conn) in parked {
-        let kept = worker.iter().filter(|(a, _)| *a == addr).count();
-        if conn.buf.is_empty() && kept < WORKER_IDLE_PER_BACKEND {
-            conn.buf = BytesMut::new();
-            worker.push((addr, conn));
-        }
+    let mut kept: Vec<(SocketAddr, usize)> = Vec::new();
+    let mut keep = vec![false; idle.len()];
+    for (i, (addr, _)) in idle.iter().enumerate().rev() {
+        let count = match kept.iter_mut().find(|(a, _)| a == addr) {
+            Some((_, count)) => count,
+            None => {
+                kept.push((*addr, 0));
+                &mut kept.last_mut().expect("just pushed").1
+            }
+        };
+        *count += 1;
+        keep[i] = *count <= WORKER_IDLE_PER_BACKEND;
     }
+    let mut keep = keep.into_iter();
+    idle.retain(|_| keep.next().unwrap_or(false));
 }
 
-/// Takes an idle connection to `addr`, the most recently parked first.
+/// Takes an idle connection to `addr`, the most recently used first.
 fn take(idle: &IdleConns, addr: SocketAddr) -> Option<Conn> {
     let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
     idle.iter()
         .rposition(|(a, _)| *a == addr)
-        .map(|i| idle.swap_remove(i).1)
+        .map(|i| idle.remove(i).1)
 }
 
-/// Sends a GET or HEAD request `head` on an idle connection if there is one, the viewer's own
-/// (`own`) before its worker's (`worker`), falling back to a new connection when a reused one
-/// turns out closed before any byte of an answer; else on a new connection. Reads the answer's
-/// head.
+/// Sends a GET or HEAD request `head` on an idle connection of the worker's (`idle`) if there
+/// is one, falling back to a new connection when a reused one turns out closed before any
+/// byte of an answer; else on a new connection. Reads the answer's head.
 pub(crate) async fn send(
-    (own, worker): (&IdleConns, &IdleConns),
+    idle: &IdleConns,
     addr: SocketAddr,
     connect_timeout: Duration,
     head: &[u8],
     method: &Method,
 ) -> Result<Answer, RawError> {
-    let reused = take(own, addr).or_else(|| take(worker, addr));
-    if let Some(conn) = reused {
+    if let Some(conn) = take(idle, addr) {
         match exchange(conn, head, method).await {
             Ok(answer) => return Ok(answer),
             // The front-end closed this idle connection meanwhile; nothing was answered.
@@ -655,19 +663,10 @@ mod tests {
     }
 
     async fn fetch(idle: &IdleConns, addr: SocketAddr, method: &Method) -> Response<RawBody> {
-        fetch_via(idle, &IdleConns::default(), addr, method).await
-    }
-
-    async fn fetch_via(
-        idle: &IdleConns,
-        worker: &IdleConns,
-        addr: SocketAddr,
-        method: &Method,
-    ) -> Response<RawBody> {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::HOST, HeaderValue::from_static("x"));
         let head = request_head(method, "/a", &headers);
-        send((idle, worker), addr, Duration::from_secs(1), &head, method)
+        send(idle, addr, Duration::from_secs(1), &head, method)
             .await
             .unwrap()
             .into_response(idle.clone(), addr)
@@ -724,73 +723,83 @@ mod tests {
         assert_eq!(task.await.unwrap(), 1, "one connection carried them all");
     }
 
-    /// An idle viewer's front-end connection goes to its worker's list without its buffer,
-    /// and the next viewer on that worker reuses it rather than opening one.
+    /// A front-end connection is back in the worker's list as soon as an answer's body is
+    /// read (not before), and the next requests reuse it.
     #[tokio::test]
-    async fn parked_connections_serve_other_viewers() {
+    async fn a_finished_answer_leaves_its_connection_to_the_next_request() {
         let (addr, task) = front_end(vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc",
         ])
         .await;
-        let (one, two, worker) = (
-            IdleConns::default(),
-            IdleConns::default(),
-            IdleConns::default(),
+        let worker = IdleConns::default();
+        let one = fetch(&worker, addr, &Method::GET).await.into_body();
+        assert!(
+            worker.lock().unwrap().is_empty(),
+            "in use until its body is read"
         );
-        let body = fetch_via(&one, &worker, addr, &Method::GET)
-            .await
-            .into_body();
-        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"a");
-        park(&one, &worker);
-        assert!(one.lock().unwrap().is_empty());
-        {
-            let parked = worker.lock().unwrap();
-            assert_eq!(parked.len(), 1);
-            assert_eq!(parked[0].1.buf.capacity(), 0, "parked without its buffer");
-        }
-        let body = fetch_via(&two, &worker, addr, &Method::GET)
-            .await
-            .into_body();
-        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"b");
-        assert!(worker.lock().unwrap().is_empty(), "taken from the worker");
+        assert_eq!(&one.collect().await.unwrap().to_bytes()[..], b"a");
+        assert_eq!(worker.lock().unwrap().len(), 1, "back at once");
         assert_eq!(
-            two.lock().unwrap().len(),
-            1,
-            "and kept by the viewer that used it"
+            get(&worker, addr, Method::GET).await,
+            (StatusCode::OK, b"b".to_vec())
         );
+        assert_eq!(
+            get(&worker, addr, Method::GET).await,
+            (StatusCode::OK, b"c".to_vec())
+        );
+        drop(worker);
         assert_eq!(
             task.await.unwrap(),
             1,
-            "one front-end connection for both viewers"
+            "one front-end connection for all three"
         );
     }
 
-    /// A worker keeps a bounded number of idle connections per front-end.
+    /// Trimming keeps the most recently used idle connections, a bounded number per front-end.
     #[tokio::test]
     async fn a_worker_keeps_a_bounded_number_of_idle_connections() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, other_addr) = (listener.local_addr().unwrap(), other.local_addr().unwrap());
         let accept = tokio::spawn(async move {
             let mut held = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                held.push(s);
+            loop {
+                tokio::select! {
+                    Ok((s, _)) = listener.accept() => held.push(s),
+                    Ok((s, _)) = other.accept() => held.push(s),
+                }
             }
         });
         let worker = IdleConns::default();
+        let mut ports = Vec::new();
         for _ in 0..WORKER_IDLE_PER_BACKEND + 5 {
-            let own = IdleConns::default();
             let conn = connect(addr, Duration::from_secs(1)).await.unwrap();
-            own.lock().unwrap().push((
-                addr,
-                Conn {
-                    buf: BytesMut::new(),
-                    ..conn
-                },
-            ));
-            park(&own, &worker);
+            ports.push(conn.stream.local_addr().unwrap().port());
+            worker.lock().unwrap().push((addr, conn));
         }
-        assert_eq!(worker.lock().unwrap().len(), WORKER_IDLE_PER_BACKEND);
+        let conn = connect(other_addr, Duration::from_secs(1)).await.unwrap();
+        worker.lock().unwrap().push((other_addr, conn));
+        trim(&worker);
+        let kept: Vec<_> = worker
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, c)| (*a, c.stream.local_addr().unwrap().port()))
+            .collect();
+        assert_eq!(kept.len(), WORKER_IDLE_PER_BACKEND + 1, "{kept:?}");
+        assert_eq!(
+            kept.last(),
+            Some(&(other_addr, kept.last().unwrap().1)),
+            "the other front-end's stays"
+        );
+        let newest: Vec<_> = ports[5..].iter().map(|p| (addr, *p)).collect();
+        assert_eq!(
+            &kept[..WORKER_IDLE_PER_BACKEND],
+            &newest[..],
+            "the most recently used are kept, in order"
+        );
         accept.abort();
     }
 

@@ -4,7 +4,7 @@
 //! - [`hyper`]: hyper's HTTP/1.1 client for every other method (bodies streamed through).
 //! - [`control`]: the control plane's client (health checks, the status page, the viewer count).
 //!
-//! [`Upstreams`] holds a viewer connection's own upstream connections for the first two.
+//! [`Upstreams`] is a viewer connection's way to both.
 
 pub(crate) mod control;
 pub(crate) mod hyper;
@@ -23,17 +23,15 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type on both sides of the proxy.
 pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
-/// The upstream connections of one client connection, one per backend it has used.
+/// The upstream side of one client connection.
 ///
-/// Keeping them with the client connection (on its worker thread) spares every request a trip
-/// through a shared pool: HTTP/1.1 sends one request at a time per connection, so a viewer's
-/// requests simply reuse its own keep-alive connection to the front-end. GET and HEAD use the
-/// inline client's connections (`raw`), other methods hyper's (`other`). While the viewer idles,
-/// its inline connections wait in its worker thread's list (`worker`) for any viewer there.
+/// GET and HEAD go through the inline client, whose idle connections live in the worker
+/// thread's list (`worker`): an answer's connection goes back there as soon as its body is read,
+/// so viewers arriving together on a worker share a few front-end connections instead of
+/// holding one each while they think. Other methods use hyper's connections (`other`), kept
+/// with the client connection.
 #[derive(Debug, Default)]
 pub(crate) struct Upstreams {
-    /// The inline client's idle connections.
-    pub raw: inline::IdleConns,
     /// The worker thread's idle inline connections, shared by its viewer connections.
     pub worker: inline::IdleConns,
     /// hyper's idle connections.
@@ -43,8 +41,8 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
-    /// The upstream connections of a new viewer connection on the worker whose shared idle
-    /// list is `worker`.
+    /// The upstream side of a new viewer connection on the worker whose shared idle list is
+    /// `worker`.
     pub fn on_worker(worker: inline::IdleConns) -> Self {
         Self {
             worker,
@@ -52,14 +50,9 @@ impl Upstreams {
         }
     }
 
-    /// The inline client's idle connections, the viewer's own and its worker's.
-    pub fn inline(&self) -> (&inline::IdleConns, &inline::IdleConns) {
-        (&self.raw, &self.worker)
-    }
-
-    /// The viewer idles: its inline connections go to the worker's list.
-    pub fn park_idle(&self) {
-        inline::park(&self.raw, &self.worker);
+    /// The viewer idles or leaves: the worker keeps a bounded number of idle connections.
+    pub fn trim_idle(&self) {
+        inline::trim(&self.worker);
     }
 
     pub fn peer_header(&self, ip: IpAddr) -> &HeaderValue {

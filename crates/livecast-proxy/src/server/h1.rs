@@ -17,10 +17,13 @@
 //! closed the lingering way (`livecast_telemetry::lingering_close`). On shutdown, idle
 //! connections close and an answer being sent is finished with `Connection: close`.
 //!
-//! Memory: a connection idle for [`IDLE_RELEASE`] between requests drops its busy state with
-//! its buffers and leaves its task for its worker's idle table (`server::idle`), and its idle
-//! upstream connections go to its worker's shared list, so a large idle audience costs a
-//! socket and a small record per viewer (`bench/memory.py`).
+//! Memory: a connection holds its buffers only while a request is read and answered; while it
+//! waits for the next one they wait in its worker's spares ([`Buffers`]), as HAProxy's and
+//! nginx's do. A connection idle for [`IDLE_RELEASE`] between requests drops its busy state
+//! and leaves its task for its worker's idle table (`server::idle`), and its front-end
+//! connections are its worker's, shared with every viewer there, so a large idle audience
+//! costs a socket and a small record per viewer, also just after it arrived all at once
+//! (`bench/memory.py`).
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -46,11 +49,15 @@ use crate::forward::{Decision, Forwarder, TOKEN_PATH};
 use crate::headers::HOP_BY_HOP;
 use crate::playback::{Pass, Refused, VIEWER_HEADER};
 
-/// How long a kept-alive connection waits for its next request before it gives its buffers
-/// back (as nginx and HAProxy do): thousands of viewers idle between reloads then cost a few
-/// hundred bytes each instead of tens of kilobytes. Longer than the gap between a busy
-/// player's requests, so a connection in use keeps its buffers.
+/// How long a kept-alive connection waits for its next request before it leaves its task for
+/// its worker's idle table: thousands of viewers idle between reloads then cost a small record
+/// each instead of a task. Longer than the gap between a busy player's requests, so a
+/// connection in use keeps its task.
 const IDLE_RELEASE: Duration = Duration::from_millis(500);
+/// Spare [`Buffers`] a worker keeps for its connections' next requests.
+const SPARE_BUFFERS: usize = 32;
+/// Largest buffer kept as a spare; a larger one (a long head, a coalesced answer) is freed.
+const SPARE_CAPACITY: usize = 2 * COALESCE;
 /// Most header lines in a request head (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// Body bytes copied behind a response head to go out in one write; a larger piece goes out
@@ -67,6 +74,51 @@ pub(crate) enum Outcome {
     /// No request came for [`IDLE_RELEASE`] since the instant given, and nothing of one has
     /// been read: the connection idles.
     Idle(TcpStream, tokio::time::Instant),
+}
+
+/// What a connection needs while it reads and answers a request: the bytes read from the
+/// viewer, the request head for the front-end and the answer going out. Taken from the
+/// worker's spares when a request begins to arrive and given back when the connection waits
+/// for its next one with nothing read, so a worker holds about as many as it has requests in
+/// hand, not one set per connection.
+struct Buffers {
+    read: BytesMut,
+    head: Vec<u8>,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    /// The worker's spare buffers. Connections stay on the worker that accepted them, so a
+    /// set is taken and given back on the same thread.
+    static SPARES: std::cell::RefCell<Vec<Buffers>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Buffers {
+    fn take() -> Self {
+        SPARES.with_borrow_mut(Vec::pop).unwrap_or_else(|| Buffers {
+            read: BytesMut::with_capacity(4096),
+            head: Vec::with_capacity(1024),
+            out: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Back to the spares, empty, unless they are full or a buffer grew too large to keep.
+    fn give_back(mut self) {
+        if self.read.capacity() > SPARE_CAPACITY
+            || self.head.capacity() > SPARE_CAPACITY
+            || self.out.capacity() > SPARE_CAPACITY
+        {
+            return;
+        }
+        self.read.clear();
+        self.head.clear();
+        self.out.clear();
+        SPARES.with_borrow_mut(|spares| {
+            if spares.len() < SPARE_BUFFERS {
+                spares.push(self);
+            }
+        });
+    }
 }
 
 /// The limits on viewers' request heads.
@@ -165,27 +217,30 @@ async fn serve_busy(
     mut waiting_since: Option<tokio::time::Instant>,
 ) -> Busy {
     let trusted = forwarder.trusts(peer.ip());
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut head = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(1024);
+    // Held while a request is read and answered, in the worker's spares in between.
+    let mut buffers: Option<Buffers> = None;
     // One wait for shutdown for the whole spell, not one per request.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
-        // Read until `buf` starts with a complete request head.
+        // Read until the read buffer starts with a complete request head.
         let plan = loop {
-            if !buf.is_empty() {
+            let Buffers { read, head, out } = buffers.get_or_insert_with(Buffers::take);
+            if !read.is_empty() {
                 head.clear();
-                let parsed = plan(&buf, peer.ip(), trusted, forwarder, upstreams, &mut head);
+                let parsed = plan(read, peer.ip(), trusted, forwarder, upstreams, head);
                 let too_large = match &parsed {
                     Ok(Some(Some(plan))) => plan.len > limits.max_header_bytes,
-                    Ok(None) => buf.len() >= limits.max_header_bytes,
+                    Ok(None) => read.len() >= limits.max_header_bytes,
                     _ => false,
                 };
                 let refusal = match parsed {
                     _ if too_large => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
                     Ok(Some(Some(plan))) => break plan,
-                    Ok(Some(None)) => return Busy::Over(Outcome::Handoff(stream, buf)),
+                    Ok(Some(None)) => {
+                        let read = std::mem::take(read);
+                        return Busy::Over(Outcome::Handoff(stream, read));
+                    }
                     Ok(None) => None,
                     Err(Unparsable::TooManyHeaders) => {
                         Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
@@ -193,7 +248,7 @@ async fn serve_busy(
                     Err(Unparsable::Malformed) => Some(StatusCode::BAD_REQUEST),
                 };
                 if let Some(refusal) = refusal {
-                    if answer_locally(&mut stream, &mut out, refusal, "", false, true)
+                    if answer_locally(&mut stream, out, refusal, "", false, true)
                         .await
                         .is_ok()
                     {
@@ -204,8 +259,8 @@ async fn serve_busy(
                     return Busy::Over(Outcome::Done);
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(4096);
+            if read.capacity() - read.len() < 1024 {
+                read.reserve(4096);
             }
             // Polled once without a timer: a request already there costs no timer, and a short
             // read leaves the socket marked not ready, so no read is tried in vain afterwards.
@@ -213,36 +268,47 @@ async fn serve_busy(
                 Poll::Ready(tokio_util::io::poll_read_buf(
                     Pin::new(&mut stream),
                     cx,
-                    &mut buf,
+                    read,
                 ))
             })
             .await;
             let read = match polled {
                 Poll::Ready(read) => read,
                 Poll::Pending => {
-                    if buf.is_empty() && shutdown.is_cancelled() {
+                    let between_requests = read.is_empty();
+                    if between_requests && shutdown.is_cancelled() {
                         return Busy::Over(Outcome::Done);
                     }
                     let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
                     let deadline = since + limits.header_timeout;
-                    // Between requests the buffers are kept for IDLE_RELEASE only.
-                    let release = since + IDLE_RELEASE;
-                    let idle_until = if buf.is_empty() && release < deadline {
-                        release
-                    } else {
-                        deadline
-                    };
-                    tokio::select! {
-                        read = stream.read_buf(&mut buf) => read,
-                        () = tokio::time::sleep_until(idle_until) => {
-                            return if idle_until == deadline {
-                                Busy::Over(Outcome::Done)
-                            } else {
-                                Busy::Idle(stream, since)
-                            };
+                    if !between_requests {
+                        // A head has begun: it must be complete by the deadline.
+                        tokio::select! {
+                            read = stream.read_buf(read) => read,
+                            () = tokio::time::sleep_until(deadline) => {
+                                return Busy::Over(Outcome::Done);
+                            }
                         }
-                        () = cancelled.as_mut(), if buf.is_empty() => {
-                            return Busy::Over(Outcome::Done);
+                    } else {
+                        // Between requests the buffers wait in the worker's spares, and the
+                        // task waits for IDLE_RELEASE at most.
+                        if let Some(spare) = buffers.take() {
+                            spare.give_back();
+                        }
+                        let idle_until = deadline.min(since + IDLE_RELEASE);
+                        tokio::select! {
+                            ready = stream.readable() => match ready {
+                                Ok(()) => continue,
+                                Err(_) => return Busy::Over(Outcome::Done),
+                            },
+                            () = tokio::time::sleep_until(idle_until) => {
+                                return if idle_until == deadline {
+                                    Busy::Over(Outcome::Done)
+                                } else {
+                                    Busy::Idle(stream, since)
+                                };
+                            }
+                            () = cancelled.as_mut() => return Busy::Over(Outcome::Done),
                         }
                     }
                 }
@@ -252,14 +318,17 @@ async fn serve_busy(
                 Ok(_) => {}
             }
         };
+        let Some(Buffers { read, head, out }) = buffers.as_mut() else {
+            return Busy::Over(Outcome::Done);
+        };
 
-        let path = std::str::from_utf8(&buf[plan.path.clone()]).unwrap_or_default();
+        let path = std::str::from_utf8(&read[plan.path.clone()]).unwrap_or_default();
         let decision = forwarder.decide(plan.client, path, plan.playback);
         let close = plan.close || shutdown.is_cancelled();
         let head_only = plan.method == Method::HEAD;
         let sent = match decision {
             Decision::Text(status, text) => {
-                answer_locally(&mut stream, &mut out, status, text, head_only, close).await
+                answer_locally(&mut stream, out, status, text, head_only, close).await
             }
             Decision::Json(json) => {
                 let answer = Local {
@@ -268,38 +337,37 @@ async fn serve_busy(
                     body: &json,
                     head_only,
                 };
-                write_local(&mut stream, &mut out, answer, close).await
+                write_local(&mut stream, out, answer, close).await
             }
             // `plan` hands `/api/token` to hyper before deciding; were one to come here, hyper
             // would serve it all the same.
-            Decision::Issue(_) => return Busy::Over(Outcome::Handoff(stream, buf)),
-            Decision::Forward(pass) => {
-                match forwarder.fetch(upstreams, &plan.method, &head).await {
-                    Ok((answer, lease)) => {
-                        out.clear();
-                        let set_cookie = pass.as_ref().and_then(|p| p.set_cookie.as_deref());
-                        let chunked = answer_head(
-                            &mut out,
-                            &answer,
-                            plan.request_id.as_bytes(),
-                            set_cookie,
-                            close,
-                        );
-                        let body = answer.into_body(upstreams.raw.clone(), lease.backend.addr);
-                        let sent = pass_on(&mut stream, &mut out, body, chunked).await;
-                        // A draining backend stays until its answer is sent.
-                        drop(lease);
-                        sent
-                    }
-                    Err((status, text)) => {
-                        answer_locally(&mut stream, &mut out, status, text, head_only, close).await
-                    }
-                }
+            Decision::Issue(_) => {
+                let read = std::mem::take(read);
+                return Busy::Over(Outcome::Handoff(stream, read));
             }
+            Decision::Forward(pass) => match forwarder.fetch(upstreams, &plan.method, head).await {
+                Ok((answer, lease)) => {
+                    out.clear();
+                    let set_cookie = pass.as_ref().and_then(|p| p.set_cookie.as_deref());
+                    let chunked =
+                        answer_head(out, &answer, plan.request_id.as_bytes(), set_cookie, close);
+                    let body = answer.into_body(upstreams.worker.clone(), lease.backend.addr);
+                    let sent = pass_on(&mut stream, out, body, chunked).await;
+                    // A draining backend stays until its answer is sent.
+                    drop(lease);
+                    sent
+                }
+                Err((status, text)) => {
+                    answer_locally(&mut stream, out, status, text, head_only, close).await
+                }
+            },
         };
-        buf.advance(plan.len);
+        read.advance(plan.len);
         waiting_since = None;
         if sent.is_err() || close {
+            if let Some(spare) = buffers.take() {
+                spare.give_back();
+            }
             let _ = stream.shutdown().await;
             return Busy::Over(Outcome::Done);
         }
@@ -681,6 +749,64 @@ mod tests {
         );
         let size = std::mem::size_of_val(&future);
         assert!(size <= 560, "the plain loop's future is {size} bytes");
+    }
+
+    /// Twenty viewers served one after another on one worker, each keeping its connection
+    /// open: between requests none holds buffers, so one set, back in the worker's spares,
+    /// served them all.
+    #[tokio::test]
+    async fn connections_between_requests_leave_their_buffers_to_the_worker() {
+        use tokio::io::AsyncReadExt;
+        let balancer = std::sync::Arc::new(super::fuzzing::RequestHeads::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let limits = Limits {
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+        };
+        let shutdown = CancellationToken::new();
+        SPARES.with_borrow_mut(Vec::clear);
+        let mut viewers = Vec::new();
+        for _ in 0..20 {
+            let mut viewer = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
+            let (balancer, shutdown) = (balancer.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let b = &balancer;
+                serve(
+                    stream,
+                    peer,
+                    &b.forwarder,
+                    &b.upstreams,
+                    limits,
+                    &shutdown,
+                    None,
+                )
+                .await
+            });
+            viewer
+                .write_all(b"GET /hls/x/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            // Nobody is allowed in this balancer: its own 403, which ends with its text.
+            let mut answer = Vec::new();
+            while !answer.ends_with(b"inside the company network\n") {
+                let mut chunk = [0u8; 1024];
+                let n = viewer.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&answer));
+                answer.extend_from_slice(&chunk[..n]);
+            }
+            assert!(answer.starts_with(b"HTTP/1.1 403"));
+            viewers.push(viewer);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            SPARES.with_borrow(Vec::len),
+            1,
+            "spare buffer sets on the worker"
+        );
+        shutdown.cancel();
     }
 }
 

@@ -225,7 +225,7 @@ async fn handle(
         match forwarder.fetch(upstreams, &parts.method, &head).await {
             Ok((answer, lease)) => {
                 let addr = lease.backend.addr;
-                let response = answer.into_response(upstreams.raw.clone(), addr);
+                let response = answer.into_response(upstreams.worker.clone(), addr);
                 (response.map(|b| b.map_err(BoxError::from).boxed()), lease)
             }
             Err((status, text)) => return plain(status, text),

@@ -321,7 +321,7 @@ async fn connection<H: Send + 'static>(
         Some(acceptor) => {
             let upstreams = Arc::new(Upstreams::on_worker(connections.idle.clone()));
             Box::pin(serve_tls(stream, peer, acceptor, &connections, &upstreams)).await;
-            upstreams.park_idle();
+            upstreams.trim_idle();
             drop(held);
         }
     }
@@ -354,19 +354,20 @@ async fn serve_plain(
             waiting_since,
         )
         .await;
-        // Its front-end connections outlive the viewer's spell: the next viewer on this
-        // worker takes one rather than connecting (a viewer per request costs no connect).
+        // Its front-end connections went back to the worker's list as each answer ended: the
+        // next viewer on this worker takes one rather than connecting (a viewer per request
+        // costs no connect). Past the viewer's spell, the list is trimmed.
         let (idle, since) = match served {
             h1::Outcome::Idle(idle, since) => (idle, since),
-            h1::Outcome::Done => return upstreams.park_idle(),
+            h1::Outcome::Done => return upstreams.trim_idle(),
             h1::Outcome::Handoff(stream, read) => {
                 // Rare (methods other than GET and HEAD): boxed, so that the hyper
                 // connection's state does not size every plain connection's task.
                 Box::pin(hand_over(stream, read, peer, &connections, &upstreams)).await;
-                return upstreams.park_idle();
+                return upstreams.trim_idle();
             }
         };
-        upstreams.park_idle();
+        upstreams.trim_idle();
         drop(upstreams);
         let parked = idle::Idle {
             stream: idle,

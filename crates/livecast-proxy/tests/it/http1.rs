@@ -482,3 +482,35 @@ async fn a_viewer_per_request_reuses_the_front_end_connection() {
         "front-end connections opened for five viewers"
     );
 }
+
+/// Viewers that arrive together and keep their connections open share the front-end
+/// connections of their worker: each answer's connection is free for the next viewer as soon
+/// as it is passed on, not after the viewer has idled.
+#[tokio::test]
+async fn viewers_arriving_together_share_front_end_connections() {
+    let (addr, count) = counting_front_end().await;
+    let dns = FakeDns::default();
+    dns.set("web", &[addr]);
+    let proxy = start(&dns, &["--workers=1"]).await;
+    let mut viewers = Vec::new();
+    for i in 0..20 {
+        let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let mut reader = BufReader::new(stream);
+        let request = format!("GET /hls/x/{i}.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n");
+        reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .expect("write");
+        let (head, body) = answer(&mut reader, false).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, b"ok");
+        // Kept open, well inside the half second after which a viewer idles.
+        viewers.push(reader);
+    }
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "front-end connections opened for 20 viewers who came one after another"
+    );
+}
