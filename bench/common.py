@@ -51,6 +51,12 @@ def wait_http(port, path="/", timeout=10.0):
 
 
 def build(*packages):
+    """Builds the packages' release binaries and returns their directory. With
+    LIVECAST_BENCH_BIN set, uses the binaries in that directory instead (another build's, to
+    compare two builds in one run of a script)."""
+    given = os.environ.get("LIVECAST_BENCH_BIN")
+    if given:
+        return given
     args = ["cargo", "build", "--release", "-q"]
     for p in packages:
         args += ["-p", p]
