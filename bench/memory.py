@@ -7,7 +7,7 @@ connections (3,000) to livecast-web and to nginx (2 workers each) serving one st
 connection fetches the stream's playlist once and then stays open and idle, as a player's
 connection does between reloads. The figure is the server's proportional set size (PSS, the
 sum over its processes, from /proc/PID/smaps_rollup) with the viewers connected minus before,
-per connection, measured once the count has held still for a second.
+per connection, measured once the count has held still for three seconds.
 
 Targets (issue 18): livecast-proxy <= HAProxy per connection (HAProxy documents about 50 kB);
 a front-end <= 100 MB in all at 3,000 viewers of one stream.
@@ -52,15 +52,19 @@ def pss_kb(pid):
     return total
 
 
-def settle(pid):
-    """PSS once it has stopped moving for a second (at most 10 s)."""
+def settle(pid, still=3, longest=20):
+    """PSS once it has held still for `still` seconds in a row (at most `longest` s): an
+    allocator gives memory back some time after it was freed (mimalloc a second after, when
+    it next frees a page), and the figure is what the viewers cost from then on."""
     last = pss_kb(pid)
-    for _ in range(10):
+    held = 0
+    for _ in range(longest):
         time.sleep(1)
         now = pss_kb(pid)
-        if abs(now - last) < 64:
-            return now
+        held = held + 1 if abs(now - last) < 64 else 0
         last = now
+        if held >= still:
+            break
     return last
 
 

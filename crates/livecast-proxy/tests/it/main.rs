@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 mod http1;
 mod lifecycle;
 mod limits;
+mod process;
 
 /// A resolver the test controls: name → addresses.
 #[derive(Debug, Default, Clone)]
