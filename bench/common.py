@@ -3,6 +3,7 @@
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -167,6 +168,21 @@ def make_clip(path, seconds):
          "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-b:a", "128k", "-f", "flv", path],
         check=True)
+
+
+def ingest_against_nginx_rtmp():
+    """What the ingest-against-nginx-rtmp benchmarks start from: checks that ffmpeg and nginx
+    are there, builds livecast-ingest, and makes (once) the 60 s 720p clip they publish.
+    Returns (the binaries' directory, the clip's path)."""
+    for tool in ("ffmpeg", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install ffmpeg nginx libnginx-mod-rtmp")
+    binaries = build("livecast-ingest")
+    cache = os.path.join(ROOT, "target", "bench")
+    os.makedirs(cache, exist_ok=True)
+    clip = os.path.join(cache, "clip-720p-60s.flv")
+    make_clip(clip, 60)
+    return binaries, clip
 
 
 def nginx_rtmp(work, name, rtmp_port, hls_dir, http="", wrap=(), live=""):

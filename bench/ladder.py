@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, build, free_port, make_clip, wait_port
+from common import free_port, ingest_against_nginx_rtmp, wait_port
 
 TICK = os.sysconf("SC_CLK_TCK")
 RUNGS = ((480, 1200), (240, 400))
@@ -153,14 +153,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for tool in ("ffmpeg", "nginx"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing: apt-get install ffmpeg nginx libnginx-mod-rtmp")
-    binaries = build("livecast-ingest")
-    cache = os.path.join(ROOT, "target", "bench")
-    os.makedirs(cache, exist_ok=True)
-    clip = os.path.join(cache, "clip-720p-60s.flv")
-    make_clip(clip, 60)
+    binaries, clip = ingest_against_nginx_rtmp()
     # livecast in nginx-rtmp's output (MPEG-TS, no parts) and in its default (fMP4, LL-HLS parts).
     modes = {"livecast --ladder ts": ["--container=ts", "--part-ms=0"], "livecast --ladder ll-hls": []}
     ratios = {mode: [] for mode in modes}

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, build, free_port, make_clip, nginx_rtmp, wait_port
+from common import free_port, ingest_against_nginx_rtmp, nginx_rtmp, wait_port
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -143,14 +143,7 @@ def main():
     parser.add_argument("--workers", type=int, default=1,
                         help="livecast-ingest --workers (nginx-rtmp runs one worker)")
     args = parser.parse_args()
-    for tool in ("ffmpeg", "nginx"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing: apt-get install ffmpeg nginx libnginx-mod-rtmp")
-    binaries = build("livecast-ingest")
-    cache = os.path.join(ROOT, "target", "bench")
-    os.makedirs(cache, exist_ok=True)
-    clip = os.path.join(cache, "clip-720p-60s.flv")
-    make_clip(clip, 60)
+    binaries, clip = ingest_against_nginx_rtmp()
     work = tempfile.mkdtemp(prefix="livecast-cpu-")
     os.chmod(work, 0o777)
     try:
