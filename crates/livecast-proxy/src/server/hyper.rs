@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,7 +18,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use livecast_telemetry::CancellationToken;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -74,14 +75,14 @@ pub(super) async fn serve<I>(
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes)
                 .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, drain).await
+            let none = InTask::default();
+            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, &none, drain).await
         }
         Protocol::Http2 => {
-            let connection = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(limits.max_header_bytes as u32)
+            let streams = InTask::default();
+            let connection = http2_builder(&streams, limits.max_header_bytes)
                 .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, drain).await
+            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, &streams, drain).await
         }
     };
     if let Err(error) = result {
@@ -89,13 +90,55 @@ pub(super) async fn serve<I>(
     }
 }
 
-/// Drives `connection` to its end, asking it to wind down gracefully once `shutdown` fires,
-/// and runs `drain` after each of its polls (the end waits for `drain` too). A connection
-/// whose writes cannot go out any more is over.
+/// A stream's work as hyper hands it over: its handler, then its answer's body.
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// hyper's executor for the streams of an HTTP/2 connection: instead of a task of its own,
+/// each stream waits here to be polled by its connection's task ([`until_shutdown`]). A
+/// stream then costs no task to start, its answer needs no wake-up of another task to reach
+/// the connection, and the answers of a turn go out together.
+#[derive(Clone, Default)]
+struct InTask(Arc<Mutex<Vec<StreamFuture>>>);
+
+impl InTask {
+    fn take(&self) -> Vec<StreamFuture> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for InTask
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::pin(future));
+    }
+}
+
+/// hyper's HTTP/2 server as the balancer sets it up, its streams running on `streams`.
+fn http2_builder(streams: &InTask, max_header_bytes: usize) -> http2::Builder<InTask> {
+    let mut builder = http2::Builder::new(streams.clone());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// How many times one turn goes back to the connection after its streams finished answers.
+const TURN_ROUNDS: usize = 4;
+
+/// Drives `connection` and the streams it started in `streams` to its end, asking it to wind
+/// down gracefully once `shutdown` fires, and runs `drain` after each of its polls (the end
+/// waits for `drain` too). A connection whose writes cannot go out any more is over; the
+/// streams still running then end with it.
 async fn until_shutdown<C>(
     connection: C,
     graceful: impl FnOnce(Pin<&mut C>),
     shutdown: &CancellationToken,
+    streams: &InTask,
     mut drain: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
 ) -> hyper::Result<()>
 where
@@ -106,6 +149,7 @@ where
     tokio::pin!(cancelled);
     let mut graceful = Some(graceful);
     let mut done = None;
+    let mut running = FuturesUnordered::new();
     std::future::poll_fn(|cx| {
         if done.is_none() {
             if graceful.is_some() && cancelled.as_mut().poll(cx).is_ready() {
@@ -113,8 +157,20 @@ where
                     graceful(connection.as_mut());
                 }
             }
-            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                done = Some(result);
+            for _ in 0..TURN_ROUNDS {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    done = Some(result);
+                    running.clear();
+                    break;
+                }
+                running.extend(streams.take());
+                let mut finished = false;
+                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
+                    finished = true;
+                }
+                if !finished {
+                    break;
+                }
             }
         }
         match drain(cx) {
@@ -359,5 +415,75 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An HTTP/2 connection's streams are polled by the connection's own task, not spawned:
+    /// ten requests held open at once all run in that task, and all are answered once let go.
+    #[tokio::test]
+    async fn http2_streams_run_inside_their_connections_task() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let (release, released) = tokio::sync::watch::channel(false);
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let (seen, count) = (tasks.clone(), arrived.clone());
+        let service = service_fn(move |_request: Request<Incoming>| {
+            let (seen, count, mut released) = (seen.clone(), count.clone(), released.clone());
+            async move {
+                seen.lock().unwrap().push(tokio::task::try_id());
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = released.wait_for(|go| *go).await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        });
+        let streams = InTask::default();
+        let connection =
+            http2_builder(&streams, 16 * 1024).serve_connection(TokioIo::new(server_io), service);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            let drain = |_: &mut Context<'_>| Poll::Ready(Ok(()));
+            until_shutdown(connection, |c| c.graceful_shutdown(), &stop, &streams, drain).await
+        });
+        let (sender, client) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(client_io),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(client);
+        let requests = (0..10).map(|_| {
+            let mut sender = sender.clone();
+            async move {
+                let request = Request::get("https://x/hls/x/index.m3u8")
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let status = response.status();
+                (status, response.into_body().collect().await.unwrap().to_bytes())
+            }
+        });
+        let answers = tokio::spawn(futures_util::future::join_all(requests));
+        while arrived.load(Ordering::SeqCst) < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let ids = tasks.lock().unwrap().clone();
+        assert!(
+            ids.iter().all(|id| *id == Some(server.id())),
+            "streams ran in tasks {ids:?}, the connection in {:?}",
+            server.id()
+        );
+        release.send(true).unwrap();
+        for (status, body) in answers.await.unwrap() {
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+        }
+        shutdown.cancel();
+        drop(sender);
+        server.await.unwrap().unwrap();
     }
 }
