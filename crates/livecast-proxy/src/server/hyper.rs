@@ -424,7 +424,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// An HTTP/2 connection's streams are polled by the connection's own task, not spawned:
-    /// ten requests held open at once all run in that task, and all are answered once let go.
+    /// ten requests held open at once all run in that task, and all are answered once let go,
+    /// even after shutdown began meanwhile.
     #[tokio::test]
     async fn http2_streams_run_inside_their_connections_task() {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
@@ -478,11 +479,13 @@ mod tests {
             "streams ran in tasks {ids:?}, the connection in {:?}",
             server.id()
         );
+        // Shutdown lets the streams in flight finish.
+        shutdown.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         release.send(true).unwrap();
         for (status, body) in answers.await.unwrap() {
             assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
         }
-        shutdown.cancel();
         drop(sender);
         server.await.unwrap().unwrap();
     }
