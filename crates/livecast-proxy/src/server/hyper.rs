@@ -303,6 +303,10 @@ async fn handle(
             Err((status, text)) => return plain(status, text),
         }
     };
+    // Each answer's id is new: HTTP/2 sends it as a literal that no HPACK table keeps, where
+    // it would otherwise evict what repeats and lengthen every lookup of the name.
+    let mut request_id = request_id;
+    request_id.set_sensitive(true);
     response.headers_mut().insert(X_REQUEST_ID, request_id);
     if let Some(cookie) = pass
         .and_then(|p| p.set_cookie)
