@@ -213,8 +213,9 @@ async fn handle(
         Decision::Text(status, text) => return plain(status, text),
         Decision::Json(json) => return local(StatusCode::OK, JSON, json),
         Decision::Issue(issuer) => {
-            let issued = issuer
-                .issue(request.uri().query(), request.headers(), client_ip)
+            // Boxed, as is `forward_once` below: the rare paths' futures stay out of the
+            // one every stream carries (and moves around) for its GETs.
+            let issued = Box::pin(issuer.issue(request.uri().query(), request.headers(), client_ip))
                 .await;
             let content_type = if issued.json { JSON } else { TEXT };
             let mut r = local(issued.status, content_type, issued.body);
@@ -293,7 +294,7 @@ async fn handle(
         *upstream.headers_mut() = headers;
         *upstream.uri_mut() =
             http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
-        match forwarder.forward_once(upstreams, upstream).await {
+        match Box::pin(forwarder.forward_once(upstreams, upstream)).await {
             Ok((mut response, lease)) => {
                 // The inline client leaves hop-by-hop lines behind while parsing; hyper's
                 // keeps them.
