@@ -219,14 +219,17 @@ impl Answer {
     }
 
     /// The answer as a response for hyper.
-    pub fn into_response(self, idle: IdleConns, addr: SocketAddr) -> Response<RawBody> {
-        let buf = &self.conn.buf;
+    pub fn into_response(mut self, idle: IdleConns, addr: SocketAddr) -> Response<RawBody> {
+        // The values stay where they were read: each is a view of the head, which shares
+        // the connection's buffer as the body's chunks do.
+        let head = self.conn.buf.split_to(self.head.len).freeze();
+        self.head.len = 0;
         let mut headers = HeaderMap::with_capacity(self.head.fields.len());
         for (name, value) in &self.head.fields {
             // httparse has checked both against the grammar already.
             if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(&buf[name.clone()]),
-                HeaderValue::from_bytes(&buf[value.clone()]),
+                HeaderName::from_bytes(&head[name.clone()]),
+                HeaderValue::from_maybe_shared(head.slice(value.clone())),
             ) {
                 headers.append(name, value);
             }
