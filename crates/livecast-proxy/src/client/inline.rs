@@ -70,8 +70,12 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, RawError> 
     })
 }
 
-/// The request head of a GET or HEAD for a front-end, from a header map (the hyper side).
-pub(crate) fn request_head(method: &Method, target: &str, headers: &HeaderMap) -> Vec<u8> {
+/// The request head of a GET or HEAD for a front-end, from header lines (the hyper side).
+pub(crate) fn request_head<'a>(
+    method: &Method,
+    target: &str,
+    headers: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');

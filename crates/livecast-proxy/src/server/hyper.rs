@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use livecast_telemetry::CancellationToken;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,13 +27,8 @@ use tokio::net::TcpStream;
 use super::Connections;
 use crate::client::{inline, Body, BoxError, Upstreams};
 use crate::forward::{Decision, Forwarder};
-use crate::headers::{
-    append_forwarded_for, last_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_PROTO,
-    X_REQUEST_ID,
-};
+use crate::headers::{last_forwarded, strip_hop_by_hop, ForFrontEnd, Forwarding, X_REQUEST_ID};
 use crate::pool::Lease;
-
-const X_LIVECAST_VIEWER: HeaderName = HeaderName::from_static(crate::playback::VIEWER_HEADER);
 
 /// Which protocol hyper speaks on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,13 +71,27 @@ pub(super) async fn serve<I>(
                 .max_buf_size(limits.max_header_bytes)
                 .serve_connection(io, service);
             let none = InTask::default();
-            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, &none, drain).await
+            until_shutdown(
+                connection,
+                |c| c.graceful_shutdown(),
+                shutdown,
+                &none,
+                drain,
+            )
+            .await
         }
         Protocol::Http2 => {
             let streams = InTask::default();
-            let connection = http2_builder(&streams, limits.max_header_bytes)
-                .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, &streams, drain).await
+            let connection =
+                http2_builder(&streams, limits.max_header_bytes).serve_connection(io, service);
+            until_shutdown(
+                connection,
+                |c| c.graceful_shutdown(),
+                shutdown,
+                &streams,
+                drain,
+            )
+            .await
         }
     };
     if let Err(error) = result {
@@ -215,8 +224,8 @@ async fn handle(
         Decision::Issue(issuer) => {
             // Boxed, as is `forward_once` below: the rare paths' futures stay out of the
             // one every stream carries (and moves around) for its GETs.
-            let issued = Box::pin(issuer.issue(request.uri().query(), request.headers(), client_ip))
-                .await;
+            let issued =
+                Box::pin(issuer.issue(request.uri().query(), request.headers(), client_ip)).await;
             let content_type = if issued.json { JSON } else { TEXT };
             let mut r = local(issued.status, content_type, issued.body);
             // A token is for this viewer alone: no cache keeps it.
@@ -230,55 +239,36 @@ async fn handle(
         Decision::Forward(pass) => pass,
     };
     let (parts, body) = request.into_parts();
-    let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    // Only the balancer names the viewer.
-    headers.remove(X_LIVECAST_VIEWER);
-    if let Some(viewer) = pass
-        .as_ref()
-        .filter(|p| !p.viewer.is_empty())
-        .and_then(|p| HeaderValue::from_str(&p.viewer).ok())
-    {
-        headers.insert(X_LIVECAST_VIEWER, viewer);
-    }
-    if !trusted_peer {
+    let request_id = match parts.headers.get(X_REQUEST_ID) {
         // An untrusted client's own forwarding headers are not believed.
-        headers.remove(X_FORWARDED_FOR);
-        headers.remove(X_REQUEST_ID);
-    }
-    append_forwarded_for(&mut headers, upstreams.peer_header(peer.ip()));
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    let request_id = match headers.get(X_REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let id = HeaderValue::from_bytes(&forwarder.request_id())
-                .unwrap_or(HeaderValue::from_static("0"));
-            headers.insert(X_REQUEST_ID, id.clone());
-            id
-        }
+        Some(id) if trusted_peer => id.clone(),
+        _ => HeaderValue::from_bytes(&forwarder.request_id())
+            .unwrap_or(HeaderValue::from_static("0")),
     };
-    if !headers.contains_key(header::HOST) {
-        // HTTP/2 carries the host as :authority; HTTP/1.1 backends want a Host header.
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(header::HOST, v);
-        }
-    }
+    let is_get = parts.method == Method::GET || parts.method == Method::HEAD;
+    let forwarding = ForFrontEnd::new(
+        &parts.headers,
+        Forwarding {
+            viewer: pass
+                .as_ref()
+                .filter(|p| !p.viewer.is_empty())
+                .and_then(|p| HeaderValue::from_str(&p.viewer).ok()),
+            trusted: trusted_peer,
+            peer: upstreams.peer_header(peer.ip()),
+            tls,
+            request_id: request_id.clone(),
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            // Whatever body a GET announced is not sent on.
+            drop_length: is_get,
+        },
+    );
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     // The token has done its work here; the front-ends never see it.
     let target = &*crate::playback::without_token(target);
     // A GET or HEAD carries no body worth keeping and is safe to send twice (`fetch`);
     // anything else gets exactly one attempt with its body streamed through.
-    let (mut response, lease) = if parts.method == Method::GET || parts.method == Method::HEAD {
-        // Whatever body a GET announced is not sent on.
-        headers.remove(header::CONTENT_LENGTH);
-        let head = inline::request_head(&parts.method, target, &headers);
+    let (mut response, lease) = if is_get {
+        let head = inline::request_head(&parts.method, target, forwarding.fields(&parts.headers));
         match forwarder.fetch(upstreams, &parts.method, &head).await {
             Ok((answer, lease)) => {
                 let addr = lease.backend.addr;
@@ -291,7 +281,10 @@ async fn handle(
         let mut upstream = Request::new(body.map_err(BoxError::from).boxed());
         *upstream.method_mut() = parts.method.clone();
         *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = headers;
+        let headers = upstream.headers_mut();
+        for (name, value) in forwarding.fields(&parts.headers) {
+            headers.append(name.clone(), value.clone());
+        }
         *upstream.uri_mut() =
             http::Uri::try_from(target).unwrap_or_else(|_| http::Uri::from_static("/"));
         match Box::pin(forwarder.forward_once(upstreams, upstream)).await {
@@ -454,7 +447,14 @@ mod tests {
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             let drain = |_: &mut Context<'_>| Poll::Ready(Ok(()));
-            until_shutdown(connection, |c| c.graceful_shutdown(), &stop, &streams, drain).await
+            until_shutdown(
+                connection,
+                |c| c.graceful_shutdown(),
+                &stop,
+                &streams,
+                drain,
+            )
+            .await
         });
         let (sender, client) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -471,7 +471,10 @@ mod tests {
                     .unwrap();
                 let response = sender.send_request(request).await.unwrap();
                 let status = response.status();
-                (status, response.into_body().collect().await.unwrap().to_bytes())
+                (
+                    status,
+                    response.into_body().collect().await.unwrap().to_bytes(),
+                )
             }
         });
         let answers = tokio::spawn(futures_util::future::join_all(requests));
