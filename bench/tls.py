@@ -11,13 +11,18 @@ keep-alive to the backend. In alternating rounds:
   - handshakes per second: `openssl s_time` (one client, one request per connection) with a
     full handshake each time (-new) and with TLS 1.3 session resumption (-reuse);
   - resumption: a Python client resumes a session after other clients' 600 handshakes (a
-    server with a small session cache forgets it).
+    server with a small session cache forgets it);
+  - with `--tests instructions` (needs valgrind): each balancer once more, under callgrind, for
+    a fixed number of HTTP/2 playlist requests (--requests, after a warm-up): user-space
+    instructions per request and their ratio. Unlike req/s, that count does not move with
+    what else the machine runs; it leaves out the kernel's share and what memory costs.
 
 Prints each round's figures, the medians and the ratios livecast / HAProxy (req/s: higher is
 better; p99: lower is better), and whether each target is met (issue 18: req/s >= 1.0x,
 p99 <= HAProxy's, TLS 1.3 resumption works).
 Needs: nginx, haproxy, wrk, h2load (apt-get install nginx haproxy wrk nghttp2-client), openssl.
 Usage: bench/tls.py [--seconds 5] [--connections 32] [--streams 10] [--rounds 3]
+                    [--tests h1,h2,handshakes,instructions] [--requests 20000]
 """
 
 import argparse
@@ -88,6 +93,41 @@ def resumes(port, others):
     return reused
 
 
+def instructions(command, port, requests, connections, streams, work):
+    """User-space instructions per HTTP/2 playlist request of `command` (a balancer listening
+    with TLS on `port`) under callgrind: counted from zero after a warm-up of 2,000 requests."""
+    out = os.path.join(work, "callgrind.%p")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                             "--dump-instr=no"] + command,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"https://127.0.0.1:{port}{OBJECTS['playlist']}"
+    load = ["h2load", "-t1", f"-c{connections}", f"-m{streams}"]
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(load[:2] + ["-c1", "-n1", url], capture_output=True,
+                             text=True).stdout.find("1 succeeded") < 0:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"{command[0]} did not serve under valgrind on port {port}")
+            time.sleep(0.5)
+        time.sleep(1.5)  # the balancer reports ready once its backend's health check passed
+        subprocess.run(load + ["-n2000", url], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
+        done = subprocess.run(load + [f"-n{requests}", url], check=True, capture_output=True,
+                              text=True).stdout
+        if f"{requests} succeeded" not in done:
+            raise SystemExit(f"{command[0]}: not every request succeeded under valgrind:\n{done}")
+        subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+        dump = out.replace("%p", str(proc.pid)) + ".1"
+        deadline = time.monotonic() + 30
+        while not os.path.exists(dump) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with open(dump) as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
+        return total / requests
+    finally:
+        stop([proc])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=int, default=5)
@@ -95,7 +135,10 @@ def main():
     p.add_argument("--streams", type=int, default=10, help="concurrent HTTP/2 streams per connection")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--tests", default="h1,h2,handshakes", help="which of h1, h2, handshakes to run")
+    p.add_argument("--tests", default="h1,h2,handshakes",
+                   help="which of h1, h2, handshakes, instructions to run")
+    p.add_argument("--requests", type=int, default=20000,
+                   help="HTTP/2 playlist requests counted under callgrind (--tests instructions)")
     p.add_argument("--objects", default="playlist,segment", help="which of playlist, segment to fetch")
     args = p.parse_args()
     tests = set(args.tests.split(","))
@@ -103,6 +146,8 @@ def main():
     for tool in ("nginx", "haproxy", "wrk", "h2load", "openssl"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: apt-get install nginx haproxy wrk nghttp2-client openssl")
+    if "instructions" in tests and not shutil.which("callgrind_control"):
+        raise SystemExit("valgrind is missing (--tests instructions): apt-get install valgrind")
     bin_dir = build("livecast-proxy")
     work = tempfile.mkdtemp(prefix="livecast-tls-")
     os.chmod(work, 0o777)
@@ -132,9 +177,11 @@ http {{
   server {{ listen 127.0.0.1:{backend}; location /hls/ {{ alias {hls}/; }} location = /readyz {{ return 200; }} }}
 }}
 """)
-    hconf = os.path.join(work, "haproxy.cfg")
-    with open(hconf, "w") as f:
-        f.write(f"""global
+    def haproxy(port):
+        """HAProxy's command line, serving TLS on `port`."""
+        hconf = os.path.join(work, f"haproxy-{port}.cfg")
+        with open(hconf, "w") as f:
+            f.write(f"""global
   nbthread {args.workers}
   maxconn 8000
   ssl-default-bind-options ssl-min-ver TLSv1.2
@@ -146,21 +193,26 @@ defaults
   option http-keep-alive
   option forwardfor
 frontend viewers
-  bind 127.0.0.1:{haproxy_port} ssl crt {both} alpn h2,http/1.1
+  bind 127.0.0.1:{port} ssl crt {both} alpn h2,http/1.1
   default_backend front_ends
 backend front_ends
   http-reuse always
   server web1 127.0.0.1:{backend}
 """)
+        return ["haproxy", "-f", hconf, "-db"]
+
+    def livecast(port):
+        """livecast-proxy's command line, serving TLS on `port`."""
+        return [os.path.join(bin_dir, "livecast-proxy"), f"--listen=127.0.0.1:{port}",
+                f"--admin-listen=127.0.0.1:{free_port()}", f"--backend=127.0.0.1:{backend}",
+                f"--workers={args.workers}", f"--tls-cert={cert}", f"--tls-key={key}"]
+
     env = dict(os.environ, RUST_LOG="warn")
     procs = [subprocess.Popen(["nginx", "-p", work, "-c", conf, "-e", f"{work}/nginx-error.log"])]
     try:
         wait_http(backend, "/readyz")
-        procs.append(subprocess.Popen(["haproxy", "-f", hconf, "-db"], stdout=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(
-            [os.path.join(bin_dir, "livecast-proxy"), f"--listen=127.0.0.1:{livecast_port}",
-             f"--admin-listen=127.0.0.1:{free_port()}", f"--backend=127.0.0.1:{backend}",
-             f"--workers={args.workers}", f"--tls-cert={cert}", f"--tls-key={key}"], env=env))
+        procs.append(subprocess.Popen(haproxy(haproxy_port), stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(livecast(livecast_port), env=env))
         systems = {"livecast": livecast_port, "haproxy": haproxy_port}
         for port in systems.values():
             deadline = time.monotonic() + 10
@@ -203,6 +255,15 @@ backend front_ends
                     line.append(f"{test} {rate:6.0f}/s")
                 print(f"round {round_ + 1} {name:<8} " + " | ".join(line), flush=True)
 
+        counted = {}
+        if "instructions" in tests:
+            # One at a time, while the balancers measured above stand idle.
+            for name, command in (("livecast", livecast), ("haproxy", haproxy)):
+                port = free_port()
+                counted[name] = instructions(command(port), port, args.requests,
+                                             args.connections, args.streams, work)
+                print(f"{name:<8} {counted[name]:8.0f} user-space instructions per HTTP/2 "
+                      "playlist request (callgrind)", flush=True)
         print("\nmedians, ratio livecast / haproxy (req/s and handshakes/s: >= 1.0 is the target; "
               "p99: <= 1.0)")
         met = True
@@ -217,11 +278,17 @@ backend front_ends
                         f"{statistics.median(p for _, p in hp):.2f} ms)"
                 met &= tail <= 1.0
             print(text)
+        if counted:
+            print(f"  {'instructions/request':<20} ratio {counted['livecast'] / counted['haproxy']:5.2f}"
+                  " (lower is better; the targets are req/s and p99)")
         for name, port in systems.items():
             ok = resumes(port, 600)
             met &= ok
             print(f"  {name:<8} resumes a TLS 1.3 session after 600 other clients: {'yes' if ok else 'NO'}")
-        print(f"targets: {'met' if met else 'NOT all met'}")
+        if not figures:
+            print("targets: not measured (they are the h1 and h2 tests' req/s and p99)")
+        else:
+            print(f"targets: {'met' if met else 'NOT all met'}")
     finally:
         stop(procs)
         shutil.rmtree(work, ignore_errors=True)
