@@ -30,19 +30,23 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// The names a message's `Connection` header lists: hop-by-hop too.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// Whether `name` is one of [`HOP_BY_HOP`]. Standard names compare as enum values; only a
@@ -100,28 +104,21 @@ pub(crate) struct Forwarding<'a> {
 impl ForFrontEnd {
     pub(crate) fn new(headers: &HeaderMap, f: Forwarding<'_>) -> Self {
         let named = if headers.contains_key(header::CONNECTION) {
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-                .collect()
+            connection_named(headers)
         } else {
             Vec::new()
         };
-        let forwarded_for = match headers.get_all(X_FORWARDED_FOR).iter().next() {
-            Some(_) if f.trusted => {
-                // Earlier values and this peer joined into one line.
-                let mut value: Vec<u8> = Vec::new();
-                for v in headers.get_all(X_FORWARDED_FOR) {
-                    value.extend_from_slice(v.as_bytes());
-                    value.extend_from_slice(b", ");
-                }
-                value.extend_from_slice(f.peer.as_bytes());
-                HeaderValue::from_bytes(&value).unwrap_or_else(|_| f.peer.clone())
+        let forwarded_for = if f.trusted && headers.contains_key(X_FORWARDED_FOR) {
+            // Earlier values and this peer joined into one line.
+            let mut value: Vec<u8> = Vec::new();
+            for v in headers.get_all(X_FORWARDED_FOR) {
+                value.extend_from_slice(v.as_bytes());
+                value.extend_from_slice(b", ");
             }
-            _ => f.peer.clone(),
+            value.extend_from_slice(f.peer.as_bytes());
+            HeaderValue::from_bytes(&value).unwrap_or_else(|_| f.peer.clone())
+        } else {
+            f.peer.clone()
         };
         let host = if headers.contains_key(header::HOST) {
             None

@@ -70,15 +70,7 @@ pub(super) async fn serve<I>(
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes)
                 .serve_connection(io, service);
-            let none = InTask::default();
-            until_shutdown(
-                connection,
-                |c| c.graceful_shutdown(),
-                shutdown,
-                &none,
-                drain,
-            )
-            .await
+            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, None, drain).await
         }
         Protocol::Http2 => {
             let streams = InTask::default();
@@ -88,7 +80,7 @@ pub(super) async fn serve<I>(
                 connection,
                 |c| c.graceful_shutdown(),
                 shutdown,
-                &streams,
+                Some(&streams),
                 drain,
             )
             .await
@@ -139,7 +131,7 @@ fn http2_builder(streams: &InTask, max_header_bytes: usize) -> http2::Builder<In
 /// How many times one turn goes back to the connection after its streams finished answers.
 const TURN_ROUNDS: usize = 4;
 
-/// Drives `connection` and the streams it started in `streams` to its end, asking it to wind
+/// Drives `connection` and the streams it started in `streams` (HTTP/2) to its end, asking it to wind
 /// down gracefully once `shutdown` fires, and runs `drain` after each of its polls (the end
 /// waits for `drain` too). A connection whose writes cannot go out any more is over; the
 /// streams still running then end with it.
@@ -147,7 +139,7 @@ async fn until_shutdown<C>(
     connection: C,
     graceful: impl FnOnce(Pin<&mut C>),
     shutdown: &CancellationToken,
-    streams: &InTask,
+    streams: Option<&InTask>,
     mut drain: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
 ) -> hyper::Result<()>
 where
@@ -172,7 +164,7 @@ where
                     running.clear();
                     break;
                 }
-                running.extend(streams.take());
+                running.extend(streams.map(InTask::take).unwrap_or_default());
                 let mut finished = false;
                 while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
                     finished = true;
@@ -451,7 +443,7 @@ mod tests {
                 connection,
                 |c| c.graceful_shutdown(),
                 &stop,
-                &streams,
+                Some(&streams),
                 drain,
             )
             .await
