@@ -24,7 +24,10 @@ try {
     const v = document.getElementById("video");
     return { currentTime: v.currentTime, fatal: window.livecast.fatal, stream: window.livecast.stream,
              errors: window.livecast.errors.slice(-5), hlsVersion: window.Hls && Hls.version,
-             viewers: window.livecast.viewers, watching: document.getElementById("watching").textContent };
+             viewers: window.livecast.viewers, watching: document.getElementById("watching").textContent,
+             // How many of the page's requests went over each protocol ("h2", "http/1.1").
+             protocols: performance.getEntriesByType("resource").reduce(
+               (seen, e) => ({ ...seen, [e.nextHopProtocol]: (seen[e.nextHopProtocol] || 0) + 1 }), {}) };
   });
   // Measure from the first moment playback is under way.
   await page.waitForFunction(() => document.getElementById("video").currentTime > 0, null, { timeout: TIMEOUT_MS });

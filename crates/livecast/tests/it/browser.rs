@@ -68,6 +68,94 @@ async fn hls_js_in_chromium_plays_through_the_proxy() {
     stack.stop().await;
 }
 
+/// The player page over HTTPS, as viewers who reach the balancer by TLS get it: Chromium
+/// speaks HTTP/2 to livecast-proxy terminating TLS (here in front of the stack's own
+/// balancer), and hls.js plays with every request of the page over HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hls_js_in_chromium_plays_over_http2_through_a_tls_balancer() {
+    use clap::Parser;
+
+    let driver = workspace_dir().join("e2e/play.mjs");
+    assert!(
+        workspace_dir()
+            .join("e2e/node_modules/playwright-core")
+            .exists(),
+        "run `npm ci --prefix e2e` first (scripts/test.sh does)"
+    );
+    let stack = start_stack(1).await;
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let (cert_path, key_path) = (
+        stack.dir.path().join("tls-cert.pem"),
+        stack.dir.path().join("tls-key.pem"),
+    );
+    std::fs::write(&cert_path, cert.pem()).expect("write");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write");
+    let config = livecast_proxy::Config::parse_from([
+        "livecast-proxy".to_string(),
+        "--listen=127.0.0.1:0".to_string(),
+        "--admin-listen=127.0.0.1:0".to_string(),
+        format!("--backend={}", stack.addrs.proxy),
+        format!("--tls-cert={}", cert_path.display()),
+        format!("--tls-key={}", key_path.display()),
+    ]);
+    config.validate().expect("valid configuration");
+    let listeners = livecast_proxy::Listeners::bind(&config)
+        .await
+        .expect("bind");
+    let port = listeners.http.local_addr().expect("address").port();
+    let stop = livecast_telemetry::CancellationToken::new();
+    let tls_balancer = tokio::spawn(livecast_proxy::run(config, listeners, stop.clone()));
+
+    let clip = make_clip(stack.dir.path(), 30);
+    let mut publisher = publish(&clip, &stack.rtmp_url("live/h2"));
+    wait_for_segments(&stack, "h2", 2).await;
+    let artifacts = workspace_dir().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let output = tokio::process::Command::new("node")
+        .env("CHROMIUM_IGNORE_CERT_ERRORS", "1")
+        .arg(&driver)
+        .arg(format!("https://127.0.0.1:{port}/?stream=h2"))
+        .arg(artifacts.join("player-h2.png"))
+        .output()
+        .await
+        .expect("node must be installed");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "player did not play over HTTPS: {report} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(report.trim()).expect("json report");
+    assert!(
+        report["advanced"].as_f64().unwrap_or(0.0) >= 3.0,
+        "{report}"
+    );
+    assert!(report["last"]["fatal"].is_null(), "{report}");
+    let protocols = report["last"]["protocols"]
+        .as_object()
+        .expect("protocols counted");
+    let h2 = protocols.get("h2").and_then(|n| n.as_u64()).unwrap_or(0);
+    // The page, hls.js, the master and media playlists and their parts and segments.
+    assert!(h2 >= 10, "{report}");
+    assert_eq!(
+        protocols.len(),
+        1,
+        "a request went over another protocol: {report}"
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(15), tls_balancer)
+        .await
+        .expect("the TLS balancer drains in time")
+        .expect("task")
+        .expect("the TLS balancer ran cleanly");
+    publisher.kill().await.expect("stop ffmpeg");
+    stack.stop().await;
+}
+
 /// One sample of `e2e/recover.mjs`: each viewer's media played so far (across restarts and
 /// seeks) and fatal error.
 #[derive(Debug, Clone, Default)]
