@@ -10,13 +10,6 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hls_js_in_chromium_plays_through_the_proxy() {
-    let driver = workspace_dir().join("e2e/play.mjs");
-    assert!(
-        workspace_dir()
-            .join("e2e/node_modules/playwright-core")
-            .exists(),
-        "run `npm ci --prefix e2e` first (scripts/test.sh does)"
-    );
     let stack = start_stack(2).await;
     let clip = make_clip(stack.dir.path(), 30);
     let mut publisher = publish(&clip, &stack.rtmp_url("live/browser"));
@@ -26,26 +19,8 @@ async fn hls_js_in_chromium_plays_through_the_proxy() {
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     let screenshot = artifacts.join("player.png");
     let _ = std::fs::remove_file(&screenshot);
-    let output = tokio::process::Command::new("node")
-        .env("EXPECT_VIEWERS", "1")
-        .arg(&driver)
-        .arg(stack.url("/?stream=browser"))
-        .arg(&screenshot)
-        .output()
-        .await
-        .expect("node must be installed");
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "player did not play: {report} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(report.trim()).expect("json report");
-    assert!(
-        report["advanced"].as_f64().unwrap_or(0.0) >= 3.0,
-        "{report}"
-    );
-    assert!(report["last"]["fatal"].is_null(), "{report}");
+    let url = stack.url("/?stream=browser");
+    let report = plays(&url, &screenshot, &[("EXPECT_VIEWERS", "1")]).await;
     // The page shows the live count the shipper derived from the front-ends' access logs.
     assert!(
         report["last"]["viewers"].as_u64().unwrap_or(0) >= 1,
@@ -75,13 +50,6 @@ async fn hls_js_in_chromium_plays_through_the_proxy() {
 async fn hls_js_in_chromium_plays_over_http2_through_a_tls_balancer() {
     use clap::Parser;
 
-    let driver = workspace_dir().join("e2e/play.mjs");
-    assert!(
-        workspace_dir()
-            .join("e2e/node_modules/playwright-core")
-            .exists(),
-        "run `npm ci --prefix e2e` first (scripts/test.sh does)"
-    );
     let stack = start_stack(1).await;
     let key = rcgen::KeyPair::generate().expect("key");
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
@@ -115,26 +83,9 @@ async fn hls_js_in_chromium_plays_over_http2_through_a_tls_balancer() {
     wait_for_segments(&stack, "h2", 2).await;
     let artifacts = workspace_dir().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-    let output = tokio::process::Command::new("node")
-        .env("CHROMIUM_IGNORE_CERT_ERRORS", "1")
-        .arg(&driver)
-        .arg(format!("https://127.0.0.1:{port}/?stream=h2"))
-        .arg(artifacts.join("player-h2.png"))
-        .output()
-        .await
-        .expect("node must be installed");
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "player did not play over HTTPS: {report} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(report.trim()).expect("json report");
-    assert!(
-        report["advanced"].as_f64().unwrap_or(0.0) >= 3.0,
-        "{report}"
-    );
-    assert!(report["last"]["fatal"].is_null(), "{report}");
+    let url = format!("https://127.0.0.1:{port}/?stream=h2");
+    let screenshot = artifacts.join("player-h2.png");
+    let report = plays(&url, &screenshot, &[("CHROMIUM_IGNORE_CERT_ERRORS", "1")]).await;
     let protocols = report["last"]["protocols"]
         .as_object()
         .expect("protocols counted");
@@ -338,10 +289,21 @@ async fn the_player_page_starts_again_when_an_ended_stream_returns() {
     stack.stop().await;
 }
 
-/// Runs `e2e/play.mjs` on `url`; returns whether it saw playback, and its report.
-async fn play_page(url: &str, screenshot: &std::path::Path, timeout_ms: u32) -> (bool, String) {
+/// Runs `e2e/play.mjs` on `url`, with `env` set for it; returns whether it saw playback, and
+/// what it printed (its one-line JSON report, then anything on stderr).
+async fn play_page(
+    url: &str,
+    screenshot: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    assert!(
+        workspace_dir()
+            .join("e2e/node_modules/playwright-core")
+            .exists(),
+        "run `npm ci --prefix e2e` first (scripts/test.sh does)"
+    );
     let output = tokio::process::Command::new("node")
-        .env("PLAY_TIMEOUT_MS", timeout_ms.to_string())
+        .envs(env.iter().copied())
         .arg(workspace_dir().join("e2e/play.mjs"))
         .arg(url)
         .arg(screenshot)
@@ -356,6 +318,21 @@ async fn play_page(url: &str, screenshot: &std::path::Path, timeout_ms: u32) -> 
             String::from_utf8_lossy(&output.stderr)
         ),
     )
+}
+
+/// Plays `url` with `e2e/play.mjs` and returns its report, which shows hls.js playing at least
+/// 3 s with no fatal error.
+async fn plays(url: &str, screenshot: &std::path::Path, env: &[(&str, &str)]) -> serde_json::Value {
+    let (played, printed) = play_page(url, screenshot, env).await;
+    assert!(played, "player did not play {url}: {printed}");
+    let line = printed.lines().next().unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(line.trim()).expect("json report");
+    assert!(
+        report["advanced"].as_f64().unwrap_or(0.0) >= 3.0,
+        "{report}"
+    );
+    assert!(report["last"]["fatal"].is_null(), "{report}");
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -382,11 +359,21 @@ async fn hls_js_plays_a_signed_link_and_nothing_without_one() {
     // LL-HLS in hls.js: the playlist with the link's token, every part and blocking reload
     // with the cookie the balancer answered it with.
     let url = stack.url(&format!("/?stream=signed&token={token}"));
-    let (played, report) = play_page(&url, &artifacts.join("signed.png"), 40_000).await;
+    let (played, report) = play_page(
+        &url,
+        &artifacts.join("signed.png"),
+        &[("PLAY_TIMEOUT_MS", "40000")],
+    )
+    .await;
     assert!(played, "the signed link did not play: {report}");
     // The same page without the token: refused, nothing plays.
     let url = stack.url("/?stream=signed");
-    let (played, report) = play_page(&url, &artifacts.join("unsigned.png"), 8_000).await;
+    let (played, report) = play_page(
+        &url,
+        &artifacts.join("unsigned.png"),
+        &[("PLAY_TIMEOUT_MS", "8000")],
+    )
+    .await;
     assert!(!played, "played without a token: {report}");
     publisher.kill().await.expect("stop ffmpeg");
     stack.stop().await;
