@@ -7,7 +7,7 @@ keep-alive to the backend. In alternating rounds:
 
   - HTTP/1.1 over TLS: wrk (one thread, --connections) on each object: req/s and p99;
   - HTTP/2: h2load (one thread, --connections, --streams concurrent streams each) on each
-    object: req/s and p99 (from h2load's per-request log);
+    object: req/s, p50 and p99 (from h2load's per-request log);
   - handshakes per second: `openssl s_time` (one client, one request per connection) with a
     full handshake each time (-new) and with TLS 1.3 session resumption (-reuse);
   - resumption: a Python client resumes a session after other clients' 600 handshakes (a
@@ -44,7 +44,7 @@ OBJECTS = {"playlist": "/hls/bench/index.m3u8", "segment": "/hls/bench/s-100.ts"
 
 
 def h2load(url, connections, streams, seconds, log):
-    """Runs h2load; returns (requests per second, p99 ms, failed requests)."""
+    """Runs h2load; returns (requests per second, p50 ms, p99 ms, failed requests)."""
     out = subprocess.run(
         ["h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{seconds}",
          f"--log-file={log}", url],
@@ -55,8 +55,9 @@ def h2load(url, connections, streams, seconds, log):
     with open(log) as f:
         durations = sorted(int(line.split()[-1]) for line in f if line.strip())
     os.unlink(log)
-    p99 = durations[min(len(durations) - 1, int(len(durations) * 0.99))] / 1000.0 if durations else 0.0
-    return rps, p99, failed
+    def at(q):
+        return durations[min(len(durations) - 1, int(len(durations) * q))] / 1000.0 if durations else 0.0
+    return rps, at(0.5), at(0.99), failed
 
 
 def s_time(port, path, reuse, seconds):
@@ -243,11 +244,11 @@ backend front_ends
                         note(f"http/1.1 {obj}", name, rps, p99)
                         line.append(f"h1 {obj} {rps:8.0f} req/s p99 {p99:6.2f} ms")
                     if "h2" in tests:
-                        rps, p99, failed = h2load(url, args.connections, args.streams, args.seconds, log)
+                        rps, p50, p99, failed = h2load(url, args.connections, args.streams, args.seconds, log)
                         if failed:
                             raise SystemExit(f"{name}: {failed} failed HTTP/2 requests")
                         note(f"http/2 {obj}", name, rps, p99)
-                        line.append(f"h2 {obj} {rps:8.0f} req/s p99 {p99:6.2f} ms")
+                        line.append(f"h2 {obj} {rps:8.0f} req/s p50 {p50:6.2f} p99 {p99:6.2f} ms")
                 for reuse in (False, True) if "handshakes" in tests else ():
                     rate = s_time(port, OBJECTS["playlist"], reuse, args.seconds)
                     test = "handshakes resumed" if reuse else "handshakes full"
