@@ -12,6 +12,11 @@ keep-alive to the backend. In alternating rounds:
     full handshake each time (-new) and with TLS 1.3 session resumption (-reuse);
   - resumption: a Python client resumes a session after other clients' 600 handshakes (a
     server with a small session cache forgets it);
+  - with `--tests fixed`: h2load once more on each object over HTTP/1.1 (--h1) and HTTP/2,
+    at a set total rate that both balancers reach (--rate), and p50 and p99 there. The other
+    tests run each balancer flat out, where the one that serves more also takes more of the
+    machine from the load generator; at one rate the tails compare like for like. Printed
+    beside the targets, not as one;
   - with `--tests instructions` (needs valgrind): each balancer once more, under callgrind, for
     a fixed number of HTTP/2 playlist requests (--requests, after a warm-up): user-space
     instructions per request and their ratio. Unlike req/s, that count does not move with
@@ -22,7 +27,8 @@ better; p99: lower is better), and whether each target is met (issue 18: req/s >
 p99 <= HAProxy's, TLS 1.3 resumption works).
 Needs: nginx, haproxy, wrk, h2load (apt-get install nginx haproxy wrk nghttp2-client), openssl.
 Usage: bench/tls.py [--seconds 5] [--connections 32] [--streams 10] [--rounds 3]
-                    [--tests h1,h2,handshakes,instructions] [--requests 20000]
+                    [--tests h1,h2,handshakes,fixed,instructions] [--requests 20000]
+                    [--rate 500]
 """
 
 import argparse
@@ -43,11 +49,12 @@ from frontend import make_volume
 OBJECTS = {"playlist": "/hls/bench/index.m3u8", "segment": "/hls/bench/s-100.ts"}
 
 
-def h2load(url, connections, streams, seconds, log):
-    """Runs h2load; returns (requests per second, p50 ms, p99 ms, failed requests)."""
+def h2load(url, connections, streams, seconds, log, extra=()):
+    """Runs h2load (with `extra` arguments); returns (requests per second, p50 ms, p99 ms,
+    failed requests)."""
     out = subprocess.run(
         ["h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{seconds}",
-         f"--log-file={log}", url],
+         f"--log-file={log}", *extra, url],
         check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     failed = int(re.search(r"requests: .*? (\d+) failed", out).group(1))
@@ -137,7 +144,9 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tests", default="h1,h2,handshakes",
-                   help="which of h1, h2, handshakes, instructions to run")
+                   help="which of h1, h2, handshakes, fixed, instructions to run")
+    p.add_argument("--rate", type=int, default=500,
+                   help="total requests per second of --tests fixed (both balancers must reach it)")
     p.add_argument("--requests", type=int, default=20000,
                    help="HTTP/2 playlist requests counted under callgrind (--tests instructions)")
     p.add_argument("--objects", default="playlist,segment", help="which of playlist, segment to fetch")
@@ -249,6 +258,19 @@ backend front_ends
                             raise SystemExit(f"{name}: {failed} failed HTTP/2 requests")
                         note(f"http/2 {obj}", name, rps, p99)
                         line.append(f"h2 {obj} {rps:8.0f} req/s p50 {p50:6.2f} p99 {p99:6.2f} ms")
+                    for proto in ("h1", "h2") if "fixed" in tests else ():
+                        extra = [f"--rps={args.rate / args.connections:g}"]
+                        extra += ["--h1"] if proto == "h1" else []
+                        streams = 1 if proto == "h1" else args.streams
+                        rps, p50, p99, failed = h2load(url, args.connections, streams, args.seconds,
+                                                       log, extra)
+                        if failed:
+                            raise SystemExit(f"{name}: {failed} failed requests at a fixed rate")
+                        if rps < 0.95 * args.rate:
+                            raise SystemExit(f"{name}: {rps:.0f} req/s, short of --rate {args.rate} "
+                                             f"({proto} {obj}): ask for less")
+                        note(f"{proto} {obj} at {args.rate}/s", name, rps, p99)
+                        line.append(f"{proto} {obj} at {args.rate}/s p50 {p50:6.2f} p99 {p99:6.2f} ms")
                 for reuse in (False, True) if "handshakes" in tests else ():
                     rate = s_time(port, OBJECTS["playlist"], reuse, args.seconds)
                     test = "handshakes resumed" if reuse else "handshakes full"
@@ -270,14 +292,16 @@ backend front_ends
         met = True
         for test in dict.fromkeys(t for t, _ in figures):
             lc, hp = figures[(test, "livecast")], figures[(test, "haproxy")]
+            fixed = " at " in test  # the same rate for both: only the tail compares
             rate = statistics.median(v for v, _ in lc) / statistics.median(v for v, _ in hp)
-            text = f"  {test:<20} rate {rate:5.2f}"
-            met &= rate >= 1.0
+            text = f"  {test:<20} " + ("          " if fixed else f"rate {rate:5.2f}")
+            met &= fixed or rate >= 1.0
             if lc[0][1] is not None:
                 tail = statistics.median(p for _, p in lc) / statistics.median(p for _, p in hp)
                 text += f"  p99 {tail:5.2f} ({statistics.median(p for _, p in lc):.2f} vs " \
                         f"{statistics.median(p for _, p in hp):.2f} ms)"
-                met &= tail <= 1.0
+                met &= fixed or tail <= 1.0
+                text += " (beside the targets)" if fixed else ""
             print(text)
         if counted:
             print(f"  {'instructions/request':<20} ratio {counted['livecast'] / counted['haproxy']:5.2f}"
@@ -286,7 +310,7 @@ backend front_ends
             ok = resumes(port, 600)
             met &= ok
             print(f"  {name:<8} resumes a TLS 1.3 session after 600 other clients: {'yes' if ok else 'NO'}")
-        if not figures:
+        if all(" at " in test for test, _ in figures):
             print("targets: not measured (they are the h1 and h2 tests' req/s and p99)")
         else:
             print(f"targets: {'met' if met else 'NOT all met'}")
