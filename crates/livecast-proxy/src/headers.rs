@@ -103,11 +103,7 @@ pub(crate) struct Forwarding<'a> {
 
 impl ForFrontEnd {
     pub(crate) fn new(headers: &HeaderMap, f: Forwarding<'_>) -> Self {
-        let named = if headers.contains_key(header::CONNECTION) {
-            connection_named(headers)
-        } else {
-            Vec::new()
-        };
+        let named = connection_named(headers);
         let forwarded_for = if f.trusted && headers.contains_key(X_FORWARDED_FOR) {
             // Earlier values and this peer joined into one line.
             let mut value: Vec<u8> = Vec::new();

@@ -139,9 +139,9 @@ const SEND_BUFFER_PER_STREAM: usize = 160 * 1024;
 /// How many times one turn goes back to the connection after its streams finished answers.
 const TURN_ROUNDS: usize = 4;
 
-/// Drives `connection` and the streams it started in `streams` (HTTP/2) to its end, asking it to wind
-/// down gracefully once `shutdown` fires, and runs `drain` after each of its polls (the end
-/// waits for `drain` too). A connection whose writes cannot go out any more is over; the
+/// Drives `connection` and the streams it started in `streams` (HTTP/2) to its end, asking it
+/// to wind down gracefully once `shutdown` fires, and runs `drain` after each of its polls (the
+/// end waits for `drain` too). A connection whose writes cannot go out any more is over; the
 /// streams still running then end with it.
 async fn until_shutdown<C>(
     connection: C,
