@@ -1,23 +1,22 @@
-//! hyper's side of the viewer connections: HTTPS (HTTP/2 or HTTP/1.1) and whatever the plain
-//! HTTP/1.1 loop hands over. One serving function for both protocols; each request goes
-//! through the same policy as the plain loop's ([`Forwarder::decide`], then
-//! [`Forwarder::fetch`] or [`Forwarder::forward_once`]), with header maps for its wire form.
+//! hyper's side of the viewer connections: HTTP/1.1 over TLS and whatever the plain HTTP/1.1
+//! loop hands over; and [`handle`], the policy for requests in header maps, which the
+//! balancer's own HTTP/2 ([`super::h2`]) shares. Each request goes through the same policy as
+//! the plain loop's ([`Forwarder::decide`], then [`Forwarder::fetch`] or
+//! [`Forwarder::forward_once`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use livecast_telemetry::CancellationToken;
@@ -30,25 +29,16 @@ use crate::forward::{Decision, Forwarder};
 use crate::headers::{last_forwarded, strip_hop_by_hop, ForFrontEnd, Forwarding, X_REQUEST_ID};
 use crate::pool::Lease;
 
-/// Which protocol hyper speaks on a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Protocol {
-    /// HTTP/1.1, over TLS or not.
-    Http1 { tls: bool },
-    /// HTTP/2 (always over TLS here).
-    Http2,
-}
-
-/// Serves one viewer connection with hyper until it ends; on shutdown, lets the requests in
-/// flight finish (HTTP/2 sends GOAWAY, HTTP/1.1 closes after the current answer). `drain`
-/// runs after every poll of hyper's connection: it writes out what hyper wrote meanwhile when
-/// `io` gathers writes ([`super::coalesce`]), and is `Ready` at once when it does not.
+/// Serves one HTTP/1.1 viewer connection with hyper until it ends; on shutdown, lets the
+/// request in flight finish and closes after its answer. `drain` runs after every poll of
+/// hyper's connection: it writes out what hyper wrote meanwhile when `io` gathers writes
+/// ([`super::coalesce`]), and is `Ready` at once when it does not.
 pub(super) async fn serve<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     connections: &Connections,
     upstreams: &Arc<Upstreams>,
-    protocol: Protocol,
+    tls: bool,
     drain: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -56,98 +46,30 @@ pub(super) async fn serve<I>(
     let shutdown = &connections.shared.shutdown;
     let upstreams = upstreams.clone();
     let forwarder = connections.forwarder.clone();
-    let tls = protocol != Protocol::Http1 { tls: false };
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
         let upstreams = upstreams.clone();
         async move { Ok::<_, Infallible>(handle(&forwarder, request, peer, tls, &upstreams).await) }
     });
     let limits = &connections.shared;
-    let result = match protocol {
-        Protocol::Http1 { .. } => {
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(limits.max_header_bytes)
-                .serve_connection(io, service);
-            until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, None, drain).await
-        }
-        Protocol::Http2 => {
-            let streams = InTask::default();
-            let connection =
-                http2_builder(&streams, limits.max_header_bytes).serve_connection(io, service);
-            until_shutdown(
-                connection,
-                |c| c.graceful_shutdown(),
-                shutdown,
-                Some(&streams),
-                drain,
-            )
-            .await
-        }
-    };
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .serve_connection(io, service);
+    let result = until_shutdown(connection, |c| c.graceful_shutdown(), shutdown, drain).await;
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended with an error");
     }
 }
 
-/// A stream's work as hyper hands it over: its handler, then its answer's body.
-type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// hyper's executor for the streams of an HTTP/2 connection: instead of a task of its own,
-/// each stream waits here to be polled by its connection's task ([`until_shutdown`]). A
-/// stream then costs no task to start, its answer needs no wake-up of another task to reach
-/// the connection, and the answers of a turn go out together.
-#[derive(Clone, Default)]
-struct InTask(Arc<Mutex<Vec<StreamFuture>>>);
-
-impl InTask {
-    fn take(&self) -> Vec<StreamFuture> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-impl<F> hyper::rt::Executor<F> for InTask
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, future: F) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::pin(future));
-    }
-}
-
-/// hyper's HTTP/2 server as the balancer sets it up, its streams running on `streams`.
-fn http2_builder(streams: &InTask, max_header_bytes: usize) -> http2::Builder<InTask> {
-    let mut builder = http2::Builder::new(streams.clone());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-        .max_send_buf_size(SEND_BUFFER_PER_STREAM);
-    builder
-}
-
-/// How much of one HTTP/2 stream's answer may wait in user space for the connection to send it
-/// (hyper's default is 400 KB). A connection with ten segments in flight reads each that far
-/// ahead from its front-end: with this, 1.6 MB in all instead of 4 MB. In `bench/tls.py`'s
-/// HTTP/2 segment case the slowest answers also came closer to the median (p99/p50 about 1.9
-/// against 2.2) at the same throughput.
-const SEND_BUFFER_PER_STREAM: usize = 160 * 1024;
-
-/// How many times one turn goes back to the connection after its streams finished answers.
-const TURN_ROUNDS: usize = 4;
-
-/// Drives `connection` and the streams it started in `streams` (HTTP/2) to its end, asking it
-/// to wind down gracefully once `shutdown` fires, and runs `drain` after each of its polls (the
-/// end waits for `drain` too). A connection whose writes cannot go out any more is over; the
-/// streams still running then end with it.
+/// Drives `connection` to its end, asking it to wind down gracefully once `shutdown` fires,
+/// and runs `drain` after each of its polls (the end waits for `drain` too). A connection
+/// whose writes cannot go out any more is over.
 async fn until_shutdown<C>(
     connection: C,
     graceful: impl FnOnce(Pin<&mut C>),
     shutdown: &CancellationToken,
-    streams: Option<&InTask>,
     mut drain: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
 ) -> hyper::Result<()>
 where
@@ -158,7 +80,6 @@ where
     tokio::pin!(cancelled);
     let mut graceful = Some(graceful);
     let mut done = None;
-    let mut running = FuturesUnordered::new();
     std::future::poll_fn(|cx| {
         if done.is_none() {
             if graceful.is_some() && cancelled.as_mut().poll(cx).is_ready() {
@@ -166,20 +87,8 @@ where
                     graceful(connection.as_mut());
                 }
             }
-            for _ in 0..TURN_ROUNDS {
-                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                    done = Some(result);
-                    running.clear();
-                    break;
-                }
-                running.extend(streams.map(InTask::take).unwrap_or_default());
-                let mut finished = false;
-                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
-                    finished = true;
-                }
-                if !finished {
-                    break;
-                }
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                done = Some(result);
             }
         }
         match drain(cx) {
@@ -195,13 +104,18 @@ where
 }
 
 /// One request: the policy's decision, then the balancer's own answer or the front-end's.
-async fn handle(
+/// Both hyper's connections and the balancer's own HTTP/2 ([`super::h2`]) bring theirs here.
+pub(super) async fn handle<B>(
     forwarder: &Forwarder,
-    request: Request<Incoming>,
+    request: Request<B>,
     peer: SocketAddr,
     tls: bool,
     upstreams: &Upstreams,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     let trusted_peer = forwarder.trusts(peer.ip());
     let client_ip = if trusted_peer {
         last_forwarded(request.headers()).unwrap_or(peer.ip())
@@ -278,7 +192,7 @@ async fn handle(
             Err((status, text)) => return plain(status, text),
         }
     } else {
-        let mut upstream = Request::new(body.map_err(BoxError::from).boxed());
+        let mut upstream = Request::new(body.map_err(Into::into).boxed());
         *upstream.method_mut() = parts.method.clone();
         *upstream.version_mut() = Version::HTTP_11;
         let headers = upstream.headers_mut();
@@ -348,7 +262,7 @@ impl http_body::Body for LeasedBody {
 pub(super) const TEXT: &str = "text/plain; charset=utf-8";
 pub(super) const JSON: &str = "application/json";
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+pub(super) fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     local(status, TEXT, Bytes::from_static(text.as_bytes()))
 }
 
@@ -413,88 +327,5 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// An HTTP/2 connection's streams are polled by the connection's own task, not spawned:
-    /// ten requests held open at once all run in that task, and all are answered once let go,
-    /// even after shutdown began meanwhile.
-    #[tokio::test]
-    async fn http2_streams_run_inside_their_connections_task() {
-        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let (release, released) = tokio::sync::watch::channel(false);
-        let tasks = Arc::new(Mutex::new(Vec::new()));
-        let arrived = Arc::new(AtomicUsize::new(0));
-        let (seen, count) = (tasks.clone(), arrived.clone());
-        let service = service_fn(move |_request: Request<Incoming>| {
-            let (seen, count, mut released) = (seen.clone(), count.clone(), released.clone());
-            async move {
-                seen.lock().unwrap().push(tokio::task::try_id());
-                count.fetch_add(1, Ordering::SeqCst);
-                let _ = released.wait_for(|go| *go).await;
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-            }
-        });
-        let streams = InTask::default();
-        let connection =
-            http2_builder(&streams, 16 * 1024).serve_connection(TokioIo::new(server_io), service);
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let drain = |_: &mut Context<'_>| Poll::Ready(Ok(()));
-            until_shutdown(
-                connection,
-                |c| c.graceful_shutdown(),
-                &stop,
-                Some(&streams),
-                drain,
-            )
-            .await
-        });
-        let (sender, client) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            TokioIo::new(client_io),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(client);
-        let requests = (0..10).map(|_| {
-            let mut sender = sender.clone();
-            async move {
-                let request = Request::get("https://x/hls/x/index.m3u8")
-                    .body(http_body_util::Empty::<Bytes>::new())
-                    .unwrap();
-                let response = sender.send_request(request).await.unwrap();
-                let status = response.status();
-                (
-                    status,
-                    response.into_body().collect().await.unwrap().to_bytes(),
-                )
-            }
-        });
-        let answers = tokio::spawn(futures_util::future::join_all(requests));
-        while arrived.load(Ordering::SeqCst) < 10 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        let ids = tasks.lock().unwrap().clone();
-        assert!(
-            ids.iter().all(|id| *id == Some(server.id())),
-            "streams ran in tasks {ids:?}, the connection in {:?}",
-            server.id()
-        );
-        // Shutdown lets the streams in flight finish.
-        shutdown.cancel();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        release.send(true).unwrap();
-        for (status, body) in answers.await.unwrap() {
-            assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
-        }
-        drop(sender);
-        server.await.unwrap().unwrap();
     }
 }

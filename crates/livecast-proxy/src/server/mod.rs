@@ -1,13 +1,16 @@
 //! The viewer side: the service entry point, the accept loop and each connection's way in.
 //!
 //! - `h1`: the plain HTTP/1.1 loop that serves viewers' GET and HEAD without hyper.
-//! - `hyper`: hyper's side (HTTPS with HTTP/2 or HTTP/1.1, and what the plain loop hands over).
+//! - `h2`: the balancer's own HTTP/2, for viewers who choose it over TLS.
+//! - `hyper`: hyper's side (HTTP/1.1 over TLS, and what the plain loop hands over), and the
+//!   policy for requests in header maps that `h2` shares.
 //! - `coalesce`: a TLS connection's writes gathered over one turn of its task.
 //! - `idle`: each worker's table of idle plain connections, kept out of tasks.
 //! - `tls`: the TLS acceptor.
 
 mod coalesce;
 pub(crate) mod h1;
+mod h2;
 pub(crate) mod hyper;
 mod idle;
 mod tls;
@@ -24,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use self::hyper::{Prefixed, Protocol};
+use self::hyper::Prefixed;
 use crate::client::control::ControlClient;
 use crate::client::Upstreams;
 use crate::config::split_host_port;
@@ -398,13 +401,12 @@ async fn hand_over(
     upstreams: &Arc<Upstreams>,
 ) {
     let io = TokioIo::new(Prefixed { read, stream });
-    let protocol = Protocol::Http1 { tls: false };
     let drain = |_: &mut std::task::Context<'_>| std::task::Poll::Ready(Ok(()));
-    hyper::serve(io, peer, connections, upstreams, protocol, drain).await;
+    hyper::serve(io, peer, connections, upstreams, false, drain).await;
 }
 
-/// An HTTPS connection: the handshake within the header timeout, then hyper with the protocol
-/// the viewer chose by ALPN.
+/// An HTTPS connection: the handshake within the header timeout, then the protocol the viewer
+/// chose by ALPN: the balancer's own HTTP/2, or hyper's HTTP/1.1.
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
@@ -422,20 +424,13 @@ async fn serve_tls(
         }
         Err(_) => return,
     };
-    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    // What hyper writes in one turn of this task goes out together (HTTP/2's answers to
-    // streams in flight share TLS records and system calls).
+    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+        return h2::serve(tls_stream, peer, connections, upstreams).await;
+    }
     let (io, drain) = coalesce::split(tls_stream);
     let io = TokioIo::new(io);
-    let protocol = if h2 {
-        Protocol::Http2
-    } else {
-        Protocol::Http1 { tls: true }
-    };
-    // Not boxed again: this whole future is boxed out of the connection's task already, and
-    // the handshake's state and hyper's share its space.
     let drain = |cx: &mut std::task::Context<'_>| drain.poll_drain(cx);
-    hyper::serve(io, peer, connections, upstreams, protocol, drain).await;
+    hyper::serve(io, peer, connections, upstreams, true, drain).await;
 }
 
 #[cfg(test)]
