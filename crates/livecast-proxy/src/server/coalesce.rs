@@ -1,11 +1,10 @@
 //! Writes to a viewer's TLS connection gathered over one turn of its connection's task.
 //!
-//! hyper's HTTP/2 flushes after every frame it sends, so each answer of a connection with
-//! many streams in flight became a TLS record and a `writev` of its own (one per request
-//! under `h2load -m10`). Here hyper's writes and flushes only fill a buffer; the connection's
-//! task writes it out, as one record where it fits, after each time it has polled hyper
-//! ([`Drain::poll_drain`]). The answers that became ready in the same turn then share a
-//! record and a system call, as HAProxy sends them. Nothing waits longer than that turn.
+//! hyper flushes after each piece it writes, so an answer's head and each chunk of its body
+//! could each become a TLS record and a system call of their own. Here hyper's writes and
+//! flushes only fill a buffer; the connection's task writes it out, as one record where it
+//! fits, after each time it has polled hyper ([`Drain::poll_drain`]). Nothing waits longer
+//! than that turn. (The balancer's own HTTP/2 gathers its frames itself.)
 
 use std::io;
 use std::pin::Pin;
@@ -72,7 +71,7 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
     /// Makes room in a full buffer: writes out whole TLS records' worth and keeps the rest,
     /// which goes out with what follows. Writing it all would end each 64 KB of a segment
     /// with a record (and a system call) of its own for the few bytes past the last whole
-    /// record: HTTP/2 DATA frames are 9 bytes longer than a record holds.
+    /// record.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.out.len() >= LIMIT {
             ready!(self.poll_write_out(cx, self.out.len() % RECORD))?;
