@@ -123,8 +123,6 @@ pub(super) async fn serve<I>(
     }
 }
 
-type Answer = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
-
 /// One stream this end still has work for.
 struct Stream {
     id: u32,
@@ -138,7 +136,8 @@ struct Stream {
 enum Phase {
     /// The head has arrived, the body has not ended yet.
     Receiving {
-        request: Request<()>,
+        /// Boxed: the other phases are much smaller.
+        request: Box<Request<()>>,
         body: BytesMut,
         window: i64,
     },
@@ -469,7 +468,7 @@ impl Conn {
             }
             return Ok(());
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(ConnError(Code::FrameSize, "SETTINGS of the wrong size"));
         }
         self.settings_seen = true;
@@ -643,7 +642,7 @@ impl Conn {
         H: Fn(Request<Full<Bytes>>) -> F,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        if stream == 0 || stream % 2 == 0 {
+        if stream == 0 || stream.is_multiple_of(2) {
             return Err(ConnError(
                 Code::Protocol,
                 "HEADERS on stream 0 or an even stream",
@@ -784,7 +783,7 @@ impl Conn {
             send_window: self.initial_window,
             head: request.method() == Method::HEAD,
             phase: Phase::Receiving {
-                request,
+                request: Box::new(request),
                 body: BytesMut::new(),
                 window: DEFAULT_WINDOW,
             },
@@ -810,8 +809,7 @@ impl Conn {
             return;
         };
         let id = stream.id;
-        let request = request.map(|()| Full::new(body.freeze()));
-        let answer: Answer = Box::pin(handler(request));
+        let answer = handler(request.map(|()| Full::new(body.freeze())));
         let future: Pin<Box<dyn Future<Output = (u32, Response<Body>)> + Send>> =
             Box::pin(async move { (id, answer.await) });
         working.push(Abortable::new(future, registration));

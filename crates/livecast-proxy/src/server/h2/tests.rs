@@ -483,7 +483,9 @@ async fn malformed_requests_are_stream_errors() {
 
 #[tokio::test]
 async fn protocol_violations_end_the_connection_with_goaway() {
-    let cases: [(&str, Vec<(u8, u8, u32, Vec<u8>)>, Code); 8] = [
+    // What is wrong, the frames (type, flags, stream, payload) and the GOAWAY's code.
+    type Case = (&'static str, Vec<(u8, u8, u32, Vec<u8>)>, Code);
+    let cases: [Case; 8] = [
         (
             "even stream",
             vec![(HEADERS, END_STREAM | END_HEADERS, 2, Raw::get("/"))],
