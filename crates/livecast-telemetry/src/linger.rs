@@ -8,14 +8,13 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// How long a closing connection is read and discarded, at most.
 pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Shuts the write side of `stream`, then discards what arrives for up to [`LINGER`].
-pub async fn lingering_close(stream: &mut TcpStream) {
+pub async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -36,6 +35,7 @@ pub async fn lingering_close(stream: &mut TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     /// Every viewer connection's task holds room for this future whether it lingers or not,
     /// so its discard buffer must not live in it.

@@ -1,4 +1,5 @@
-//! The viewer side of a plain HTTP/1.1 connection, served without hyper.
+//! The viewer side of an HTTP/1.1 connection, plain or over TLS ([`Viewer`]), served without
+//! hyper.
 //!
 //! Nearly every request a balancer of live HLS sees is a keep-alive GET for a playlist, a part
 //! or a segment. For those, this loop reads the request head, checks it with httparse, writes
@@ -19,8 +20,9 @@
 //!
 //! Memory: a connection holds its buffers only while a request is read and answered; while it
 //! waits for the next one they wait in its worker's spares ([`Buffers`]), as HAProxy's and
-//! nginx's do. A connection idle for [`IDLE_RELEASE`] between requests drops its busy state
-//! and leaves its task for its worker's idle table (`server::idle`), and its front-end
+//! nginx's do. A plain connection idle for [`IDLE_RELEASE`] between requests drops its busy
+//! state and leaves its task for its worker's idle table (`server::idle`; a TLS session keeps
+//! its task, and its buffers go to the spares all the same), and its front-end
 //! connections are its worker's, shared with every viewer there, so a large idle audience
 //! costs a socket and a small record per viewer, also just after it arrived all at once
 //! (`bench/memory.py`).
@@ -36,7 +38,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
 use http_body::Body as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -64,16 +66,44 @@ const MAX_HEADERS: usize = 100;
 /// from where it was read, in a vectored write with what is gathered.
 const COALESCE: usize = 16 * 1024;
 
+/// A viewer's connection as this loop reads and writes it: plain TCP, or TLS over it.
+pub(crate) trait Viewer: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Whether the viewer's requests came over TLS (`X-Forwarded-Proto: https`).
+    const TLS: bool;
+    /// Whether the connection can leave its task for its worker's idle table
+    /// ([`Outcome::Idle`]); a TLS session cannot.
+    const PARKS: bool;
+    /// Waits until the viewer has sent something, without reading it. Called only after a
+    /// read found nothing, so nothing read is waiting in a TLS session's buffer.
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+}
+
+impl Viewer for TcpStream {
+    const TLS: bool = false;
+    const PARKS: bool = true;
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+impl Viewer for tokio_rustls::server::TlsStream<TcpStream> {
+    const TLS: bool = true;
+    const PARKS: bool = false;
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        self.get_ref().0.readable()
+    }
+}
+
 /// How a connection's time with this loop ended.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<S> {
     /// The connection is finished (closed by either side, a limit, or shutdown).
     Done,
     /// A request this loop does not serve: hyper takes the connection, starting with the
     /// bytes already read.
-    Handoff(TcpStream, BytesMut),
+    Handoff(S, BytesMut),
     /// No request came for [`IDLE_RELEASE`] since the instant given, and nothing of one has
-    /// been read: the connection idles.
-    Idle(TcpStream, tokio::time::Instant),
+    /// been read: the connection idles (plain connections only, [`Viewer::PARKS`]).
+    Idle(S, tokio::time::Instant),
 }
 
 /// What a connection needs while it reads and answers a request: the bytes read from the
@@ -174,15 +204,15 @@ impl RequestId {
 /// has come for [`IDLE_RELEASE`], the busy state is dropped (buffers and all) and the
 /// connection is given back as [`Outcome::Idle`]: the caller parks it in its worker's idle
 /// table, where it costs a slot instead of a task until its next request.
-pub(crate) async fn serve(
-    stream: TcpStream,
+pub(crate) async fn serve<S: Viewer>(
+    stream: S,
     peer: SocketAddr,
     forwarder: &Forwarder,
     upstreams: &Upstreams,
     limits: Limits,
     shutdown: &CancellationToken,
     waiting_since: Option<tokio::time::Instant>,
-) -> Outcome {
+) -> Outcome<S> {
     let busy = Box::pin(serve_busy(
         stream,
         peer,
@@ -199,23 +229,23 @@ pub(crate) async fn serve(
 }
 
 /// How a busy spell of a connection ended.
-enum Busy {
+enum Busy<S> {
     /// No request came for [`IDLE_RELEASE`] since the instant given: the connection idles.
-    Idle(TcpStream, tokio::time::Instant),
-    Over(Outcome),
+    Idle(S, tokio::time::Instant),
+    Over(Outcome<S>),
 }
 
 /// Serves requests on `stream` until it idles, is done, or a request needs hyper.
 /// `waiting_since`: when the wait for the next request head began, if it began earlier.
-async fn serve_busy(
-    mut stream: TcpStream,
+async fn serve_busy<S: Viewer>(
+    mut stream: S,
     peer: SocketAddr,
     forwarder: &Forwarder,
     upstreams: &Upstreams,
     limits: Limits,
     shutdown: &CancellationToken,
     mut waiting_since: Option<tokio::time::Instant>,
-) -> Busy {
+) -> Busy<S> {
     let trusted = forwarder.trusts(peer.ip());
     // Held while a request is read and answered, in the worker's spares in between.
     let mut buffers: Option<Buffers> = None;
@@ -228,7 +258,7 @@ async fn serve_busy(
             let Buffers { read, head, out } = buffers.get_or_insert_with(Buffers::take);
             if !read.is_empty() {
                 head.clear();
-                let parsed = plan(read, peer.ip(), trusted, forwarder, upstreams, head);
+                let parsed = plan(read, peer.ip(), trusted, S::TLS, forwarder, upstreams, head);
                 let too_large = match &parsed {
                     Ok(Some(Some(plan))) => plan.len > limits.max_header_bytes,
                     Ok(None) => read.len() >= limits.max_header_bytes,
@@ -295,7 +325,11 @@ async fn serve_busy(
                         if let Some(spare) = buffers.take() {
                             spare.give_back();
                         }
-                        let idle_until = deadline.min(since + IDLE_RELEASE);
+                        let idle_until = if S::PARKS {
+                            deadline.min(since + IDLE_RELEASE)
+                        } else {
+                            deadline
+                        };
                         tokio::select! {
                             ready = stream.readable() => match ready {
                                 Ok(()) => continue,
@@ -362,6 +396,12 @@ async fn serve_busy(
                 }
             },
         };
+        // Whatever a TLS session still holds of the answer goes out before the next wait (a
+        // plain socket has nothing to flush).
+        let sent = match sent {
+            Ok(()) => stream.flush().await,
+            failed => failed,
+        };
         read.advance(plan.len);
         waiting_since = None;
         if sent.is_err() || close {
@@ -381,6 +421,7 @@ fn plan(
     buf: &[u8],
     peer: IpAddr,
     trusted: bool,
+    tls: bool,
     forwarder: &Forwarder,
     upstreams: &Upstreams,
     head: &mut Vec<u8>,
@@ -500,7 +541,11 @@ fn plan(
         }
     }
     head.extend_from_slice(upstreams.peer_header(peer).as_bytes());
-    head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-request-id: ");
+    head.extend_from_slice(if tls {
+        b"\r\nx-forwarded-proto: https\r\nx-request-id: ".as_slice()
+    } else {
+        b"\r\nx-forwarded-proto: http\r\nx-request-id: "
+    });
     let request_id = match request_id {
         Some(id) => RequestId::Given(id.to_vec()),
         None => RequestId::New(forwarder.request_id()),
@@ -567,8 +612,8 @@ fn answer_head(
 
 /// Streams `body` after the head in `out`. Bytes that are already there go out with the head
 /// in one write; the loop waits for the front-end only after writing what it has.
-async fn pass_on(
-    stream: &mut TcpStream,
+async fn pass_on<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     mut body: RawBody,
     chunked: bool,
@@ -582,6 +627,7 @@ async fn pass_on(
                     stream.write_all(out).await?;
                     out.clear();
                 }
+                stream.flush().await?;
                 poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
         };
@@ -623,7 +669,11 @@ async fn pass_on(
 }
 
 /// Writes `first` then `second` with as few system calls as the socket allows.
-async fn write_both(stream: &mut TcpStream, first: &[u8], second: &[u8]) -> io::Result<()> {
+async fn write_both<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    first: &[u8],
+    second: &[u8],
+) -> io::Result<()> {
     let (mut first, mut second) = (first, second);
     while !first.is_empty() {
         let n = stream
@@ -649,8 +699,8 @@ struct Local<'a> {
 }
 
 /// A text answer of the balancer's own.
-async fn answer_locally(
-    stream: &mut TcpStream,
+async fn answer_locally<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     status: StatusCode,
     text: &str,
@@ -666,8 +716,8 @@ async fn answer_locally(
     write_local(stream, out, answer, close).await
 }
 
-async fn write_local(
-    stream: &mut TcpStream,
+async fn write_local<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     answer: Local<'_>,
     close: bool,
@@ -867,12 +917,13 @@ pub mod fuzzing {
         /// front-end is one whole, valid request (nothing a viewer sends can split it).
         pub fn plan(&self, buf: &[u8]) {
             let peer = IpAddr::from([10, 0, 0, 1]);
-            for trusted in [false, true] {
+            for (trusted, tls) in [(false, false), (true, false), (false, true)] {
                 let mut head = Vec::new();
                 let planned = plan(
                     buf,
                     peer,
                     trusted,
+                    tls,
                     &self.forwarder,
                     &self.upstreams,
                     &mut head,

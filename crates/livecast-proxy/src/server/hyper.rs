@@ -1,6 +1,6 @@
-//! hyper's side of the viewer connections: HTTP/1.1 over TLS and whatever the plain HTTP/1.1
-//! loop hands over; and [`handle`], the policy for requests in header maps, which the
-//! balancer's own HTTP/2 ([`super::h2`]) shares. Each request goes through the same policy as
+//! hyper's side of the viewer connections: whatever the HTTP/1.1 loop hands over (plain or
+//! over TLS); and [`handle`], the policy for requests in header maps, which the balancer's own
+//! HTTP/2 ([`super::h2`]) shares. Each request goes through the same policy as
 //! the plain loop's ([`Forwarder::decide`], then [`Forwarder::fetch`] or
 //! [`Forwarder::forward_once`]).
 
@@ -21,7 +21,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use livecast_telemetry::CancellationToken;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::Connections;
 use crate::client::{inline, Body, BoxError, Upstreams};
@@ -280,12 +279,12 @@ fn local(status: StatusCode, content_type: &'static str, body: Bytes) -> Respons
 }
 
 /// A viewer connection handed to hyper: the bytes the plain loop already read come first.
-pub(super) struct Prefixed {
+pub(super) struct Prefixed<S> {
     pub read: bytes::BytesMut,
-    pub stream: TcpStream,
+    pub stream: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -300,7 +299,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

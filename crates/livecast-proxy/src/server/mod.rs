@@ -1,9 +1,10 @@
 //! The viewer side: the service entry point, the accept loop and each connection's way in.
 //!
-//! - `h1`: the plain HTTP/1.1 loop that serves viewers' GET and HEAD without hyper.
+//! - `h1`: the HTTP/1.1 loop that serves viewers' GET and HEAD without hyper, plain or over
+//!   TLS.
 //! - `h2`: the balancer's own HTTP/2, for viewers who choose it over TLS.
-//! - `hyper`: hyper's side (HTTP/1.1 over TLS, and what the plain loop hands over), and the
-//!   policy for requests in header maps that `h2` shares.
+//! - `hyper`: hyper's side (what the HTTP/1.1 loop hands over), and the policy for requests
+//!   in header maps that `h2` shares.
 //! - `coalesce`: a TLS connection's writes gathered over one turn of its task.
 //! - `idle`: each worker's table of idle plain connections, kept out of tasks.
 //! - `tls`: the TLS acceptor.
@@ -406,7 +407,8 @@ async fn hand_over(
 }
 
 /// An HTTPS connection: the handshake within the header timeout, then the protocol the viewer
-/// chose by ALPN: the balancer's own HTTP/2, or hyper's HTTP/1.1.
+/// chose by ALPN: the balancer's own HTTP/2, or HTTP/1.1 in the plain loop (and hyper for
+/// what that does not serve).
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
@@ -416,7 +418,7 @@ async fn serve_tls(
 ) {
     let accepted =
         tokio::time::timeout(connections.shared.header_timeout, acceptor.accept(stream)).await;
-    let tls_stream = match accepted {
+    let mut tls_stream = match accepted {
         Ok(Ok(s)) => s,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "tls handshake failed");
@@ -427,7 +429,35 @@ async fn serve_tls(
     if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
         return h2::serve(tls_stream, peer, connections, upstreams).await;
     }
-    let (io, drain) = coalesce::split(tls_stream);
+    // HTTP/1.1: the plain loop's, until a request it does not serve hands the connection on.
+    let shared = &connections.shared;
+    let limits = h1::Limits {
+        header_timeout: shared.header_timeout,
+        max_header_bytes: shared.max_header_bytes,
+    };
+    let mut waiting_since = None;
+    let (stream, read) = loop {
+        let served = h1::serve(
+            tls_stream,
+            peer,
+            &connections.forwarder,
+            upstreams,
+            limits,
+            &shared.shutdown,
+            waiting_since,
+        )
+        .await;
+        match served {
+            h1::Outcome::Done => return,
+            h1::Outcome::Handoff(stream, read) => break (stream, read),
+            // A TLS session does not park (`Viewer::PARKS`); were it to idle, it waits on.
+            h1::Outcome::Idle(stream, since) => {
+                tls_stream = stream;
+                waiting_since = Some(since);
+            }
+        }
+    };
+    let (io, drain) = coalesce::split(Prefixed { read, stream });
     let io = TokioIo::new(io);
     let drain = |cx: &mut std::task::Context<'_>| drain.poll_drain(cx);
     hyper::serve(io, peer, connections, upstreams, true, drain).await;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{backend, get_path, raw, start, status, FakeDns, Proxy, TestBackend};
+use crate::{backend, get_path, raw, start, status, FakeDns, Proxy, TestBackend, BIG};
 
 #[tokio::test]
 async fn disallowed_address_gets_403() {
@@ -178,26 +178,109 @@ async fn tls_termination_speaks_http2() {
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n1.1 200"));
 }
 
+/// A TLS 1.3 viewer that trusts `cert` and offers HTTP/1.1 alone (no ALPN), with a session
+/// store of its own.
+fn tls_viewer(cert: &rcgen::CertifiedKey) -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls::{self, client::ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// Reads one answer from `tls`: its head, and a body of the length the head gives, 16 KiB at
+/// a time with `pause` after each read.
+async fn read_answer<S: tokio::io::AsyncRead + Unpin>(
+    tls: &mut S,
+    pause: Duration,
+) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tls.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed within the head: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    while got.len() < head_end + length {
+        let n = tls.read(&mut buf).await.expect("read");
+        assert!(
+            n > 0,
+            "closed after {} of {length} body bytes",
+            got.len() - head_end
+        );
+        got.extend_from_slice(&buf[..n]);
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    (head, got.split_off(head_end))
+}
+
+/// HTTP/1.1 over TLS is served by the plain loop: the front-end hears `https`, and a large
+/// answer to a viewer that reads slowly (so the balancer keeps finding its socket full)
+/// arrives whole, with the kept-alive connection still serving the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_over_tls_says_https_and_large_answers_arrive_whole() {
+    let (_a, proxy, cert, _dir) = tls_proxy().await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tls_viewer(&cert)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // Read slowly, so the balancer keeps finding the socket full.
+    let pace = Duration::from_micros(200);
+    let (head, body) = tokio::time::timeout(Duration::from_secs(30), read_answer(&mut tls, pace))
+        .await
+        .expect("the whole answer within 30 s");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body.len(), BIG);
+    tls.write_all(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (_, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_answer(&mut tls, Duration::ZERO),
+    )
+    .await
+    .expect("the second answer on the same connection");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("proto=https "), "{text}");
+}
+
 /// A viewer's TLS 1.3 session resumes after hundreds of other viewers have connected since:
 /// the balancer issues stateless tickets (a server-side cache of 256 sessions, rustls's
 /// default, would have forgotten it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_sessions_resume_after_many_other_viewers() {
-    use tokio_rustls::rustls::{self, client::ClientConfig, HandshakeKind, RootCertStore};
+    use tokio_rustls::rustls::{self, HandshakeKind};
 
     let (_a, proxy, cert, _dir) = tls_proxy().await;
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("root");
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    // Each configuration is one viewer, with its own session store.
-    let viewer = || {
-        let config = ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-    };
+    // Each connector is one viewer, with its own session store.
+    let viewer = || tls_viewer(&cert);
     let fetch = |connector: tokio_rustls::TlsConnector| async move {
         let tcp = tokio::net::TcpStream::connect(proxy.addr)
             .await

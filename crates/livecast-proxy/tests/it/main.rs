@@ -54,6 +54,9 @@ pub struct TestBackend {
     pub stop: CancellationToken,
 }
 
+/// The length of the test backend's `/big` answer: more than loopback's socket buffers hold.
+pub const BIG: usize = 16 << 20;
+
 pub async fn backend(name: &'static str) -> TestBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -79,6 +82,7 @@ pub async fn backend(name: &'static str) -> TestBackend {
                 format!("uri={uri} viewer={viewer}")
             }),
         )
+        .route("/big", get(|| async { vec![b'b'; BIG] }))
         .route(
             "/echo",
             axum::routing::post(|body: bytes::Bytes| async move { body }),
