@@ -236,7 +236,8 @@ async fn read_answer<S: tokio::io::AsyncRead + Unpin>(
 
 /// HTTP/1.1 over TLS is served by the plain loop: the front-end hears `https`, and a large
 /// answer to a viewer that reads slowly (so the balancer keeps finding its socket full)
-/// arrives whole, with the kept-alive connection still serving the next request.
+/// arrives whole, with the kept-alive connection still serving the next request; a request
+/// with a body is then handed to hyper on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_over_tls_says_https_and_large_answers_arrive_whole() {
     let (_a, proxy, cert, _dir) = tls_proxy().await;
@@ -269,6 +270,18 @@ async fn http1_over_tls_says_https_and_large_answers_arrive_whole() {
     .expect("the second answer on the same connection");
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("proto=https "), "{text}");
+    // A request with a body: hyper takes the connection over, TLS session and all.
+    tls.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .expect("write");
+    let (head, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_answer(&mut tls, Duration::ZERO),
+    )
+    .await
+    .expect("hyper's answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(&body[..], b"hello");
 }
 
 /// A viewer's TLS 1.3 session resumes after hundreds of other viewers have connected since:
