@@ -826,9 +826,9 @@ impl Conn {
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED
             || body.is_end_stream();
-        let mut block = BytesMut::new();
-        hpack::encode_response(parts.status, &parts.headers, &mut block);
-        headers_frames(&mut self.out, id, block, bodiless, self.max_frame);
+        headers_frames(&mut self.out, id, bodiless, self.max_frame, |block| {
+            hpack::encode_response(parts.status, &parts.headers, block)
+        });
         if bodiless {
             self.remove(at);
             self.answered += 1;
@@ -1159,15 +1159,27 @@ fn window_update(out: &mut BytesMut, stream: u32, increment: u32) {
     out.put_u32(increment);
 }
 
-/// An answer's head as HEADERS, then CONTINUATION frames if it is larger than one frame.
+/// An answer's head as HEADERS (the block `encode` writes, encoded in place after the frame's
+/// head), then CONTINUATION frames if it is larger than one frame.
 fn headers_frames(
     out: &mut BytesMut,
     id: u32,
-    mut block: BytesMut,
     end_stream: bool,
     max_frame: usize,
+    encode: impl FnOnce(&mut BytesMut),
 ) {
     let end = if end_stream { END_STREAM } else { 0 };
+    let start = out.len();
+    frame_head(out, 0, HEADERS, END_HEADERS | end, id);
+    encode(out);
+    let len = out.len() - start - 9;
+    if len <= max_frame {
+        out[start..start + 3].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+        return;
+    }
+    // Rare: a head larger than a frame is cut into HEADERS and CONTINUATIONs.
+    let mut block = out.split_off(start + 9);
+    out.truncate(start);
     let mut kind = HEADERS;
     loop {
         let n = block.len().min(max_frame);

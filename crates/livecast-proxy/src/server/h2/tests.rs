@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::*;
 
 /// What the test handler answers: the request's path and body echoed, or for
-/// `/size/N`, N bytes; `/hold` waits until released.
+/// `/size/N`, N bytes; `/hold` waits until released; `/big-head` adds a 40 kB field.
 #[derive(Clone, Default)]
 struct Handler {
     started: Arc<AtomicUsize>,
@@ -58,6 +58,11 @@ impl Handler {
             response
                 .headers_mut()
                 .insert("x-answer", HeaderValue::from_static("yes"));
+            if path == "/big-head" {
+                // A head larger than two frames: HEADERS, then CONTINUATIONs.
+                let value = HeaderValue::from_str(&"h".repeat(40_000)).unwrap();
+                response.headers_mut().insert("x-big", value);
+            }
             response
         }
     }
@@ -80,12 +85,13 @@ fn server(
 async fn hyper_client(
     io: DuplexStream,
 ) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(io),
-    )
-    .await
-    .expect("handshake");
+    // Heads up to 1 MB (hyper's default, 16 KiB, is less than one frame).
+    let (sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .max_header_list_size(1 << 20)
+            .handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .expect("handshake");
     tokio::spawn(connection);
     sender
 }
@@ -126,6 +132,12 @@ async fn a_real_client_gets_answers_large_and_small_on_concurrent_streams() {
     let response = sender.clone().send_request(get("/echo?q=1")).await.unwrap();
     let text = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&text[..], b"GET /echo Some(\"example.test\") ");
+    // A head larger than a frame.
+    let response = sender.clone().send_request(get("/big-head")).await.unwrap();
+    assert_eq!(response.headers()["x-big"].len(), 40_000);
+    assert_eq!(response.headers()["x-answer"], "yes");
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&text[..], b"GET /big-head Some(\"example.test\") ");
     // HEAD: the head alone.
     let mut head = get("/size/1000");
     *head.method_mut() = Method::HEAD;
