@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole livecast test suite. On a fresh Debian machine it first installs what the
 # tests use as real peers (ffmpeg/ffprobe, Chromium, PostgreSQL with a Zabbix server and its
-# API frontend, curl, and FFmpeg 9 from the imageio-ffmpeg wheel) and the pinned npm
+# API frontend, curl, nghttp2's h2load, and FFmpeg 9 from the imageio-ffmpeg wheel) and the pinned npm
 # packages (hls.js for the player, playwright-core to drive Chromium). Needs root (or sudo for
 # apt; the Zabbix test itself needs root).
 set -euo pipefail
@@ -11,6 +11,8 @@ missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
+# nghttp2's h2load drives many HTTP/2 streams at the balancer in its tests.
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 # A real Zabbix server (with PostgreSQL) receives the log shipper's values in its tests.
 command -v pg_lsclusters >/dev/null || missing+=(postgresql)
 [ -x /usr/sbin/zabbix_server ] || missing+=(zabbix-server-pgsql)

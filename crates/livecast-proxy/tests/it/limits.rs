@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{backend, get_path, raw, start, status, FakeDns, Proxy, TestBackend, BIG};
+use crate::{backend, get_path, raw, start, status, FakeDns, Proxy, TestBackend, BIG, SEGMENT};
 
 #[tokio::test]
 async fn disallowed_address_gets_403() {
@@ -176,6 +176,55 @@ async fn tls_termination_speaks_http2() {
         .await
         .expect("curl");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n1.1 200"));
+}
+
+/// nghttp2's load generator, a second HTTP/2 implementation besides curl's, gets every answer
+/// on many streams at once: playlists ten streams deep on four connections, and segments
+/// larger than any window, so they go out as the client's WINDOW_UPDATEs come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_gets_every_answer_over_many_streams() {
+    let (_a, proxy, _cert, _dir) = tls_proxy().await;
+    for (path, requests, size) in [
+        ("/hls/x/index.m3u8", "2000", None),
+        ("/segment", "80", Some(SEGMENT)),
+    ] {
+        let url = format!("https://127.0.0.1:{}{path}", proxy.addr.port());
+        let out = tokio::process::Command::new("h2load")
+            // Windows of 64 KiB per stream and 1 MiB per connection (h2load's own are 1 GiB),
+            // which nghttp2 holds the balancer to.
+            .args([
+                "-n", requests, "-c", "4", "-m", "10", "-w", "16", "-W", "20", &url,
+            ])
+            .output()
+            .await
+            .expect("h2load must be installed (scripts/test.sh installs nghttp2-client)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains("Application protocol: h2"), "{text}");
+        assert!(
+            text.contains(&format!("{requests} succeeded, 0 failed, 0 errored")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("status codes: {requests} 2xx")),
+            "{text}"
+        );
+        if let Some(size) = size {
+            // Every body whole: the data h2load counted is at least the bodies' bytes.
+            let data: u64 = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("traffic:"))
+                // "…, 53.41MB (56000000) data"
+                .and_then(|l| l.strip_suffix(") data"))
+                .and_then(|l| l.rsplit('(').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no data count in {text}"));
+            let bodies = requests.parse::<u64>().unwrap() * size as u64;
+            assert!(
+                data >= bodies,
+                "{data} bytes of data for {bodies} of bodies: {text}"
+            );
+        }
+    }
 }
 
 /// A TLS 1.3 viewer that trusts `cert` and offers HTTP/1.1 alone (no ALPN), with a session

@@ -56,6 +56,8 @@ pub struct TestBackend {
 
 /// The length of the test backend's `/big` answer: more than loopback's socket buffers hold.
 pub const BIG: usize = 16 << 20;
+/// The length of its `/segment` answer, a live segment's size.
+pub const SEGMENT: usize = 700_000;
 
 pub async fn backend(name: &'static str) -> TestBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -83,6 +85,7 @@ pub async fn backend(name: &'static str) -> TestBackend {
             }),
         )
         .route("/big", get(|| async { vec![b'b'; BIG] }))
+        .route("/segment", get(|| async { vec![b's'; SEGMENT] }))
         .route(
             "/echo",
             axum::routing::post(|body: bytes::Bytes| async move { body }),
