@@ -67,7 +67,8 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<Cidr>,
     /// Seconds a client has to send its request headers, counted from the connection's start
-    /// or the end of the previous answer (slowloris protection; also the keep-alive idle time).
+    /// or the end of the previous answer (slowloris protection; also the keep-alive idle time,
+    /// and how long an HTTP/2 connection may have no stream open).
     #[arg(long, env = "LIVECAST_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
     /// Largest request head accepted, in bytes; larger ones are refused.

@@ -117,7 +117,8 @@ pub(super) async fn serve<I>(
         }
     };
     let shared = &connections.shared;
-    let mut conn = Conn::new(shared.max_header_bytes);
+    // The keep-alive idle time of HTTP/1.1 applies to a connection with no stream open.
+    let mut conn = Conn::new(shared.max_header_bytes, shared.header_timeout);
     if let Err(error) = conn.run(io, &shared.shutdown, handler).await {
         tracing::debug!(%peer, %error, "client connection ended with an error");
     }
@@ -181,6 +182,11 @@ struct Conn {
     answered: u32,
     next_turn: usize,
     max_header_bytes: usize,
+    /// How long the connection may have no stream open before it is closed (GOAWAY, no
+    /// error).
+    idle_timeout: Duration,
+    /// Since when no stream has been open (`None` while one is).
+    idle_since: Option<tokio::time::Instant>,
 }
 
 /// The answers being worked on, each with its stream's id.
@@ -188,7 +194,7 @@ type Working =
     FuturesUnordered<Abortable<Pin<Box<dyn Future<Output = (u32, Response<Body>)> + Send>>>>;
 
 impl Conn {
-    fn new(max_header_bytes: usize) -> Self {
+    fn new(max_header_bytes: usize, idle_timeout: Duration) -> Self {
         Self {
             read: BytesMut::with_capacity(MAX_FRAME + 9),
             out: BytesMut::with_capacity(MAX_FRAME + 9),
@@ -207,6 +213,8 @@ impl Conn {
             answered: 0,
             next_turn: 0,
             max_header_bytes,
+            idle_timeout,
+            idle_since: Some(tokio::time::Instant::now()),
         }
     }
 
@@ -237,9 +245,21 @@ impl Conn {
         let mut working: Working = FuturesUnordered::new();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        // One timer, set again only when it fires: streams opening and closing cost none.
+        let idle = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle);
         let result = std::future::poll_fn(|cx| {
             if self.goaway.is_none() && cancelled.as_mut().poll(cx).is_ready() {
                 self.go_away(Code::NoError);
+            }
+            while self.goaway.is_none() && idle.as_mut().poll(cx).is_ready() {
+                let now = tokio::time::Instant::now();
+                match self.idle_since {
+                    Some(since) if since + self.idle_timeout <= now => self.go_away(Code::NoError),
+                    since => idle
+                        .as_mut()
+                        .reset(since.unwrap_or(now) + self.idle_timeout),
+                }
             }
             let turn = self.turn(cx, &mut io, &mut working, &handler);
             match turn {
@@ -770,6 +790,7 @@ impl Conn {
                     head: false,
                     phase: Phase::Waiting(AbortHandle::new_pair().0),
                 });
+                self.idle_since = None;
                 self.refuse(
                     stream,
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -788,6 +809,7 @@ impl Conn {
                 window: DEFAULT_WINDOW,
             },
         });
+        self.idle_since = None;
         if end_stream {
             let at = self.streams.len() - 1;
             self.start(at, working, handler);
@@ -973,6 +995,9 @@ impl Conn {
     /// Forgets a stream; an answer still being worked on is dropped.
     fn remove(&mut self, at: usize) {
         let stream = self.streams.swap_remove(at);
+        if self.streams.is_empty() {
+            self.idle_since = Some(tokio::time::Instant::now());
+        }
         if let Phase::Waiting(abort) = stream.phase {
             abort.abort();
         }

@@ -68,6 +68,9 @@ impl Handler {
     }
 }
 
+/// How long the test server's connections may idle.
+const IDLE: Duration = Duration::from_millis(300);
+
 /// The server on one end of an in-memory pipe.
 fn server(
     handler: &Handler,
@@ -76,7 +79,7 @@ fn server(
     let (client, server) = tokio::io::duplex(1 << 20);
     let (handler, shutdown) = (handler.clone(), shutdown.clone());
     let task = tokio::spawn(async move {
-        let mut conn = Conn::new(16 * 1024);
+        let mut conn = Conn::new(16 * 1024, IDLE);
         conn.run(server, &shutdown, move |r| handler.call(r)).await
     });
     (client, task)
@@ -559,4 +562,28 @@ async fn protocol_violations_end_the_connection_with_goaway() {
     };
     assert_eq!(raw.goaway().await, Code::Protocol as u32);
     assert!(task.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn a_connection_without_streams_closes_after_the_idle_time_one_with_a_stream_does_not() {
+    let handler = Handler::default();
+    let (mut raw, task) = Raw::connect(&handler, &CancellationToken::new()).await;
+    raw.send(HEADERS, END_STREAM | END_HEADERS, 1, &Raw::get("/hold"))
+        .await;
+    // Held well past the idle time: the open stream keeps the connection.
+    tokio::time::sleep(IDLE * 3).await;
+    raw.send(PING, 0, 0, b"still on").await;
+    let (flags, payload) = raw.until(PING, 0).await;
+    assert_eq!((flags, &payload[..]), (ACK, &b"still on"[..]));
+    handler.release.notify_one();
+    raw.until(DATA, 1).await;
+    // Then nothing: GOAWAY without error after the idle time, and the connection ends.
+    let idle_from = std::time::Instant::now();
+    assert_eq!(raw.goaway().await, Code::NoError as u32);
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= IDLE - Duration::from_millis(50),
+        "closed after {waited:?}"
+    );
+    task.await.unwrap().unwrap();
 }
