@@ -17,6 +17,12 @@ keep-alive to the backend. In alternating rounds:
     tests run each balancer flat out, where the one that serves more also takes more of the
     machine from the load generator; at one rate the tails compare like for like. Printed
     beside the targets, not as one;
+  - with `--tests cpu`: each round, h2load sends a fixed number of requests (--cpu-requests
+    for the playlist, a fortieth of that for the segment) over HTTP/2 and over HTTP/1.1
+    (--h1) to each balancer, and the CPU time the balancer's process spent on them (user and
+    kernel, from /proc) is divided by the requests. Like the instructions below, a cost per
+    request rather than a rate, but with the kernel's share in it. Printed beside the
+    targets;
   - with `--tests instructions` (needs valgrind): each balancer once more, under callgrind, for
     a fixed number of HTTP/2 playlist requests (--requests, after a warm-up): user-space
     instructions per request and their ratio. Unlike req/s, that count does not move with
@@ -27,8 +33,8 @@ better; p99: lower is better), and whether each target is met (issue 18: req/s >
 p99 <= HAProxy's, TLS 1.3 resumption works).
 Needs: nginx, haproxy, wrk, h2load (apt-get install nginx haproxy wrk nghttp2-client), openssl.
 Usage: bench/tls.py [--seconds 5] [--connections 32] [--streams 10] [--rounds 3]
-                    [--tests h1,h2,handshakes,fixed,instructions] [--requests 20000]
-                    [--rate 500]
+                    [--tests h1,h2,handshakes,fixed,cpu,instructions] [--requests 20000]
+                    [--rate 500] [--cpu-requests 40000]
 """
 
 import argparse
@@ -101,6 +107,26 @@ def resumes(port, others):
     return reused
 
 
+def cpu_seconds(pid):
+    """User and kernel CPU seconds of process `pid` so far, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(pid, url, proto, requests, connections, streams):
+    """Microseconds of CPU (user and kernel) process `pid` spends per request of `requests`
+    sent by h2load over `proto` (h1: HTTP/1.1, one request at a time per connection)."""
+    extra = ["--h1", "-m1"] if proto == "h1" else [f"-m{streams}"]
+    before = cpu_seconds(pid)
+    done = subprocess.run(["h2load", "-t1", f"-c{connections}", f"-n{requests}"] + extra + [url],
+                          check=True, capture_output=True, text=True).stdout
+    used = cpu_seconds(pid) - before
+    if f"{requests} succeeded" not in done:
+        raise SystemExit(f"not every request succeeded ({proto} {url}):\n{done}")
+    return used * 1e6 / requests
+
+
 def instructions(command, port, requests, connections, streams, work):
     """User-space instructions per HTTP/2 playlist request of `command` (a balancer listening
     with TLS on `port`) under callgrind: counted from zero after a warm-up of 2,000 requests."""
@@ -144,7 +170,9 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tests", default="h1,h2,handshakes",
-                   help="which of h1, h2, handshakes, fixed, instructions to run")
+                   help="which of h1, h2, handshakes, fixed, cpu, instructions to run")
+    p.add_argument("--cpu-requests", type=int, default=40000,
+                   help="playlist requests per CPU measurement (--tests cpu); segments: a fortieth")
     p.add_argument("--rate", type=int, default=500,
                    help="total requests per second of --tests fixed (both balancers must reach it)")
     p.add_argument("--requests", type=int, default=20000,
@@ -235,6 +263,8 @@ backend front_ends
         time.sleep(1.5)
         figures = {}  # (test, system) -> list of (req/s or handshakes/s, p99 ms)
         at_one_rate = set()  # tests run at --rate: beside the targets, only their tails compare
+        per_request = set()  # CPU per request: beside the targets, lower is better
+        pids = {"haproxy": procs[1].pid, "livecast": procs[2].pid}
 
         def note(test, name, value, p99=None):
             figures.setdefault((test, name), []).append((value, p99))
@@ -274,6 +304,14 @@ backend front_ends
                         at_one_rate.add(test)
                         note(test, name, rps, p99)
                         line.append(f"{proto} {obj} at {args.rate}/s p50 {p50:6.2f} p99 {p99:6.2f} ms")
+                    for proto in ("h2", "h1") if "cpu" in tests else ():
+                        requests = args.cpu_requests // (40 if obj == "segment" else 1)
+                        pid = pids[name]
+                        used = cpu_per_request(pid, url, proto, requests, args.connections, args.streams)
+                        test = f"cpu {proto} {obj}"
+                        per_request.add(test)
+                        note(test, name, used)
+                        line.append(f"cpu {proto} {obj} {used:7.1f} us/req")
                 for reuse in (False, True) if "handshakes" in tests else ():
                     rate = s_time(port, OBJECTS["playlist"], reuse, args.seconds)
                     test = "handshakes resumed" if reuse else "handshakes full"
@@ -297,6 +335,11 @@ backend front_ends
             lc, hp = figures[(test, "livecast")], figures[(test, "haproxy")]
             fixed = test in at_one_rate
             rate = statistics.median(v for v, _ in lc) / statistics.median(v for v, _ in hp)
+            if test in per_request:
+                print(f"  {test:<20} ratio {rate:5.2f} ({statistics.median(v for v, _ in lc):.1f} vs "
+                      f"{statistics.median(v for v, _ in hp):.1f} us of CPU per request; lower is "
+                      "better, beside the targets)")
+                continue
             text = f"  {test:<20} " + ("          " if fixed else f"rate {rate:5.2f}")
             met &= fixed or rate >= 1.0
             if lc[0][1] is not None:
@@ -313,7 +356,7 @@ backend front_ends
             ok = resumes(port, 600)
             met &= ok
             print(f"  {name:<8} resumes a TLS 1.3 session after 600 other clients: {'yes' if ok else 'NO'}")
-        if all(test in at_one_rate for test, _ in figures):
+        if all(test in at_one_rate | per_request for test, _ in figures):
             print("targets: not measured (they are the h1 and h2 tests' req/s and p99)")
         else:
             print(f"targets: {'met' if met else 'NOT all met'}")
