@@ -31,17 +31,10 @@ import subprocess
 import sys
 import tempfile
 
-from common import build, check_wrk, free_port, wait_http, wrk
+from common import build, check_wrk, cpu_seconds, free_port, wait_http, wrk
 
 PLAYLIST = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:95\n" + "".join(
     f"#EXT-X-PROGRAM-DATE-TIME:2026-11-24T00:00:{i * 2:02d}.000Z\n#EXTINF:2.000,\ns-{95 + i}.ts\n" for i in range(6))
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():

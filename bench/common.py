@@ -51,6 +51,13 @@ def wait_http(port, path="/", timeout=10.0):
     raise SystemExit(f"127.0.0.1:{port}{path} did not answer 200")
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def build(*packages):
     """Builds the packages' release binaries and returns their directory. With
     LIVECAST_BENCH_BIN set, uses the binaries in that directory instead (another build's, to

@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 
-from common import build, free_port, stop, wait_http, wrk
+from common import build, cpu_seconds, free_port, stop, wait_http, wrk
 from frontend import make_volume
 
 OBJECTS = {"playlist": "/hls/bench/index.m3u8", "segment": "/hls/bench/s-100.ts"}
@@ -105,13 +105,6 @@ def resumes(port, others):
         fetch()
     _, reused = fetch(session)
     return reused
-
-
-def cpu_seconds(pid):
-    """User and kernel CPU seconds of process `pid` so far, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_per_request(pid, url, proto, requests, connections, streams):
