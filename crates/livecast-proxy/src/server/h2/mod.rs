@@ -124,6 +124,23 @@ pub(super) async fn serve<I>(
     }
 }
 
+/// What answers a stream's request: the balancer's request policy, or a stand-in in tests.
+trait Handler {
+    type Answer: Future<Output = Response<Body>> + Send + 'static;
+    fn call(&self, request: Request<Full<Bytes>>) -> Self::Answer;
+}
+
+impl<H, F> Handler for H
+where
+    H: Fn(Request<Full<Bytes>>) -> F,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    type Answer = F;
+    fn call(&self, request: Request<Full<Bytes>>) -> F {
+        self(request)
+    }
+}
+
 /// One stream this end still has work for.
 struct Stream {
     id: u32,
@@ -218,7 +235,7 @@ impl Conn {
         }
     }
 
-    async fn run<I, H, F>(
+    async fn run<I, H: Handler>(
         &mut self,
         mut io: I,
         shutdown: &CancellationToken,
@@ -226,8 +243,6 @@ impl Conn {
     ) -> Result<(), std::io::Error>
     where
         I: AsyncRead + AsyncWrite + Unpin,
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
     {
         // This end's settings; the windows stay at their defaults.
         let settings = [
@@ -289,7 +304,7 @@ impl Conn {
     }
 
     /// One turn: read and act on what the viewer sent, move the answers on, write.
-    fn turn<I, H, F>(
+    fn turn<I, H: Handler>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut I,
@@ -298,8 +313,6 @@ impl Conn {
     ) -> Poll<Result<(), Failure>>
     where
         I: AsyncRead + AsyncWrite + Unpin,
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
     {
         loop {
             let mut progress = false;
@@ -389,11 +402,7 @@ impl Conn {
     }
 
     /// Acts on every whole frame read so far.
-    fn frames<H, F>(&mut self, working: &mut Working, handler: &H) -> Result<(), ConnError>
-    where
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
+    fn frames<H: Handler>(&mut self, working: &mut Working, handler: &H) -> Result<(), ConnError> {
         if !self.preface {
             if self.read.len() < PREFACE.len() {
                 return if PREFACE.starts_with(&self.read) {
@@ -598,18 +607,14 @@ impl Conn {
         Ok(())
     }
 
-    fn on_data<H, F>(
+    fn on_data<H: Handler>(
         &mut self,
         stream: u32,
         flags: u8,
         payload: Bytes,
         working: &mut Working,
         handler: &H,
-    ) -> Result<(), ConnError>
-    where
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
+    ) -> Result<(), ConnError> {
         if stream == 0 {
             return Err(ConnError(Code::Protocol, "DATA on stream 0"));
         }
@@ -650,18 +655,14 @@ impl Conn {
         Ok(())
     }
 
-    fn on_headers<H, F>(
+    fn on_headers<H: Handler>(
         &mut self,
         stream: u32,
         flags: u8,
         payload: Bytes,
         working: &mut Working,
         handler: &H,
-    ) -> Result<(), ConnError>
-    where
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
+    ) -> Result<(), ConnError> {
         if stream == 0 || stream.is_multiple_of(2) {
             return Err(ConnError(
                 Code::Protocol,
@@ -695,18 +696,14 @@ impl Conn {
         self.header_block(partial, working, handler)
     }
 
-    fn on_continuation<H, F>(
+    fn on_continuation<H: Handler>(
         &mut self,
         stream: u32,
         flags: u8,
         payload: Bytes,
         working: &mut Working,
         handler: &H,
-    ) -> Result<(), ConnError>
-    where
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
+    ) -> Result<(), ConnError> {
         let Some(mut partial) = self.partial.take() else {
             return Err(ConnError(Code::Protocol, "CONTINUATION without HEADERS"));
         };
@@ -726,16 +723,12 @@ impl Conn {
     }
 
     /// A whole header block: a new request, or the trailers of one still sending its body.
-    fn header_block<H, F>(
+    fn header_block<H: Handler>(
         &mut self,
         partial: Partial,
         working: &mut Working,
         handler: &H,
-    ) -> Result<(), ConnError>
-    where
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
+    ) -> Result<(), ConnError> {
         let Partial {
             stream,
             end_stream,
@@ -818,11 +811,7 @@ impl Conn {
     }
 
     /// The request on `self.streams[at]` is whole: hands it to the policy.
-    fn start<H, F>(&mut self, at: usize, working: &mut Working, handler: &H)
-    where
-        H: Fn(Request<Full<Bytes>>) -> F,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
+    fn start<H: Handler>(&mut self, at: usize, working: &mut Working, handler: &H) {
         let (abort, registration) = AbortHandle::new_pair();
         let stream = &mut self.streams[at];
         let Phase::Receiving { request, body, .. } =
@@ -831,7 +820,7 @@ impl Conn {
             return;
         };
         let id = stream.id;
-        let answer = handler(request.map(|()| Full::new(body.freeze())));
+        let answer = handler.call(request.map(|()| Full::new(body.freeze())));
         let future: Pin<Box<dyn Future<Output = (u32, Response<Body>)> + Send>> =
             Box::pin(async move { (id, answer.await) });
         working.push(Abortable::new(future, registration));

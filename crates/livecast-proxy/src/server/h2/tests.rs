@@ -11,10 +11,11 @@ use tokio::task::JoinHandle;
 
 use super::*;
 
-/// What the test handler answers: the request's path and body echoed, or for
-/// `/size/N`, N bytes; `/hold` waits until released; `/big-head` adds a 40 kB field.
+/// The stand-in for the request policy. It answers with the request's method, path,
+/// authority and body; for `/size/N`, with N bytes; `/hold` waits until released;
+/// `/big-head` adds a 40 kB field.
 #[derive(Clone, Default)]
-struct Handler {
+struct Stub {
     started: Arc<AtomicUsize>,
     dropped: Arc<AtomicUsize>,
     release: Arc<tokio::sync::Notify>,
@@ -28,7 +29,7 @@ impl Drop for CountDrop {
     }
 }
 
-impl Handler {
+impl Stub {
     fn call(
         &self,
         request: Request<Full<Bytes>>,
@@ -73,7 +74,7 @@ const IDLE: Duration = Duration::from_millis(300);
 
 /// The server on one end of an in-memory pipe.
 fn server(
-    handler: &Handler,
+    handler: &Stub,
     shutdown: &CancellationToken,
 ) -> (DuplexStream, JoinHandle<std::io::Result<()>>) {
     let (client, server) = tokio::io::duplex(1 << 20);
@@ -107,7 +108,7 @@ fn get(path: &str) -> Request<Full<Bytes>> {
 
 #[tokio::test]
 async fn a_real_client_gets_answers_large_and_small_on_concurrent_streams() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let shutdown = CancellationToken::new();
     let (io, _task) = server(&handler, &shutdown);
     let sender = hyper_client(io).await;
@@ -164,7 +165,7 @@ async fn a_real_client_gets_answers_large_and_small_on_concurrent_streams() {
 
 #[tokio::test]
 async fn shutdown_sends_goaway_and_lets_streams_in_flight_finish() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let shutdown = CancellationToken::new();
     let (io, task) = server(&handler, &shutdown);
     let sender = hyper_client(io).await;
@@ -202,7 +203,7 @@ impl Raw {
     /// Connected, with the preface and empty SETTINGS sent, and the server's SETTINGS and
     /// its ACK of ours read.
     async fn connect(
-        handler: &Handler,
+        handler: &Stub,
         shutdown: &CancellationToken,
     ) -> (Raw, JoinHandle<std::io::Result<()>>) {
         let (io, task) = server(handler, shutdown);
@@ -316,7 +317,7 @@ fn code(payload: &[u8]) -> u32 {
 
 #[tokio::test]
 async fn control_frames_are_answered() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut raw, _task) = Raw::connect(&handler, &CancellationToken::new()).await;
     raw.send(PING, 0, 0, b"12345678").await;
     assert_eq!(
@@ -344,7 +345,7 @@ async fn control_frames_are_answered() {
 
 #[tokio::test]
 async fn the_viewers_window_limits_what_is_sent() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut raw, _task) = Raw::connect(&handler, &CancellationToken::new()).await;
     // Streams may take 100 bytes each until the viewer says more.
     raw.send(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 100]).await;
@@ -370,7 +371,7 @@ async fn the_viewers_window_limits_what_is_sent() {
 
 #[tokio::test]
 async fn a_reset_stream_drops_its_work_and_a_reset_flood_is_stopped() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut raw, _task) = Raw::connect(&handler, &CancellationToken::new()).await;
     raw.send(HEADERS, END_STREAM | END_HEADERS, 1, &Raw::get("/hold"))
         .await;
@@ -398,7 +399,7 @@ async fn a_reset_stream_drops_its_work_and_a_reset_flood_is_stopped() {
 
 #[tokio::test]
 async fn streams_past_the_limit_are_refused() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut raw, _task) = Raw::connect(&handler, &CancellationToken::new()).await;
     for i in 0..=MAX_STREAMS as u32 {
         raw.send(
@@ -417,7 +418,7 @@ async fn streams_past_the_limit_are_refused() {
 
 #[tokio::test]
 async fn a_body_larger_than_the_window_is_answered_413() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut raw, _task) = Raw::connect(&handler, &CancellationToken::new()).await;
     let head = Raw::block(&[
         (":method", "POST"),
@@ -441,7 +442,7 @@ async fn a_body_larger_than_the_window_is_answered_413() {
 
 #[tokio::test]
 async fn malformed_requests_are_stream_errors() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut raw, _task) = Raw::connect(&handler, &CancellationToken::new()).await;
     let cases: [&[(&str, &str)]; 6] = [
         &[
@@ -542,7 +543,7 @@ async fn protocol_violations_end_the_connection_with_goaway() {
         ),
     ];
     for (what, frames, expected) in cases {
-        let handler = Handler::default();
+        let handler = Stub::default();
         let (mut raw, task) = Raw::connect(&handler, &CancellationToken::new()).await;
         for (kind, flags, stream, payload) in frames {
             raw.send(kind, flags, stream, &payload).await;
@@ -551,7 +552,7 @@ async fn protocol_violations_end_the_connection_with_goaway() {
         assert!(task.await.unwrap().is_err(), "{what}");
     }
     // No preface at all.
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut io, task) = server(&handler, &CancellationToken::new());
     io.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -566,7 +567,7 @@ async fn protocol_violations_end_the_connection_with_goaway() {
 
 #[tokio::test]
 async fn a_connection_without_streams_closes_after_the_idle_time_one_with_a_stream_does_not() {
-    let handler = Handler::default();
+    let handler = Stub::default();
     let (mut raw, task) = Raw::connect(&handler, &CancellationToken::new()).await;
     raw.send(HEADERS, END_STREAM | END_HEADERS, 1, &Raw::get("/hold"))
         .await;
